@@ -1,0 +1,23 @@
+"""rnnjax: recurrent networks for JAX with compiled recurrent scans.
+
+Public names are re-exported flat: ``import rnnjax as rj``.
+"""
+
+from rnnjax import initializers, metrics
+from rnnjax.cells import GRU, LSTM, GRUState, LSTMState, SimpleRNN, SimpleRNNState
+from rnnjax.sequence import unroll, unroll_batch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "initializers",
+    "metrics",
+    "SimpleRNN",
+    "SimpleRNNState",
+    "LSTM",
+    "LSTMState",
+    "GRU",
+    "GRUState",
+    "unroll",
+    "unroll_batch",
+]

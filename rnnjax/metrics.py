@@ -1,0 +1,106 @@
+"""Metrics: cross-entropy, perplexity, accuracy, MSE and NRMSE, all maskable.
+
+Every metric takes an optional ``mask`` (``True``/1 where a position counts) with the
+shape of the per-position values, so padded steps of variable-length sequences are
+left out exactly; a metric over an empty mask is NaN rather than a silent zero.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["masked_mean", "cross_entropy", "perplexity", "accuracy", "mse", "nrmse"]
+
+
+def _check_same_shape(name_a, a, name_b, b):
+    if jnp.shape(a) != jnp.shape(b):
+        raise ValueError(
+            f"{name_b} must have the shape of {name_a} {jnp.shape(a)}; got {jnp.shape(b)}"
+        )
+
+
+def masked_mean(values: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
+    """Mean of ``values`` over the positions where ``mask`` is true (all when ``None``).
+
+    Args:
+      values: any shape.
+      mask: ``None`` or an array of the same shape (bool or 0/1).
+
+    Returns:
+      A scalar; NaN when the mask selects nothing.
+    """
+    if mask is None:
+        return jnp.mean(values)
+    _check_same_shape("values", values, "mask", mask)
+    mask = mask.astype(values.dtype)
+    return jnp.sum(values * mask) / jnp.sum(mask)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array] = None):
+    """Mean cross-entropy in nats per token.
+
+    Args:
+      logits: ``(..., V)`` unnormalised log-probabilities.
+      labels: ``(...)`` integer class indices in ``[0, V)``.
+      mask: optional ``(...)``, true where a token counts.
+
+    Returns:
+      The scalar mean of ``-log softmax(logits)[label]`` over the masked positions.
+
+    Example:
+      >>> import jax.numpy as jnp, rnnjax as rj
+      >>> float(rj.metrics.cross_entropy(jnp.zeros((3, 4)), jnp.array([0, 1, 2])))  # log 4
+      1.386...
+    """
+    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise TypeError(f"labels must be integer class indices; got dtype {jnp.result_type(labels)}")
+    if jnp.shape(logits)[:-1] != jnp.shape(labels):
+        raise ValueError(
+            f"labels must have shape logits.shape[:-1] = {jnp.shape(logits)[:-1]}; "
+            f"got {jnp.shape(labels)}"
+        )
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return masked_mean(losses, mask)
+
+
+def perplexity(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array] = None):
+    """Perplexity: ``exp`` of the mean cross-entropy in nats per token (masked).
+
+    A uniform predictor over ``V`` symbols has perplexity exactly ``V``.
+    """
+    return jnp.exp(cross_entropy(logits, labels, mask))
+
+
+def accuracy(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array] = None):
+    """Fraction of (masked) positions whose arg-max prediction equals the label."""
+    if jnp.shape(logits)[:-1] != jnp.shape(labels):
+        raise ValueError(
+            f"labels must have shape logits.shape[:-1] = {jnp.shape(logits)[:-1]}; "
+            f"got {jnp.shape(labels)}"
+        )
+    hits = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return masked_mean(hits, mask)
+
+
+def mse(predictions: jax.Array, targets: jax.Array, mask: Optional[jax.Array] = None):
+    """Mean squared error over all (masked) entries."""
+    _check_same_shape("predictions", predictions, "targets", targets)
+    return masked_mean(jnp.square(predictions - targets), mask)
+
+
+def nrmse(predictions: jax.Array, targets: jax.Array, mask: Optional[jax.Array] = None):
+    """Normalised root-mean-square error: ``RMSE / std(targets)``.
+
+    The normalisation is the (population) standard deviation of the targets over the
+    same masked entries, so predicting the targets' mean scores 1.0. This is the
+    normalisation of the ESN literature (Jaeger 2001) and of the ESN figures in
+    DESIGN.md (RMSE / std of target).
+    """
+    _check_same_shape("predictions", predictions, "targets", targets)
+    mean_t = masked_mean(targets, mask)
+    var_t = masked_mean(jnp.square(targets - mean_t), mask)
+    return jnp.sqrt(mse(predictions, targets, mask) / var_t)

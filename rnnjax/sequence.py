@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["unroll", "unroll_batch", "check_length", "hoist_projection"]
+__all__ = ["unroll", "unroll_batch"]
 
 
 # --------------------------------------------------------------------------- checks
@@ -179,6 +179,27 @@ def scan_masked(fn: Callable, state, inputs, valid, unroll: int = 1):
     return jax.lax.scan(body, state, (valid, inputs), unroll=unroll)
 
 
+def run_cell(cell, params, state, xs, valid, unroll: int = 1):
+    """Scan ``cell`` over prepared inputs (see :func:`prepare`): the one inner loop that
+    :func:`unroll` and every layer share, and the place where backend-specific fast
+    paths are chosen.
+
+    Args:
+      xs: ``(T, I)`` in processing order, padding already zeroed.
+      valid: ``(T,)`` bool, or ``None`` when every step is real.
+
+    Returns:
+      ``(state, ys)`` in processing order.
+    """
+    if hoist_projection():
+        fn = functools.partial(cell.recur, params)
+        inputs = cell.project(params, xs)
+    else:
+        fn = functools.partial(cell.step, params)
+        inputs = xs
+    return scan_masked(fn, state, inputs, valid, unroll)
+
+
 def _check_unroll(unroll) -> None:
     if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
         raise ValueError(f"unroll must be an int >= 1; got {unroll!r}")
@@ -226,13 +247,7 @@ def unroll(
     else:
         check_state(cell.initial_state(dtype), state)
     xs, valid, order = prepare(xs, length, reverse)
-    if hoist_projection():
-        fn = functools.partial(cell.recur, params)
-        inputs = cell.project(params, xs)
-    else:
-        fn = functools.partial(cell.step, params)
-        inputs = xs
-    state, ys = scan_masked(fn, state, inputs, valid, unroll)
+    state, ys = run_cell(cell, params, state, xs, valid, unroll)
     return state, restore_order(ys, length, reverse, order)
 
 

@@ -5,6 +5,7 @@ Public names are re-exported flat: ``import rnnjax as rj``.
 
 from rnnjax import initializers, metrics
 from rnnjax.cells import GRU, LSTM, GRUState, LSTMState, SimpleRNN, SimpleRNNState
+from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked, dropout
 from rnnjax.sequence import unroll, unroll_batch
 
 __version__ = "0.1.0"
@@ -20,4 +21,9 @@ __all__ = [
     "GRUState",
     "unroll",
     "unroll_batch",
+    "Recurrent",
+    "Bidirectional",
+    "BidirectionalState",
+    "Stacked",
+    "dropout",
 ]

@@ -276,7 +276,7 @@ def unroll_batch(
       ``(state, ys)`` with ``ys`` laid out like ``xs`` (``(*B, T, H)`` or ``(T, *B, H)``).
     """
     return apply_batch(
-        lambda x, n, s: _unroll_one(cell, params, x, n, s, reverse, unroll),
+        lambda x, n, s, k: _unroll_one(cell, params, x, n, s, reverse, unroll),
         xs,
         length,
         state,
@@ -284,8 +284,9 @@ def unroll_batch(
     )
 
 
-def apply_batch(fn: Callable, xs, length, state, time_major: bool):
-    """Apply an unbatched ``fn(xs, length, state) -> (state, ys)`` over leading batch axes.
+def apply_batch(fn: Callable, xs, length, state, time_major: bool, key=None):
+    """Apply an unbatched ``fn(xs, length, state, key) -> (state, ys)`` over leading batch
+    axes; each example gets its own key (split from ``key``) when one is given.
 
     Used by :func:`unroll_batch` and the layers' ``apply_batch``; see there for shapes.
     """
@@ -319,8 +320,9 @@ def apply_batch(fn: Callable, xs, length, state, time_major: bool):
                     f"state leaves must have leading batch axes {batch}; got {_describe(leaf)}"
                 )
         state = jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[len(batch):]), state)
-    in_axes = (0, None if length is None else 0, None if state is None else 0)
-    out_state, ys = jax.vmap(fn, in_axes=in_axes)(flat, length, state)
+    keys = None if key is None else jax.random.split(key, n)
+    in_axes = tuple(None if a is None else 0 for a in (flat, length, state, keys))
+    out_state, ys = jax.vmap(fn, in_axes=in_axes)(flat, length, state, keys)
     out_state = jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), out_state)
     ys = jax.tree_util.tree_map(lambda y: y.reshape(batch + y.shape[1:]), ys)
     if time_major:

@@ -3,7 +3,7 @@
 Public names are re-exported flat: ``import rnnjax as rj``.
 """
 
-from rnnjax import initializers, metrics
+from rnnjax import initializers, interop, metrics
 from rnnjax.cells import GRU, LSTM, GRUState, LSTMState, SimpleRNN, SimpleRNNState
 from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked, dropout
 from rnnjax.sequence import unroll, unroll_batch
@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 __all__ = [
     "initializers",
     "metrics",
+    "interop",
     "SimpleRNN",
     "SimpleRNNState",
     "LSTM",

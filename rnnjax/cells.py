@@ -57,6 +57,12 @@ class GRUState(NamedTuple):
     h: jax.Array
 
 
+def _lead(b: jax.Array, ndim: int) -> jax.Array:
+    """``b`` with leading unit axes up to ``ndim`` (explicit broadcasting: rank promotion
+    may be set to raise)."""
+    return b.reshape((1,) * (ndim - b.ndim) + b.shape)
+
+
 def _check_size(name: str, value: Any, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
@@ -110,7 +116,8 @@ class _Cell:
 
     def project(self, params: dict, x: jax.Array) -> jax.Array:
         """The input part of a step: ``x @ w_ih + b``, shape ``(G * H,)`` (or ``(..., G * H)``)."""
-        return x @ params["w_ih"] + params["b"]
+        y = x @ params["w_ih"]
+        return y + _lead(params["b"], y.ndim)
 
     def step(self, params: dict, state, x: jax.Array):
         """One time step: ``(state, x) -> (state', y)``. ``x``: ``(I,)``, ``y``: ``(output_size,)``."""
@@ -342,7 +349,7 @@ class GRU(_Cell):
             hp = h @ params["w_hh"]
             r = jax.nn.sigmoid(xp[..., :H] + hp[..., :H])
             z = jax.nn.sigmoid(xp[..., H : 2 * H] + hp[..., H : 2 * H])
-            n = jnp.tanh(xp[..., 2 * H :] + r * (hp[..., 2 * H :] + params["b_hn"]))
+            n = jnp.tanh(xp[..., 2 * H :] + r * (hp[..., 2 * H :] + _lead(params["b_hn"], hp.ndim)))
         else:
             w_hh = params["w_hh"]
             rz = jax.nn.sigmoid(xp[..., : 2 * H] + h @ w_hh[:, : 2 * H])

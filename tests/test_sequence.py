@@ -1,0 +1,226 @@
+"""rj.unroll against a plain Python loop over step; length semantics; padding invariance."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnjax as rj
+
+T, I = 6, 3
+
+CELLS = {
+    "rnn_tanh": rj.SimpleRNN(I, 4),
+    "rnn_relu": rj.SimpleRNN(I, 4, nonlinearity="relu"),
+    "lstm": rj.LSTM(I, 4),
+    "lstm_proj": rj.LSTM(I, 5, proj_size=2),
+    "gru": rj.GRU(I, 4),
+    "gru_cho": rj.GRU(I, 4, reset_after=False),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_unroll(cell, reverse):
+    return jax.jit(lambda p, xs, n: rj.unroll(cell, p, xs, length=n, reverse=reverse))
+
+
+def _loop(cell, params, xs, length, reverse):
+    """Reference: a plain Python loop over cell.step on the real steps only."""
+    n = xs.shape[0] if length is None else length
+    state = cell.initial_state()
+    ys = np.zeros((xs.shape[0], cell.output_size), np.float32)
+    order = range(n - 1, -1, -1) if reverse else range(n)
+    for t in order:
+        state, y = cell.step(params, state, xs[t])
+        ys[t] = np.asarray(y)
+    return state, ys
+
+
+def _data(seed=1):
+    return jax.random.normal(jax.random.key(seed), (T, I))
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("length", [None, 0, 1, 4, T])
+def test_unroll_equals_python_loop(name, reverse, length):
+    cell = CELLS[name]
+    params = cell.init(jax.random.key(0))
+    xs = _data()
+    if length is None:
+        state, ys = rj.unroll(cell, params, xs, reverse=reverse)
+    else:
+        state, ys = _jitted_unroll(cell, reverse)(params, xs, jnp.asarray(length))
+    ref_state, ref_ys = _loop(cell, params, xs, length, reverse)
+    np.testing.assert_allclose(ys, ref_ys, rtol=1e-5, atol=1e-6)
+    for a, b in zip(state, ref_state):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    if length is not None:
+        assert np.all(np.asarray(ys)[length:] == 0.0)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_length_zero_returns_initial_state(name):
+    cell = CELLS[name]
+    params = cell.init(jax.random.key(0))
+    init = jax.tree_util.tree_map(lambda a: a + 0.5, cell.initial_state())
+    for reverse in (False, True):
+        state, ys = rj.unroll(cell, params, _data(), length=0, state=init, reverse=reverse)
+        for a, b in zip(state, init):
+            np.testing.assert_array_equal(a, b)
+        assert np.all(np.asarray(ys) == 0)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_padding_changes_no_output_state_or_gradient(name, reverse):
+    cell = CELLS[name]
+    params = cell.init(jax.random.key(0))
+    n = 4
+    xs = _data()
+    garbage = xs.at[n:].set(1e3 * jax.random.normal(jax.random.key(7), (T - n, I)))
+
+    def loss(p, xs):
+        state, ys = rj.unroll(cell, p, xs, length=n, reverse=reverse)
+        return jnp.sum(ys**2) + sum(jnp.sum(s**3) for s in state), (state, ys)
+
+    g = jax.jit(jax.grad(loss, has_aux=True))
+    g1, (s1, y1) = g(params, xs)
+    g2, (s2, y2) = g(params, garbage)
+    for a, b in zip(jax.tree_util.tree_leaves((g1, s1, y1)), jax.tree_util.tree_leaves((g2, s2, y2))):
+        np.testing.assert_array_equal(a, b)
+    # and the padded inputs get exactly zero gradient
+    gx = jax.grad(lambda xs: loss(params, xs)[0])(garbage)
+    assert np.all(np.asarray(gx)[n:] == 0.0)
+    assert np.any(np.asarray(gx)[:n] != 0.0)
+
+
+def test_nan_in_padding_is_harmless():
+    cell = CELLS["lstm"]
+    params = cell.init(jax.random.key(0))
+    xs = _data().at[3:].set(jnp.nan)
+    grads = jax.grad(lambda p: jnp.sum(rj.unroll(cell, p, xs, length=3)[1]))(params)
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_unroll_batch_nested_batch_axes_and_time_major():
+    cell = CELLS["gru"]
+    params = cell.init(jax.random.key(0))
+    xs = jax.random.normal(jax.random.key(2), (2, 3, T, I))
+    lengths = jnp.array([[0, 3, 6], [1, 2, 5]])
+    state, ys = rj.unroll_batch(cell, params, xs, length=lengths, reverse=True)
+    assert ys.shape == (2, 3, T, 4) and state.h.shape == (2, 3, 4)
+    for i in range(2):
+        for j in range(3):
+            s, y = rj.unroll(cell, params, xs[i, j], length=int(lengths[i, j]), reverse=True)
+            np.testing.assert_allclose(ys[i, j], y, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(state.h[i, j], s.h, rtol=1e-5, atol=1e-6)
+    # nested vmap gives the same
+    nested = jax.vmap(jax.vmap(lambda x, n: rj.unroll(cell, params, x, n, reverse=True)[1]))
+    np.testing.assert_allclose(nested(xs, lengths), ys, rtol=1e-6, atol=1e-6)
+    # time-major layout
+    s_tm, ys_tm = rj.unroll_batch(
+        cell, params, jnp.moveaxis(xs, 2, 0), length=lengths, reverse=True, time_major=True
+    )
+    np.testing.assert_allclose(jnp.moveaxis(ys_tm, 0, 2), ys, rtol=1e-6, atol=1e-6)
+
+
+def test_traced_length_is_clipped():
+    cell = CELLS["rnn_tanh"]
+    params = cell.init(jax.random.key(0))
+    f = _jitted_unroll(cell, False)
+    s_big, y_big = f(params, _data(), jnp.asarray(T + 5))
+    s_t, y_t = f(params, _data(), jnp.asarray(T))
+    np.testing.assert_array_equal(y_big, y_t)
+    s_neg, y_neg = f(params, _data(), jnp.asarray(-3))
+    assert np.all(np.asarray(y_neg) == 0) and np.all(np.asarray(s_neg.h) == 0)
+
+
+def test_compiled_program_size_independent_of_T():
+    cell = rj.LSTM(I, 4)
+    params = cell.init(jax.random.key(0))
+
+    def hlo_lines(T_):
+        f = jax.jit(lambda p, xs: rj.unroll(cell, p, xs, length=3))
+        grad = jax.grad(lambda p, xs: jnp.sum(f(p, xs)[1]))
+        return len(jax.jit(grad).lower(params, jnp.ones((T_, I))).as_text().splitlines())
+
+    assert hlo_lines(8) == hlo_lines(4096)
+
+
+@pytest.mark.parametrize(
+    "xs, length, match, err",
+    [
+        (jnp.ones((T,)), None, "xs must have shape", ValueError),
+        (jnp.ones((2, T, I)), None, "xs must have shape", ValueError),
+        (jnp.ones((T, I + 1)), None, "feature size 3", ValueError),
+        (jnp.ones((T, I), jnp.int32), None, "floating dtype", TypeError),
+        (jnp.ones((T, I)), T + 1, r"length must be in \[0, T\]", ValueError),
+        (jnp.ones((T, I)), -1, r"length must be in \[0, T\]", ValueError),
+        (jnp.ones((T, I)), 2.5, "integer scalar", TypeError),
+        (jnp.ones((T, I)), jnp.array([1, 2]), "must be a scalar", ValueError),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(xs, length, match, err):
+    cell = CELLS["lstm"]
+    params = cell.init(jax.random.key(0))
+    with pytest.raises(err, match=match):
+        rj.unroll(cell, params, xs, length=length)
+
+
+def test_bad_state_and_params_raise():
+    cell = CELLS["lstm"]
+    params = cell.init(jax.random.key(0))
+    xs = _data()
+    with pytest.raises(ValueError, match="state must have the structure"):
+        rj.unroll(cell, params, xs, state=rj.GRUState(h=jnp.zeros(4)))
+    with pytest.raises(ValueError, match="state must have the shapes"):
+        rj.unroll(cell, params, xs, state=rj.LSTMState(h=jnp.zeros(5), c=jnp.zeros(4)))
+    with pytest.raises(ValueError, match="params must have the shapes"):
+        rj.unroll(cell, rj.LSTM(I, 5).init(jax.random.key(0)), xs)
+    with pytest.raises(ValueError, match="params must have the keys"):
+        rj.unroll(cell, {"w_ih": params["w_ih"]}, xs)
+    with pytest.raises(ValueError, match="unroll must be an int"):
+        rj.unroll(cell, params, xs, unroll=0)
+    with pytest.raises(ValueError, match="length must have the batch shape"):
+        rj.unroll_batch(cell, params, jnp.ones((2, T, I)), length=jnp.array([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"length must lie in \[0, T\]"):
+        rj.unroll_batch(cell, params, jnp.ones((2, T, I)), length=jnp.array([1, 9]))
+    with pytest.raises(ValueError, match="at least one batch axis"):
+        rj.unroll_batch(cell, params, jnp.ones((T, I)))
+
+
+def test_check_grads_float64():
+    from jax.test_util import check_grads
+
+    with jax.enable_x64(True):
+        for name in ("rnn_tanh", "lstm_proj", "gru", "gru_cho"):
+            cell = CELLS[name]
+            params = jax.tree_util.tree_map(
+                lambda a: a.astype(jnp.float64), cell.init(jax.random.key(0))
+            )
+            xs = _data().astype(jnp.float64)
+            for reverse in (False, True):
+                f = lambda p, x: rj.unroll(cell, p, x, length=4, reverse=reverse)[1]
+                check_grads(f, (params, xs), order=1, modes=["rev"], eps=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lstm_proj", "gru", "gru_cho", "rnn_relu"])
+def test_hoisted_projection_path_equals_in_loop(name, monkeypatch):
+    """The accelerator path (input projection for all steps before the scan) on CPU."""
+    import rnnjax.sequence as sequence
+
+    cell = CELLS[name]
+    params = cell.init(jax.random.key(0))
+    xs = _data()
+
+    def run(p):
+        return rj.unroll(cell, p, xs, length=4, reverse=True)
+
+    ref, ref_grad = run(params), jax.grad(lambda p: jnp.sum(run(p)[1] ** 2))(params)
+    monkeypatch.setattr(sequence, "hoist_projection", lambda: True)
+    got, got_grad = run(params), jax.grad(lambda p: jnp.sum(run(p)[1] ** 2))(params)
+    for a, b in zip(jax.tree_util.tree_leaves((ref, ref_grad)), jax.tree_util.tree_leaves((got, got_grad))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -196,7 +196,7 @@ def test_check_grads_float64():
     from jax.test_util import check_grads
 
     with jax.enable_x64(True):
-        for name in ("rnn_tanh", "lstm_proj", "gru", "gru_cho"):
+        for name in ("rnn_tanh", "lstm", "lstm_proj", "gru", "gru_cho"):
             cell = CELLS[name]
             params = jax.tree_util.tree_map(
                 lambda a: a.astype(jnp.float64), cell.init(jax.random.key(0))

@@ -104,3 +104,50 @@ def nrmse(predictions: jax.Array, targets: jax.Array, mask: Optional[jax.Array] 
     mean_t = masked_mean(targets, mask)
     var_t = masked_mean(jnp.square(targets - mean_t), mask)
     return jnp.sqrt(mse(predictions, targets, mask) / var_t)
+
+
+__all__ += ["memory_capacity"]
+
+
+def memory_capacity(
+    predictions: jax.Array,
+    targets: jax.Array,
+    mask: Optional[jax.Array] = None,
+    *,
+    per_delay: bool = False,
+):
+    r"""Short-term memory capacity (Jaeger 2002): :math:`MC = \sum_k r^2(u(t-k), y_k(t))`.
+
+    :math:`r^2` is the squared Pearson correlation between readout ``k``'s output and
+    the delayed input, over the (masked) time steps.
+
+    Args:
+      predictions: ``(T, K)``, readout ``k-1``'s output in column ``k-1``.
+      targets: ``(T, K)``, ``u(t - k)`` in column ``k-1`` (see
+        :func:`rnnjax.tasks.memory.memory_task`).
+      mask: optional ``(T,)``, true at the time steps that count (e.g. after washout).
+      per_delay: also return the memory curve ``r^2_k``, ``(K,)``.
+
+    Returns:
+      The scalar MC, or ``(MC, r2)`` with ``per_delay=True``.
+
+    References:
+      Jaeger (2002). Short term memory in echo state networks. GMD Report 152.
+    """
+    _check_same_shape("predictions", predictions, "targets", targets)
+    if jnp.ndim(predictions) != 2:
+        raise ValueError(f"predictions must have shape (T, K); got {jnp.shape(predictions)}")
+    T = jnp.shape(predictions)[0]
+    if mask is None:
+        m = jnp.ones((T, 1), predictions.dtype)
+    else:
+        if jnp.shape(mask) != (T,):
+            raise ValueError(f"mask must have shape (T,) = ({T},); got {jnp.shape(mask)}")
+        m = mask.astype(predictions.dtype)[:, None]
+    n = jnp.sum(m)
+    pc = predictions - jnp.sum(predictions * m, axis=0, keepdims=True) / n
+    tc = targets - jnp.sum(targets * m, axis=0, keepdims=True) / n
+    cov = jnp.sum(pc * tc * m, axis=0)
+    r2 = jnp.square(cov) / (jnp.sum(pc * pc * m, axis=0) * jnp.sum(tc * tc * m, axis=0))
+    mc = jnp.sum(r2)
+    return (mc, r2) if per_delay else mc

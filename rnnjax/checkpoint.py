@@ -1,0 +1,321 @@
+"""Checkpoints of the whole train state with orbax: save, restore, resume exactly.
+
+:class:`Checkpointer` wraps an orbax ``CheckpointManager``:
+
+- it saves the whole :class:`rnnjax.train.TrainState` (step, data position, params,
+  optimiser state, RNG key, carry) every ``save_every`` batches (and when forced, e.g.
+  at the end of a run), asynchronously where orbax allows;
+- it keeps the last ``keep_last`` checkpoints and the best one by a metric
+  (``LatestN`` and ``BestN`` preservation policies);
+- it writes the run's config as ``config.json`` beside the checkpoints;
+- it restores with an abstract target (``jax.eval_shape`` of the state, via
+  ``ocp.args.StandardRestore``) so NamedTuples come back as NamedTuples;
+- it refuses to save a state with NaN or Inf in it, and it never starts fresh silently:
+  a missing directory or step is a ``FileNotFoundError``, a damaged checkpoint (a file
+  truncated, changed or deleted) a :class:`CheckpointError`, both naming the path. Every
+  checkpoint carries a SHA-256 digest of the state that is checked on restore.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+__all__ = ["Checkpointer", "CheckpointError", "load_config", "state_digest", "check_finite"]
+
+CONFIG_NAME = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint exists but cannot be read back as it was written."""
+
+
+def _leaf_name(path) -> str:
+    return jax.tree_util.keystr(path)
+
+
+def check_finite(state, name: str = "state") -> None:
+    """Raise ``ValueError`` naming every floating leaf of ``state`` with a NaN or Inf."""
+    bad = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact):
+            if not bool(jnp.all(jnp.isfinite(leaf))):
+                bad.append(_leaf_name(path))
+    if bad:
+        raise ValueError(
+            f"{name} has non-finite values (NaN or Inf) in {', '.join(bad)}; refusing to "
+            "write it into a checkpoint"
+        )
+
+
+def state_digest(state) -> Optional[str]:
+    """SHA-256 over the bytes, shapes and dtypes of every leaf (``None`` for arrays that
+    are not fully addressable from this process)."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return None
+        a = np.asarray(jax.device_get(leaf))
+        h.update(_leaf_name(path).encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def load_config(directory) -> dict:
+    """The config saved beside the checkpoints in ``directory`` (``config.json``)."""
+    path = os.path.join(os.path.abspath(os.fspath(directory)), CONFIG_NAME)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint config at {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint config {path} is damaged: {err}") from err
+
+
+def _abstract(target):
+    def leaf(x):
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return x
+        if hasattr(x, "shape") and hasattr(x, "dtype"):
+            sharding = getattr(x, "sharding", None) if isinstance(x, jax.Array) else None
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+        return x
+
+    return jax.tree_util.tree_map(leaf, target)
+
+
+class Checkpointer:
+    """Save and restore a :class:`rnnjax.train.TrainState` with an orbax ``CheckpointManager``.
+
+    Checkpoint steps are data positions (``state.position``, batches consumed).
+
+    Args:
+      directory: where the checkpoints go (created when ``create=True``).
+      save_every: save when the position is a multiple of this (``save(force=True)``
+        always saves).
+      keep_last: keep the last this many checkpoints.
+      best_metric: optional name of a metric passed to :meth:`save`; the best checkpoint
+        by it is kept as well (see :meth:`best_step`).
+      best_mode: ``"min"`` (default) or ``"max"``.
+      config: optional JSON-serialisable dict, written as ``config.json`` beside the
+        checkpoints. An existing different config is an error (a resumed run must be
+        the same run).
+      async_save: write in a background thread where orbax allows (call :meth:`wait`
+        or :meth:`close` before reading the files).
+      create: create ``directory`` if missing; with ``False`` a missing directory is a
+        ``FileNotFoundError`` (use this when resuming).
+
+    Example:
+      >>> ckpt = Checkpointer("/tmp/run", save_every=100, keep_last=2, best_metric="loss",
+      ...                     config={"lr": 1e-3})  # doctest: +SKIP
+      >>> ckpt.save(state, metrics={"loss": 0.5})  # doctest: +SKIP
+      >>> state = ckpt.restore(trainer.abstract_state())  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        directory,
+        *,
+        save_every: int = 1,
+        keep_last: int = 3,
+        best_metric: Optional[str] = None,
+        best_mode: str = "min",
+        config: Optional[dict] = None,
+        async_save: bool = True,
+        create: bool = True,
+    ):
+        for name, v in (("save_every", save_every), ("keep_last", keep_last)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1; got {v!r}")
+        if best_mode not in ("min", "max"):
+            raise ValueError(f"best_mode must be 'min' or 'max'; got {best_mode!r}")
+        if best_metric is not None and not isinstance(best_metric, str):
+            raise TypeError(f"best_metric must be a metric name (str) or None; got {best_metric!r}")
+        self.directory = os.path.abspath(os.fspath(directory))
+        if not create and not os.path.isdir(self.directory):
+            raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
+        os.makedirs(self.directory, exist_ok=True)
+        self.best_metric, self.best_mode = best_metric, best_mode
+        self.config = config
+        if config is not None:
+            self._write_config(config)
+        policies = [ocp.checkpoint_managers.LatestN(n=keep_last)]
+        best_fn = None
+        if best_metric is not None:
+            best_fn = lambda m: float(m[best_metric])  # noqa: E731
+            policies.append(
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=best_fn, reverse=(best_mode == "min"), n=1
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(save_every),
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            best_fn=best_fn,
+            best_mode=best_mode,
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    # ------------------------------------------------------------------ config
+    def _write_config(self, config: dict) -> None:
+        path = os.path.join(self.directory, CONFIG_NAME)
+        try:
+            text = json.dumps(config, indent=2, sort_keys=True)
+        except TypeError as err:
+            raise TypeError(f"config must be JSON-serialisable; got {config!r}: {err}") from err
+        if os.path.exists(path):
+            existing = load_config(self.directory)
+            if existing != json.loads(text):
+                raise ValueError(
+                    f"config differs from the one saved at {path}: saved {existing}, got "
+                    f"{json.loads(text)}; use a new directory for a different run"
+                )
+            return
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+
+    # ------------------------------------------------------------------ save
+    def save(self, state, metrics: Optional[dict] = None, *, force: bool = False) -> bool:
+        """Save ``state`` at step ``state.position`` if the interval says so (or ``force``).
+
+        Args:
+          state: a :class:`rnnjax.train.TrainState` (any pytree with ``position``).
+          metrics: optional dict of floats recorded with the checkpoint (must contain
+            ``best_metric`` when one is set).
+          force: save regardless of the interval.
+
+        Returns:
+          Whether a checkpoint was started.
+
+        Raises:
+          ValueError: the state has NaN/Inf, or ``best_metric`` is missing.
+        """
+        step = int(state.position)
+        if step in self._manager.all_steps():
+            return False
+        if not force and not self._manager.should_save(step):
+            return False
+        check_finite(state)
+        if metrics is not None:
+            metrics = {k: float(v) for k, v in metrics.items()}
+        if self.best_metric is not None and (metrics is None or self.best_metric not in metrics):
+            raise ValueError(
+                f"metrics must contain best_metric {self.best_metric!r}; got "
+                f"{None if metrics is None else sorted(metrics)}"
+            )
+        integrity = {"sha256": state_digest(state), "step": step, "config": self.config}
+        return self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), integrity=ocp.args.JsonSave(integrity)
+            ),
+            metrics=metrics,
+            force=True,
+        )
+
+    # ------------------------------------------------------------------ restore
+    def all_steps(self) -> list:
+        """The steps (data positions) of the kept checkpoints, ascending."""
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> Optional[int]:
+        """The newest checkpoint's step, or ``None`` when there is none."""
+        return self._manager.latest_step()
+
+    def best_step(self) -> Optional[int]:
+        """The step of the best checkpoint by ``best_metric`` (``None`` without one)."""
+        if self.best_metric is None:
+            return None
+        return self._manager.best_step()
+
+    def step_path(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
+    def restore(self, target, step: Optional[int] = None):
+        """Restore a checkpoint into the structure of ``target``.
+
+        Args:
+          target: the abstract state (``trainer.abstract_state()``, i.e.
+            ``jax.eval_shape`` of the initial state; leaves may carry a sharding) or a
+            concrete state of the same structure. A stateful run's ``carry`` must be in
+            it with the saved shapes.
+          step: which checkpoint; default the latest.
+
+        Returns:
+          The restored state, with the structure (NamedTuples included) of ``target``.
+
+        Raises:
+          FileNotFoundError: the directory has no checkpoint, or not ``step``.
+          CheckpointError: the checkpoint is damaged (unreadable, or its digest differs).
+        """
+        self.wait()
+        if not os.path.isdir(self.directory):
+            raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
+        self._manager.reload()
+        steps = self.all_steps()
+        if step is None:
+            if not steps:
+                raise FileNotFoundError(f"no checkpoint in {self.directory}")
+            step = steps[-1]
+        path = self.step_path(step)
+        if step not in steps or not os.path.isdir(path):
+            raise FileNotFoundError(
+                f"no checkpoint for step {step} at {path}; available steps: {steps}"
+            )
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(_abstract(target)),
+                    integrity=ocp.args.JsonRestore(),
+                ),
+            )
+        except Exception as err:
+            detail = str(err).splitlines()[0][:300] if str(err) else ""
+            raise CheckpointError(
+                f"checkpoint at {path} is damaged or does not match the target structure: "
+                f"{type(err).__name__}: {detail}"
+            ) from err
+        state, integrity = restored.state, restored.integrity
+        if not isinstance(integrity, dict) or "sha256" not in integrity:
+            raise CheckpointError(f"checkpoint at {path} is damaged: its integrity record is missing")
+        want = integrity["sha256"]
+        if want is not None:
+            got = state_digest(state)
+            if got is not None and got != want:
+                raise CheckpointError(
+                    f"checkpoint at {path} is damaged: the restored state's SHA-256 {got} differs "
+                    f"from the one recorded at save time {want}"
+                )
+        return state
+
+    # ------------------------------------------------------------------ lifecycle
+    def wait(self) -> None:
+        """Block until asynchronous saves have finished."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finish pending saves and release the manager."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

@@ -1,0 +1,118 @@
+"""Data-parallel training with ``jax.sharding``: the batch sharded, the parameters replicated.
+
+The train steps of :mod:`rnnjax.train` are plain ``jax.jit`` programs, so they run
+data-parallel unchanged: put the state on the devices replicated
+(:func:`replicate`), the batch sharded along its leading axis (:func:`shard_batch`),
+and XLA's SPMD partitioner inserts the gradient all-reduce. The same code runs on many
+hosts after :func:`initialize` (``jax.distributed.initialize``); each process then
+passes its own slice of the global batch to :func:`shard_batch`.
+
+Shapes: ``B`` global batch, a multiple of the number of devices on the mesh axis.
+
+Example:
+  >>> mesh = make_mesh()                                       # doctest: +SKIP
+  >>> state = replicate(trainer.init(jax.random.key(0)), mesh)  # doctest: +SKIP
+  >>> state, m = trainer.train_step(state, shard_batch(batch, mesh))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = ["initialize", "make_mesh", "replicate", "shard_batch", "DATA_AXIS"]
+
+DATA_AXIS = "data"
+
+
+def initialize(
+    coordinator_address: Optional[str] = None,
+    num_processes: Optional[int] = None,
+    process_id: Optional[int] = None,
+    **kwargs,
+) -> bool:
+    """Start JAX's multi-host runtime when this is a multi-process run.
+
+    Calls ``jax.distributed.initialize`` when a coordinator is given (arguments, or the
+    ``JAX_COORDINATOR_ADDRESS`` / cluster environment JAX detects itself, e.g. SLURM,
+    Cloud TPU) and does nothing for a single process. Call it before any other JAX call.
+
+    Args:
+      coordinator_address: ``"host:port"`` of process 0.
+      num_processes: number of processes.
+      process_id: this process's index.
+      **kwargs: passed to ``jax.distributed.initialize``.
+
+    Returns:
+      Whether the distributed runtime was initialised.
+    """
+    explicit = coordinator_address is not None or num_processes is not None
+    env = any(
+        v in os.environ
+        for v in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "OMPI_COMM_WORLD_SIZE")
+    )
+    if not explicit and not env:
+        return False
+    if num_processes is not None and num_processes == 1 and coordinator_address is None:
+        return False
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        **kwargs,
+    )
+    return True
+
+
+def make_mesh(devices: Optional[Sequence] = None, axis_name: str = DATA_AXIS) -> Mesh:
+    """A one-axis ``Mesh`` over ``devices`` (default all devices of all processes)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("devices must hold at least one device; got none")
+    return Mesh(np.asarray(devices), (axis_name,))
+
+
+def replicate(tree, mesh: Mesh):
+    """Put every array leaf of ``tree`` on all devices of ``mesh`` (replicated)."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+    return jax.tree_util.tree_map(
+        lambda a: jax.device_put(a, sharding) if hasattr(a, "shape") else a, tree
+    )
+
+
+def shard_batch(batch, mesh: Mesh, axis_name: Optional[str] = None):
+    """Shard every leaf of ``batch`` along its leading (batch) axis over ``mesh``.
+
+    On one process the leaves are the global batch. On several processes each process
+    passes its local part (``B / process_count`` rows), assembled with
+    ``jax.make_array_from_process_local_data``.
+
+    Raises:
+      ValueError: a leaf's batch size is not a multiple of the devices on the axis.
+    """
+    axis_name = mesh.axis_names[0] if axis_name is None else axis_name
+    if axis_name not in mesh.axis_names:
+        raise ValueError(f"axis_name must be one of the mesh axes {mesh.axis_names}; got {axis_name!r}")
+    n_dev = mesh.shape[axis_name]
+    sharding = NamedSharding(mesh, PartitionSpec(axis_name))
+    multi = jax.process_count() > 1
+
+    def put(path, a):
+        a = np.asarray(a) if not isinstance(a, jax.Array) else a
+        if a.ndim == 0:
+            raise ValueError(f"batch leaf {jax.tree_util.keystr(path)} must have a batch axis; got a scalar")
+        B = a.shape[0] * (jax.process_count() if multi else 1)
+        if B % n_dev:
+            raise ValueError(
+                f"batch leaf {jax.tree_util.keystr(path)} has global batch size {B}, which must be "
+                f"a multiple of the {n_dev} devices on mesh axis {axis_name!r}"
+            )
+        if multi:
+            return jax.make_array_from_process_local_data(sharding, np.asarray(a))
+        return jax.device_put(a, sharding)
+
+    return jax.tree_util.tree_map_with_path(put, batch)

@@ -1,0 +1,183 @@
+"""Small reusable sequence models: an rnnjax layer with a token embedding and a dense head.
+
+A model is a frozen dataclass of hyperparameters (hashable, so it can be a static
+argument of ``jit``) with ``init(key)`` and ``apply(params, xs, length=None, state=None,
+*, key=None) -> (state, outputs)`` for ONE sequence, like the layers it wraps, and
+``apply_batch`` over leading batch axes.
+
+Shapes: ``T`` time, ``B`` batch, ``I`` input size, ``H`` the layer's output size,
+``V`` vocabulary size, ``O`` output size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax import initializers as inits
+from rnnjax import sequence as seq
+from rnnjax.layers import Recurrent
+
+__all__ = ["SequenceModel"]
+
+_HEADS = ("per_step", "final")
+
+
+def _as_layer(layer):
+    if hasattr(layer, "apply") and hasattr(layer, "init"):
+        return layer
+    if hasattr(layer, "step") and hasattr(layer, "init"):
+        return Recurrent(layer)
+    raise TypeError(f"layer must be an rnnjax layer or cell (with init and apply/step); got {layer!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceModel:
+    r"""Token embedding (optional) -> recurrent layer -> dense head.
+
+    .. math::
+
+        e_t = E[x_t] \text{ (tokens) or } x_t, \qquad
+        (s, h_{1:T}) = \mathrm{layer}(e_{1:T}), \qquad
+        y_t = W^\top h_t + b
+
+    With ``head="per_step"`` the head is applied at every step (many-to-many: language
+    models, sequence labelling) and outputs are exactly zero at padded steps; with
+    ``head="final"`` it is applied once to the layer's output at the last real step,
+    ``h_{length-1}`` (many-to-one: classification or regression of a whole sequence).
+
+    Params: ``{"embed": (V, I)`` (only with ``vocab_size``), ``"layer": ...,
+    "head": {"w": (H, O), "b": (O,)}}``. State: the layer's state.
+
+    Args:
+      layer: an rnnjax layer (``rj.Recurrent``, ``rj.Stacked``, ...) or a cell (wrapped
+        in ``rj.Recurrent``).
+      output_size: ``O``, the number of classes or regression targets.
+      vocab_size: ``V`` for integer token inputs (an embedding of size
+        ``layer.input_size`` is learnt); ``None`` for float inputs ``(T, I)``.
+      head: ``"per_step"`` or ``"final"``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax.models import SequenceModel
+      >>> model = SequenceModel(rj.LSTM(8, 16), output_size=5, vocab_size=5)
+      >>> params = model.init(jax.random.key(0))
+      >>> state, logits = model.apply(params, jnp.array([1, 2, 3, 0]), length=3)
+      >>> logits.shape
+      (4, 5)
+    """
+
+    layer: Any
+    output_size: int
+    vocab_size: Optional[int] = None
+    head: str = "per_step"
+
+    def __post_init__(self):
+        object.__setattr__(self, "layer", _as_layer(self.layer))
+        if isinstance(self.output_size, bool) or not isinstance(self.output_size, int) or self.output_size < 1:
+            raise ValueError(f"output_size must be an int >= 1; got {self.output_size!r}")
+        if self.vocab_size is not None and (
+            isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 1
+        ):
+            raise ValueError(f"vocab_size must be None or an int >= 1; got {self.vocab_size!r}")
+        if self.head not in _HEADS:
+            raise ValueError(f"head must be one of {_HEADS}; got {self.head!r}")
+        if self.layer.output_size is None:
+            raise ValueError(
+                "the layer's output_size must be known (a Bidirectional layer with a callable "
+                "merge has none); got None"
+            )
+
+    @property
+    def input_size(self) -> int:
+        """Feature size ``I`` of float inputs (the embedding size with ``vocab_size``)."""
+        return self.layer.input_size
+
+    def init(self, key) -> dict:
+        """Parameters: ``{"embed"?, "layer", "head": {"w", "b"}}``."""
+        k_e, k_l, k_h = jax.random.split(key, 3)
+        params = {}
+        if self.vocab_size is not None:
+            params["embed"] = jax.random.normal(k_e, (self.vocab_size, self.input_size)) * (
+                self.input_size ** -0.5
+            )
+        params["layer"] = self.layer.init(k_l)
+        H, O = self.layer.output_size, self.output_size
+        params["head"] = {
+            "w": inits.glorot_uniform(k_h, (H, O), jnp.float32),
+            "b": jnp.zeros((O,), jnp.float32),
+        }
+        return params
+
+    def initial_state(self, dtype=jnp.float32):
+        """The layer's initial state."""
+        return self.layer.initial_state(dtype)
+
+    def _check_inputs(self, xs):
+        if not hasattr(xs, "shape") or not hasattr(xs, "dtype"):
+            raise TypeError(f"xs must be an array; got {type(xs).__name__}")
+        if self.vocab_size is not None:
+            if not jnp.issubdtype(xs.dtype, jnp.integer) or xs.ndim != 1:
+                raise ValueError(
+                    f"xs must be integer tokens of shape (T,) for a model with vocab_size="
+                    f"{self.vocab_size}; got shape {tuple(xs.shape)} and dtype {xs.dtype}"
+                )
+        else:
+            seq.check_xs(xs, self.input_size)
+
+    def apply(self, params: dict, xs, length=None, state=None, *, key=None):
+        """Run the model over one sequence.
+
+        Args:
+          params: from :meth:`init`.
+          xs: tokens ``(T,)`` (int, with ``vocab_size``) or features ``(T, I)``.
+          length: optional integer scalar true length (see :func:`rnnjax.unroll`).
+          state: optional initial state of the layer.
+          key: optional PRNG key for the layer's dropout.
+
+        Returns:
+          ``(state, outputs)``: the layer's final state, and ``(T, O)`` (per step, zero past
+          ``length``) or ``(O,)`` (final head).
+        """
+        self._check_inputs(xs)
+        if self.vocab_size is not None:
+            xs = params["embed"][xs]
+        state, hs = self.layer.apply(params["layer"], xs, length, state, key=key)
+        w, b = params["head"]["w"], params["head"]["b"]
+        if self.head == "final":
+            T = hs.shape[0]
+            last = T - 1 if length is None else jnp.clip(length - 1, 0, T - 1)
+            return state, hs[last] @ w + b
+        ys = hs @ w + b[None, :]
+        if length is not None:
+            valid = jnp.arange(hs.shape[0]) < length
+            ys = jnp.where(valid[:, None], ys, jnp.zeros((), ys.dtype))
+        return state, ys
+
+    def apply_batch(self, params: dict, xs, length=None, state=None, *, key=None):
+        """:meth:`apply` over one leading batch axis.
+
+        Args:
+          xs: ``(B, T)`` tokens or ``(B, T, I)`` features.
+          length: optional ``(B,)`` integers.
+          state: optional state whose leaves have a leading ``B`` axis.
+          key: optional PRNG key, split into one key per example.
+
+        Returns:
+          ``(state, outputs)`` with outputs ``(B, T, O)`` or ``(B, O)``.
+        """
+        if not hasattr(xs, "ndim") or xs.ndim < (2 if self.vocab_size is not None else 3):
+            raise ValueError(
+                "xs must have a leading batch axis: (B, T) tokens or (B, T, I) features; got "
+                f"shape {getattr(xs, 'shape', type(xs).__name__)}"
+            )
+        B = xs.shape[0]
+        keys = None if key is None else jax.random.split(key, B)
+        in_axes = (0, None if length is None else 0, None if state is None else 0,
+                   None if keys is None else 0)
+        return jax.vmap(lambda x, n, s, k: self.apply(params, x, n, s, key=k), in_axes=in_axes)(
+            xs, length, state, keys
+        )

@@ -1,0 +1,282 @@
+"""Language modelling data: a Markov source with an exact entropy rate, and text files.
+
+- :class:`MarkovSource`: a random Markov chain of order ``k`` (default 2) over ``V``
+  symbols (default 30), its transition rows drawn from a Dirichlet distribution. Its
+  entropy rate is computed exactly from the stationary distribution over contexts, so
+  ``exp(entropy_rate)`` is the lowest perplexity any model can reach on it.
+- :class:`TextCorpus`: a character-level corpus from any plain text file the user names,
+  with a vocabulary, ``encode`` / ``decode`` and batches.
+
+Batches are functions of the data position (``batch(position)``), seeded by
+``(seed, position)``, so a resumed run sees exactly the batches of an uninterrupted one.
+A batch is ``{"inputs": (B, T) int32, "targets": (B, T) int32}`` with
+``targets[:, t] = inputs[:, t + 1]`` in the underlying sequence.
+
+Shapes: ``B`` batch, ``T`` time, ``V`` vocabulary size.
+
+References:
+  Cover & Thomas (2006). Elements of Information Theory, 2nd ed., section 4.2 (entropy
+  rate of a stationary Markov chain: ``H = sum_s pi(s) H(P(. | s))``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+__all__ = ["MarkovSource", "TextCorpus", "window_batch"]
+
+_MAX_CONTEXTS = 1 << 16
+
+
+def _check_int(name, v, minimum):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {v!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MarkovSource:
+    r"""A random Markov chain of order ``k`` over ``V`` symbols with a known entropy rate.
+
+    .. math::
+
+        P(x_t = c \mid x_{t-k:t}) = P[x_{t-k}, \dots, x_{t-1}, c], \qquad
+        P[s, :] \sim \mathrm{Dirichlet}(\alpha \mathbf{1}_V)
+
+        H = \sum_s \pi(s) \Big(-\sum_c P[s, c] \log P[s, c]\Big) \text{ nats per symbol}
+
+    where :math:`\pi` is the stationary distribution over the ``V**k`` contexts, solved
+    exactly (a linear system in float64).
+
+    Args:
+      vocab_size: ``V`` (default 30).
+      order: ``k`` (default 2).
+      concentration: the Dirichlet ``alpha``; smaller is more predictable.
+      seed: seed of the transition table.
+
+    Example:
+      >>> src = MarkovSource(vocab_size=30, order=2, concentration=0.1)
+      >>> bound = float(np.exp(src.entropy_rate))  # the minimal perplexity
+      >>> batch = src.batch(0, batch_size=4, seq_len=16)
+      >>> batch["inputs"].shape
+      (4, 16)
+    """
+
+    vocab_size: int = 30
+    order: int = 2
+    concentration: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_int("vocab_size", self.vocab_size, 2)
+        _check_int("order", self.order, 1)
+        if not float(self.concentration) > 0:
+            raise ValueError(f"concentration must be > 0; got {self.concentration!r}")
+        if self.vocab_size ** self.order > _MAX_CONTEXTS:
+            raise ValueError(
+                f"vocab_size ** order must be <= {_MAX_CONTEXTS} contexts; got "
+                f"{self.vocab_size}**{self.order} = {self.vocab_size ** self.order}"
+            )
+
+    @functools.cached_property
+    def transitions(self) -> np.ndarray:
+        """``(V**k, V)`` float64: row ``s`` is ``P(next | context s)``; context index
+        ``s = sum_j x_{t-k+j} V**(k-1-j)`` (the oldest symbol most significant)."""
+        rng = np.random.default_rng(self.seed)
+        V = self.vocab_size
+        p = rng.dirichlet(np.full(V, float(self.concentration)), size=V ** self.order)
+        p = np.maximum(p, 1e-300)  # keep every transition possible: the chain is ergodic
+        return p / p.sum(axis=1, keepdims=True)
+
+    @functools.cached_property
+    def stationary(self) -> np.ndarray:
+        """``(V**k,)`` float64 stationary distribution over contexts (exact linear solve)."""
+        V, S = self.vocab_size, self.vocab_size ** self.order
+        P = self.transitions
+        # context s = (rest..., c_old) -> s' = ((s mod V**(k-1)) * V + c)
+        M = np.zeros((S, S))
+        nxt = (np.arange(S)[:, None] % (V ** (self.order - 1))) * V + np.arange(V)[None, :]
+        np.add.at(M, (np.repeat(np.arange(S), V), nxt.ravel()), P.ravel())
+        A = M.T - np.eye(S)
+        A[-1, :] = 1.0  # replace one (redundant) balance equation by sum(pi) = 1
+        b = np.zeros(S)
+        b[-1] = 1.0
+        pi = np.linalg.solve(A, b)
+        pi = np.maximum(pi, 0.0)
+        return pi / pi.sum()
+
+    @functools.cached_property
+    def entropy_rate(self) -> float:
+        """Entropy rate in nats per symbol; ``exp`` of it is the minimal perplexity."""
+        P = self.transitions
+        h_rows = -np.sum(P * np.log(P), axis=1)
+        return float(self.stationary @ h_rows)
+
+    @property
+    def perplexity_bound(self) -> float:
+        """``exp(entropy_rate)``: no predictor reaches a lower perplexity."""
+        return float(np.exp(self.entropy_rate))
+
+    def _cumulative(self):
+        c = np.cumsum(self.transitions, axis=1)
+        c[:, -1] = 1.0
+        return c
+
+    def sample(self, length: int, batch_size: Optional[int] = None, *, seed=0) -> np.ndarray:
+        """Sample sequences started from the stationary distribution.
+
+        Args:
+          length: number of symbols per sequence.
+          batch_size: ``None`` for one sequence ``(length,)``, else ``(batch_size, length)``.
+          seed: an int or a sequence of ints for ``numpy.random.default_rng``.
+
+        Returns:
+          int32 symbols.
+        """
+        _check_int("length", length, self.order)
+        B = 1 if batch_size is None else batch_size
+        _check_int("batch_size", B, 1)
+        rng = np.random.default_rng(seed)
+        V, k = self.vocab_size, self.order
+        S = V ** k
+        cum = self._cumulative()
+        out = np.empty((B, length), np.int32)
+        ctx = rng.choice(S, size=B, p=self.stationary)
+        for j in range(k):  # unpack the starting context into its k symbols
+            out[:, j] = (ctx // V ** (k - 1 - j)) % V
+        u = rng.random((B, length))
+        for t in range(k, length):
+            c = (u[:, t][:, None] > cum[ctx]).sum(axis=1)
+            c = np.minimum(c, V - 1)
+            out[:, t] = c
+            ctx = (ctx % (V ** (k - 1))) * V + c
+        return out[0] if batch_size is None else out
+
+    def log_prob(self, symbols: np.ndarray) -> np.ndarray:
+        """``log P(x_t | x_{t-k:t})`` for ``t >= k`` of a sequence ``(..., L)`` (float64)."""
+        x = np.asarray(symbols)
+        V, k = self.vocab_size, self.order
+        ctx = np.zeros(x.shape[:-1] + (x.shape[-1] - k,), np.int64)
+        for j in range(k):
+            ctx = ctx * V + x[..., j : x.shape[-1] - k + j]
+        return np.log(self.transitions[ctx, x[..., k:]])
+
+    def batch(self, position: int, batch_size: int, seq_len: int, *, seed: int = 0) -> dict:
+        """A language-modelling batch for data position ``position``: fresh stationary
+        sequences, seeded by ``(seed, position)``.
+
+        Returns:
+          ``{"inputs": (B, T) int32, "targets": (B, T) int32}``.
+        """
+        _check_int("position", position, 0)
+        _check_int("seq_len", seq_len, 1)
+        s = self.sample(max(seq_len + 1, self.order), batch_size, seed=(int(seed), int(position)))
+        return {"inputs": s[:, :seq_len], "targets": s[:, 1 : seq_len + 1]}
+
+
+def window_batch(tokens: np.ndarray, position: int, batch_size: int, seq_len: int, *, seed: int = 0) -> dict:
+    """Random windows of a token stream for data position ``position`` (seeded by
+    ``(seed, position)``).
+
+    Args:
+      tokens: ``(N,)`` integer stream, ``N > seq_len``.
+
+    Returns:
+      ``{"inputs": (B, T) int32, "targets": (B, T) int32}``, targets shifted by one.
+    """
+    tokens = np.asarray(tokens)
+    _check_int("position", position, 0)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("seq_len", seq_len, 1)
+    if tokens.ndim != 1 or tokens.shape[0] <= seq_len:
+        raise ValueError(
+            f"tokens must be a 1-D stream longer than seq_len = {seq_len}; got shape {tokens.shape}"
+        )
+    rng = np.random.default_rng((int(seed), int(position)))
+    starts = rng.integers(0, tokens.shape[0] - seq_len, size=batch_size)
+    idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
+    w = tokens[idx].astype(np.int32)
+    return {"inputs": w[:, :-1], "targets": w[:, 1:]}
+
+
+class TextCorpus:
+    """A character-level corpus read from a plain text file.
+
+    Args:
+      text: the text.
+      vocab: optional sequence of characters (the vocabulary, index = position); default
+        the sorted set of characters of ``text``. A character of ``text`` outside a given
+        ``vocab`` is an error.
+
+    Attributes:
+      vocab: tuple of characters; ``vocab_size`` its length.
+      tokens: ``(N,)`` int32 encoding of the text.
+
+    Example:
+      >>> corpus = TextCorpus("abracadabra")
+      >>> corpus.decode(corpus.encode("cab"))
+      'cab'
+    """
+
+    def __init__(self, text: str, vocab: Optional[Sequence[str]] = None):
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str; got {type(text).__name__}")
+        if not text:
+            raise ValueError("text must not be empty; got an empty string")
+        if vocab is None:
+            vocab = sorted(set(text))
+        vocab = tuple(vocab)
+        if len(set(vocab)) != len(vocab) or not all(isinstance(c, str) and len(c) == 1 for c in vocab):
+            raise ValueError(f"vocab must be distinct single characters; got {vocab!r}")
+        self.vocab = vocab
+        self._index = {c: i for i, c in enumerate(vocab)}
+        self.tokens = self.encode(text)
+
+    @classmethod
+    def from_file(cls, path, vocab: Optional[Sequence[str]] = None, encoding: str = "utf-8") -> "TextCorpus":
+        """Read the corpus from the plain text file at ``path``."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"text file {os.path.abspath(path)} does not exist")
+        try:
+            with open(path, encoding=encoding) as f:
+                text = f.read()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"text file {os.path.abspath(path)} is not valid {encoding}: {err}") from err
+        if not text:
+            raise ValueError(f"text file {os.path.abspath(path)} is empty")
+        return cls(text, vocab)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Characters -> ``(len(text),)`` int32 indices."""
+        missing = sorted(set(text) - set(self._index))
+        if missing:
+            raise ValueError(f"text has characters outside the vocabulary: {missing[:10]!r}")
+        return np.fromiter((self._index[c] for c in text), np.int32, len(text))
+
+    def decode(self, ids) -> str:
+        """Indices -> text."""
+        ids = np.asarray(ids)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(f"ids must lie in [0, {self.vocab_size}); got [{ids.min()}, {ids.max()}]")
+        return "".join(self.vocab[i] for i in ids.ravel())
+
+    def split(self, fraction: float = 0.9):
+        """``(train, valid)`` token streams: the first ``fraction`` and the rest."""
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction must be in (0, 1); got {fraction!r}")
+        n = int(len(self.tokens) * fraction)
+        return self.tokens[:n], self.tokens[n:]
+
+    def batch(self, position: int, batch_size: int, seq_len: int, *, seed: int = 0) -> dict:
+        """Random windows of the whole corpus for data position ``position``
+        (see :func:`window_batch`)."""
+        return window_batch(self.tokens, position, batch_size, seq_len, seed=seed)

@@ -1,0 +1,248 @@
+"""Tests for rnnjax.checkpoint: exact resume, keep-last/best, config, clear errors."""
+
+import glob
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnjax as rj
+from rnnjax.checkpoint import CheckpointError, Checkpointer, check_finite, load_config
+from rnnjax.models import SequenceModel
+from rnnjax.train import TrainState, Trainer, fit
+
+V, E, H, B, T, K = 5, 3, 4, 2, 4, 2
+N = 7  # batches of the whole run
+
+
+def data(position):
+    r = np.random.default_rng((7, position))
+    return {"inputs": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
+            "targets": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32)}
+
+
+def tree_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(la) == len(lb) and all(bool(jnp.array_equal(x, y)) for x, y in zip(la, lb))
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    # recurrent dropout makes the run depend on the RNG key; stateful TBPTT on the carry
+    return make_trainer()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(trainer):
+    state, hist = fit(trainer, trainer.init(jax.random.key(0)), data, N,
+                      tbptt=K, stateful=True, progress=False)
+    return state, hist
+
+
+class Killed(Exception):
+    pass
+
+
+def test_kill_and_resume_equals_uninterrupted_run(trainer, uninterrupted, tmp_path):
+    """Killed after batch 5 with checkpoints every 2: resume from 4, redo 5, go on to N.
+    Losses and every leaf of the final state equal the uninterrupted run exactly."""
+    full_state, full_hist = uninterrupted
+    directory = tmp_path / "run"
+
+    def kill(state, m):
+        if int(state.position) == 5:
+            raise Killed
+
+    ckpt = Checkpointer(directory, save_every=2, keep_last=2, config=trainer.config())
+    with pytest.raises(Killed):
+        fit(trainer, trainer.init(jax.random.key(0)), data, N, tbptt=K, stateful=True,
+            checkpointer=ckpt, progress=False, callback=kill)
+    ckpt.close()
+    del ckpt
+
+    resumed = Checkpointer(directory, save_every=2, keep_last=2, config=trainer.config(), create=False)
+    assert resumed.latest_step() == 4
+    state = resumed.restore(trainer.abstract_state(batch_size=B))
+    assert isinstance(state, TrainState) and isinstance(state.carry, rj.LSTMState)
+    assert int(state.position) == 4 and int(state.step) == 4 * (T // K)
+    state, hist = fit(trainer, state, data, N, tbptt=K, stateful=True, checkpointer=resumed,
+                      progress=False)
+    assert [h["loss"] for h in hist] == [h["loss"] for h in full_hist[4:]]
+    assert tree_equal(state, full_state)
+    assert resumed.latest_step() == N
+    resumed.close()
+
+
+def test_restore_roundtrip_keeps_namedtuples_and_values(trainer, uninterrupted, tmp_path):
+    state, _ = uninterrupted
+    with Checkpointer(tmp_path / "c", async_save=False) as ckpt:
+        assert ckpt.save(state, force=True)
+        back = ckpt.restore(trainer.abstract_state(batch_size=B))
+        assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(state)
+        assert type(back.opt_state) is type(state.opt_state)
+        assert tree_equal(back, state)
+        # a concrete state works as the target too
+        assert tree_equal(ckpt.restore(state), state)
+        # saving the same position again is a no-op, not an error
+        assert not ckpt.save(state, force=True)
+
+
+def test_keeps_last_k_and_best(trainer, tmp_path):
+    losses = [5.0, 1.0, 4.0, 3.0, 2.5, 2.0]
+    state = trainer.init(jax.random.key(0))
+    with Checkpointer(tmp_path / "c", keep_last=2, best_metric="loss", async_save=True) as ckpt:
+        for p, loss in enumerate(losses, start=1):
+            ckpt.save(state._replace(position=jnp.asarray(p, jnp.int32)), metrics={"loss": loss})
+        ckpt.wait()
+        assert ckpt.all_steps() == [2, 5, 6]  # the best (loss 1.0 at 2) and the last two
+        assert ckpt.best_step() == 2
+        with pytest.raises(ValueError, match="best_metric 'loss'"):
+            ckpt.save(state._replace(position=jnp.asarray(9, jnp.int32)), metrics={"acc": 1.0})
+
+
+def test_save_every_n(trainer, tmp_path):
+    state = trainer.init(jax.random.key(0))
+    with Checkpointer(tmp_path / "c", save_every=3, keep_last=10) as ckpt:
+        saved = [ckpt.save(state._replace(position=jnp.asarray(p, jnp.int32))) for p in range(1, 8)]
+        assert saved == [False, False, True, False, False, True, False]
+        assert ckpt.save(state._replace(position=jnp.asarray(7, jnp.int32)), force=True)
+        ckpt.wait()
+        assert ckpt.all_steps() == [3, 6, 7]
+
+
+def test_non_finite_state_is_refused(trainer, tmp_path):
+    state = trainer.init(jax.random.key(0))
+    bad = state._replace(params=dict(state.params, head={"w": state.params["head"]["w"].at[0, 0].set(jnp.nan),
+                                                         "b": state.params["head"]["b"]}))
+    with Checkpointer(tmp_path / "c") as ckpt:
+        with pytest.raises(ValueError, match=r"non-finite.*params\['head'\]\['w'\]"):
+            ckpt.save(bad, force=True)
+        assert ckpt.all_steps() == []
+    with pytest.raises(ValueError, match="non-finite"):
+        check_finite({"x": jnp.array([1.0, jnp.inf])})
+
+
+def test_config_json_beside_checkpoints(trainer, tmp_path):
+    cfg = {"lr": 0.001, "trainer": trainer.config()}
+    with Checkpointer(tmp_path / "c", config=cfg):
+        pass
+    path = tmp_path / "c" / "config.json"
+    assert json.loads(path.read_text()) == json.loads(json.dumps(cfg))
+    assert load_config(tmp_path / "c") == json.loads(json.dumps(cfg))
+    with pytest.raises(ValueError, match="config differs"):
+        Checkpointer(tmp_path / "c", config={"lr": 0.1})
+    with pytest.raises(FileNotFoundError, match="config"):
+        load_config(tmp_path / "nothing")
+
+
+def test_missing_checkpoint_is_a_clear_error(trainer, tmp_path):
+    missing = tmp_path / "never_written"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        Checkpointer(missing, create=False)
+    with Checkpointer(tmp_path / "empty") as ckpt:
+        with pytest.raises(FileNotFoundError, match="no checkpoint in .*empty"):
+            ckpt.restore(trainer.abstract_state())
+        ckpt.save(trainer.init(jax.random.key(0)), force=True)
+        with pytest.raises(FileNotFoundError, match="step 3"):
+            ckpt.restore(trainer.abstract_state(), step=3)
+
+
+def _saved(trainer, directory):
+    state = trainer.init(jax.random.key(0))._replace(position=jnp.asarray(1, jnp.int32))
+    with Checkpointer(directory, async_save=False) as ckpt:
+        ckpt.save(state, force=True)
+    return state
+
+
+def _data_files(directory):
+    files = [f for f in glob.glob(os.path.join(directory, "1", "state", "**", "d", "*"), recursive=True)
+             if os.path.isfile(f)]
+    assert files
+    return sorted(files, key=os.path.getsize)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete_metadata", "delete_state",
+                                    "digest", "delete_integrity"])
+def test_damaged_checkpoint_is_a_clear_error(trainer, tmp_path, damage):
+    directory = str(tmp_path / "c")
+    _saved(trainer, directory)
+    if damage == "truncate":
+        for f in _data_files(directory):
+            with open(f, "r+b") as fh:
+                fh.truncate(os.path.getsize(f) // 2)
+    elif damage == "flip":  # same size, changed bytes: only the digest can tell
+        for f in _data_files(directory):
+            raw = bytearray(open(f, "rb").read())
+            raw[len(raw) // 2] ^= 0xFF
+            open(f, "wb").write(bytes(raw))
+    elif damage == "delete_metadata":
+        os.remove(os.path.join(directory, "1", "state", "_METADATA"))
+    elif damage == "digest":  # the values no longer match the digest taken at save time
+        meta = os.path.join(directory, "1", "integrity", "metadata")
+        record = json.loads(open(meta).read())
+        record["sha256"] = "0" * 64
+        open(meta, "w").write(json.dumps(record))
+    elif damage == "delete_integrity":
+        import shutil
+
+        shutil.rmtree(os.path.join(directory, "1", "integrity"))
+    else:
+        import shutil
+
+        shutil.rmtree(os.path.join(directory, "1", "state"))
+    ckpt = Checkpointer(directory, create=False)
+    with pytest.raises((CheckpointError, FileNotFoundError), match=os.path.join(directory, "1")) as err:
+        ckpt.restore(trainer.abstract_state())
+    if damage == "digest":
+        assert "SHA-256" in str(err.value)
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+import jax, jax.numpy as jnp, numpy as np
+import rnnjax as rj
+from rnnjax.checkpoint import Checkpointer
+from rnnjax.models import SequenceModel
+from rnnjax.train import Trainer, fit
+sys.path.insert(0, {tests!r})
+from test_checkpoint import data, N, K, B, make_trainer
+tr = make_trainer()
+ckpt = Checkpointer({directory!r}, save_every=2, keep_last=2)
+def kill(state, m):
+    if int(state.position) == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, an async save may be in flight
+fit(tr, tr.init(jax.random.key(0)), data, N, tbptt=K, stateful=True, checkpointer=ckpt,
+    progress=False, callback=kill)
+"""
+
+
+def make_trainer():
+    layer = rj.Recurrent(rj.LSTM(E, H), recurrent_dropout=0.25)
+    return Trainer(SequenceModel(layer, output_size=V, vocab_size=V), clip_norm=1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", [4, 5])
+def test_sigkill_and_resume_equals_uninterrupted_run(trainer, uninterrupted, tmp_path, kill_at):
+    """A subprocess is SIGKILLed right after the save at 4 started (possibly unfinished)
+    or one batch later; the resumed run still ends in the uninterrupted state."""
+    import subprocess
+    import sys
+
+    assert make_trainer() == trainer
+    directory = str(tmp_path / "run")
+    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), directory=directory, kill_at=kill_at)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    ckpt = Checkpointer(directory, save_every=2, keep_last=2, create=False)
+    assert ckpt.latest_step() in (2, 4)
+    state = ckpt.restore(trainer.abstract_state(batch_size=B))
+    start = int(state.position)
+    state, hist = fit(trainer, state, data, N, tbptt=K, stateful=True, checkpointer=ckpt, progress=False)
+    full_state, full_hist = uninterrupted
+    assert [h["loss"] for h in hist] == [h["loss"] for h in full_hist[start:]]
+    assert tree_equal(state, full_state)
+    ckpt.close()

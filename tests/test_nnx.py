@@ -1,0 +1,212 @@
+"""rnnjax.nnx: same outputs and gradients as the functional layers, length semantics,
+dropout from nnx.Rngs with train/eval, nnx.jit + nnx.Optimizer training, orbax round
+trip of the model state."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+from flax import nnx
+
+import rnnjax as rj
+import rnnjax.nnx as rn
+
+B, T, I, H = 2, 5, 3, 4
+LENGTH = np.array([5, 3], np.int32)
+
+
+def _xs(seed=0, shape=(B, T, I)):
+    return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+def _np_gru(p, xs, n):
+    """float64 loop, reset_after=True GRU (PyTorch form), one sequence of length n."""
+    w_ih, w_hh, b, b_hn = (np.asarray(p[k], np.float64) for k in ("w_ih", "w_hh", "b", "b_hn"))
+    Hh = w_hh.shape[0]
+    h = np.zeros(Hh)
+    ys = np.zeros((xs.shape[0], Hh))
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))
+    for t in range(n):
+        xp = xs[t] @ w_ih + b
+        hp = h @ w_hh
+        r = sig(xp[:Hh] + hp[:Hh])
+        z = sig(xp[Hh : 2 * Hh] + hp[Hh : 2 * Hh])
+        cand = np.tanh(xp[2 * Hh :] + r * (hp[2 * Hh :] + b_hn))
+        h = (1 - z) * cand + z * h
+        ys[t] = h
+    return h, ys
+
+
+@pytest.fixture(scope="module")
+def bilstm():
+    return rn.LSTM(I, H, num_layers=2, bidirectional=True, rngs=nnx.Rngs(0))
+
+
+def test_params_are_nnx_params_in_the_functional_layout(bilstm):
+    params = bilstm.layer_params()
+    assert len(params) == 2
+    for layer, p in zip(bilstm.functional().layers, params):
+        expected = jax.eval_shape(layer.init, jax.random.key(0))
+        assert jax.tree_util.tree_map(jnp.shape, p) == jax.tree_util.tree_map(
+            lambda a: a.shape, expected
+        )
+    state = nnx.state(bilstm, nnx.Param)
+    n_arrays = len(jax.tree_util.tree_leaves(params))
+    assert len(jax.tree_util.tree_leaves(state)) == n_arrays
+    assert isinstance(bilstm.layer_0["forward"]["w_ih"], nnx.Param)
+
+
+def test_outputs_and_gradients_equal_functional_layer(bilstm):
+    xs = _xs()
+    net = bilstm.functional()
+
+    def loss_module(model, x):
+        state, ys = model(x, LENGTH)
+        return jnp.sum(ys**2) + jnp.sum(state[1].backward.h)
+
+    def loss_functional(p, x):
+        state, ys = net.apply_batch(p, x, LENGTH)
+        return jnp.sum(ys**2) + jnp.sum(state[1].backward.h)
+
+    l_m, (g_m, gx_m) = nnx.jit(nnx.value_and_grad(loss_module, argnums=(0, 1)))(bilstm, xs)
+    params = bilstm.layer_params()
+    l_f, (g_f, gx_f) = jax.jit(jax.value_and_grad(loss_functional, argnums=(0, 1)))(params, xs)
+    np.testing.assert_allclose(l_m, l_f, rtol=1e-6)
+    np.testing.assert_allclose(gx_m, gx_f, rtol=1e-6, atol=1e-7)
+    g_m = nnx.to_pure_dict(g_m)
+    g_m = (g_m["layer_0"], g_m["layer_1"])
+    assert jax.tree_util.tree_structure(g_m) == jax.tree_util.tree_structure(g_f)
+    for a, b in zip(jax.tree_util.tree_leaves(g_m), jax.tree_util.tree_leaves(g_f)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert float(jnp.abs(gx_m).max()) > 1e-3
+
+
+def test_gru_matches_float64_reference_and_padding_invariance():
+    gru = rn.GRU(I, H, time_major=True, rngs=nnx.Rngs(1))
+    # a non-zero b_hn so that its placement matters
+    gru.layer_0["b_hn"][...] = 0.3 * jnp.arange(H, dtype=jnp.float32)
+    xs = _xs(2, (T, B, I))
+    xs_junk = jnp.where(
+        jnp.arange(T)[:, None, None] < LENGTH[None, :, None], xs, 9.0
+    )
+    run = nnx.jit(lambda m, x: m(x, LENGTH))
+    (s,), ys = run(gru, xs)
+    (s2,), ys2 = run(gru, xs_junk)
+    np.testing.assert_array_equal(ys, ys2)
+    np.testing.assert_array_equal(s.h, s2.h)
+    p = gru.layer_params()[0]
+    for b in range(B):
+        h_ref, y_ref = _np_gru(p, np.asarray(xs[:, b]), int(LENGTH[b]))
+        np.testing.assert_allclose(ys[:, b], y_ref, atol=2e-5)
+        np.testing.assert_allclose(s.h[b], h_ref, atol=2e-5)
+
+
+def test_state_in_and_initial_state():
+    rnn = rn.RNN(I, H, num_layers=2, rngs=nnx.Rngs(2))
+    run = nnx.jit(lambda m, x, s: m(x, None, s))
+    xs = _xs(3, (3, B, T, I))
+    zero = rnn.initial_state((3, B))
+    s_full, y_full = run(rnn, xs, None)
+    s0, y0 = run(rnn, xs, zero)
+    np.testing.assert_array_equal(y0, y_full)
+    s_half, y_a = run(rnn, xs[..., :2, :], None)
+    s_rest, y_b = run(rnn, xs[..., 2:, :], s_half)
+    np.testing.assert_allclose(jnp.concatenate([y_a, y_b], -2), y_full, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(s_rest), jax.tree_util.tree_leaves(s_full)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_train_eval_and_rngs():
+    m = rn.LSTM(I, H, num_layers=2, dropout=0.5, recurrent_dropout=0.3, rngs=nnx.Rngs(0, dropout=5))
+    xs = _xs(4)
+    run = nnx.jit(lambda m, x, k: m(x, LENGTH, rngs=k)[1])
+    functional = jax.jit(lambda p, x, k: m.functional().apply_batch(p, x, LENGTH, key=k)[1])
+    a = run(m, xs, None)
+    b = run(m, xs, None)
+    assert not np.allclose(a, b)  # the module's stream advances between calls
+    assert bool(jnp.all(a[1, 3:] == 0.0))
+    m.eval()
+    det = run(m, xs, None)
+    ref = functional(m.layer_params(), xs, None)
+    np.testing.assert_array_equal(det, ref)
+    m.train()
+    k = jax.random.key(9)
+    c1 = run(m, xs, k)
+    c2 = run(m, xs, k)
+    np.testing.assert_array_equal(c1, c2)
+    assert not np.allclose(c1, det)
+    # the same key through the functional layer gives the same masks
+    np.testing.assert_array_equal(c1, functional(m.layer_params(), xs, k))
+    view = nnx.view(m, deterministic=True)
+    np.testing.assert_array_equal(run(view, xs, None), ref)
+
+
+def test_bad_inputs():
+    with pytest.raises(TypeError, match="rngs"):
+        rn.LSTM(I, H, rngs=0)
+    with pytest.raises(ValueError, match="num_layers"):
+        rn.GRU(I, H, num_layers=0, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="merge"):
+        rn.GRU(I, H, bidirectional=True, merge="max", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="input_size"):
+        rn.RNN(0, H, rngs=nnx.Rngs(0))
+    m = rn.RNN(I, H, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="xs"):
+        m(jnp.ones((B, T, I + 1)))
+    with pytest.raises(TypeError, match="rngs"):
+        rn.RNN(I, H, dropout=0.1, rngs=nnx.Rngs(0))(_xs(), rngs="key")
+
+
+class _Classifier(nnx.Module):
+    def __init__(self, vocab, classes, rngs):
+        self.embed = nnx.Embed(vocab, 8, rngs=rngs)
+        self.rnn = rn.GRU(8, 8, bidirectional=True, recurrent_dropout=0.1, rngs=rngs)
+        self.out = nnx.Linear(16, classes, rngs=rngs)
+
+    def __call__(self, tokens, length):
+        _, ys = self.rnn(self.embed(tokens), length)
+        mask = (jnp.arange(tokens.shape[1])[None, :] < length[:, None]).astype(ys.dtype)
+        return self.out(jnp.sum(ys, 1) / jnp.maximum(jnp.sum(mask, 1, keepdims=True), 1.0))
+
+
+@pytest.mark.slow  # tests/test_linen.py::test_readme_example_runs covers this by default
+def test_trains_with_nnx_optimizer_and_round_trips_through_orbax(tmp_path):
+    k1, k2 = jax.random.split(jax.random.key(3))
+    tokens = jax.random.randint(k1, (8, 6), 1, 11)
+    length = jax.random.randint(k2, (8,), 1, 7)
+    labels = tokens[:, 0] % 3
+    model = _Classifier(11, 3, nnx.Rngs(0))
+    opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    def loss_fn(m):
+        logits = m(tokens, length)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    @nnx.jit
+    def step(m, opt):
+        loss, grads = nnx.value_and_grad(loss_fn)(m)
+        opt.update(m, grads)
+        return loss
+
+    eval_loss = nnx.jit(loss_fn)
+    model.eval()
+    first = float(eval_loss(model))
+    model.train()
+    for _ in range(15):
+        step(model, opt)
+    model.eval()
+    assert float(eval_loss(model)) < 0.8 * first
+
+    _, state = nnx.split(model)
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(tmp_path / "nnx_ckpt", state)
+    ckpt.wait_until_finished()
+    fresh = nnx.eval_shape(lambda: _Classifier(11, 3, nnx.Rngs(1)))
+    graphdef, abstract = nnx.split(fresh)
+    restored = ckpt.restore(tmp_path / "nnx_ckpt", abstract)
+    ckpt.close()
+    model2 = nnx.merge(graphdef, restored)
+    model2.eval()
+    np.testing.assert_array_equal(model2(tokens, length), model(tokens, length))

@@ -1,25 +1,58 @@
 """rnnjax: recurrent networks for JAX with compiled recurrent scans.
 
-Public names are re-exported flat: ``import rnnjax as rj``.
+Public names are re-exported flat: ``import rnnjax as rj``. The modules that pull in
+heavier libraries (``checkpoint``: orbax; ``linen``, ``nnx``, ``flax_convert``: flax) are
+imported on first use, so ``import rnnjax`` stays quick.
 """
 
-from rnnjax import initializers, interop, metrics
+import importlib as _importlib
+
+from rnnjax import diagnostics, distributed, esn, initializers, interop, metrics, models, train
 from rnnjax.cells import GRU, LSTM, GRUState, LSTMState, SimpleRNN, SimpleRNNState
+from rnnjax.esn import EchoState, EchoStateState
 from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked, dropout
+from rnnjax.models import SequenceModel
 from rnnjax.sequence import unroll, unroll_batch
+from rnnjax.train import Trainer, TrainState, fit, make_optimizer
 
 __version__ = "0.1.0"
 
+_LAZY_MODULES = ("checkpoint", "linen", "nnx", "flax_convert")
+_LAZY_NAMES = {"Checkpointer": "checkpoint", "CheckpointError": "checkpoint"}
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        return _importlib.import_module(f"rnnjax.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(_importlib.import_module(f"rnnjax.{_LAZY_NAMES[name]}"), name)
+    raise AttributeError(f"module 'rnnjax' has no attribute {name!r}")
+
+
 __all__ = [
+    # modules
     "initializers",
     "metrics",
     "interop",
+    "diagnostics",
+    "esn",
+    "models",
+    "train",
+    "distributed",
+    "checkpoint",
+    "linen",
+    "nnx",
+    "flax_convert",
+    # cells and states
     "SimpleRNN",
     "SimpleRNNState",
     "LSTM",
     "LSTMState",
     "GRU",
     "GRUState",
+    "EchoState",
+    "EchoStateState",
+    # sequences and layers
     "unroll",
     "unroll_batch",
     "Recurrent",
@@ -27,4 +60,12 @@ __all__ = [
     "BidirectionalState",
     "Stacked",
     "dropout",
+    # models and training
+    "SequenceModel",
+    "Trainer",
+    "TrainState",
+    "fit",
+    "make_optimizer",
+    "Checkpointer",
+    "CheckpointError",
 ]

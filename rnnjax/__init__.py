@@ -7,7 +7,7 @@ imported on first use, so ``import rnnjax`` stays quick.
 
 import importlib as _importlib
 
-from rnnjax import diagnostics, distributed, esn, initializers, interop, metrics, models, train
+from rnnjax import diagnostics, distributed, esn, fused, initializers, interop, metrics, models, train
 from rnnjax.cells import GRU, LSTM, GRUState, LSTMState, SimpleRNN, SimpleRNNState
 from rnnjax.esn import EchoState, EchoStateState
 from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked, dropout
@@ -35,6 +35,7 @@ __all__ = [
     "metrics",
     "interop",
     "diagnostics",
+    "fused",
     "esn",
     "models",
     "train",

@@ -188,9 +188,20 @@ def run_cell(cell, params, state, xs, valid, unroll: int = 1):
       xs: ``(T, I)`` in processing order, padding already zeroed.
       valid: ``(T,)`` bool, or ``None`` when every step is real.
 
+    With ``unroll == 1``, :func:`rnnjax.fused.run` takes over where
+    :func:`rnnjax.fused.applies`: rematerialisation (``rnnjax.fused.options(remat=...)``,
+    any cell) or the hand-written backward pass of the built-in LSTM, GRU and SimpleRNN
+    (default on GPU/TPU; opt-in on CPU, where it measured slower). Otherwise the
+    reference path below: ``lax.scan`` of the cell's step, differentiated by autodiff.
+
     Returns:
       ``(state, ys)`` in processing order.
     """
+    from rnnjax import fused  # imported here: fused builds on this module
+
+    opts = fused.current_options()
+    if unroll == 1 and xs.shape[0] > 0 and fused.applies(cell, opts):
+        return fused.run(cell, params, state, xs, valid, opts)
     if hoist_projection():
         fn = functools.partial(cell.recur, params)
         inputs = cell.project(params, xs)

@@ -7,11 +7,28 @@ imported on first use, so ``import rnnjax`` stays quick.
 
 import importlib as _importlib
 
-from rnnjax import diagnostics, distributed, esn, fused, initializers, interop, metrics, models, train
+from rnnjax import (
+    attention,
+    decoding,
+    diagnostics,
+    distributed,
+    esn,
+    fused,
+    initializers,
+    interop,
+    metrics,
+    models,
+    schedules,
+    seq2seq,
+    train,
+)
+from rnnjax.attention import AdditiveAttention, DotAttention, GeneralAttention
+from rnnjax.decoding import beam_search, greedy_decode
 from rnnjax.cells import GRU, LSTM, GRUState, LSTMState, SimpleRNN, SimpleRNNState
 from rnnjax.esn import EchoState, EchoStateState
 from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked, dropout
 from rnnjax.models import SequenceModel
+from rnnjax.seq2seq import Seq2Seq
 from rnnjax.sequence import unroll, unroll_batch
 from rnnjax.train import Trainer, TrainState, fit, make_optimizer
 
@@ -41,6 +58,10 @@ __all__ = [
     "train",
     "distributed",
     "checkpoint",
+    "attention",
+    "decoding",
+    "schedules",
+    "seq2seq",
     "linen",
     "nnx",
     "flax_convert",
@@ -69,4 +90,11 @@ __all__ = [
     "make_optimizer",
     "Checkpointer",
     "CheckpointError",
+    # sequence to sequence
+    "Seq2Seq",
+    "AdditiveAttention",
+    "DotAttention",
+    "GeneralAttention",
+    "greedy_decode",
+    "beam_search",
 ]

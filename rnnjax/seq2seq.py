@@ -1,0 +1,653 @@
+r"""Encoder-decoder (sequence-to-sequence) models with optional attention.
+
+:class:`Seq2Seq` joins an encoder (any rnnjax cell or layer: uni- or bidirectional,
+stacked) to a decoder cell run step by step under ``jax.lax.scan``, with source and
+target token embeddings and an output projection. Everything works on ONE example and
+is batched with ``jax.vmap`` (the ``*_batch`` methods).
+
+The decoder, at target step ``t`` (``y_{-1}`` is the begin token ``bos_id``):
+
+.. math::
+
+    c_t &= \mathrm{attend}(s_{t-1}, \text{encoder outputs}) \;\text{(or the fixed } c
+          \text{ without attention)} \\
+    s_t, h_t &= \mathrm{cell}(s_{t-1}, [E_y y_{t-1}; c_t]) \\
+    \text{logits}_t &= W_o^\top [h_t; c_t] + b_o
+
+This is the wiring of Bahdanau et al. (2015) (``wiring="bahdanau"``, the default), with
+the attention query the previous decoder output ``h_{t-1}``; the scoring function is any
+of :mod:`rnnjax.attention` (additive, or Luong et al.'s ``dot`` and ``general``).
+``wiring="luong"`` is the global attention model of Luong et al. (2015) with input
+feeding: the query is the current output ``h_t``, and
+
+.. math::
+
+    s_t, h_t &= \mathrm{cell}(s_{t-1}, [E_y y_{t-1}; \tilde h_{t-1}]), \quad
+    c_t = \mathrm{attend}(h_t, \cdot), \quad
+    \tilde h_t = \tanh(W_c^\top [c_t; h_t]), \quad
+    \text{logits}_t = W_o^\top \tilde h_t + b_o
+
+with :math:`\tilde h_0 = 0` (the state is a :class:`LuongState`). Without attention the decoder
+sees only the fixed context vector ``c``: the final ``h`` of the encoder's top layer
+(both directions concatenated for a bidirectional encoder), fed at every step as in
+Cho et al. (2014), the RNN-encdec baseline of Bahdanau et al. The decoder's initial
+state is bridged from the encoder's final state (see ``bridge``).
+
+Targets hold the output tokens followed by the end token ``eos_id``; ``tgt_len`` counts
+the end token. Positions ``t >= tgt_len`` are padding: they are left out of the loss, and
+since the decoder is causal they never change a real position's output or gradient.
+
+Training modes, all one function (:meth:`Seq2Seq.decode`) inside one jitted step: the
+token fed at step ``t >= 1`` is the ground truth ``y_{t-1}`` with probability
+``teacher_prob`` (drawn per step and per example) and the model's own prediction at step
+``t-1`` otherwise. ``teacher_prob=1`` is teacher forcing, ``0`` free running, and a
+decaying ``teacher_prob = eps_i`` (:mod:`rnnjax.schedules`) scheduled sampling (Bengio et
+al. 2015). No gradient flows through the choice of the fed token.
+
+Shapes: ``S`` source length, ``T`` target length, ``B`` batch, ``V`` vocabulary size,
+``E`` embedding size, ``H`` decoder hidden size, ``C`` context size.
+
+References:
+  Sutskever, Vinyals & Le (2014). Sequence to sequence learning with neural networks.
+  Cho et al. (2014). Learning phrase representations using RNN encoder-decoder for
+  statistical machine translation.
+  Bahdanau, Cho & Bengio (2015). Neural machine translation by jointly learning to
+  align and translate.
+  Luong, Pham & Manning (2015). Effective approaches to attention-based neural machine
+  translation.
+  Bengio, Vinyals, Jaitly & Shazeer (2015). Scheduled sampling for sequence prediction
+  with recurrent neural networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnnjax import attention as attn_lib
+from rnnjax import cells as cells_lib
+from rnnjax import initializers as inits
+from rnnjax import layers as layers_lib
+
+__all__ = ["Seq2Seq", "Memory", "LuongState", "make_train_step"]
+
+
+class Memory(NamedTuple):
+    """What the decoder reads from the encoder for one source sequence.
+
+    Attributes:
+      values: ``(S, K)`` encoder outputs (zero past the source length).
+      keys: attention's precomputed keys (``None`` without attention).
+      mask: ``(S,)`` bool, True at real source positions.
+      context: ``(C,)`` the fixed context vector (used without attention).
+    """
+
+    values: jax.Array
+    keys: Any
+    mask: jax.Array
+    context: jax.Array
+
+
+class LuongState(NamedTuple):
+    """Decoder state with Luong et al.'s input feeding: the cell's state and the previous
+    attentional vector ``h~_{t-1}`` of shape ``(H,)``."""
+
+    cell: Any
+    attentional: jax.Array
+
+
+def _top_states(layer, state) -> list:
+    """The final cell states of the encoder's top layer (both directions when bidirectional)."""
+    if isinstance(layer, layers_lib.Stacked):
+        return _top_states(layer.layers[-1], state[-1])
+    if isinstance(layer, layers_lib.Bidirectional):
+        return _top_states(layer.forward, state.forward) + _top_states(
+            layer.backward, state.backward
+        )
+    return [state]
+
+
+def _flat(tree) -> jax.Array:
+    return jnp.concatenate([jnp.ravel(l) for l in jax.tree_util.tree_leaves(tree)])
+
+
+def _is_cell(obj) -> bool:
+    return hasattr(obj, "step") and hasattr(obj, "init") and hasattr(obj, "initial_state")
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
+
+
+def _check_tokens(name, tokens, ndim):
+    if not hasattr(tokens, "ndim") or not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise TypeError(
+            f"{name} must be an integer token array; got "
+            f"{getattr(tokens, 'dtype', type(tokens).__name__)}"
+        )
+    if tokens.ndim != ndim:
+        shape = "(S,)" if name.startswith("src") else "(T,)"
+        if ndim == 2:
+            shape = "(B, " + shape[1:]
+        raise ValueError(f"{name} must have shape {shape}; got shape {tokens.shape}")
+
+
+def _check_len(name, length, shape):
+    if length is None:
+        return
+    if not jnp.issubdtype(jnp.result_type(length), jnp.integer) or jnp.shape(length) != shape:
+        raise ValueError(
+            f"{name} must be integers of shape {shape}; got shape {jnp.shape(length)} and "
+            f"dtype {jnp.result_type(length)}"
+        )
+
+
+def _check_feeding(teacher_prob, key, feed) -> None:
+    """Check the training-mode arguments of :meth:`Seq2Seq.decode`."""
+    if feed not in ("argmax", "sample"):
+        raise ValueError(f"feed must be 'argmax' or 'sample'; got {feed!r}")
+    concrete = not isinstance(teacher_prob, jax.core.Tracer)
+    if concrete:
+        p = float(teacher_prob)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"teacher_prob must be in [0, 1]; got {p}")
+    needs_key = (not concrete or 0.0 < p < 1.0) or (feed == "sample" and (
+        not concrete or p < 1.0))
+    if needs_key and key is None:
+        raise ValueError(
+            "key is required when teacher_prob is not a concrete 0 or 1 or when "
+            f"feed='sample'; got key=None with teacher_prob={teacher_prob!r}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2Seq:
+    """An RNN encoder-decoder with optional attention, for one example at a time.
+
+    Params: ``{"src_embed": (V_src, E_src), "tgt_embed": (V_tgt, E), "encoder": ...,
+    "decoder": ..., "bridge": {...}, "attention": {...}, "out": {"w": (H + C, V_tgt),
+    "b": (V_tgt,)}}``.
+
+    Args:
+      encoder: a cell (run forwards) or layer (:class:`rnnjax.Recurrent`,
+        :class:`rnnjax.Bidirectional`, :class:`rnnjax.Stacked`); its ``input_size`` is
+        the source embedding size.
+      decoder: a cell; its ``input_size`` must be ``embed_size + C``, with ``C`` the
+        encoder's output size with attention, else the fixed context size (see
+        :attr:`context_size`). :meth:`build` computes this for you.
+      src_vocab: ``V_src``.
+      tgt_vocab: ``V_tgt``.
+      embed_size: ``E``, the target embedding size.
+      attention: ``None`` (fixed context) or a module from :mod:`rnnjax.attention` whose
+        ``query_size`` is the decoder's state size and ``key_size`` the encoder's output
+        size.
+      bridge: how the decoder's initial state comes from the encoder's final state:
+        ``"linear"`` (a learned affine map from all final-state vectors of the encoder's
+        top layer to every decoder state field), ``"copy"`` (the top layer's final state
+        as it is; needs the same structure and sizes), ``"zero"``, or ``"auto"``
+        (default: ``"copy"`` when it fits, else ``"linear"``).
+      bos_id, eos_id, pad_id: the begin, end and padding tokens of the target vocabulary.
+      wiring: ``"bahdanau"`` (default) or ``"luong"`` (needs attention; the decoder's
+        ``input_size`` is then ``embed_size + H``, and the params get
+        ``"combine": {"w": (C + H, H)}`` and ``"out": {"w": (H, V_tgt), ...}``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.seq2seq import Seq2Seq
+      >>> model = Seq2Seq.build(src_vocab=7, tgt_vocab=7, embed_size=4, hidden_size=8,
+      ...                       attention="additive", bidirectional=True)
+      >>> params = model.init(jax.random.key(0))
+      >>> src = jnp.array([3, 4, 5, 0]); tgt = jnp.array([5, 4, 3, 2])
+      >>> logits, weights = model.decode_train(params, src, 3, tgt, 4)
+      >>> logits.shape, weights.shape
+      ((4, 7), (4, 4))
+    """
+
+    encoder: Any
+    decoder: Any
+    src_vocab: int
+    tgt_vocab: int
+    embed_size: int
+    attention: Any = None
+    bridge: str = "auto"
+    bos_id: int = 1
+    eos_id: int = 2
+    pad_id: int = 0
+    wiring: str = "bahdanau"
+
+    def __post_init__(self):
+        enc = layers_lib._as_layer(self.encoder)
+        object.__setattr__(self, "encoder", enc)
+        if not _is_cell(self.decoder):
+            raise TypeError(f"decoder must be an rnnjax cell; got {self.decoder!r}")
+        _check_int("src_vocab", self.src_vocab, 1)
+        _check_int("tgt_vocab", self.tgt_vocab, 1)
+        _check_int("embed_size", self.embed_size, 1)
+        for name in ("bos_id", "eos_id", "pad_id"):
+            v = getattr(self, name)
+            _check_int(name, v, 0)
+            if v >= self.tgt_vocab:
+                raise ValueError(f"{name} must be < tgt_vocab={self.tgt_vocab}; got {v}")
+        if self.attention is not None:
+            if enc.output_size is None:
+                raise ValueError("attention needs an encoder with a known output_size "
+                                 "(a Bidirectional with a callable merge has none)")
+            if self.attention.key_size != enc.output_size:
+                raise ValueError(
+                    f"attention.key_size must be the encoder's output_size "
+                    f"{enc.output_size}; got {self.attention.key_size}"
+                )
+            if self.attention.query_size != self.decoder.state_size:
+                raise ValueError(
+                    f"attention.query_size must be the decoder's state size "
+                    f"{self.decoder.state_size}; got {self.attention.query_size}"
+                )
+        if self.wiring not in ("bahdanau", "luong"):
+            raise ValueError(f"wiring must be 'bahdanau' or 'luong'; got {self.wiring!r}")
+        if self.wiring == "luong" and self.attention is None:
+            raise ValueError("wiring='luong' needs an attention module; got attention=None")
+        expected = self.embed_size + self.feed_size
+        if self.decoder.input_size != expected:
+            what = "context size" if self.wiring == "bahdanau" else "decoder output size"
+            raise ValueError(
+                f"decoder.input_size must be embed_size + {what} = {self.embed_size} + "
+                f"{self.feed_size} = {expected}; got {self.decoder.input_size}"
+            )
+        if self.bridge not in ("auto", "copy", "linear", "zero"):
+            raise ValueError(
+                f"bridge must be 'auto', 'copy', 'linear' or 'zero'; got {self.bridge!r}"
+            )
+        mode = self.bridge
+        fits = self._copy_fits()
+        if mode == "auto":
+            mode = "copy" if fits else "linear"
+        if mode == "copy" and not fits:
+            raise ValueError(
+                "bridge='copy' needs the encoder's top-layer final state to have the "
+                "decoder's state structure and sizes "
+                f"{jax.tree_util.tree_map(jnp.shape, self.decoder.initial_state())}; got "
+                f"{jax.tree_util.tree_map(jnp.shape, self._enc_tops())}"
+            )
+        object.__setattr__(self, "bridge", mode)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def build(
+        cls,
+        src_vocab: int,
+        tgt_vocab: int,
+        embed_size: int,
+        hidden_size: int,
+        cell: str = "gru",
+        attention: Optional[str] = None,
+        bidirectional: bool = False,
+        num_layers: int = 1,
+        **kwargs,
+    ) -> "Seq2Seq":
+        """A model from sizes: the same cell type for encoder and decoder.
+
+        Args:
+          src_vocab, tgt_vocab, embed_size: as in the class.
+          hidden_size: ``H`` of every encoder layer (per direction) and of the decoder.
+          cell: ``"gru"``, ``"lstm"`` or ``"rnn"``.
+          attention: ``None``, ``"additive"``, ``"dot"`` or ``"general"``.
+          bidirectional: bidirectional encoder layers (concatenated outputs).
+          num_layers: encoder layers.
+          **kwargs: ``bridge``, ``bos_id``, ``eos_id``, ``pad_id``, ``wiring``.
+
+        Returns:
+          A :class:`Seq2Seq`.
+        """
+        makers = {"gru": cells_lib.GRU, "lstm": cells_lib.LSTM, "rnn": cells_lib.SimpleRNN}
+        if cell not in makers:
+            raise ValueError(f"cell must be one of {sorted(makers)}; got {cell!r}")
+        _check_int("num_layers", num_layers, 1)
+        make = makers[cell]
+        layers, size = [], embed_size
+        for _ in range(num_layers):
+            c = make(size, hidden_size)
+            layers.append(layers_lib.Bidirectional(c) if bidirectional else c)
+            size = 2 * hidden_size if bidirectional else hidden_size
+        encoder = layers[0] if num_layers == 1 else layers_lib.Stacked(layers)
+        encoder = layers_lib._as_layer(encoder)
+        attentions = {
+            None: None,
+            "additive": lambda: attn_lib.AdditiveAttention(hidden_size, size),
+            "dot": lambda: attn_lib.DotAttention(hidden_size, size),
+            "general": lambda: attn_lib.GeneralAttention(hidden_size, size),
+        }
+        if attention not in attentions:
+            raise ValueError(
+                f"attention must be None, 'additive', 'dot' or 'general'; got {attention!r}"
+            )
+        attn = attentions[attention]() if attention else None
+        if attn is not None:
+            ctx = size
+        else:
+            ctx = sum(
+                s.h.shape[0] for s in _top_states(encoder, encoder.initial_state())
+            )
+        if kwargs.get("wiring") == "luong":
+            ctx = hidden_size  # input feeding of the attentional vector
+        decoder = make(embed_size + ctx, hidden_size)
+        return cls(encoder, decoder, src_vocab, tgt_vocab, embed_size, attn, **kwargs)
+
+    def _enc_tops(self):
+        return _top_states(self.encoder, self.encoder.initial_state())
+
+    def _copy_fits(self) -> bool:
+        tops = self._enc_tops()
+        if len(tops) != 1:
+            return False
+        dec = self.decoder.initial_state()
+        return jax.tree_util.tree_structure(tops[0]) == jax.tree_util.tree_structure(
+            dec
+        ) and all(
+            a.shape == b.shape
+            for a, b in zip(jax.tree_util.tree_leaves(tops[0]), jax.tree_util.tree_leaves(dec))
+        )
+
+    @property
+    def context_size(self) -> int:
+        """``C``: the encoder's output size with attention, else the fixed context size."""
+        if self.attention is not None:
+            return self.encoder.output_size
+        return sum(s.h.shape[0] for s in self._enc_tops())
+
+    @property
+    def feed_size(self) -> int:
+        """What the decoder reads besides the embedding: ``C`` (Bahdanau) or ``H`` (Luong)."""
+        return self.context_size if self.wiring == "bahdanau" else self.decoder.output_size
+
+    @property
+    def src_embed_size(self) -> int:
+        return self.encoder.input_size
+
+    def init(self, key) -> dict:
+        """All parameters (see the class docstring)."""
+        k = jax.random.split(key, 7)
+        H, C, V = self.decoder.output_size, self.context_size, self.tgt_vocab
+        params = {
+            "src_embed": jax.random.normal(k[0], (self.src_vocab, self.src_embed_size)),
+            "tgt_embed": jax.random.normal(k[1], (V, self.embed_size)),
+            "encoder": self.encoder.init(k[2]),
+            "decoder": self.decoder.init(k[3]),
+            "attention": {} if self.attention is None else self.attention.init(k[4]),
+            "out": {"w": inits.glorot_uniform(k[5], (H + C, V)), "b": jnp.zeros((V,))},
+            "bridge": {},
+        }
+        if self.wiring == "luong":
+            k_c, k_o = jax.random.split(k[5])
+            params["combine"] = {"w": inits.glorot_uniform(k_c, (C + H, H))}
+            params["out"] = {"w": inits.glorot_uniform(k_o, (H, V)), "b": jnp.zeros((V,))}
+        if self.bridge == "linear":
+            D = _flat(self._enc_tops()).shape[0]
+            leaves, _ = jax.tree_util.tree_flatten(self.decoder.initial_state())
+            ks = jax.random.split(k[6], len(leaves))
+            params["bridge"] = {
+                "w": [inits.glorot_uniform(kk, (D, l.shape[0])) for kk, l in zip(ks, leaves)],
+                "b": [jnp.zeros(l.shape) for l in leaves],
+            }
+        return params
+
+    # ------------------------------------------------------------------ encoder
+
+    def encode(self, params, src, src_len=None, *, key=None):
+        """Run the encoder over one source sequence.
+
+        Args:
+          params: :meth:`init`'s parameters.
+          src: ``(S,)`` integer tokens.
+          src_len: optional integer scalar; positions ``j >= src_len`` are padding.
+          key: optional PRNG key for the encoder's dropout.
+
+        Returns:
+          ``(memory, state)``: the :class:`Memory` the decoder reads and the decoder's
+          initial state (bridged from the encoder's final state).
+        """
+        _check_tokens("src", src, 1)
+        _check_len("src_len", src_len, ())
+        S = src.shape[0]
+        xs = params["src_embed"][src]
+        enc_state, outs = self.encoder.apply(params["encoder"], xs, src_len, key=key)
+        tops = _top_states(self.encoder, enc_state)
+        context = jnp.concatenate([s.h for s in tops])
+        dec0 = self.decoder.initial_state(outs.dtype)
+        if self.bridge == "copy":
+            state = tops[0]
+        elif self.bridge == "zero":
+            state = dec0
+        else:
+            summary = _flat(tops)
+            _, treedef = jax.tree_util.tree_flatten(dec0)
+            b = params["bridge"]
+            state = jax.tree_util.tree_unflatten(
+                treedef, [summary @ w + bb for w, bb in zip(b["w"], b["b"])]
+            )
+        if self.wiring == "luong":
+            state = LuongState(state, jnp.zeros((self.decoder.output_size,), outs.dtype))
+        mask = attn_lib.source_mask(src_len, S)
+        keys = None
+        if self.attention is not None:
+            keys = self.attention.precompute(params["attention"], outs)
+        return Memory(values=outs, keys=keys, mask=mask, context=context), state
+
+    # ------------------------------------------------------------------ decoder
+
+    def step(self, params, state, token, memory: Memory):
+        """One decoder step on one example.
+
+        Args:
+          params: the model's parameters.
+          state: the decoder state after the previous step.
+          token: integer scalar, the previous target token (``bos_id`` at the start).
+          memory: :meth:`encode`'s memory.
+
+        Returns:
+          ``(state, logits (V,), weights (S,) or None)``: the new state, the scores of
+          the next token and the attention weights (``None`` without attention).
+        """
+        emb = params["tgt_embed"][token]
+        if self.wiring == "luong":
+            cell_state, h = self.decoder.step(
+                params["decoder"], state.cell, jnp.concatenate([emb, state.attentional])
+            )
+            ctx, weights = self.attention.attend(
+                params["attention"], h, memory.keys, memory.values, memory.mask
+            )
+            att = jnp.tanh(jnp.concatenate([ctx, h]) @ params["combine"]["w"])
+            logits = att @ params["out"]["w"] + params["out"]["b"]
+            return LuongState(cell_state, att), logits, weights
+        if self.attention is None:
+            ctx, weights = memory.context, None
+        else:
+            ctx, weights = self.attention.attend(
+                params["attention"], state.h, memory.keys, memory.values, memory.mask
+            )
+        state, h = self.decoder.step(params["decoder"], state, jnp.concatenate([emb, ctx]))
+        logits = jnp.concatenate([h, ctx]) @ params["out"]["w"] + params["out"]["b"]
+        return state, logits, weights
+
+    def decode(
+        self,
+        params,
+        memory: Memory,
+        state,
+        tgt,
+        *,
+        teacher_prob=1.0,
+        key=None,
+        feed: str = "argmax",
+    ):
+        """Run the decoder over ``T = len(tgt)`` steps with teacher forcing, free running
+        or scheduled sampling.
+
+        At step 0 the decoder reads ``bos_id``; at step ``t >= 1`` it reads ``tgt[t-1]``
+        with probability ``teacher_prob`` and its own prediction of step ``t-1``
+        otherwise (one Bernoulli draw per step).
+
+        Args:
+          params, memory, state: the parameters and :meth:`encode`'s output.
+          tgt: ``(T,)`` integer target tokens.
+          teacher_prob: probability of feeding the ground truth; 1 (teacher forcing, the
+            default, needs no key), 0 (free running, no key needed) or anything in
+            between (needs ``key``). May be traced (a schedule's value inside ``jit``).
+          key: PRNG key for the draws (and for ``feed="sample"``).
+          feed: the model's own prediction is its ``"argmax"`` (default) or a
+            ``"sample"`` from its softmax.
+
+        Returns:
+          ``(logits (T, V), weights (T, S) or None, fed (T,))``: the logits at every
+          step, the attention weights, and the tokens that were fed in.
+        """
+        _check_tokens("tgt", tgt, 1)
+        _check_feeding(teacher_prob, key, feed)
+        T = tgt.shape[0]
+        concrete = not isinstance(teacher_prob, jax.core.Tracer)
+        p = float(teacher_prob) if concrete else None
+        gt_prev = jnp.concatenate([jnp.full((1,), self.bos_id, tgt.dtype), tgt[:-1]])
+        if concrete and p == 1.0:
+            use_gt = jnp.ones((T,), bool)
+        elif concrete and p == 0.0:
+            use_gt = jnp.zeros((T,), bool)
+        else:
+            k_coin, key = jax.random.split(key)
+            use_gt = jax.random.bernoulli(k_coin, teacher_prob, (T,))
+        sample_keys = jax.random.split(key, T) if feed == "sample" and key is not None else None
+
+        def body(carry, inp):
+            s, own = carry
+            gt, coin, k = inp
+            tok = jnp.where(coin, gt, own)
+            s, logits, w = self.step(params, s, tok, memory)
+            if feed == "argmax" or k is None:
+                nxt = jnp.argmax(logits).astype(tgt.dtype)
+            else:
+                nxt = jax.random.categorical(k, logits).astype(tgt.dtype)
+            return (s, nxt), (logits, w, tok)
+
+        init = (state, jnp.asarray(self.bos_id, tgt.dtype))
+        _, (logits, weights, fed) = jax.lax.scan(body, init, (gt_prev, use_gt, sample_keys))
+        return logits, weights, fed
+
+    def decode_train(self, params, src, src_len, tgt, tgt_len=None, *, teacher_prob=1.0,
+                     key=None, feed="argmax"):
+        """:meth:`encode` then :meth:`decode` for one example.
+
+        ``key`` (when given) is split between the encoder's dropout and the decoder's
+        draws. ``tgt_len`` is accepted for symmetry and checked; the padding needs no
+        special treatment in the decoder (it is causal), only in the loss.
+
+        Returns:
+          ``(logits (T, V), weights (T, S) or None)``.
+        """
+        _check_len("tgt_len", tgt_len, ())
+        _check_tokens("tgt", tgt, 1)
+        _check_feeding(teacher_prob, key, feed)
+        k_enc, k_dec = (None, None) if key is None else jax.random.split(key)
+        memory, state = self.encode(params, src, src_len, key=k_enc)
+        logits, weights, _ = self.decode(
+            params, memory, state, tgt, teacher_prob=teacher_prob, key=k_dec, feed=feed
+        )
+        return logits, weights
+
+    # ------------------------------------------------------------------ losses
+
+    def token_losses(self, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0,
+                     key=None, feed="argmax"):
+        """Per-position cross-entropy ``(T,)`` (zero at ``t >= tgt_len``) and the mask."""
+        logits, _ = self.decode_train(params, src, src_len, tgt, tgt_len,
+                                      teacher_prob=teacher_prob, key=key, feed=feed)
+        mask = jnp.arange(tgt.shape[0]) < tgt_len
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, tgt)
+        return jnp.where(mask, ce, 0.0), mask
+
+    def log_prob(self, params, src, src_len, tgt, tgt_len):
+        """``log p(tgt[:tgt_len] | src)`` under the model (teacher forcing), a scalar."""
+        ce, _ = self.token_losses(params, src, src_len, tgt, tgt_len)
+        return -jnp.sum(ce)
+
+    def loss_batch(self, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0,
+                   key=None, feed="argmax"):
+        """Mean cross-entropy per real target token over a batch.
+
+        Args:
+          src: ``(B, S)``; src_len: ``(B,)``; tgt: ``(B, T)``; tgt_len: ``(B,)``.
+          teacher_prob, feed: as in :meth:`decode`; key: split per example.
+
+        Returns:
+          A scalar: the summed cross-entropy over all real target tokens divided by
+          their number (padding excluded).
+        """
+        _check_tokens("src", src, 2)
+        _check_tokens("tgt", tgt, 2)
+        B = src.shape[0]
+        _check_len("src_len", src_len, (B,))
+        _check_len("tgt_len", tgt_len, (B,))
+        if tgt.shape[0] != B:
+            raise ValueError(f"tgt must have batch size {B}; got shape {tgt.shape}")
+        keys = None if key is None else jax.random.split(key, B)
+        fn = lambda s, sl, t, tl, k: self.token_losses(
+            params, s, sl, t, tl, teacher_prob=teacher_prob, key=k, feed=feed
+        )
+        ce, mask = jax.vmap(fn, in_axes=(0, 0, 0, 0, None if keys is None else 0))(
+            src, src_len, tgt, tgt_len, keys
+        )
+        return jnp.sum(ce) / jnp.maximum(jnp.sum(mask), 1)
+
+    def decode_train_batch(self, params, src, src_len, tgt, tgt_len=None, *,
+                           teacher_prob=1.0, key=None, feed="argmax"):
+        """:meth:`decode_train` over a leading batch axis; returns ``(logits (B, T, V),
+        weights (B, T, S) or None)``."""
+        B = src.shape[0]
+        keys = None if key is None else jax.random.split(key, B)
+        tl = jnp.full((B,), tgt.shape[-1], jnp.int32) if tgt_len is None else tgt_len
+        fn = lambda s, sl, t, l, k: self.decode_train(
+            params, s, sl, t, l, teacher_prob=teacher_prob, key=k, feed=feed
+        )
+        return jax.vmap(fn, in_axes=(0, 0, 0, 0, None if keys is None else 0))(
+            src, src_len, tgt, tl, keys
+        )
+
+
+def make_train_step(model: Seq2Seq, optimizer, schedule=None, feed: str = "argmax"):
+    """One jitted training step of a :class:`Seq2Seq`, with the training mode set by a
+    schedule of the teacher-forcing probability.
+
+    Args:
+      model: the model.
+      optimizer: an optax ``GradientTransformation``, e.g.
+        ``optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))``.
+      schedule: ``step -> eps`` (see :func:`rnnjax.schedules.sampling_schedule`);
+        ``None`` is teacher forcing.
+      feed: ``"argmax"`` or ``"sample"`` (see :meth:`Seq2Seq.decode`).
+
+    Returns:
+      ``step_fn(params, opt_state, step, batch, key) -> (params, opt_state, loss, eps)``
+      where ``batch = (src, src_len, tgt, tgt_len)``, ``step`` is the integer training
+      step that the schedule reads, and ``key`` drives the per-step, per-example draws
+      (and the encoder's dropout, if it has any).
+    """
+
+    @jax.jit
+    def step_fn(params, opt_state, step, batch, key):
+        src, src_len, tgt, tgt_len = batch
+        eps = jnp.asarray(1.0) if schedule is None else jnp.asarray(schedule(step), jnp.float32)
+        tp = 1.0 if schedule is None else eps
+
+        def loss_fn(p):
+            return model.loss_batch(p, src, src_len, tgt, tgt_len, teacher_prob=tp,
+                                    key=key, feed=feed)
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, eps
+
+    return step_fn

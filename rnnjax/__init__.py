@@ -24,6 +24,7 @@ from rnnjax import (
 )
 from rnnjax.attention import AdditiveAttention, DotAttention, GeneralAttention
 from rnnjax.decoding import beam_search, greedy_decode
+from rnnjax.diagnostics import gradient_norms_through_time, pascanu_bound
 from rnnjax.cells import GRU, LSTM, GRUState, LSTMState, SimpleRNN, SimpleRNNState
 from rnnjax.esn import EchoState, EchoStateState
 from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked, dropout
@@ -90,6 +91,9 @@ __all__ = [
     "make_optimizer",
     "Checkpointer",
     "CheckpointError",
+    # diagnostics
+    "gradient_norms_through_time",
+    "pascanu_bound",
     # sequence to sequence
     "Seq2Seq",
     "AdditiveAttention",

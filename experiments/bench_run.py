@@ -22,7 +22,7 @@ import rnnjax as rj
 from experiments import bench_core as core
 from experiments import bench_peers as peers
 
-__all__ = ["run", "matmul_peak", "quality_task", "bidirectional_compile", "remat_memory",
+__all__ = ["run", "matmul_peak", "quality_task", "bidirectional_compile", "remat_memory", "flax_modules",
            "measure_shape", "ratio_rows", "targets"]
 
 
@@ -351,6 +351,16 @@ def remat_memory(T=10000, B=4, I=32, H=64) -> dict:
     return out
 
 
+def flax_modules(quick: bool = False) -> dict:
+    """fwd+bwd time of ``rnnjax.linen`` / ``rnnjax.nnx`` 2-layer bidirectional LSTMs over
+    the functional layer they wrap, alternating (``experiments/flax_overhead.py``)."""
+    from experiments import flax_overhead
+
+    if quick:
+        return flax_overhead.measure(rounds=3, shape=(4, 16, 8, 16))
+    return flax_overhead.measure(rounds=10)
+
+
 def rj_fused():
     from rnnjax import fused
 
@@ -398,6 +408,12 @@ def targets(report) -> list:
     for c in report.get("compile_bidirectional", []):
         rows.append({"target": f"2-layer bidirectional LSTM compiles < 2 s at T={c['T']}",
                      "value": c["compile_s"], "met": c["compile_s"] < 2.0})
+    fm = report.get("flax_modules")
+    if fm:
+        for name in ("linen", "nnx split", "nnx.jit"):
+            r = fm["ratio_to_functional"][name]
+            rows.append({"target": f"Flax {name} within 5% of the functional layer (2-layer BiLSTM)",
+                         "value": r, "met": r <= 1.05})
     rm = report.get("remat")
     if rm:
         rows.append({"target": f"remat peak memory <= 1/4 of default at T={rm['T']}",
@@ -529,7 +545,7 @@ def run(args) -> dict:
     jobs = [(s, c) for s in shapes for c in cells]
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("matmul peak", total=len(jobs) + 4)
+        task = progress.add_task("matmul peak", total=len(jobs) + 5)
         report["matmul_peak"] = matmul_peak(256 if args.quick else 1024, args.dtype)
         progress.advance(task)
         log = progress.console.print
@@ -552,6 +568,9 @@ def run(args) -> dict:
         progress.advance(task)
         progress.update(task, description=f"rematerialisation memory, T={preset.remat_T}")
         report["remat"] = remat_memory(T=preset.remat_T)
+        progress.advance(task)
+        progress.update(task, description="Flax linen / NNX modules against the functional layer")
+        report["flax_modules"] = flax_modules(quick=preset.name == "quick")
         progress.advance(task)
     report["ratios"] = ratio_rows(report["results"])
     report["targets"] = targets(report)

@@ -190,8 +190,13 @@ def test_targets_read_the_right_ratios():
                    q(s1, "lstm", "flax", 0.5), q(s1, "lstm", "equinox", 0.85)],
         "compile_bidirectional": [{"T": 128, "compile_s": 1.5}, {"T": 4096, "compile_s": 2.5}],
         "remat": {"T": 10000, "peak_ratio": 0.2},
+        "flax_modules": {"ratio_to_functional": {"functional": 1.0, "linen": 1.03,
+                                                 "nnx split": 1.06, "nnx.jit": 1.2}},
     }
     rows = {r["target"]: r for r in run.targets(report)}
+    flax = "Flax {} within 5% of the functional layer (2-layer BiLSTM)"
+    assert rows[flax.format("linen")]["met"] is True
+    assert rows[flax.format("nnx split")]["met"] is False  # 1.06 > 1.05
     assert rows[f"LSTM <= 1.0x torch at {s1.label()}"]["met"] is True
     assert rows[f"LSTM <= 0.5x torch at {s3.label()}"]["met"] is False  # 0.6 > 0.5
     best = rows[f"LSTM <= 0.8x best Flax/Equinox at {s1.label()}"]
@@ -239,3 +244,4 @@ def test_quick_run_end_to_end(tmp_path):
         assert core.validate_report(json.load(f)) == []
     assert (tmp_path / "benchmark.png").stat().st_size > 10_000
     assert report["quality"]["models"]
+    assert set(report["flax_modules"]["ratio_to_functional"]) == {"functional", "linen", "nnx.jit", "nnx split"}

@@ -145,6 +145,25 @@ class Recurrent(_BatchMixin):
         """The cell's parameters."""
         return self.cell.init(key)
 
+    def native_batch(self, key=None) -> bool:
+        """Whether :meth:`apply_batch` with this ``key`` runs natively batched
+        (:func:`rnnjax.sequence.run_batch`): no dropout or zoneout in play, ``unroll=1``
+        and a cell that :func:`rnnjax.fused.batch_applies` to."""
+        from rnnjax import fused
+
+        regularised = self.zoneout or (
+            key is not None and (self.input_dropout or self.recurrent_dropout)
+        )
+        return not regularised and self.unroll == 1 and fused.batch_applies(self.cell)
+
+    def apply_batch(self, params, xs, length=None, state=None, *, key=None, time_major=False):
+        """:meth:`apply` over leading batch axes (see :meth:`_BatchMixin.apply_batch`);
+        natively batched (:func:`rnnjax.sequence.run_batch`) where no dropout or zoneout
+        is in play."""
+        if self.native_batch(key):
+            return seq.run_batch(self.cell, params, xs, length, state, self.reverse, time_major)
+        return super().apply_batch(params, xs, length, state, key=key, time_major=time_major)
+
     def initial_state(self, dtype=jnp.float32):
         """The cell's zero state."""
         return self.cell.initial_state(dtype)
@@ -307,8 +326,8 @@ class Bidirectional(_BatchMixin):
             self.forward.initial_state(dtype), self.backward.initial_state(dtype)
         )
 
-    def apply(self, params, xs, length=None, state=None, *, key=None):
-        """Run both directions over ``xs`` ``(T, I)``; returns ``(state, merged ys)``."""
+    @staticmethod
+    def _check(params, state) -> None:
         if not isinstance(params, dict) or set(params) != {"forward", "backward"}:
             raise ValueError(
                 "params must be a dict with keys 'forward' and 'backward'; got "
@@ -316,6 +335,10 @@ class Bidirectional(_BatchMixin):
             )
         if state is not None and not isinstance(state, BidirectionalState):
             raise ValueError(f"state must be a BidirectionalState; got {type(state).__name__}")
+
+    def apply(self, params, xs, length=None, state=None, *, key=None):
+        """Run both directions over ``xs`` ``(T, I)``; returns ``(state, merged ys)``."""
+        self._check(params, state)
         k_f, k_b = jax.random.split(key) if key is not None else (None, None)
         s_f = None if state is None else state.forward
         s_b = None if state is None else state.backward
@@ -323,6 +346,28 @@ class Bidirectional(_BatchMixin):
         s_b, y_b = self.backward.apply(params["backward"], xs, length, s_b, key=k_b)
         merge = _MERGES[self.merge] if isinstance(self.merge, str) else self.merge
         return BidirectionalState(s_f, s_b), merge(y_f, y_b)
+
+    def native_batch(self, key=None) -> bool:
+        """Whether :meth:`apply_batch` runs both directions natively batched: a named
+        merge and two layers that can (see :meth:`Recurrent.native_batch`)."""
+        return isinstance(self.merge, str) and all(
+            hasattr(l, "native_batch") and l.native_batch(key) for l in (self.forward, self.backward)
+        )
+
+    def apply_batch(self, params, xs, length=None, state=None, *, key=None, time_major=False):
+        """:meth:`apply` over leading batch axes (see :meth:`_BatchMixin.apply_batch`);
+        each direction natively batched where both can be (see :meth:`native_batch`)."""
+        if not self.native_batch(key):
+            return super().apply_batch(params, xs, length, state, key=key, time_major=time_major)
+        self._check(params, state)
+        k_f = k_b = key  # unused: native_batch(key) means no regularisation draws from it
+        s_f = None if state is None else state.forward
+        s_b = None if state is None else state.backward
+        s_f, y_f = self.forward.apply_batch(params["forward"], xs, length, s_f, key=k_f,
+                                            time_major=time_major)
+        s_b, y_b = self.backward.apply_batch(params["backward"], xs, length, s_b, key=k_b,
+                                             time_major=time_major)
+        return BidirectionalState(s_f, s_b), _MERGES[self.merge](y_f, y_b)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,8 +425,7 @@ class Stacked(_BatchMixin):
     def initial_state(self, dtype=jnp.float32) -> tuple:
         return tuple(layer.initial_state(dtype) for layer in self.layers)
 
-    def apply(self, params, xs, length=None, state=None, *, key=None):
-        """Run every layer over ``xs`` ``(T, I)``; returns ``(states, ys of the last layer)``."""
+    def _check(self, params, state) -> None:
         n = len(self.layers)
         if not isinstance(params, (tuple, list)) or len(params) != n:
             raise ValueError(
@@ -390,6 +434,31 @@ class Stacked(_BatchMixin):
             )
         if state is not None and (not isinstance(state, (tuple, list)) or len(state) != n):
             raise ValueError(f"state must be a tuple of {n} per-layer states; got {state!r}")
+
+    def native_batch(self, key=None) -> bool:
+        """Whether :meth:`apply_batch` runs layer by layer, natively batched: no dropout
+        between layers in play, and every layer can (see :meth:`Recurrent.native_batch`)."""
+        return (key is None or not self.dropout) and all(
+            hasattr(l, "native_batch") and l.native_batch(key) for l in self.layers
+        )
+
+    def apply_batch(self, params, xs, length=None, state=None, *, key=None, time_major=False):
+        """:meth:`apply` over leading batch axes (see :meth:`_BatchMixin.apply_batch`);
+        layer by layer, natively batched, where :meth:`native_batch`."""
+        if not self.native_batch(key):
+            return super().apply_batch(params, xs, length, state, key=key, time_major=time_major)
+        self._check(params, state)
+        states, ys = [], xs
+        for i, layer in enumerate(self.layers):
+            s_i = None if state is None else state[i]
+            s_i, ys = layer.apply_batch(params[i], ys, length, s_i, key=key, time_major=time_major)
+            states.append(s_i)
+        return tuple(states), ys
+
+    def apply(self, params, xs, length=None, state=None, *, key=None):
+        """Run every layer over ``xs`` ``(T, I)``; returns ``(states, ys of the last layer)``."""
+        n = len(self.layers)
+        self._check(params, state)
         keys = [None] * (2 * n) if key is None else list(jax.random.split(key, 2 * n))
         states, ys = [], xs
         for i, layer in enumerate(self.layers):

@@ -286,6 +286,10 @@ def unroll_batch(
     Returns:
       ``(state, ys)`` with ``ys`` laid out like ``xs`` (``(*B, T, H)`` or ``(T, *B, H)``).
     """
+    from rnnjax import fused  # imported here: fused builds on this module
+
+    if unroll == 1 and fused.batch_applies(cell):
+        return run_batch(cell, params, xs, length, state, reverse, time_major)
     return apply_batch(
         lambda x, n, s, k: _unroll_one(cell, params, x, n, s, reverse, unroll),
         xs,
@@ -295,23 +299,15 @@ def unroll_batch(
     )
 
 
-def apply_batch(fn: Callable, xs, length, state, time_major: bool, key=None):
-    """Apply an unbatched ``fn(xs, length, state, key) -> (state, ys)`` over leading batch
-    axes; each example gets its own key (split from ``key``) when one is given.
-
-    Used by :func:`unroll_batch` and the layers' ``apply_batch``; see there for shapes.
-    """
+def _check_batch(xs, length, state, time_major: bool):
+    """The checks of :func:`apply_batch`. Returns ``(batch shape, T)``."""
     if not hasattr(xs, "ndim") or xs.ndim < 3:
         raise ValueError(
             f"xs must have at least one batch axis: (*B, T, I) or, time-major, (T, *B, I); "
             f"got {_describe(xs) if hasattr(xs, 'shape') else type(xs).__name__}"
         )
-    if time_major:
-        xs = jnp.moveaxis(xs, 0, -2)
-    batch = xs.shape[:-2]
-    T = xs.shape[-2]
-    n = math.prod(batch)
-    flat = xs.reshape((n,) + xs.shape[-2:])
+    batch = xs.shape[1:-1] if time_major else xs.shape[:-2]
+    T = xs.shape[0] if time_major else xs.shape[-2]
     if length is not None:
         if jnp.shape(length) != batch:
             raise ValueError(f"length must have the batch shape {batch}; got {_describe(length)}")
@@ -323,13 +319,87 @@ def apply_batch(fn: Callable, xs, length, state, time_major: bool, key=None):
                 raise ValueError(
                     f"length must lie in [0, T] = [0, {T}]; got values in [{lv.min()}, {lv.max()}]"
                 )
-        length = jnp.reshape(length, (n,))
     if state is not None:
         for leaf in jax.tree_util.tree_leaves(state):
             if jnp.shape(leaf)[: len(batch)] != batch:
                 raise ValueError(
                     f"state leaves must have leading batch axes {batch}; got {_describe(leaf)}"
                 )
+    return batch, T
+
+
+def run_batch(cell, params, xs, length=None, state=None, reverse: bool = False,
+              time_major: bool = False):
+    """:func:`unroll_batch` natively batched: one scan over ``(T, B, .)`` arrays.
+
+    What :func:`unroll_batch` runs for the built-in LSTM (without projection), GRU and
+    SimpleRNN when :func:`rnnjax.fused.batch_applies` (by default on every backend):
+    the same results as ``vmap`` of :func:`unroll` (tests check values and gradients),
+    computed by :func:`rnnjax.fused.run` on time-major arrays, so that every step is one
+    ``(B, .) @ (., G * H)`` product and the weight gradients are single 2-D products over
+    all steps and examples, with no relayout. Arguments and returns as
+    :func:`unroll_batch`.
+    """
+    from rnnjax import fused
+
+    if not hasattr(xs, "shape") or not hasattr(xs, "dtype"):
+        raise TypeError(f"xs must be an array; got {type(xs).__name__}")
+    batch, T = _check_batch(xs, length, state, time_major)
+    n = math.prod(batch)
+    if T == 0 or n == 0:  # nothing to scan: the generic path handles the empty cases
+        return apply_batch(
+            lambda x, l, s, k: _unroll_one(cell, params, x, l, s, reverse), xs, length, state,
+            time_major,
+        )
+    if not jnp.issubdtype(xs.dtype, jnp.floating):
+        raise TypeError(f"xs must have a floating dtype; got {_describe(xs)}")
+    if xs.shape[-1] != cell.input_size:
+        raise ValueError(
+            f"xs must have feature size {cell.input_size} (the cell's input_size); "
+            f"got {_describe(xs)}"
+        )
+    check_params(cell, params)
+    dtype = state_dtype(xs, params)
+    init = cell.initial_state(dtype)
+    if state is None:
+        state = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), init)
+    else:
+        state = jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[len(batch):]), state)
+        check_state(init, jax.tree_util.tree_map(lambda a: a[0], state))
+    # time-major (T, n, I): the layout of the scan
+    xs = xs.reshape((T, n, xs.shape[-1])) if time_major else jnp.swapaxes(
+        xs.reshape((n, T, xs.shape[-1])), 0, 1)
+    valid = order = None
+    if length is not None:
+        length = jnp.reshape(length, (n,))
+        xs, valid, order = jax.vmap(prepare, in_axes=(1, 0, None), out_axes=1)(xs, length, reverse)
+        if not reverse:
+            order = None
+    elif reverse:
+        xs = xs[::-1]
+    state, ys = fused.run(cell, params, state, xs, valid)
+    if reverse:
+        ys = ys[::-1] if order is None else jnp.take_along_axis(ys, order[:, :, None], axis=0)
+    ys = ys.reshape((T,) + batch + ys.shape[-1:]) if time_major else jnp.swapaxes(
+        ys, 0, 1).reshape(batch + (T,) + ys.shape[-1:])
+    state = jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), state)
+    return state, ys
+
+
+def apply_batch(fn: Callable, xs, length, state, time_major: bool, key=None):
+    """Apply an unbatched ``fn(xs, length, state, key) -> (state, ys)`` over leading batch
+    axes; each example gets its own key (split from ``key``) when one is given.
+
+    Used by :func:`unroll_batch` and the layers' ``apply_batch``; see there for shapes.
+    """
+    batch, T = _check_batch(xs, length, state, time_major)
+    if time_major:
+        xs = jnp.moveaxis(xs, 0, -2)
+    n = math.prod(batch)
+    flat = xs.reshape((n,) + xs.shape[-2:])
+    if length is not None:
+        length = jnp.reshape(length, (n,))
+    if state is not None:
         state = jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[len(batch):]), state)
     keys = None if key is None else jax.random.split(key, n)
     in_axes = tuple(None if a is None else 0 for a in (flat, length, state, keys))

@@ -321,8 +321,8 @@ class Preset:
 
 
 # The default preset must finish in about 3 minutes on 2 cores: it leaves out Flax's
-# Elman cell and the rnnjax_vjp / rnnjax_autodiff rows (the other setting of
-# rnnjax.fused's backward pass), which --quick and --full measure.
+# Elman cell and the rnnjax_autodiff rows (rnnjax with its fast paths off: the
+# reference scan under vmap, autodiff), which --quick and --full measure.
 _DEFAULT_SKIP = (("flax", "rnn"), ("rnnjax_alt", "lstm"), ("rnnjax_alt", "gru"))
 
 

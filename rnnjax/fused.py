@@ -1,11 +1,21 @@
 """Fast paths for the built-in cells' scan: the engine behind :func:`rnnjax.unroll`.
 
-:func:`rnnjax.sequence.run_cell` (the one inner loop that :func:`rnnjax.unroll` and every
-layer share) hands a cell to :func:`run` when :func:`applies` says so: with
-rematerialisation on (any cell), or, for :class:`~rnnjax.LSTM` (without projection),
-:class:`~rnnjax.GRU` and :class:`~rnnjax.SimpleRNN`, when the hand-written backward pass
-is enabled (by default on GPU/TPU, not on XLA:CPU where it measured slower; see
-:func:`default_enabled`). The results are those of the reference path
+Two ways in:
+
+- **Natively batched** (the common case): :func:`rnnjax.unroll_batch` and the layers'
+  ``apply_batch`` (when no dropout is in play) call :func:`run` once on time-major
+  ``(T, B, .)`` arrays (:func:`rnnjax.sequence.run_batch`), for :class:`~rnnjax.LSTM`
+  (without projection), :class:`~rnnjax.GRU` and :class:`~rnnjax.SimpleRNN`, on every
+  backend (:func:`batch_applies`). Each step is one ``(B, .) @ (., G * H)`` product and
+  the weight gradients are single 2-D products over all steps and examples. On XLA:CPU
+  this measured 1.2-1.4x faster than ``vmap`` of the autodiffed scan (the benchmark's
+  ``rnnjax_autodiff`` rows).
+- **Per example**: :func:`rnnjax.sequence.run_cell` (the loop of :func:`rnnjax.unroll`
+  and of every layer's ``apply``) hands a cell to :func:`run` when :func:`applies` says
+  so: with rematerialisation on (any cell), or, for the same cells, when the
+  hand-written backward pass is enabled (by default on GPU/TPU; not on XLA:CPU, where
+  under a user's ``vmap`` the weight gradients become batched products that measured
+  slower; see :func:`default_enabled`). The results are those of the reference path
 (``lax.scan`` of ``cell.step`` with the padding mask, differentiated by autodiff), to
 floating-point rounding; ``tests/test_fused.py`` checks values and gradients against it
 and against PyTorch. What changes is how the work is laid out:
@@ -159,13 +169,15 @@ def supports(cell) -> bool:
 
 
 def default_enabled(backend: Optional[str] = None) -> bool:
-    """Whether the hand-written backward pass is used by default on ``backend``.
+    """Whether the hand-written backward pass is used by default on ``backend`` for one
+    example (:func:`rnnjax.unroll`, a layer's ``apply``; the natively batched path of
+    :func:`batch_applies` uses it on every backend).
 
-    XLA:CPU (jax 0.10, 2 cores): no. ``python -m experiments.benchmark`` measured it
-    slower than autodiff of the reference scan at every default shape (rows
-    ``rnnjax_vjp``), so the default there is the reference path. GPU and TPU: yes (the
-    cuDNN layout: weight gradients as single large products); not yet measured by this
-    project, the benchmark's ``rnnjax_vjp`` rows are there to check it.
+    XLA:CPU (jax 0.10, 2 cores): no. Under a user's ``vmap`` of one example's custom
+    VJP the weight gradients become per-example products summed over the batch, which
+    measured 1.3-1.6x slower than autodiff of the reference scan, so the default there
+    is the reference path. GPU and TPU: yes (the cuDNN layout: weight gradients as
+    single large products); not yet measured by this project.
     """
     backend = backend or jax.default_backend()
     return backend != "cpu"

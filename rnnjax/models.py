@@ -174,6 +174,9 @@ class SequenceModel:
                 "xs must have a leading batch axis: (B, T) tokens or (B, T, I) features; got "
                 f"shape {getattr(xs, 'shape', type(xs).__name__)}"
             )
+        native = getattr(self.layer, "native_batch", None)
+        if native is not None and native(key) and xs.ndim == (2 if self.vocab_size is not None else 3):
+            return self._apply_native(params, xs, length, state, key)
         B = xs.shape[0]
         keys = None if key is None else jax.random.split(key, B)
         in_axes = (0, None if length is None else 0, None if state is None else 0,
@@ -181,3 +184,25 @@ class SequenceModel:
         return jax.vmap(lambda x, n, s, k: self.apply(params, x, n, s, key=k), in_axes=in_axes)(
             xs, length, state, keys
         )
+
+    def _apply_native(self, params, xs, length, state, key):
+        """:meth:`apply_batch` with the layer's natively batched ``apply_batch`` (no
+        dropout in play): the same results as the ``vmap`` of :meth:`apply`."""
+        if self.vocab_size is not None:
+            if not jnp.issubdtype(xs.dtype, jnp.integer):
+                raise ValueError(
+                    f"xs must be integer tokens of shape (B, T) for a model with vocab_size="
+                    f"{self.vocab_size}; got shape {tuple(xs.shape)} and dtype {xs.dtype}"
+                )
+            xs = params["embed"][xs]
+        state, hs = self.layer.apply_batch(params["layer"], xs, length, state, key=key)
+        w, b = params["head"]["w"], params["head"]["b"]
+        B, T = hs.shape[0], hs.shape[1]
+        if self.head == "final":
+            last = jnp.full((B,), T - 1) if length is None else jnp.clip(length - 1, 0, T - 1)
+            return state, hs[jnp.arange(B), last] @ w + b[None, :]
+        ys = hs @ w + b[None, None, :]
+        if length is not None:
+            valid = jnp.arange(T)[None, :] < jnp.reshape(length, (B, 1))
+            ys = jnp.where(valid[:, :, None], ys, jnp.zeros((), ys.dtype))
+        return state, ys

@@ -46,14 +46,15 @@ def dropout(key, x: jax.Array, rate: float) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
 
 
-def _as_layer(layer_or_cell, reverse: bool = False):
-    """A cell becomes ``Recurrent(cell, reverse)``; a layer is returned as it is."""
-    if hasattr(layer_or_cell, "apply"):
+def _as_layer(layer_or_cell, reverse: bool = False, name: str = "layer"):
+    """A cell becomes ``Recurrent(cell, reverse)``; a layer is returned as it is. Anything
+    else is a ``TypeError`` naming the argument ``name``."""
+    if hasattr(layer_or_cell, "apply") and hasattr(layer_or_cell, "init"):
         return layer_or_cell
     if hasattr(layer_or_cell, "step") and hasattr(layer_or_cell, "init"):
         return Recurrent(layer_or_cell, reverse=reverse)
     raise TypeError(
-        f"expected an rnnjax cell or layer (with init and step/apply); got {layer_or_cell!r}"
+        f"{name} must be an rnnjax layer or cell (with init and apply/step); got {layer_or_cell!r}"
     )
 
 
@@ -274,7 +275,7 @@ class Bidirectional(_BatchMixin):
     merge: Union[str, Callable] = "concat"
 
     def __post_init__(self):
-        fwd = _as_layer(self.forward, reverse=False)
+        fwd = _as_layer(self.forward, reverse=False, name="forward")
         if getattr(fwd, "reverse", False):
             raise ValueError("forward must run forwards (reverse=False); got a reversed layer")
         if self.backward is None:
@@ -284,7 +285,7 @@ class Bidirectional(_BatchMixin):
                 )
             bwd = dataclasses.replace(fwd, reverse=True)
         else:
-            bwd = _as_layer(self.backward, reverse=True)
+            bwd = _as_layer(self.backward, reverse=True, name="backward")
             if not getattr(bwd, "reverse", False):
                 raise ValueError("backward must be a reverse=True layer or a cell")
         if fwd.input_size != bwd.input_size:
@@ -397,7 +398,7 @@ class Stacked(_BatchMixin):
     def __post_init__(self):
         if isinstance(self.layers, (str, bytes)) or not hasattr(self.layers, "__len__"):
             raise TypeError(f"layers must be a sequence of cells or layers; got {self.layers!r}")
-        layers = tuple(_as_layer(l) for l in self.layers)
+        layers = tuple(_as_layer(l, name=f"layers[{i}]") for i, l in enumerate(self.layers))
         if not layers:
             raise ValueError("layers must hold at least one cell or layer; got none")
         for i in range(1, len(layers)):

@@ -19,19 +19,11 @@ import jax.numpy as jnp
 
 from rnnjax import initializers as inits
 from rnnjax import sequence as seq
-from rnnjax.layers import Recurrent
+from rnnjax.layers import _as_layer
 
 __all__ = ["SequenceModel"]
 
 _HEADS = ("per_step", "final")
-
-
-def _as_layer(layer):
-    if hasattr(layer, "apply") and hasattr(layer, "init"):
-        return layer
-    if hasattr(layer, "step") and hasattr(layer, "init"):
-        return Recurrent(layer)
-    raise TypeError(f"layer must be an rnnjax layer or cell (with init and apply/step); got {layer!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +68,7 @@ class SequenceModel:
     head: str = "per_step"
 
     def __post_init__(self):
-        object.__setattr__(self, "layer", _as_layer(self.layer))
+        object.__setattr__(self, "layer", _as_layer(self.layer, name="layer"))
         if isinstance(self.output_size, bool) or not isinstance(self.output_size, int) or self.output_size < 1:
             raise ValueError(f"output_size must be an int >= 1; got {self.output_size!r}")
         if self.vocab_size is not None and (

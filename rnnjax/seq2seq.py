@@ -222,7 +222,7 @@ class Seq2Seq:
     wiring: str = "bahdanau"
 
     def __post_init__(self):
-        enc = layers_lib._as_layer(self.encoder)
+        enc = layers_lib._as_layer(self.encoder, name="encoder")
         object.__setattr__(self, "encoder", enc)
         if not _is_cell(self.decoder):
             raise TypeError(f"decoder must be an rnnjax cell; got {self.decoder!r}")
@@ -316,7 +316,7 @@ class Seq2Seq:
             layers.append(layers_lib.Bidirectional(c) if bidirectional else c)
             size = 2 * hidden_size if bidirectional else hidden_size
         encoder = layers[0] if num_layers == 1 else layers_lib.Stacked(layers)
-        encoder = layers_lib._as_layer(encoder)
+        encoder = layers_lib._as_layer(encoder, name="encoder")
         attentions = {
             None: None,
             "additive": lambda: attn_lib.AdditiveAttention(hidden_size, size),

@@ -221,8 +221,10 @@ def test_layer_errors():
         rj.Recurrent(rj.LSTM(I, H), zoneout=-0.1)
     with pytest.raises(ValueError, match="recurrent_dropout_mode"):
         rj.Recurrent(rj.LSTM(I, H), recurrent_dropout_mode="naive")
-    with pytest.raises(TypeError, match="expected an rnnjax cell or layer"):
-        rj.Stacked([3])
+    with pytest.raises(TypeError, match=r"layers\[1\] must be an rnnjax layer or cell"):
+        rj.Stacked([rj.LSTM(I, H), 3])
+    with pytest.raises(TypeError, match="forward must be an rnnjax layer or cell"):
+        rj.Bidirectional("lstm")
     net = rj.Stacked([rj.LSTM(I, H), rj.LSTM(H, H)])
     with pytest.raises(ValueError, match="params must be a tuple of 2"):
         net.apply(net.init(jax.random.key(0))[:1], _xs())

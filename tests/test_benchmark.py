@@ -245,3 +245,31 @@ def test_quick_run_end_to_end(tmp_path):
     assert (tmp_path / "benchmark.png").stat().st_size > 10_000
     assert report["quality"]["models"]
     assert set(report["flax_modules"]["ratio_to_functional"]) == {"functional", "linen", "nnx.jit", "nnx split"}
+
+
+def test_profile_step_names_the_operations_of_a_step(tmp_path):
+    """experiments/profile_step.py traces a tiny training step with jax.profiler (in a
+    fresh process: the XLA flag for per-operation events must be set before JAX starts)
+    and reports operations that ran once per time step."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "profile.json"
+    T = 12
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.profile_step", "--shape", f"2,{T},3,4", "--cell", "lstm",
+         "--steps", "2", "--top", "40", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    ops = report["top_ops"]
+    assert ops and report["step_ms"] > 0
+    assert all(op["ms"] >= 0 and op["calls"] >= 1 for op in ops)
+    assert [op["ms"] for op in ops] == sorted((op["ms"] for op in ops), reverse=True)
+    assert any(op["name"].startswith("while") for op in ops)  # the scans
+    assert any(op["calls"] == T for op in ops)  # per-step operations inside them
+    assert not any(op["name"].startswith(("ThunkExecutor", "Pjit")) for op in ops)
+    bad = subprocess.run([sys.executable, "-m", "experiments.profile_step", "--shape", "2,3"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--shape must be four positive integers" in bad.stderr

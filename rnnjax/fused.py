@@ -469,6 +469,7 @@ def _shared_preactivation(kernel) -> bool:
 def _backward(kernel, wh, valid, prevs, res, dstate, dys):
     """Backward scan: the pre-activation gradients ``(dXP, dHP)``, each ``(T, G * H)``,
     and the gradient of the initial state."""
+    wh = dict(wh, w_hh_T=wh["w_hh"].T)  # the transpose, made once outside the loop
 
     def body(ds, inp):
         v, r, prev, dy = inp
@@ -487,7 +488,6 @@ def _backward(kernel, wh, valid, prevs, res, dstate, dys):
             ds, (dxp, _) = inner(ds, inp)
             return ds, (dxp, None)
 
-    wh = dict(wh, w_hh_T=wh["w_hh"].T)
     ds0, (dxp, dhp) = jax.lax.scan(body, tuple(dstate), (valid, res, prevs, dys), reverse=True)
     return dxp, dhp, ds0
 

@@ -339,12 +339,18 @@ class Bidirectional(_BatchMixin):
 
     def apply(self, params, xs, length=None, state=None, *, key=None):
         """Run both directions over ``xs`` ``(T, I)``; returns ``(state, merged ys)``."""
+        call = lambda layer, p, s, k: layer.apply(p, xs, length, s, key=k)  # noqa: E731
+        return self._run(call, params, state, key)
+
+    def _run(self, call, params, state, key):
+        """Both directions, ``call(layer, params, state, key)`` running one (per example
+        or batched), merged."""
         self._check(params, state)
         k_f, k_b = jax.random.split(key) if key is not None else (None, None)
         s_f = None if state is None else state.forward
         s_b = None if state is None else state.backward
-        s_f, y_f = self.forward.apply(params["forward"], xs, length, s_f, key=k_f)
-        s_b, y_b = self.backward.apply(params["backward"], xs, length, s_b, key=k_b)
+        s_f, y_f = call(self.forward, params["forward"], s_f, k_f)
+        s_b, y_b = call(self.backward, params["backward"], s_b, k_b)
         merge = _MERGES[self.merge] if isinstance(self.merge, str) else self.merge
         return BidirectionalState(s_f, s_b), merge(y_f, y_b)
 
@@ -357,18 +363,13 @@ class Bidirectional(_BatchMixin):
 
     def apply_batch(self, params, xs, length=None, state=None, *, key=None, time_major=False):
         """:meth:`apply` over leading batch axes (see :meth:`_BatchMixin.apply_batch`);
-        each direction natively batched where both can be (see :meth:`native_batch`)."""
+        each direction natively batched where both can be (see :meth:`native_batch`; then
+        no key is needed: nothing draws from it)."""
         if not self.native_batch(key):
             return super().apply_batch(params, xs, length, state, key=key, time_major=time_major)
-        self._check(params, state)
-        k_f = k_b = key  # unused: native_batch(key) means no regularisation draws from it
-        s_f = None if state is None else state.forward
-        s_b = None if state is None else state.backward
-        s_f, y_f = self.forward.apply_batch(params["forward"], xs, length, s_f, key=k_f,
-                                            time_major=time_major)
-        s_b, y_b = self.backward.apply_batch(params["backward"], xs, length, s_b, key=k_b,
-                                             time_major=time_major)
-        return BidirectionalState(s_f, s_b), _MERGES[self.merge](y_f, y_b)
+        call = lambda layer, p, s, k: layer.apply_batch(  # noqa: E731
+            p, xs, length, s, key=k, time_major=time_major)
+        return self._run(call, params, state, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -445,26 +446,29 @@ class Stacked(_BatchMixin):
 
     def apply_batch(self, params, xs, length=None, state=None, *, key=None, time_major=False):
         """:meth:`apply` over leading batch axes (see :meth:`_BatchMixin.apply_batch`);
-        layer by layer, natively batched, where :meth:`native_batch`."""
+        layer by layer, natively batched, where :meth:`native_batch` (then no key is
+        needed: nothing draws from it)."""
         if not self.native_batch(key):
             return super().apply_batch(params, xs, length, state, key=key, time_major=time_major)
-        self._check(params, state)
-        states, ys = [], xs
-        for i, layer in enumerate(self.layers):
-            s_i = None if state is None else state[i]
-            s_i, ys = layer.apply_batch(params[i], ys, length, s_i, key=key, time_major=time_major)
-            states.append(s_i)
-        return tuple(states), ys
+        call = lambda layer, p, ys, s, k: layer.apply_batch(  # noqa: E731
+            p, ys, length, s, key=k, time_major=time_major)
+        return self._run(call, params, xs, state, None)
 
     def apply(self, params, xs, length=None, state=None, *, key=None):
         """Run every layer over ``xs`` ``(T, I)``; returns ``(states, ys of the last layer)``."""
+        call = lambda layer, p, ys, s, k: layer.apply(p, ys, length, s, key=k)  # noqa: E731
+        return self._run(call, params, xs, state, key)
+
+    def _run(self, call, params, xs, state, key):
+        """The layers one after another, ``call(layer, params, ys, state, key)`` running
+        one (per example or batched), with dropout between them."""
         n = len(self.layers)
         self._check(params, state)
         keys = [None] * (2 * n) if key is None else list(jax.random.split(key, 2 * n))
         states, ys = [], xs
         for i, layer in enumerate(self.layers):
             s_i = None if state is None else state[i]
-            s_i, ys = layer.apply(params[i], ys, length, s_i, key=keys[2 * i])
+            s_i, ys = call(layer, params[i], ys, s_i, keys[2 * i])
             states.append(s_i)
             if i < n - 1:
                 ys = dropout(keys[2 * i + 1], ys, self.dropout)

@@ -138,16 +138,26 @@ class SequenceModel:
         if self.vocab_size is not None:
             xs = params["embed"][xs]
         state, hs = self.layer.apply(params["layer"], xs, length, state, key=key)
-        w, b = params["head"]["w"], params["head"]["b"]
+        return state, self._head(params["head"], hs, length)
+
+    def _head(self, head, hs, length):
+        """The dense head on the layer's outputs ``hs`` ``(*B, T, H)`` (no batch axes for
+        one example; ``length`` of shape ``B`` or ``None``): at every step, zero past
+        ``length``, or once at the last real step."""
+        w, b = head["w"], head["b"]
+        T = hs.shape[-2]
         if self.head == "final":
-            T = hs.shape[0]
-            last = T - 1 if length is None else jnp.clip(length - 1, 0, T - 1)
-            return state, hs[last] @ w + b
-        ys = hs @ w + b[None, :]
+            last = jnp.full(hs.shape[:-2], T - 1) if length is None else jnp.clip(length - 1, 0, T - 1)
+            h_last = jnp.take_along_axis(hs, jnp.reshape(last, last.shape + (1, 1)), axis=-2)[..., 0, :]
+            out = h_last @ w
+            return out + b.reshape((1,) * (out.ndim - 1) + b.shape)
+        ys = hs @ w
+        ys = ys + b.reshape((1,) * (ys.ndim - 1) + b.shape)
         if length is not None:
-            valid = jnp.arange(hs.shape[0]) < length
-            ys = jnp.where(valid[:, None], ys, jnp.zeros((), ys.dtype))
-        return state, ys
+            steps = jnp.arange(T).reshape((1,) * jnp.ndim(length) + (T,))
+            valid = steps < jnp.reshape(length, jnp.shape(length) + (1,))
+            ys = jnp.where(valid[..., None], ys, jnp.zeros((), ys.dtype))
+        return ys
 
     def apply_batch(self, params: dict, xs, length=None, state=None, *, key=None):
         """:meth:`apply` over one leading batch axis.
@@ -188,13 +198,4 @@ class SequenceModel:
                 )
             xs = params["embed"][xs]
         state, hs = self.layer.apply_batch(params["layer"], xs, length, state, key=key)
-        w, b = params["head"]["w"], params["head"]["b"]
-        B, T = hs.shape[0], hs.shape[1]
-        if self.head == "final":
-            last = jnp.full((B,), T - 1) if length is None else jnp.clip(length - 1, 0, T - 1)
-            return state, hs[jnp.arange(B), last] @ w + b[None, :]
-        ys = hs @ w + b[None, None, :]
-        if length is not None:
-            valid = jnp.arange(T)[None, :] < jnp.reshape(length, (B, 1))
-            ys = jnp.where(valid[:, :, None], ys, jnp.zeros((), ys.dtype))
-        return state, ys
+        return state, self._head(params["head"], hs, length)

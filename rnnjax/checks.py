@@ -1,0 +1,263 @@
+"""Every argument check of rnnjax, one function per kind of argument.
+
+Each check raises a ``ValueError`` (wrong value or shape) or ``TypeError`` (wrong kind)
+whose message names the argument, what it got and what was expected. Public entry points
+call these and nothing else, so one kind of argument is checked one way everywhere.
+
+Numbers: Python and NumPy scalars (``np.float32(0.5)``, ``np.int64(3)``) are accepted
+wherever a number is; ``bool`` is never a number; NaN and Inf are refused unless a range
+says otherwise.
+
+Arrays: a concrete array (not a tracer) can be range-checked; a traced one cannot, and
+each check documents what it does then.
+
+Shapes: ``T`` time, ``B`` batch (any number of axes), ``I`` input size.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Iterable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "describe",
+    "integer",
+    "number",
+    "rate",
+    "boolean",
+    "choice",
+    "is_concrete",
+    "floating_array",
+    "sequence_inputs",
+    "lengths",
+    "resets",
+    "state",
+    "params",
+    "token_ids",
+]
+
+
+def describe(x) -> str:
+    """``"shape (..) and dtype .."`` of an array, or the type name of anything else."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"shape {tuple(x.shape)} and dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r}"
+
+
+def is_concrete(x) -> bool:
+    """Whether ``x`` holds known values (not a tracer inside ``jit``/``vmap``/``grad``)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+def integer(name: str, value, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
+    """An ``int`` (Python or NumPy, not ``bool``) in ``[minimum, maximum]``; returned as ``int``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int; got {describe(value)}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        lo = "-inf" if minimum is None else minimum
+        hi = "inf" if maximum is None else maximum
+        raise ValueError(f"{name} must be an int in [{lo}, {hi}]; got {value}")
+    return value
+
+
+def number(
+    name: str,
+    value,
+    minimum: Optional[float] = None,
+    maximum: Optional[float] = None,
+    *,
+    min_open: bool = False,
+    max_open: bool = False,
+    finite: bool = True,
+) -> float:
+    """A real number (Python or NumPy scalar, or a 0-d concrete array), finite unless
+    ``finite=False``, in the given range (open ends with ``min_open``/``max_open``);
+    returned as ``float``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a number; got {describe(value)}")
+    if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0 and is_concrete(value):
+        value = value.item()
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number; got {describe(value)}")
+    value = float(value)
+    if math.isnan(value) or (finite and math.isinf(value)):
+        raise ValueError(f"{name} must be a finite number; got {value}")
+    below = minimum is not None and (value <= minimum if min_open else value < minimum)
+    above = maximum is not None and (value >= maximum if max_open else value > maximum)
+    if below or above:
+        lo = "(" if min_open else "["
+        hi = ")" if max_open else "]"
+        lo_v = "-inf" if minimum is None else minimum
+        hi_v = "inf" if maximum is None else maximum
+        raise ValueError(f"{name} must be in {lo}{lo_v}, {hi_v}{hi}; got {value}")
+    return value
+
+
+def rate(name: str, value) -> float:
+    """A probability in ``[0, 1)`` (dropout, zoneout)."""
+    return number(name, value, 0.0, 1.0, max_open=True)
+
+
+def boolean(name: str, value) -> bool:
+    """A ``bool`` (Python or NumPy); anything else (``"no"``, ``0``) is a ``TypeError``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool; got {describe(value)}")
+    return bool(value)
+
+
+def choice(name: str, value, options: Iterable) -> Any:
+    """One of ``options``."""
+    options = tuple(options)
+    if not any(value is o or (type(value) is type(o) and value == o) for o in options):
+        raise ValueError(f"{name} must be one of {options}; got {value!r}")
+    return value
+
+
+def floating_array(name: str, x, ndim: Optional[int] = None, shape_hint: str = "") -> jax.Array:
+    """An array (or nested list) of a floating dtype, with ``ndim`` axes if given."""
+    if isinstance(x, (list, tuple)):
+        try:
+            x = jnp.asarray(x)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name} must be an array{shape_hint}; got a ragged list ({e})") from None
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be an array{shape_hint}; got {describe(x)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must have a floating dtype{shape_hint}; got {describe(x)}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} axes{shape_hint}; got {describe(x)}")
+    return x
+
+
+def sequence_inputs(name: str, xs, input_size: int, batch_ndim: Optional[int] = 0,
+                    time_major: bool = False):
+    """Inputs of a sequence: ``(T, I)`` with ``batch_ndim == 0``; ``(*B, T, I)`` (or
+    ``(T, *B, I)`` time-major) with ``batch_ndim`` batch axes, or at least one batch axis
+    when ``batch_ndim is None``. Returns ``(xs, batch_shape, T)``."""
+    if batch_ndim == 0:
+        hint = f" (T, {input_size}) for one sequence (batch it with rnnjax.unroll_batch or apply_batch)"
+    else:
+        hint = f" (T, *B, {input_size})" if time_major else f" (*B, T, {input_size})"
+    xs = floating_array(name, xs, shape_hint=hint)
+    min_ndim = 2 if batch_ndim == 0 else 3
+    if (batch_ndim is not None and xs.ndim != batch_ndim + 2) or xs.ndim < min_ndim:
+        raise ValueError(f"{name} must have shape{hint}; got {describe(xs)}")
+    if xs.shape[-1] != input_size:
+        raise ValueError(
+            f"{name} must have feature size {input_size} (the input_size); got {describe(xs)}"
+        )
+    if time_major or xs.ndim == 2:
+        return xs, tuple(xs.shape[1:-1]), xs.shape[0]
+    return xs, tuple(xs.shape[:-2]), xs.shape[-2]
+
+
+def lengths(name: str, length, T: int, batch_shape: Sequence[int] = ()):
+    """Sequence lengths: ``None``, or integers of shape ``batch_shape`` (a Python int or
+    list is converted). A concrete value outside ``[0, T]`` raises; a traced one cannot
+    be checked and is clipped to ``[0, T]`` (documented in :func:`rnnjax.unroll`).
+    Returns ``None`` or an int32 array."""
+    if length is None:
+        return None
+    if isinstance(length, (list, tuple)) or isinstance(length, numbers.Integral):
+        if isinstance(length, (bool, np.bool_)):
+            raise TypeError(f"{name} must hold integers; got {describe(length)}")
+        try:
+            length = np.asarray(length)
+        except ValueError as e:
+            raise TypeError(f"{name} must be integers of shape {tuple(batch_shape)}; got {e}") from None
+    if not hasattr(length, "dtype"):
+        raise TypeError(f"{name} must be integers of shape {tuple(batch_shape)}; got {describe(length)}")
+    if not jnp.issubdtype(length.dtype, jnp.integer):
+        raise TypeError(f"{name} must hold integers; got {describe(length)}")
+    if tuple(jnp.shape(length)) != tuple(batch_shape):
+        what = "a scalar for one sequence" if not batch_shape else f"the batch shape {tuple(batch_shape)}"
+        raise ValueError(f"{name} must be {what}; got {describe(length)}")
+    if is_concrete(length):
+        lv = np.asarray(length)
+        if lv.size and (lv.min() < 0 or lv.max() > T):
+            raise ValueError(
+                f"{name} must lie in [0, T] = [0, {T}]; got values in [{lv.min()}, {lv.max()}]"
+            )
+        return jnp.asarray(lv, jnp.int32)
+    return jnp.clip(length, 0, T).astype(jnp.int32)
+
+
+def resets(name: str, value, shape: Sequence[int]):
+    """Segment starts: ``None`` or a bool array of ``shape`` (``(T, *B)``)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        value = np.asarray(value)
+    if not hasattr(value, "dtype"):
+        raise TypeError(f"{name} must be a bool array of shape {tuple(shape)}; got {describe(value)}")
+    if value.dtype != jnp.bool_:
+        raise TypeError(f"{name} must have dtype bool; got {describe(value)}")
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} (T, *B); got {describe(value)}")
+    return jnp.asarray(value)
+
+
+def state(name: str, expected, value, batch_shape: Sequence[int] = (), dtype=None):
+    """A recurrent state: the structure of ``expected`` (one example's state), each leaf
+    with the shape ``batch_shape + expected.shape`` and a floating dtype. Returned cast to
+    ``dtype`` (default: ``expected``'s dtypes), never refused for its floating dtype."""
+    exp_def = jax.tree_util.tree_structure(expected)
+    got_def = jax.tree_util.tree_structure(value)
+    if exp_def != got_def:
+        raise ValueError(f"{name} must have the structure {exp_def}; got {got_def}")
+    batch_shape = tuple(batch_shape)
+    leaves = []
+    for e, g in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(value)):
+        if not hasattr(g, "shape"):
+            g = jnp.asarray(g)
+        if tuple(jnp.shape(g)) != batch_shape + tuple(jnp.shape(e)):
+            shapes = jax.tree_util.tree_map(lambda a: batch_shape + tuple(jnp.shape(a)), expected)
+            got = jax.tree_util.tree_map(jnp.shape, value)
+            raise ValueError(f"{name} must have the shapes {shapes}; got {got}")
+        if not jnp.issubdtype(jnp.result_type(g), jnp.floating):
+            raise TypeError(f"{name} must hold floating arrays; got {describe(g)}")
+        leaves.append(g.astype(dtype or e.dtype))
+    return jax.tree_util.tree_unflatten(exp_def, leaves)
+
+
+def params(name: str, expected, value, owner: str = "") -> None:
+    """Parameters with the structure and shapes of ``expected`` (e.g. ``jax.eval_shape``
+    of ``init``) and floating dtypes."""
+    shapes = lambda t: jax.tree_util.tree_map(lambda a: tuple(jnp.shape(a)), t)  # noqa: E731
+    of = f" of {owner}" if owner else ""
+    if jax.tree_util.tree_structure(expected) != jax.tree_util.tree_structure(value):
+        raise ValueError(f"{name} must have the structure{of} {shapes(expected)}; got {shapes(value)}")
+    for e, g in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(value)):
+        if tuple(jnp.shape(e)) != tuple(jnp.shape(g)):
+            raise ValueError(f"{name} must have the shapes{of} {shapes(expected)}; got {shapes(value)}")
+        if not jnp.issubdtype(jnp.result_type(g), jnp.floating):
+            raise TypeError(f"{name} must hold floating arrays; got {describe(g)}")
+
+
+def token_ids(name: str, ids, vocab_size: int):
+    """Integer token ids in ``[0, vocab_size)``. Concrete ids outside raise; traced ids
+    cannot be checked and are returned as they are, with the caller masking the
+    out-of-range ones (see :func:`valid_tokens`)."""
+    if isinstance(ids, (list, tuple)):
+        ids = np.asarray(ids)
+    if not hasattr(ids, "dtype") or not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise TypeError(f"{name} must be integer token ids; got {describe(ids)}")
+    if is_concrete(ids):
+        v = np.asarray(ids)
+        if v.size and (v.min() < 0 or v.max() >= vocab_size):
+            raise ValueError(
+                f"{name} must lie in [0, vocab_size) = [0, {vocab_size}); "
+                f"got values in [{v.min()}, {v.max()}]"
+            )
+    return jnp.asarray(ids)
+
+
+def valid_tokens(ids, vocab_size: int) -> jax.Array:
+    """Where traced token ids lie in ``[0, vocab_size)`` (the mask for :func:`token_ids`)."""
+    return (ids >= 0) & (ids < vocab_size)

@@ -9,6 +9,9 @@ import importlib as _importlib
 
 from rnnjax import (
     attention,
+    cells,
+    checks,
+    engine,
     decoding,
     diagnostics,
     distributed,
@@ -26,11 +29,12 @@ from rnnjax.attention import AdditiveAttention, DotAttention, GeneralAttention
 from rnnjax.decoding import beam_search, greedy_decode
 from rnnjax.diagnostics import gradient_norms_through_time, pascanu_bound
 from rnnjax.cells import GRU, LSTM, GRUState, LSTMState, SimpleRNN, SimpleRNNState
+from rnnjax.engine import ScanConfig
 from rnnjax.esn import EchoState, EchoStateState
 from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked, dropout
 from rnnjax.models import SequenceModel
 from rnnjax.seq2seq import Seq2Seq
-from rnnjax.sequence import unroll, unroll_batch
+from rnnjax.sequence import pack, unpack, unroll, unroll_batch
 from rnnjax.train import Trainer, TrainState, fit, make_optimizer
 
 __version__ = "0.1.0"
@@ -49,6 +53,9 @@ def __getattr__(name):
 
 __all__ = [
     # modules
+    "cells",
+    "checks",
+    "engine",
     "initializers",
     "metrics",
     "interop",
@@ -78,6 +85,9 @@ __all__ = [
     # sequences and layers
     "unroll",
     "unroll_batch",
+    "ScanConfig",
+    "pack",
+    "unpack",
     "Recurrent",
     "Bidirectional",
     "BidirectionalState",

@@ -31,6 +31,7 @@ __all__ = [
     "rate",
     "boolean",
     "choice",
+    "floating_dtype",
     "is_concrete",
     "floating_array",
     "sequence_inputs",
@@ -49,6 +50,22 @@ def describe(x) -> str:
     return f"{type(x).__name__} {x!r}"
 
 
+def floating_dtype(name: str, dtype) -> jnp.dtype:
+    """A floating dtype (``jnp.float32``, ``"bfloat16"``, ``np.float16``...)."""
+    try:
+        dt = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be a floating dtype; got {dtype!r}") from None
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise TypeError(f"{name} must be a floating dtype; got {dt}")
+    if dt == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"{name}=float64 needs 64-bit mode (jax.config.update('jax_enable_x64', True)); "
+            "without it arrays are silently float32"
+        )
+    return dt
+
+
 def is_concrete(x) -> bool:
     """Whether ``x`` holds known values (not a tracer inside ``jit``/``vmap``/``grad``)."""
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
@@ -57,12 +74,14 @@ def is_concrete(x) -> bool:
 def integer(name: str, value, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
     """An ``int`` (Python or NumPy, not ``bool``) in ``[minimum, maximum]``; returned as ``int``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int; got {describe(value)}")
+        at_least = "" if minimum is None else f" >= {minimum}"
+        raise TypeError(f"{name} must be an int{at_least}; got {describe(value)}")
     value = int(value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if maximum is None:
+            raise ValueError(f"{name} must be an int >= {minimum}; got {value}")
         lo = "-inf" if minimum is None else minimum
-        hi = "inf" if maximum is None else maximum
-        raise ValueError(f"{name} must be an int in [{lo}, {hi}]; got {value}")
+        raise ValueError(f"{name} must be an int in [{lo}, {maximum}]; got {value}")
     return value
 
 
@@ -91,17 +110,22 @@ def number(
     below = minimum is not None and (value <= minimum if min_open else value < minimum)
     above = maximum is not None and (value >= maximum if max_open else value > maximum)
     if below or above:
+        if maximum is None:
+            raise ValueError(f"{name} must be {'>' if min_open else '>='} {minimum:g}; got {value}")
+        if minimum is None:
+            raise ValueError(f"{name} must be {'<' if max_open else '<='} {maximum:g}; got {value}")
         lo = "(" if min_open else "["
         hi = ")" if max_open else "]"
-        lo_v = "-inf" if minimum is None else minimum
-        hi_v = "inf" if maximum is None else maximum
-        raise ValueError(f"{name} must be in {lo}{lo_v}, {hi_v}{hi}; got {value}")
+        raise ValueError(f"{name} must be in {lo}{minimum:g}, {maximum:g}{hi}; got {value}")
     return value
 
 
 def rate(name: str, value) -> float:
     """A probability in ``[0, 1)`` (dropout, zoneout)."""
-    return number(name, value, 0.0, 1.0, max_open=True)
+    try:
+        return number(name, value, 0.0, 1.0, max_open=True)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a float in [0, 1); got {describe(value)}") from None
 
 
 def boolean(name: str, value) -> bool:
@@ -131,7 +155,7 @@ def floating_array(name: str, x, ndim: Optional[int] = None, shape_hint: str = "
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} must have a floating dtype{shape_hint}; got {describe(x)}")
     if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} axes{shape_hint}; got {describe(x)}")
+        raise ValueError(f"{name} must have shape{shape_hint}; got {describe(x)}")
     return x
 
 
@@ -144,6 +168,8 @@ def sequence_inputs(name: str, xs, input_size: int, batch_ndim: Optional[int] = 
         hint = f" (T, {input_size}) for one sequence (batch it with rnnjax.unroll_batch or apply_batch)"
     else:
         hint = f" (T, *B, {input_size})" if time_major else f" (*B, T, {input_size})"
+        if batch_ndim is None:
+            hint += " with at least one batch axis"
     xs = floating_array(name, xs, shape_hint=hint)
     min_ndim = 2 if batch_ndim == 0 else 3
     if (batch_ndim is not None and xs.ndim != batch_ndim + 2) or xs.ndim < min_ndim:
@@ -164,22 +190,30 @@ def lengths(name: str, length, T: int, batch_shape: Sequence[int] = ()):
     Returns ``None`` or an int32 array."""
     if length is None:
         return None
-    if isinstance(length, (list, tuple)) or isinstance(length, numbers.Integral):
-        if isinstance(length, (bool, np.bool_)):
-            raise TypeError(f"{name} must hold integers; got {describe(length)}")
+    batch_shape = tuple(batch_shape)
+    what = "an integer scalar" if not batch_shape else f"integers of shape {batch_shape}"
+    if isinstance(length, (bool, np.bool_)):
+        raise TypeError(f"{name} must be {what}; got {describe(length)}")
+    if isinstance(length, (list, tuple, numbers.Number)):
         try:
             length = np.asarray(length)
         except ValueError as e:
-            raise TypeError(f"{name} must be integers of shape {tuple(batch_shape)}; got {e}") from None
+            raise TypeError(f"{name} must be {what}; got a ragged list ({e})") from None
     if not hasattr(length, "dtype"):
-        raise TypeError(f"{name} must be integers of shape {tuple(batch_shape)}; got {describe(length)}")
+        raise TypeError(f"{name} must be {what}; got {describe(length)}")
     if not jnp.issubdtype(length.dtype, jnp.integer):
-        raise TypeError(f"{name} must hold integers; got {describe(length)}")
-    if tuple(jnp.shape(length)) != tuple(batch_shape):
-        what = "a scalar for one sequence" if not batch_shape else f"the batch shape {tuple(batch_shape)}"
-        raise ValueError(f"{name} must be {what}; got {describe(length)}")
+        raise TypeError(f"{name} must be {what}; got {describe(length)}")
+    if tuple(jnp.shape(length)) != batch_shape:
+        if not batch_shape:
+            raise ValueError(
+                f"{name} must be a scalar for one sequence (batch lengths go through "
+                f"unroll_batch or apply_batch); got {describe(length)}"
+            )
+        raise ValueError(f"{name} must have the batch shape {batch_shape}; got {describe(length)}")
     if is_concrete(length):
         lv = np.asarray(length)
+        if not batch_shape and not 0 <= int(lv) <= T:
+            raise ValueError(f"{name} must be in [0, T] = [0, {T}]; got {int(lv)}")
         if lv.size and (lv.min() < 0 or lv.max() > T):
             raise ValueError(
                 f"{name} must lie in [0, T] = [0, {T}]; got values in [{lv.min()}, {lv.max()}]"
@@ -232,7 +266,9 @@ def params(name: str, expected, value, owner: str = "") -> None:
     shapes = lambda t: jax.tree_util.tree_map(lambda a: tuple(jnp.shape(a)), t)  # noqa: E731
     of = f" of {owner}" if owner else ""
     if jax.tree_util.tree_structure(expected) != jax.tree_util.tree_structure(value):
-        raise ValueError(f"{name} must have the structure{of} {shapes(expected)}; got {shapes(value)}")
+        raise ValueError(
+            f"{name} must have the keys and structure{of} {shapes(expected)}; got {shapes(value)}"
+        )
     for e, g in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(value)):
         if tuple(jnp.shape(e)) != tuple(jnp.shape(g)):
             raise ValueError(f"{name} must have the shapes{of} {shapes(expected)}; got {shapes(value)}")

@@ -20,12 +20,15 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rnnjax import engine
 
 __all__ = [
     "spectral_radius",
@@ -194,23 +197,59 @@ def _default_loss(state) -> jax.Array:
     return jnp.sum(jax.tree_util.tree_leaves(state)[0])
 
 
+@dataclasses.dataclass(frozen=True)
+class _Perturbed:
+    """``cell`` with a perturbation added to the state after each step, read from the
+    input: ``x' = [x, e_h, e_c, ...]`` (one slice per state field). Its derivative with
+    respect to ``e_t`` (at zero) is ``dL/ds_t``, so the engine's one backward pass gives
+    every step's state gradient."""
+
+    cell: Any
+
+    @property
+    def input_size(self) -> int:
+        sizes = [leaf.shape[-1] for leaf in jax.tree_util.tree_leaves(self.cell.initial_state())]
+        return self.cell.input_size + sum(sizes)
+
+    @property
+    def output_size(self) -> int:
+        return self.cell.output_size
+
+    def initial_state(self, dtype=None):
+        return self.cell.initial_state(dtype)
+
+    def project(self, params, x):
+        return x
+
+    def recur(self, params, state, xe):
+        I = self.cell.input_size
+        x = xe[..., :I]
+        new, y = self.cell.recur(params, state, self.cell.project(params, x))
+        leaves, treedef = jax.tree_util.tree_flatten(new)
+        out, start = [], I
+        for leaf in leaves:
+            out.append(leaf + xe[..., start : start + leaf.shape[-1]].astype(leaf.dtype))
+            start += leaf.shape[-1]
+        return jax.tree_util.tree_unflatten(treedef, out), y
+
+
 @functools.partial(jax.jit, static_argnames=("cell", "loss_fn"))
 def _grad_norms_jit(cell, params, xs, state, loss_fn):
     T = xs.shape[0]
-    eps = jax.tree_util.tree_map(lambda a: jnp.zeros((T,) + a.shape, a.dtype), state)
+    sizes = [leaf.shape[-1] for leaf in jax.tree_util.tree_leaves(state)]
+    eps = jnp.zeros((T, sum(sizes)), xs.dtype)
+    wrapped = _Perturbed(cell)
+    config = engine.ScanConfig(backward="reference")
 
     def loss_of(eps):
-        def body(s, inp):
-            x, e = inp
-            s, _ = cell.step(params, s, x)
-            s = jax.tree_util.tree_map(jnp.add, s, e)  # s_t + eps_t: d/d eps_t = dL/ds_t
-            return s, None
-
-        final, _ = jax.lax.scan(body, state, (xs, eps))
+        final, _ = engine.run(wrapped, params, state, jnp.concatenate([xs, eps], axis=1),
+                              config=config)
         return loss_fn(final)
 
     grads = jax.grad(loss_of)(eps)
-    return jax.tree_util.tree_map(lambda g: jnp.linalg.norm(g.reshape(T, -1), axis=1), grads)
+    parts = jnp.split(grads, np.cumsum(sizes)[:-1].tolist(), axis=1)
+    treedef = jax.tree_util.tree_structure(state)
+    return jax.tree_util.tree_unflatten(treedef, [jnp.linalg.norm(g, axis=1) for g in parts])
 
 
 def gradient_norms_through_time(

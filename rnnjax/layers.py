@@ -22,24 +22,28 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 
+from rnnjax import checks, engine
 from rnnjax import sequence as seq
 
 __all__ = ["Recurrent", "Bidirectional", "BidirectionalState", "Stacked", "dropout"]
 
 
-def _check_rate(name: str, rate) -> None:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"{name} must be a float in [0, 1); got {rate!r}")
-
-
 def dropout(key, x: jax.Array, rate: float) -> jax.Array:
     """Inverted dropout: zero each entry with probability ``rate``, scale the rest by
-    ``1 / (1 - rate)``. Identity when ``key`` is ``None`` or ``rate == 0``."""
+    ``1 / (1 - rate)``. Identity when ``key`` is ``None`` or ``rate == 0``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> y = rj.dropout(jax.random.key(0), jnp.ones(1000), 0.5)
+      >>> sorted(set(y.tolist()))
+      [0.0, 2.0]
+    """
     if key is None or rate == 0.0:
         return x
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
@@ -58,34 +62,108 @@ def _as_layer(layer_or_cell, reverse: bool = False, name: str = "layer"):
     )
 
 
-class _BatchMixin:
-    def apply_batch(self, params, xs, length=None, state=None, *, key=None, time_major=False):
-        """:meth:`apply` over leading batch axes.
+def per_example(fn, batch, *args):
+    """``fn(*args)`` for every example: ``args`` (keys first) have leading axes ``batch``
+    (none when ``batch == ()``), and so do the outputs. The random streams of a batch are
+    those of its examples run one by one."""
+    if not batch:
+        return fn(*args)
+    n = math.prod(batch)
+    flat = [a.reshape((n,) + a.shape[len(batch):]) for a in args]
+    out = jax.vmap(fn)(*flat)
+    return jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), out)
+
+
+def _time_first(a, nb: int):
+    """``(*B, T, ...)`` -> ``(T, *B, ...)``."""
+    return jnp.moveaxis(a, nb, 0)
+
+
+class _Layer:
+    """``apply`` and ``apply_batch`` of every layer: one body (``_run``) on time-major
+    arrays with any number of batch axes (none for one example)."""
+
+    def apply(self, params, xs, length=None, state=None, *, resets=None, key=None):
+        """Run over one sequence.
+
+        Args:
+          params: from :meth:`init`.
+          xs: ``(T, I)``.
+          length: optional integer scalar, the true length (see :func:`rnnjax.unroll`).
+          state: optional initial state (default :meth:`initial_state`).
+          resets: optional bool ``(T,)``, segment starts (see :func:`rnnjax.unroll`).
+          key: optional PRNG key: dropout and zoneout masks are drawn only with one.
+
+        Returns:
+          ``(state, ys)`` with ``ys`` ``(T, output_size)``, zero past ``length``.
+        """
+        return self._call(params, xs, length, state, resets, key, batch_ndim=0, time_major=True)
+
+    def apply_batch(self, params, xs, length=None, state=None, *, resets=None, key=None,
+                    time_major=False):
+        """:meth:`apply` over leading batch axes, natively batched (one scan over
+        ``(T, *B, .)`` arrays, dropout and zoneout included).
 
         Args:
           xs: ``(*B, T, I)``, or ``(T, *B, I)`` with ``time_major=True``.
           length: optional integers of shape ``B``.
           state: optional state whose leaves have leading axes ``B``.
-          key: optional PRNG key, split so that every example draws its own masks.
+          resets: optional bool laid out like ``xs`` without the feature axis.
+          key: optional PRNG key, split into one key per example (``jax.random.split(key,
+            prod(B))``): every example draws the masks it would draw alone with its key.
 
         Returns:
           ``(state, ys)`` with ``ys`` laid out like ``xs``.
         """
-        return seq.apply_batch(
-            lambda x, n, s, k: self.apply(params, x, n, s, key=k),
-            xs,
-            length,
-            state,
-            time_major,
-            key,
+        checks.boolean("time_major", time_major)
+        return self._call(params, xs, length, state, resets, key, batch_ndim=None,
+                          time_major=time_major)
+
+    def _call(self, params, xs, length, state, resets, key, batch_ndim, time_major):
+        xs, batch, T = checks.sequence_inputs(
+            "xs", xs, self.input_size, batch_ndim=batch_ndim, time_major=time_major
         )
+        length = checks.lengths("length", length, T, batch)
+        res_shape = (T,) + batch if (time_major or not batch) else batch + (T,)
+        resets = checks.resets("resets", resets, res_shape)
+        nb = len(batch)
+        if batch and not time_major:
+            xs = _time_first(xs, nb)
+            resets = None if resets is None else _time_first(resets, nb)
+        keys = None
+        if key is not None:
+            keys = key if not batch else jax.random.split(key, math.prod(batch)).reshape(batch)
+        state, ys = self._run(params, xs, length, state, resets, keys)
+        if batch and not time_major:
+            ys = jnp.moveaxis(ys, 0, nb)
+        return state, ys
+
+
+def _run_layer(layer, params, xs, length, state, resets, keys):
+    """``layer._run`` for rnnjax layers; a foreign layer (``init``/``apply`` only) runs
+    one example at a time under ``vmap``."""
+    if hasattr(layer, "_run"):
+        return layer._run(params, xs, length, state, resets, keys)
+    nb = xs.ndim - 2
+
+    def one(x, n, s, k, r):
+        if r is not None:
+            return layer.apply(params, x, n, s, resets=r, key=k)
+        return layer.apply(params, x, n, s, key=k)
+
+    f = one
+    for _ in range(nb):
+        f = jax.vmap(f, in_axes=(1, 0, 0, 0, 1))
+    return f(xs, length, state, keys, resets)
 
 
 @dataclasses.dataclass(frozen=True)
-class Recurrent(_BatchMixin):
+class Recurrent(_Layer):
     """One cell run over a sequence, with optional recurrent regularisation.
 
-    Params are the cell's own params; state is the cell's state.
+    Params are the cell's own params; state is the cell's state. Every variant runs in
+    the fused engine: dropout and zoneout masks are drawn up front and handed to it as
+    arrays.
 
     Args:
       cell: any rnnjax cell.
@@ -101,7 +179,13 @@ class Recurrent(_BatchMixin):
         (Krueger et al. 2017); applied to every state field (``h`` and, for the LSTM,
         ``c``). Without a key the expectation ``z * s_{t-1} + (1 - z) * s_t`` is used.
         With zoneout the step's output is the zoned-out ``h``.
-      unroll: passed to ``jax.lax.scan``.
+      unroll: steps per ``lax.scan`` iteration.
+      config: a :class:`rnnjax.ScanConfig` (default ``ScanConfig()``).
+
+    Random streams: an example's key ``k`` is split into ``(k_in, k_rec, k_zone)``; the
+    input mask is ``(1, I)``, the variational recurrent mask has the shape of ``h``, the
+    per-step one ``(T,) + h.shape``, and zoneout draws one ``(T,) + leaf.shape`` mask per
+    state field (keys split from ``k_zone``), in processing order.
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -119,20 +203,20 @@ class Recurrent(_BatchMixin):
     recurrent_dropout_mode: str = "variational"
     zoneout: float = 0.0
     unroll: int = 1
+    config: Optional[engine.ScanConfig] = None
 
     def __post_init__(self):
         if not (hasattr(self.cell, "step") and hasattr(self.cell, "init")):
             raise TypeError(f"cell must be an rnnjax cell; got {self.cell!r}")
-        _check_rate("input_dropout", self.input_dropout)
-        _check_rate("recurrent_dropout", self.recurrent_dropout)
-        _check_rate("zoneout", self.zoneout)
-        if self.recurrent_dropout_mode not in ("variational", "per_step"):
-            raise ValueError(
-                "recurrent_dropout_mode must be 'variational' or 'per_step'; "
-                f"got {self.recurrent_dropout_mode!r}"
-            )
-        if not isinstance(self.reverse, bool):
-            raise TypeError(f"reverse must be a bool; got {self.reverse!r}")
+        checks.rate("input_dropout", self.input_dropout)
+        checks.rate("recurrent_dropout", self.recurrent_dropout)
+        checks.rate("zoneout", self.zoneout)
+        checks.choice("recurrent_dropout_mode", self.recurrent_dropout_mode,
+                      ("variational", "per_step"))
+        checks.boolean("reverse", self.reverse)
+        checks.integer("unroll", self.unroll, 1)
+        if self.config is not None and not isinstance(self.config, engine.ScanConfig):
+            raise TypeError(f"config must be an rnnjax.ScanConfig; got {self.config!r}")
 
     @property
     def input_size(self) -> int:
@@ -146,88 +230,61 @@ class Recurrent(_BatchMixin):
         """The cell's parameters."""
         return self.cell.init(key)
 
-    def native_batch(self, key=None) -> bool:
-        """Whether :meth:`apply_batch` with this ``key`` runs natively batched
-        (:func:`rnnjax.sequence.run_batch`): no dropout or zoneout in play, ``unroll=1``
-        and a cell that :func:`rnnjax.fused.batch_applies` to."""
-        from rnnjax import fused
-
-        regularised = self.zoneout or (
-            key is not None and (self.input_dropout or self.recurrent_dropout)
-        )
-        return not regularised and self.unroll == 1 and fused.batch_applies(self.cell)
-
-    def apply_batch(self, params, xs, length=None, state=None, *, key=None, time_major=False):
-        """:meth:`apply` over leading batch axes (see :meth:`_BatchMixin.apply_batch`);
-        natively batched (:func:`rnnjax.sequence.run_batch`) where no dropout or zoneout
-        is in play."""
-        if self.native_batch(key):
-            return seq.run_batch(self.cell, params, xs, length, state, self.reverse, time_major)
-        return super().apply_batch(params, xs, length, state, key=key, time_major=time_major)
-
-    def initial_state(self, dtype=jnp.float32):
-        """The cell's zero state."""
+    def initial_state(self, dtype=None):
+        """The cell's zero state (float32 unless ``dtype`` says otherwise)."""
         return self.cell.initial_state(dtype)
 
-    def apply(self, params, xs, length=None, state=None, *, key=None):
-        """Run over one sequence ``xs`` ``(T, I)``; returns ``(state, ys (T, output_size))``."""
-        cell = self.cell
-        seq.check_xs(xs, cell.input_size)
-        seq.check_params(cell, params)
-        dtype = seq.state_dtype(xs, params)
-        if state is None:
-            state = cell.initial_state(dtype)
-        else:
-            seq.check_state(cell.initial_state(dtype), state)
-        xs, valid, order = seq.prepare(xs, length, self.reverse)
-        train = key is not None
-        if not self.zoneout and not (
-            train and (self.input_dropout or self.recurrent_dropout)
-        ):
-            state, ys = seq.run_cell(cell, params, state, xs, valid, self.unroll)
-        else:
-            state, ys = self._run_regularised(params, state, xs, valid, key)
-        return state, seq.restore_order(ys, length, self.reverse, order)
+    def scan_config(self) -> engine.ScanConfig:
+        """The :class:`rnnjax.ScanConfig` this layer runs with."""
+        cfg = self.config or engine.ScanConfig()
+        return cfg if self.unroll == 1 else dataclasses.replace(cfg, unroll=self.unroll)
 
-    def _run_regularised(self, params, state, xs, valid, key):
-        cell, T = self.cell, xs.shape[0]
-        k_in, k_rec, k_zone = jax.random.split(key, 3) if key is not None else (None,) * 3
-        if k_in is not None and self.input_dropout:
-            # one mask per sequence, shared by every step
-            xs = xs * dropout(k_in, jnp.ones((1, xs.shape[1]), xs.dtype), self.input_dropout)
-        rec_fixed, rec_steps = None, None
-        if key is not None and self.recurrent_dropout:
-            ones = jnp.ones_like(state.h)
-            if self.recurrent_dropout_mode == "variational":
-                rec_fixed = dropout(k_rec, ones, self.recurrent_dropout)
-            else:
-                rec_steps = dropout(k_rec, jnp.ones((T,) + ones.shape, ones.dtype),
-                                    self.recurrent_dropout)
-        z = self.zoneout
-        keep_steps = None
-        if z and key is not None:
-            leaves, treedef = jax.tree_util.tree_flatten(state)
+    def _masks(self, key, xs_shape, h_shape, state_shapes):
+        """One example's dropout and zoneout masks from its key (see the class docstring)."""
+        T, I = xs_shape
+        k_in, k_rec, k_zone = jax.random.split(key, 3)
+        out = {}
+        if self.input_dropout:
+            out["in"] = dropout(k_in, jnp.ones((1, I)), self.input_dropout)
+        if self.recurrent_dropout:
+            shape = h_shape if self.recurrent_dropout_mode == "variational" else (T,) + h_shape
+            out["rec"] = dropout(k_rec, jnp.ones(shape), self.recurrent_dropout)
+        if self.zoneout:
+            leaves, treedef = jax.tree_util.tree_flatten(state_shapes)
             ks = jax.random.split(k_zone, len(leaves))
-            keep_steps = jax.tree_util.tree_unflatten(
+            out["keep"] = jax.tree_util.tree_unflatten(
                 treedef,
-                [jax.random.bernoulli(k, z, (T,) + l.shape) for k, l in zip(ks, leaves)],
+                [jax.random.bernoulli(k, self.zoneout, (T,) + l.shape) for k, l in zip(ks, leaves)],
             )
+        return out
 
-        def fn(s, inp):
-            x, rec_mask, keep = inp
-            if rec_fixed is not None:
-                rec_mask = rec_fixed
-            s_in = s if rec_mask is None else s._replace(h=s.h * rec_mask)
-            new, y = cell.step(params, s_in, x)
-            if z:
-                if keep is not None:
-                    new = jax.tree_util.tree_map(jnp.where, keep, s, new)
-                else:
-                    new = jax.tree_util.tree_map(lambda o, n: z * o + (1.0 - z) * n, s, new)
-                y = new.h
-            return new, y
-
-        return seq.scan_masked(fn, state, (xs, rec_steps, keep_steps), valid, self.unroll)
+    def _run(self, params, xs, length, state, resets, keys):
+        cell = self.cell
+        T, batch = xs.shape[0], xs.shape[1:-1]
+        checks.params("params", seq.param_shapes(cell), params, type(cell).__name__)
+        sd = seq.state_dtype(xs, params)
+        init = cell.initial_state(sd)
+        if state is None:
+            state = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, batch + a.shape), init)
+        else:
+            state = checks.state("state", init, state, batch, dtype=sd)
+        masks = {}
+        if keys is not None and (self.input_dropout or self.recurrent_dropout or self.zoneout):
+            m = per_example(
+                lambda k: self._masks(k, (T, xs.shape[-1]), init.h.shape, init), batch, keys
+            )
+            nb = len(batch)
+            if "in" in m:  # (*B, 1, I) -> (1, *B, I)
+                xs = xs * _time_first(m["in"], nb).astype(xs.dtype)
+            if "rec" in m:
+                rec = m["rec"]
+                masks["rec_mask"] = rec if rec.ndim == nb + 1 else _time_first(rec, nb)
+            if "keep" in m:
+                masks["zoneout"] = jax.tree_util.tree_map(lambda a: _time_first(a, nb), m["keep"])
+        elif self.zoneout:
+            masks["zoneout"] = self.zoneout
+        return seq.run(cell, params, xs, length, state, self.reverse, resets,
+                       self.scan_config(), **masks)
 
 
 class BidirectionalState(NamedTuple):
@@ -245,7 +302,7 @@ _MERGES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Bidirectional(_BatchMixin):
+class Bidirectional(_Layer):
     """A forward and a padding-aware backward layer over the same sequence, merged.
 
     The backward direction reads ``xs[length-1], ..., xs[0]`` (the padding is never
@@ -322,7 +379,7 @@ class Bidirectional(_BatchMixin):
         k_f, k_b = jax.random.split(key)
         return {"forward": self.forward.init(k_f), "backward": self.backward.init(k_b)}
 
-    def initial_state(self, dtype=jnp.float32) -> BidirectionalState:
+    def initial_state(self, dtype=None) -> BidirectionalState:
         return BidirectionalState(
             self.forward.initial_state(dtype), self.backward.initial_state(dtype)
         )
@@ -337,43 +394,22 @@ class Bidirectional(_BatchMixin):
         if state is not None and not isinstance(state, BidirectionalState):
             raise ValueError(f"state must be a BidirectionalState; got {type(state).__name__}")
 
-    def apply(self, params, xs, length=None, state=None, *, key=None):
-        """Run both directions over ``xs`` ``(T, I)``; returns ``(state, merged ys)``."""
-        call = lambda layer, p, s, k: layer.apply(p, xs, length, s, key=k)  # noqa: E731
-        return self._run(call, params, state, key)
-
-    def _run(self, call, params, state, key):
-        """Both directions, ``call(layer, params, state, key)`` running one (per example
-        or batched), merged."""
+    def _run(self, params, xs, length, state, resets, keys):
         self._check(params, state)
-        k_f, k_b = jax.random.split(key) if key is not None else (None, None)
+        k_f = k_b = None
+        if keys is not None:
+            k2 = per_example(jax.random.split, xs.shape[1:-1], keys)
+            k_f, k_b = k2[..., 0], k2[..., 1]
         s_f = None if state is None else state.forward
         s_b = None if state is None else state.backward
-        s_f, y_f = call(self.forward, params["forward"], s_f, k_f)
-        s_b, y_b = call(self.backward, params["backward"], s_b, k_b)
+        s_f, y_f = _run_layer(self.forward, params["forward"], xs, length, s_f, resets, k_f)
+        s_b, y_b = _run_layer(self.backward, params["backward"], xs, length, s_b, resets, k_b)
         merge = _MERGES[self.merge] if isinstance(self.merge, str) else self.merge
         return BidirectionalState(s_f, s_b), merge(y_f, y_b)
 
-    def native_batch(self, key=None) -> bool:
-        """Whether :meth:`apply_batch` runs both directions natively batched: a named
-        merge and two layers that can (see :meth:`Recurrent.native_batch`)."""
-        return isinstance(self.merge, str) and all(
-            hasattr(l, "native_batch") and l.native_batch(key) for l in (self.forward, self.backward)
-        )
-
-    def apply_batch(self, params, xs, length=None, state=None, *, key=None, time_major=False):
-        """:meth:`apply` over leading batch axes (see :meth:`_BatchMixin.apply_batch`);
-        each direction natively batched where both can be (see :meth:`native_batch`; then
-        no key is needed: nothing draws from it)."""
-        if not self.native_batch(key):
-            return super().apply_batch(params, xs, length, state, key=key, time_major=time_major)
-        call = lambda layer, p, s, k: layer.apply_batch(  # noqa: E731
-            p, xs, length, s, key=k, time_major=time_major)
-        return self._run(call, params, state, None)
-
 
 @dataclasses.dataclass(frozen=True)
-class Stacked(_BatchMixin):
+class Stacked(_Layer):
     """Layers applied one after another, with dropout between them.
 
     Params: a tuple with one entry per layer. State: a tuple of the layers' states.
@@ -409,7 +445,7 @@ class Stacked(_BatchMixin):
                     f"layers[{i}].input_size must equal layers[{i - 1}].output_size = {prev}; "
                     f"got {layers[i].input_size}"
                 )
-        _check_rate("dropout", self.dropout)
+        checks.rate("dropout", self.dropout)
         object.__setattr__(self, "layers", layers)
 
     @property
@@ -424,7 +460,7 @@ class Stacked(_BatchMixin):
         keys = jax.random.split(key, len(self.layers))
         return tuple(layer.init(k) for layer, k in zip(self.layers, keys))
 
-    def initial_state(self, dtype=jnp.float32) -> tuple:
+    def initial_state(self, dtype=None) -> tuple:
         return tuple(layer.initial_state(dtype) for layer in self.layers)
 
     def _check(self, params, state) -> None:
@@ -437,39 +473,26 @@ class Stacked(_BatchMixin):
         if state is not None and (not isinstance(state, (tuple, list)) or len(state) != n):
             raise ValueError(f"state must be a tuple of {n} per-layer states; got {state!r}")
 
-    def native_batch(self, key=None) -> bool:
-        """Whether :meth:`apply_batch` runs layer by layer, natively batched: no dropout
-        between layers in play, and every layer can (see :meth:`Recurrent.native_batch`)."""
-        return (key is None or not self.dropout) and all(
-            hasattr(l, "native_batch") and l.native_batch(key) for l in self.layers
-        )
-
-    def apply_batch(self, params, xs, length=None, state=None, *, key=None, time_major=False):
-        """:meth:`apply` over leading batch axes (see :meth:`_BatchMixin.apply_batch`);
-        layer by layer, natively batched, where :meth:`native_batch` (then no key is
-        needed: nothing draws from it)."""
-        if not self.native_batch(key):
-            return super().apply_batch(params, xs, length, state, key=key, time_major=time_major)
-        call = lambda layer, p, ys, s, k: layer.apply_batch(  # noqa: E731
-            p, ys, length, s, key=k, time_major=time_major)
-        return self._run(call, params, xs, state, None)
-
-    def apply(self, params, xs, length=None, state=None, *, key=None):
-        """Run every layer over ``xs`` ``(T, I)``; returns ``(states, ys of the last layer)``."""
-        call = lambda layer, p, ys, s, k: layer.apply(p, ys, length, s, key=k)  # noqa: E731
-        return self._run(call, params, xs, state, key)
-
-    def _run(self, call, params, xs, state, key):
-        """The layers one after another, ``call(layer, params, ys, state, key)`` running
-        one (per example or batched), with dropout between them."""
+    def _run(self, params, xs, length, state, resets, keys):
+        """The layers one after another, with dropout between them (per example: an
+        example's key ``k`` is split into ``2 n`` keys, layer ``i`` gets key ``2 i`` and the
+        dropout after it key ``2 i + 1``)."""
         n = len(self.layers)
         self._check(params, state)
-        keys = [None] * (2 * n) if key is None else list(jax.random.split(key, 2 * n))
+        batch = xs.shape[1:-1]
+        nb = len(batch)
+        ks = None if keys is None else per_example(lambda k: jax.random.split(k, 2 * n), batch, keys)
         states, ys = [], xs
         for i, layer in enumerate(self.layers):
             s_i = None if state is None else state[i]
-            s_i, ys = call(layer, params[i], ys, s_i, keys[2 * i])
+            k_i = None if ks is None else ks[..., 2 * i]
+            s_i, ys = _run_layer(layer, params[i], ys, length, s_i, resets, k_i)
             states.append(s_i)
-            if i < n - 1:
-                ys = dropout(keys[2 * i + 1], ys, self.dropout)
+            if i < n - 1 and ks is not None and self.dropout:
+                # per example, on its (T, H) outputs, as when run alone
+                ys = jnp.moveaxis(
+                    per_example(lambda k, y: dropout(k, y, self.dropout), batch,
+                                ks[..., 2 * i + 1], jnp.moveaxis(ys, 0, nb)),
+                    nb, 0,
+                )
         return tuple(states), ys

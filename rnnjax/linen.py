@@ -85,6 +85,7 @@ def build_network(
     recurrent_dropout: float = 0.0,
     zoneout: float = 0.0,
     dtype=jnp.float32,
+    config=None,
 ) -> rl.Stacked:
     """The functional network behind the linen and NNX modules.
 
@@ -99,6 +100,7 @@ def build_network(
       recurrent_dropout: variational dropout rate on the fed-back hidden vector.
       zoneout: zoneout probability of every state unit.
       dtype: dtype used to trace a callable ``merge`` for its output size.
+      config: the :class:`rnnjax.ScanConfig` of every layer (default ``ScanConfig()``).
 
     Returns:
       A :class:`rnnjax.Stacked` of ``num_layers`` :class:`rnnjax.Recurrent` or
@@ -113,6 +115,7 @@ def build_network(
             input_dropout=input_dropout,
             recurrent_dropout=recurrent_dropout,
             zoneout=zoneout,
+            config=config,
         )
         size = layer.output_size
         if bidirectional:
@@ -149,6 +152,8 @@ class _Base(nn.Module):
     time_major: bool = False
     deterministic: Optional[bool] = None
     param_dtype: Any = jnp.float32
+    dtype: Any = None
+    config: Any = None
 
     @nn.nowrap
     def make_cell(self, input_size: int):  # pragma: no cover - overridden
@@ -174,10 +179,11 @@ class _Base(nn.Module):
             self.recurrent_dropout,
             self.zoneout,
             self.param_dtype,
+            self.config,
         )
 
     @nn.nowrap
-    def initial_state(self, batch_shape=(), dtype=jnp.float32):
+    def initial_state(self, batch_shape=(), dtype=None):
         """The zero state for a batch of shape ``batch_shape``: a tuple with one entry per
         layer (the cell's state, or a :class:`rnnjax.BidirectionalState`), each leaf of
         shape ``(*B, size)``. Needs neither a key nor an input."""
@@ -191,6 +197,7 @@ class _Base(nn.Module):
         length: Optional[jax.Array] = None,
         state: Any = None,
         *,
+        resets: Optional[jax.Array] = None,
         deterministic: Optional[bool] = None,
     ):
         """Run the network over a batch of sequences.
@@ -200,6 +207,8 @@ class _Base(nn.Module):
           length: optional integers of shape ``B``: the true lengths; later steps are
             padding and never change an output, state or gradient.
           state: optional initial state shaped like :meth:`initial_state` ``(B)``.
+          resets: optional bool segment starts laid out like ``xs`` without the feature
+            axis (see :func:`rnnjax.unroll`).
           deterministic: ``True`` turns dropout off (zoneout takes its expectation).
             Give it here or as the module field, exactly one of the two (Flax's
             ``nn.merge_param`` rule, as for ``nn.Dropout``); needed only when a dropout or
@@ -223,7 +232,8 @@ class _Base(nn.Module):
         if stochastic(self):
             if not nn.merge_param("deterministic", self.deterministic, deterministic):
                 key = self.make_rng("dropout")
-        return net.apply_batch(params, xs, length, state, key=key, time_major=self.time_major)
+        return net.apply_batch(params, xs, length, state, resets=resets, key=key,
+                               time_major=self.time_major)
 
 
 class _Recurrent(_Base):
@@ -238,6 +248,7 @@ class _Recurrent(_Base):
             kernel_init=self.kernel_init,
             recurrent_init=self.recurrent_init,
             param_dtype=self.param_dtype,
+            dtype=self.dtype,
         )
 
 
@@ -257,7 +268,9 @@ class RNN(_Recurrent):
       zoneout: zoneout probability (expectation when deterministic).
       time_major: inputs and outputs are ``(T, *B, F)``.
       deterministic: default of the ``__call__`` argument.
-      kernel_init, recurrent_init, param_dtype: passed to the cells.
+      kernel_init, recurrent_init, param_dtype, dtype: passed to the cells (``dtype``:
+        compute dtype of the matrix products; the state stays float32).
+      config: a :class:`rnnjax.ScanConfig` for every layer.
       nonlinearity: ``"tanh"`` or ``"relu"``.
 
     Example:

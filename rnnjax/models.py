@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import initializers as inits
-from rnnjax import sequence as seq
+from rnnjax import checks
 from rnnjax.layers import _as_layer
 
 __all__ = ["SequenceModel"]
@@ -118,9 +118,9 @@ class SequenceModel:
                     f"{self.vocab_size}; got shape {tuple(xs.shape)} and dtype {xs.dtype}"
                 )
         else:
-            seq.check_xs(xs, self.input_size)
+            checks.sequence_inputs("xs", xs, self.input_size, batch_ndim=0)
 
-    def apply(self, params: dict, xs, length=None, state=None, *, key=None):
+    def apply(self, params: dict, xs, length=None, state=None, *, resets=None, key=None):
         """Run the model over one sequence.
 
         Args:
@@ -128,6 +128,7 @@ class SequenceModel:
           xs: tokens ``(T,)`` (int, with ``vocab_size``) or features ``(T, I)``.
           length: optional integer scalar true length (see :func:`rnnjax.unroll`).
           state: optional initial state of the layer.
+          resets: optional bool ``(T,)`` segment starts (see :func:`rnnjax.unroll`).
           key: optional PRNG key for the layer's dropout.
 
         Returns:
@@ -137,7 +138,8 @@ class SequenceModel:
         self._check_inputs(xs)
         if self.vocab_size is not None:
             xs = params["embed"][xs]
-        state, hs = self.layer.apply(params["layer"], xs, length, state, key=key)
+        kw = {} if resets is None else {"resets": resets}
+        state, hs = self.layer.apply(params["layer"], xs, length, state, key=key, **kw)
         return state, self._head(params["head"], hs, length)
 
     def _head(self, head, hs, length):
@@ -159,13 +161,14 @@ class SequenceModel:
             ys = jnp.where(valid[..., None], ys, jnp.zeros((), ys.dtype))
         return ys
 
-    def apply_batch(self, params: dict, xs, length=None, state=None, *, key=None):
+    def apply_batch(self, params: dict, xs, length=None, state=None, *, resets=None, key=None):
         """:meth:`apply` over one leading batch axis.
 
         Args:
           xs: ``(B, T)`` tokens or ``(B, T, I)`` features.
           length: optional ``(B,)`` integers.
           state: optional state whose leaves have a leading ``B`` axis.
+          resets: optional bool ``(B, T)`` segment starts (packed rows, :func:`rnnjax.pack`).
           key: optional PRNG key, split into one key per example.
 
         Returns:
@@ -176,20 +179,11 @@ class SequenceModel:
                 "xs must have a leading batch axis: (B, T) tokens or (B, T, I) features; got "
                 f"shape {getattr(xs, 'shape', type(xs).__name__)}"
             )
-        native = getattr(self.layer, "native_batch", None)
-        if native is not None and native(key) and xs.ndim == (2 if self.vocab_size is not None else 3):
-            return self._apply_native(params, xs, length, state, key)
-        B = xs.shape[0]
-        keys = None if key is None else jax.random.split(key, B)
-        in_axes = (0, None if length is None else 0, None if state is None else 0,
-                   None if keys is None else 0)
-        return jax.vmap(lambda x, n, s, k: self.apply(params, x, n, s, key=k), in_axes=in_axes)(
-            xs, length, state, keys
-        )
-
-    def _apply_native(self, params, xs, length, state, key):
-        """:meth:`apply_batch` with the layer's natively batched ``apply_batch`` (no
-        dropout in play): the same results as the ``vmap`` of :meth:`apply`."""
+        if xs.ndim != (2 if self.vocab_size is not None else 3):
+            raise ValueError(
+                "xs must have one leading batch axis: (B, T) tokens or (B, T, I) features; got "
+                f"shape {tuple(xs.shape)}"
+            )
         if self.vocab_size is not None:
             if not jnp.issubdtype(xs.dtype, jnp.integer):
                 raise ValueError(
@@ -197,5 +191,6 @@ class SequenceModel:
                     f"{self.vocab_size}; got shape {tuple(xs.shape)} and dtype {xs.dtype}"
                 )
             xs = params["embed"][xs]
-        state, hs = self.layer.apply_batch(params["layer"], xs, length, state, key=key)
+        kw = {} if resets is None else {"resets": resets}
+        state, hs = self.layer.apply_batch(params["layer"], xs, length, state, key=key, **kw)
         return state, self._head(params["head"], hs, length)

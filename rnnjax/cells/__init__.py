@@ -1,0 +1,25 @@
+"""Functional recurrent cells: one time step of one example, one module per cell.
+
+A cell is a frozen dataclass of hyperparameters (hashable, so it can be a static argument
+of ``jit``); its parameters live outside it in a plain ``dict`` of arrays. The protocol
+that the engine relies on, and nothing else, is in :mod:`rnnjax.cells.base`.
+
+Adding a cell is one module here (the dataclass, its state NamedTuple and, for the fused
+path, its kernel) plus a re-export in this file and in :mod:`rnnjax`.
+"""
+
+from rnnjax.cells.base import Cell, Kernel
+from rnnjax.cells.gru import GRU, GRUState
+from rnnjax.cells.lstm import LSTM, LSTMState
+from rnnjax.cells.simple_rnn import SimpleRNN, SimpleRNNState
+
+__all__ = [
+    "Cell",
+    "Kernel",
+    "SimpleRNN",
+    "SimpleRNNState",
+    "LSTM",
+    "LSTMState",
+    "GRU",
+    "GRUState",
+]

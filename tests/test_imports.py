@@ -1,0 +1,74 @@
+"""The package's import graph has no cycle (module-level and function-level imports)."""
+
+import ast
+import pathlib
+
+import rnnjax
+
+ROOT = pathlib.Path(rnnjax.__file__).parent
+
+
+def _module_name(path: pathlib.Path) -> str:
+    rel = path.relative_to(ROOT.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _graph() -> dict:
+    modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    graph = {m: set() for m in modules}
+    for m, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for n in names:
+                if n in modules and n != m and n != "rnnjax":
+                    graph[m].add(n)
+    return graph
+
+
+def _cycle(graph):
+    state = {}
+
+    def visit(m, stack):
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return stack[stack.index(n):] + [n] if n in stack else [m, n]
+            if n not in state:
+                found = visit(n, stack + [n])
+                if found:
+                    return found
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m, [m])
+            if found:
+                return found
+    return None
+
+
+def test_import_graph_has_no_cycle():
+    graph = _graph()
+    assert "rnnjax.engine" in graph and "rnnjax.cells.lstm" in graph
+    assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) is not None
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_engine_never_names_a_cell_class():
+    """The engine and the sequence driver learn about cells only through the protocol."""
+    graph = _graph()
+    for m in ("rnnjax.engine", "rnnjax.sequence", "rnnjax.layers"):
+        named = {n for n in graph[m] if n.startswith("rnnjax.cells") and n != "rnnjax.cells.base"}
+        assert not named, f"{m} imports {named}"
+        code = (ROOT / (m.split(".")[1] + ".py")).read_text()
+        assert "isinstance(cell" not in code and "type(cell) is" not in code

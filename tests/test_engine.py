@@ -10,6 +10,7 @@ example, a ``vmap`` over examples: the engine then runs with no batch axes).
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,9 +58,15 @@ def _data(cell, dtype=jnp.float64):
     return xs, s0
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_step(cell):
+    return jax.jit(cell.step)
+
+
 def _loop(cell, p, x, n, s0, reverse, resets):
     """Independent reference for one example: each segment run alone with a Python loop."""
     n = int(n)
+    step = _jitted_step(cell)
     starts = [0] + [t for t in range(1, n) if resets is not None and resets[t]]
     ends = starts[1:] + [n]
     ys = np.zeros((T, cell.output_size))
@@ -69,7 +76,7 @@ def _loop(cell, p, x, n, s0, reverse, resets):
         state = s0
         steps = range(b - 1, a - 1, -1) if reverse else range(a, b)
         for t in steps:
-            state, y = cell.step(p, state, x[t])
+            state, y = step(p, state, x[t])
             ys[t] = np.asarray(y)
     return state, ys
 
@@ -127,8 +134,7 @@ def test_values_against_python_loop(name, backward, per_example):
 
 
 def _tree_close(a, b, tol=1e-9):
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
+    chex.assert_trees_all_close(a, b, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("per_example", [False, True], ids=["batched", "per_example"])
@@ -232,7 +238,9 @@ def test_config_changes_the_program_under_one_jit():
     assert "remat" in txt(remat) or "checkpoint" in txt(remat)
     assert "remat" not in txt(plain) and "checkpoint" not in txt(plain)
     fused = rj.ScanConfig(backward="fused")
-    assert "custom_jvp_call" in txt(fused) and "custom_jvp_call" not in txt(plain)
+    fwd = lambda cfg: str(jax.make_jaxpr(lambda p: rj.unroll(cell, p, xs, config=cfg)[1])(p))  # noqa: E731
+    assert "custom_jvp_call" in fwd(fused) and "custom_jvp_call" not in fwd(plain)
+    g(p, fused)
     assert g._cache_size() == 3
 
 
@@ -332,7 +340,7 @@ def test_step_refuses_broadcasting():
     s = jax.tree_util.tree_map(lambda a: a[None], cell.initial_state())  # (1, 20)
     with pytest.raises(ValueError, match=r"state must have the shapes"):
         cell.step(p, s, jnp.ones(10))
-    with pytest.raises(ValueError, match=r"x must have 1 axes"):
+    with pytest.raises(ValueError, match=r"x must have shape \(10,\)"):
         cell.step(p, cell.initial_state(), jnp.ones((3, 10)))
     with pytest.raises(ValueError, match=r"x must have shape \(10,\)"):
         cell.step(p, cell.initial_state(), jnp.ones(9))
@@ -367,3 +375,23 @@ def test_regularised_layer_derivatives_fused_equal_reference(mode):
                     jax.jvp(g, (p, xs), v)[1])
 
         _tree_close(jax.jit(lambda: derivs("fused"))(), jax.jit(lambda: derivs("reference"))())
+
+
+class JitOrNot(chex.TestCase):
+    """The same results with and without ``jit`` (chex runs the test in both variants)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_unroll_batch_with_and_without_jit(self):
+        cell = rj.GRU(I, H)
+        p = cell.init(jax.random.key(0))
+        xs = jax.random.normal(jax.random.key(1), (2, T, I))
+        resets = jnp.zeros((2, T), bool).at[0, 2].set(True)
+
+        @self.variant
+        def run(p, xs, length):
+            return rj.unroll_batch(cell, p, xs, length, reverse=True, resets=resets)
+
+        got = run(p, xs, jnp.array([T, 3]))
+        ref = [_loop(cell, p, xs[b], n, cell.initial_state(), True,
+                     np.asarray(resets[b])) for b, n in enumerate((T, 3))]
+        chex.assert_trees_all_close(got[1], jnp.stack([r[1] for r in ref]), rtol=1e-5, atol=1e-6)

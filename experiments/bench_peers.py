@@ -78,23 +78,21 @@ def _inputs(shape: Shape, dtype, seed=1):
     return jax.random.normal(jax.random.key(seed), (shape.B, shape.T, shape.I)).astype(dtype)
 
 
-def _rnnjax(cell_name, shape: Shape, dtype_name: str, impl="rnnjax", **fused_options) -> Runner:
-    from rnnjax import fused
-
+def _rnnjax(cell_name, shape: Shape, dtype_name: str, impl="rnnjax", **scan_config) -> Runner:
     dt = jax_dtype(dtype_name)
     B, T, I, H = shape
     cell = {"lstm": rj.LSTM, "gru": rj.GRU, "rnn": rj.SimpleRNN}[cell_name](I, H)
     params = jax.tree_util.tree_map(lambda a: a.astype(dt), cell.init(jax.random.key(0)))
     xs = _inputs(shape, dt)
-    with fused.options(**fused_options):  # traced and compiled inside: options apply
-        return _jax_runner(impl, lambda p, x: rj.unroll_batch(cell, p, x)[1], params, xs)
+    config = rj.ScanConfig(**scan_config)
+    return _jax_runner(impl, lambda p, x: rj.unroll_batch(cell, p, x, config=config)[1], params, xs)
 
 
 def _rnnjax_alternative(cell_name, shape: Shape, dtype_name: str) -> Runner:
-    """rnnjax with its fast paths switched off (``rnnjax.fused.options(enabled=False)``):
-    ``vmap`` of the reference scan of ``cell.step``, differentiated by autodiff. The
-    before/after of the natively batched custom VJP, measured in the same run."""
-    return _rnnjax(cell_name, shape, dtype_name, impl=alternative_name(), enabled=False)
+    """rnnjax's reference path (``rnnjax.ScanConfig(backward="reference")``): the engine's
+    scan of ``cell.step``, differentiated by autodiff. The before/after of the fused
+    derivative, measured in the same run."""
+    return _rnnjax(cell_name, shape, dtype_name, impl=alternative_name(), backward="reference")
 
 
 def alternative_name() -> str:

@@ -330,15 +330,15 @@ def bidirectional_compile(Ts=(128, 4096), B=8, I=32, H=64) -> list:
 
 def remat_memory(T=10000, B=4, I=32, H=64) -> dict:
     """XLA's peak buffer size and the time of an LSTM training step at length ``T``,
-    default vs ``rnnjax.fused.options(remat=True)`` (chunks of ``ceil(sqrt(T))`` steps)."""
+    default vs ``rnnjax.ScanConfig(remat=True)`` (chunks of ``ceil(sqrt(T))`` steps)."""
     cell = rj.LSTM(I, H)
     params = cell.init(jax.random.key(0))
     xs = jax.random.normal(jax.random.key(1), (B, T, I))
     out = {"T": T, "B": B, "I": I, "H": H}
     for name, remat in (("default", None), ("remat", True)):
-        with rj_fused().options(remat=remat):
-            step = jax.jit(jax.grad(lambda p, x: jnp.mean(rj.unroll_batch(cell, p, x)[1] ** 2)))
-            compiled = step.lower(params, xs).compile()
+        config = rj.ScanConfig(remat=remat)
+        step = jax.jit(jax.grad(lambda p, x: jnp.mean(rj.unroll_batch(cell, p, x, config=config)[1] ** 2)))
+        compiled = step.lower(params, xs).compile()
         m = compiled.memory_analysis()
         jax.block_until_ready(compiled(params, xs))
         t = min(core.time_call(lambda: jax.block_until_ready(compiled(params, xs))) for _ in range(2))
@@ -361,10 +361,20 @@ def flax_modules(quick: bool = False) -> dict:
     return flax_overhead.measure(rounds=10)
 
 
-def rj_fused():
-    from rnnjax import fused
+def bench_regularised_shape():
+    from experiments import bench_regularised
 
-    return fused
+    return bench_regularised.SHAPE
+
+
+def regularised(quick: bool = False) -> dict:
+    """A 2-layer LSTM with dropout against the same without it and against PyTorch, and
+    bfloat16 against float32 (``experiments/bench_regularised.py``)."""
+    from experiments import bench_regularised
+
+    if quick:
+        return bench_regularised.measure(rounds=2, shape=(4, 16, 8, 16))
+    return bench_regularised.measure(rounds=7)
 
 
 # --------------------------------------------------------------------------- targets
@@ -414,6 +424,13 @@ def targets(report) -> list:
             r = fm["ratio_to_functional"][name]
             rows.append({"target": f"Flax {name} within 5% of the functional layer (2-layer BiLSTM)",
                          "value": r, "met": r <= 1.05})
+    reg = report.get("regularised")
+    if reg and tuple(reg["shape"].values()) == bench_regularised_shape():
+        for k, v in reg["ratios"].items():
+            if "target <=" in k:
+                lim = float(k.split("target <=")[1].strip(" )"))
+                rows.append({"target": k.split(" (target")[0] + f" <= {lim}", "value": v,
+                             "met": v <= lim})
     rm = report.get("remat")
     if rm:
         rows.append({"target": f"remat peak memory <= 1/4 of default at T={rm['T']}",
@@ -538,14 +555,14 @@ def run(args) -> dict:
         "config": {"preset": preset.name, "dtype": args.dtype, "shapes": [core.shape_dict(s) for s in shapes],
                    "cells": cells, "impls": impls, "min_reps": preset.min_reps,
                    "max_reps": preset.max_reps, "round_budget_s": preset.budget_s, "seed": args.seed,
-                   "fused_projection": rj_fused().default_projection()},
+                   "fused_projection": rj.engine.default_projection()},
         "results": [],
         "errors": [],
     }
     jobs = [(s, c) for s in shapes for c in cells]
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("matmul peak", total=len(jobs) + 5)
+        task = progress.add_task("matmul peak", total=len(jobs) + 6)
         # a peak is the best the machine does: many repetitions, so that background load
         # on this shared machine is unlikely to hit them all
         report["matmul_peak"] = matmul_peak(256 if args.quick else 1024, args.dtype,
@@ -575,6 +592,9 @@ def run(args) -> dict:
         progress.update(task, description="Flax linen / NNX modules against the functional layer")
         report["flax_modules"] = flax_modules(quick=preset.name == "quick")
         progress.advance(task)
+        progress.update(task, description="dropout and bfloat16 rows (2-layer LSTM)")
+        report["regularised"] = regularised(quick=preset.name == "quick")
+        progress.advance(task)
     report["ratios"] = ratio_rows(report["results"])
     report["targets"] = targets(report)
     report["wall_s"] = time.perf_counter() - t_start
@@ -591,6 +611,10 @@ def run(args) -> dict:
         json.dump(report, f, indent=1)
     plot(report, os.path.join(args.out, "benchmark.png"))
     print_tables(report, console)
+    if report.get("regularised"):
+        from experiments import bench_regularised
+
+        console.print(bench_regularised.report(report["regularised"]))
     console.print(f"wrote {args.out}/benchmark.json and {args.out}/benchmark.png in {report['wall_s']:.0f} s"
                   + (f"; {len(report['errors'])} problem(s) recorded under 'errors'" if report["errors"] else ""))
     return report

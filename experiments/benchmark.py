@@ -20,7 +20,7 @@ and range. Then: quality per wall-clock second on Mackey-Glass next-step predict
 (gradient-trained LSTM and GRU against a ridge-fitted ESN, each given the same time
 budget), compile time of a 2-layer bidirectional LSTM at ``T=128`` and ``T=4096``, and
 the peak memory of a ``T=10000`` LSTM training step with and without
-rematerialisation (:mod:`rnnjax.fused`).
+rematerialisation (``rnnjax.ScanConfig(remat=True)``).
 
 Writes ``results/benchmark.json`` (every raw figure and the environment) and
 ``results/benchmark.png``, and prints the tables.

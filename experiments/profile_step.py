@@ -7,8 +7,8 @@ benchmark times), records ``--steps`` runs under :func:`jax.profiler.trace` and 
 the XLA operations (thunks) that took the most time per step: how often each ran and
 its total (a ``while.N`` row is a whole scan, the operations inside it included). On XLA:CPU the per-operation events need the runtime flag
 ``--xla_cpu_enable_xprof_traceme``, which this script adds to ``XLA_FLAGS`` before JAX
-starts. ``--autodiff`` profiles ``vmap`` of the reference scan instead
-(``rnnjax.fused.options(enabled=False)``). ``--json PATH`` also writes the table.
+starts. ``--autodiff`` profiles the reference path instead
+(``rnnjax.ScanConfig(backward="reference")``: autodiff of the engine's scan). ``--json PATH`` also writes the table.
 
 The table lists what the trace attributes; the large products outside the loops (the
 weight gradients), which XLA:CPU spreads over its worker threads, appear with only a
@@ -44,7 +44,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import rnnjax as rj  # noqa: E402
-from rnnjax import fused  # noqa: E402
 
 CELLS = {"lstm": rj.LSTM, "gru": rj.GRU, "rnn": rj.SimpleRNN}
 # events of the runtime around the program, not operations of it
@@ -80,9 +79,11 @@ def profile(shape, cell_name: str, steps: int = 3, autodiff: bool = False, n: in
     cell = CELLS[cell_name](I, H)
     params = cell.init(jax.random.key(0))
     xs = jax.random.normal(jax.random.key(1), (B, T, I))
-    with fused.options(enabled=False if autodiff else None):
-        step = jax.jit(jax.grad(lambda p, x: 0.5 * jnp.mean(rj.unroll_batch(cell, p, x)[1] ** 2)))
-        compiled = step.lower(params, xs).compile()
+    config = rj.ScanConfig(backward="reference" if autodiff else "auto")
+    step = jax.jit(
+        jax.grad(lambda p, x: 0.5 * jnp.mean(rj.unroll_batch(cell, p, x, config=config)[1] ** 2))
+    )
+    compiled = step.lower(params, xs).compile()
     jax.block_until_ready(compiled(params, xs))
     t0 = time.perf_counter()
     jax.block_until_ready(compiled(params, xs))

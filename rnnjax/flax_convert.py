@@ -3,19 +3,19 @@
 A model trained with ``flax.linen.LSTMCell``, ``flax.linen.OptimizedLSTMCell`` or
 ``flax.linen.GRUCell`` switches to rnnjax (and back) without retraining:
 
-=================================  ==========================================
-Flax (per gate, ``kernel (F, H)``)  rnnjax (fused, gate blocks side by side)
-=================================  ==========================================
-LSTM ``ii if ig io`` kernels        ``w_ih`` ``(I, 4H)``, blocks ``[i|f|g|o]``
-LSTM ``hi hf hg ho`` kernels        ``w_hh`` ``(H, 4H)``
-LSTM ``hi hf hg ho`` biases         ``b`` ``(4H,)`` (Flax's input denses have none)
-LSTM carry ``(c, h)``               :class:`rnnjax.LSTMState` ``(h, c)``
-GRU ``ir iz in`` kernels            ``w_ih`` ``(I, 3H)``, blocks ``[r|z|n]``
-GRU ``hr hz hn`` kernels            ``w_hh`` ``(H, 3H)``
-GRU ``ir iz in`` biases             ``b`` ``(3H,)``
-GRU ``hn`` bias                     ``b_hn`` ``(H,)``
-GRU carry ``h``                     :class:`rnnjax.GRUState` ``(h,)``
-=================================  ==========================================
+====================================  ==============================================
+Flax (per gate, ``kernel (F, H)``)    rnnjax (fused, gate blocks side by side)
+====================================  ==============================================
+LSTM ``ii if ig io`` kernels          ``w_ih`` ``(I, 4H)``, blocks ``[i|f|g|o]``
+LSTM ``hi hf hg ho`` kernels          ``w_hh`` ``(H, 4H)``
+LSTM ``hi hf hg ho`` biases           ``b`` ``(4H,)`` (Flax's input denses have none)
+LSTM carry ``(c, h)``                 :class:`rnnjax.LSTMState` ``(h, c)``
+GRU ``ir iz in`` kernels              ``w_ih`` ``(I, 3H)``, blocks ``[r|z|n]``
+GRU ``hr hz hn`` kernels              ``w_hh`` ``(H, 3H)``
+GRU ``ir iz in`` biases               ``b`` ``(3H,)``
+GRU ``hn`` bias                       ``b_hn`` ``(H,)``
+GRU carry ``h``                       :class:`rnnjax.GRUState` ``(h,)``
+====================================  ==============================================
 
 Both of Flax's LSTM cells compute, with gate order (i, f, g, o) and the bias on the
 hidden-to-hidden denses only, exactly rnnjax's :class:`rnnjax.LSTM` without projection.

@@ -46,6 +46,16 @@ class Hypotheses(NamedTuple):
       scores: ``(B,)`` or ``(B, K)``: the length-normalised score (beam) or the summed
         log-probability (greedy).
       log_probs: ``(B,)`` or ``(B, K)``: the summed log-probability.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> model = rj.Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
+      >>> hyp = rj.greedy_decode(model, model.init(jax.random.key(0)), jnp.array([[3, 4, 0]]),
+      ...                        jnp.array([2]), max_len=5)
+      >>> hyp._fields
+      ('tokens', 'lengths', 'scores', 'log_probs')
+      >>> hyp.tokens.shape, hyp.lengths.shape                # (B, max_len), (B,)
+      ((1, 5), (1,))
     """
 
     tokens: jax.Array
@@ -55,7 +65,14 @@ class Hypotheses(NamedTuple):
 
 
 def length_penalty(lengths, alpha: float):
-    """Wu et al.'s (2016) length penalty ``((5 + |Y|) / 6) ** alpha`` (1 for ``alpha=0``)."""
+    """Wu et al.'s (2016) length penalty ``((5 + |Y|) / 6) ** alpha`` (1 for ``alpha=0``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.decoding import length_penalty
+      >>> length_penalty(jnp.array([1, 7]), 1.0).round(3).tolist()
+      [1.0, 2.0]
+    """
     return ((5.0 + lengths.astype(jnp.float32)) / 6.0) ** alpha
 
 

@@ -288,7 +288,15 @@ class Recurrent(_Layer):
 
 
 class BidirectionalState(NamedTuple):
-    """State of :class:`Bidirectional`: the final states of both directions."""
+    """State of :class:`Bidirectional`: the final states of both directions.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> bi = rj.Bidirectional(rj.GRU(3, 4))
+      >>> state, ys = bi.apply(bi.init(jax.random.key(0)), jnp.ones((5, 3)), length=3)
+      >>> state.forward.h.shape, state.backward.h.shape, ys.shape   # (H,), (H,), (T, 2H)
+      ((4,), (4,), (5, 8))
+    """
 
     forward: Any
     backward: Any

@@ -690,11 +690,28 @@ def fit_ridge(cell, params, us, ys, state=None, *, ridge: float, washout: int = 
     """Fit a ridge readout by teacher forcing: run, accumulate, solve, in one jitted call.
 
     Args:
-      as :func:`ridge_stats` and :func:`solve_ridge`.
+      cell: an :class:`EchoState`.
+      params: ``cell.init(key)``.
+      us: inputs ``(T, I)``.
+      ys: targets ``(T, O)``; ``ys[t]`` is what the readout of the state after reading
+        ``us[t]`` should output (for one-step prediction, ``us = u[:-1]``,
+        ``ys = u[1:]``).
+      state: initial :class:`EchoStateState` (default zeros).
+      ridge: the ridge penalty :math:`\lambda \ge 0` (the bias is not penalised).
+      washout: number of initial steps left out of the fit (the reservoir still runs
+        through them).
+      teacher: ``(T, F)`` fed-back values; defaults to ``ys`` when the cell has feedback.
+      key: PRNG key for the state noise (none without a key or with ``cell.noise == 0``).
+      chunk_size: steps per chunk of the ``X^T X`` accumulation (memory
+        ``O(chunk_size * N + N^2)`` whatever ``T``).
+      precision: ``"float64"`` (default) or ``"float32"`` accumulation and solve.
 
     Returns:
       ``(readout, state)``: ``{"w_out": (N, O), "b_out": (O,)}`` and the state after the
-      last step (to continue into a test segment).
+      last step, after reading ``us[-1]`` (to continue into a test segment). For a
+      one-step predictor fitted on ``u[:-1] -> u[1:]`` this state has not read the last
+      sample ``u[-1]``: read it (one step of :func:`predict`) before :func:`generate`
+      forecasts the future.
 
     Example:
       >>> import jax, jax.numpy as jnp

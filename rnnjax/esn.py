@@ -697,7 +697,8 @@ def fit_ridge(cell, params, us, ys, state=None, *, ridge: float, washout: int = 
         ``us[t]`` should output (for one-step prediction, ``us = u[:-1]``,
         ``ys = u[1:]``).
       state: initial :class:`EchoStateState` (default zeros).
-      ridge: the ridge penalty :math:`\lambda \ge 0` (the bias is not penalised).
+      ridge: the ridge penalty, ``>= 0`` (the bias is not penalised; see
+        :func:`solve_ridge`).
       washout: number of initial steps left out of the fit (the reservoir still runs
         through them).
       teacher: ``(T, F)`` fed-back values; defaults to ``ys`` when the cell has feedback.

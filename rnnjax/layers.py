@@ -132,7 +132,9 @@ class _Layer:
             resets = None if resets is None else _time_first(resets, nb)
         keys = None
         if key is not None:
-            keys = key if not batch else jax.random.split(key, math.prod(batch)).reshape(batch + jnp.shape(key))
+            if not jnp.issubdtype(jnp.result_type(key), jax.dtypes.prng_key):
+                key = jax.random.wrap_key_data(key)  # a raw uint32 key (jax.random.PRNGKey)
+            keys = key if not batch else jax.random.split(key, math.prod(batch)).reshape(batch)
         state, ys = self._run(params, xs, length, state, resets, keys)
         if batch and not time_major:
             ys = jnp.moveaxis(ys, 0, nb)

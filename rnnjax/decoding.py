@@ -67,6 +67,13 @@ class Hypotheses(NamedTuple):
 def length_penalty(lengths, alpha: float):
     """Wu et al.'s (2016) length penalty ``((5 + |Y|) / 6) ** alpha`` (1 for ``alpha=0``).
 
+    Args:
+      lengths: hypothesis lengths ``|Y|``, any shape (e.g. ``(B, K)`` for ``K`` beams).
+      alpha: the exponent; 0 turns the penalty off.
+
+    Returns:
+      Floats of the shape of ``lengths``.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from rnnjax.decoding import length_penalty

@@ -272,7 +272,8 @@ def gru_to_flax(params: Mapping) -> dict:
 
 
 def lstm_state_from_flax(carry) -> cells.LSTMState:
-    """:class:`rnnjax.LSTMState` ``(h, c)`` from a Flax LSTM carry ``(c, h)``.
+    """:class:`rnnjax.LSTMState` ``(h, c)`` from a Flax LSTM carry ``(c, h)``; each leaf
+    ``(*B, H)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -288,7 +289,7 @@ def lstm_state_from_flax(carry) -> cells.LSTMState:
 
 
 def lstm_state_to_flax(state: cells.LSTMState) -> tuple:
-    """Flax's LSTM carry ``(c, h)`` from an :class:`rnnjax.LSTMState`.
+    """Flax's LSTM carry ``(c, h)`` from an :class:`rnnjax.LSTMState`; each leaf ``(*B, H)``.
 
     Example:
       >>> import jax.numpy as jnp, rnnjax as rj
@@ -303,7 +304,7 @@ def lstm_state_to_flax(state: cells.LSTMState) -> tuple:
 
 
 def gru_state_from_flax(carry) -> cells.GRUState:
-    """:class:`rnnjax.GRUState` from a Flax GRU carry ``h``.
+    """:class:`rnnjax.GRUState` from a Flax GRU carry ``h`` ``(*B, H)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -317,7 +318,7 @@ def gru_state_from_flax(carry) -> cells.GRUState:
 
 
 def gru_state_to_flax(state: cells.GRUState) -> jax.Array:
-    """Flax's GRU carry ``h`` from an :class:`rnnjax.GRUState`.
+    """Flax's GRU carry ``h`` ``(*B, H)`` from an :class:`rnnjax.GRUState`.
 
     Example:
       >>> import rnnjax as rj

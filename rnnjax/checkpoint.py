@@ -34,7 +34,13 @@ CONFIG_NAME = "config.json"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint exists but cannot be read back as it was written."""
+    """A checkpoint exists but cannot be read back as it was written.
+
+    Example:
+      >>> from rnnjax.checkpoint import CheckpointError
+      >>> issubclass(CheckpointError, Exception)
+      True
+    """
 
 
 def _leaf_name(path) -> str:
@@ -42,7 +48,18 @@ def _leaf_name(path) -> str:
 
 
 def check_finite(state, name: str = "state") -> None:
-    """Raise ``ValueError`` naming every floating leaf of ``state`` with a NaN or Inf."""
+    """Raise ``ValueError`` naming every floating leaf of ``state`` with a NaN or Inf.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.checkpoint import check_finite
+      >>> check_finite({"w": jnp.ones(2)})                 # fine: returns None
+      >>> try:
+      ...     check_finite({"w": jnp.array([1.0, jnp.nan])})
+      ... except ValueError as e:
+      ...     print("ValueError")
+      ValueError
+    """
     bad = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
         if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact):
@@ -57,7 +74,15 @@ def check_finite(state, name: str = "state") -> None:
 
 def state_digest(state) -> Optional[str]:
     """SHA-256 over the bytes, shapes and dtypes of every leaf (``None`` for arrays that
-    are not fully addressable from this process)."""
+    are not fully addressable from this process).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.checkpoint import state_digest
+      >>> a = state_digest({"w": jnp.ones(3)})
+      >>> a == state_digest({"w": jnp.ones(3)}), a == state_digest({"w": jnp.zeros(3)}), len(a)
+      (True, False, 64)
+    """
     h = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
@@ -71,7 +96,16 @@ def state_digest(state) -> Optional[str]:
 
 
 def load_config(directory) -> dict:
-    """The config saved beside the checkpoints in ``directory`` (``config.json``)."""
+    """The config saved beside the checkpoints in ``directory`` (``config.json``).
+
+    Example:
+      >>> import json, pathlib, tempfile
+      >>> from rnnjax.checkpoint import load_config
+      >>> directory = tempfile.mkdtemp()
+      >>> _ = (pathlib.Path(directory) / "config.json").write_text(json.dumps({"lr": 0.001}))
+      >>> load_config(directory)
+      {'lr': 0.001}
+    """
     path = os.path.join(os.path.abspath(os.fspath(directory)), CONFIG_NAME)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint config at {path}")

@@ -44,14 +44,29 @@ __all__ = [
 
 
 def describe(x) -> str:
-    """``"shape (..) and dtype .."`` of an array, or the type name of anything else."""
+    """``"shape (..) and dtype .."`` of an array, or the type name of anything else.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax import checks
+      >>> checks.describe(jnp.ones((2, 3)))
+      'shape (2, 3) and dtype float32'
+      >>> checks.describe("abc")
+      "str 'abc'"
+    """
     if hasattr(x, "shape") and hasattr(x, "dtype"):
         return f"shape {tuple(x.shape)} and dtype {x.dtype}"
     return f"{type(x).__name__} {x!r}"
 
 
 def floating_dtype(name: str, dtype) -> jnp.dtype:
-    """A floating dtype (``jnp.float32``, ``"bfloat16"``, ``np.float16``...)."""
+    """A floating dtype (``jnp.float32``, ``"bfloat16"``, ``np.float16``...).
+
+    Example:
+      >>> from rnnjax import checks
+      >>> checks.floating_dtype("param_dtype", "bfloat16")
+      dtype(bfloat16)
+    """
     try:
         dt = jnp.dtype(dtype)
     except TypeError:
@@ -67,12 +82,37 @@ def floating_dtype(name: str, dtype) -> jnp.dtype:
 
 
 def is_concrete(x) -> bool:
-    """Whether ``x`` holds known values (not a tracer inside ``jit``/``vmap``/``grad``)."""
+    """Whether ``x`` holds known values (not a tracer inside ``jit``/``vmap``/``grad``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import checks
+      >>> checks.is_concrete(jnp.ones(2))
+      True
+      >>> @jax.jit
+      ... def f(x):
+      ...     print(checks.is_concrete(x))
+      ...     return x
+      >>> _ = f(jnp.ones(2))
+      False
+    """
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
 
 
 def integer(name: str, value, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
-    """An ``int`` (Python or NumPy, not ``bool``) in ``[minimum, maximum]``; returned as ``int``."""
+    """An ``int`` (Python or NumPy, not ``bool``) in ``[minimum, maximum]``; returned as ``int``.
+
+    Example:
+      >>> import numpy as np
+      >>> from rnnjax import checks
+      >>> checks.integer("hidden_size", np.int64(8), minimum=1)
+      8
+      >>> try:
+      ...     checks.integer("hidden_size", 0, minimum=1)
+      ... except ValueError as e:
+      ...     print("ValueError")
+      ValueError
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         at_least = "" if minimum is None else f" >= {minimum}"
         raise TypeError(f"{name} must be an int{at_least}; got {describe(value)}")
@@ -97,7 +137,13 @@ def number(
 ) -> float:
     """A real number (Python or NumPy scalar, or a 0-d concrete array), finite unless
     ``finite=False``, in the given range (open ends with ``min_open``/``max_open``);
-    returned as ``float``."""
+    returned as ``float``.
+
+    Example:
+      >>> from rnnjax import checks
+      >>> checks.number("ridge", 1e-6, minimum=0.0)
+      1e-06
+    """
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a number; got {describe(value)}")
     if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0 and is_concrete(value):
@@ -121,7 +167,13 @@ def number(
 
 
 def rate(name: str, value) -> float:
-    """A probability in ``[0, 1)`` (dropout, zoneout)."""
+    """A probability in ``[0, 1)`` (dropout, zoneout).
+
+    Example:
+      >>> from rnnjax import checks
+      >>> checks.rate("dropout", 0.25)
+      0.25
+    """
     try:
         return number(name, value, 0.0, 1.0, max_open=True)
     except (TypeError, ValueError):
@@ -129,14 +181,31 @@ def rate(name: str, value) -> float:
 
 
 def boolean(name: str, value) -> bool:
-    """A ``bool`` (Python or NumPy); anything else (``"no"``, ``0``) is a ``TypeError``."""
+    """A ``bool`` (Python or NumPy); anything else (``"no"``, ``0``) is a ``TypeError``.
+
+    Example:
+      >>> from rnnjax import checks
+      >>> checks.boolean("reverse", True)
+      True
+      >>> try:
+      ...     checks.boolean("reverse", 0)
+      ... except TypeError as e:
+      ...     print("TypeError")
+      TypeError
+    """
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool; got {describe(value)}")
     return bool(value)
 
 
 def choice(name: str, value, options: Iterable) -> Any:
-    """One of ``options``."""
+    """One of ``options``.
+
+    Example:
+      >>> from rnnjax import checks
+      >>> checks.choice("merge", "sum", ("concat", "sum", "mean"))
+      'sum'
+    """
     options = tuple(options)
     if not any(value is o or (type(value) is type(o) and value == o) for o in options):
         raise ValueError(f"{name} must be one of {options}; got {value!r}")
@@ -144,7 +213,13 @@ def choice(name: str, value, options: Iterable) -> Any:
 
 
 def floating_array(name: str, x, ndim: Optional[int] = None, shape_hint: str = "") -> jax.Array:
-    """An array (or nested list) of a floating dtype, with ``ndim`` axes if given."""
+    """An array (or nested list) of a floating dtype, with ``ndim`` axes if given.
+
+    Example:
+      >>> from rnnjax import checks
+      >>> checks.floating_array("xs", [[1.0, 2.0]], ndim=2).shape
+      (1, 2)
+    """
     if isinstance(x, (list, tuple)):
         try:
             x = jnp.asarray(x)
@@ -163,7 +238,15 @@ def sequence_inputs(name: str, xs, input_size: int, batch_ndim: Optional[int] = 
                     time_major: bool = False):
     """Inputs of a sequence: ``(T, I)`` with ``batch_ndim == 0``; ``(*B, T, I)`` (or
     ``(T, *B, I)`` time-major) with ``batch_ndim`` batch axes, or at least one batch axis
-    when ``batch_ndim is None``. Returns ``(xs, batch_shape, T)``."""
+    when ``batch_ndim is None``. Returns ``(xs, batch_shape, T)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax import checks
+      >>> xs, batch, T = checks.sequence_inputs("xs", jnp.ones((2, 5, 3)), 3, batch_ndim=None)
+      >>> xs.shape, batch, T                                # (*B, T, I)
+      ((2, 5, 3), (2,), 5)
+    """
     if batch_ndim == 0:
         hint = f" (T, {input_size}) for one sequence (batch it with rnnjax.unroll_batch or apply_batch)"
     else:
@@ -187,7 +270,15 @@ def lengths(name: str, length, T: int, batch_shape: Sequence[int] = ()):
     """Sequence lengths: ``None``, or integers of shape ``batch_shape`` (a Python int or
     list is converted). A concrete value outside ``[0, T]`` raises; a traced one cannot
     be checked and is clipped to ``[0, T]`` (documented in :func:`rnnjax.unroll`).
-    Returns ``None`` or an int32 array."""
+    Returns ``None`` or an int32 array.
+
+    Example:
+      >>> from rnnjax import checks
+      >>> checks.lengths("length", [3, 1], T=4, batch_shape=(2,)).tolist()   # (B,)
+      [3, 1]
+      >>> checks.lengths("length", None, T=4) is None
+      True
+    """
     if length is None:
         return None
     batch_shape = tuple(batch_shape)
@@ -223,7 +314,14 @@ def lengths(name: str, length, T: int, batch_shape: Sequence[int] = ()):
 
 
 def resets(name: str, value, shape: Sequence[int]):
-    """Segment starts: ``None`` or a bool array of ``shape`` (``(T, *B)``)."""
+    """Segment starts: ``None`` or a bool array of ``shape`` (``(T, *B)``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax import checks
+      >>> checks.resets("resets", jnp.zeros((5, 2), bool), (5, 2)).shape    # (T, B)
+      (5, 2)
+    """
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
@@ -240,7 +338,17 @@ def resets(name: str, value, shape: Sequence[int]):
 def state(name: str, expected, value, batch_shape: Sequence[int] = (), dtype=None):
     """A recurrent state: the structure of ``expected`` (one example's state), each leaf
     with the shape ``batch_shape + expected.shape`` and a floating dtype. Returned cast to
-    ``dtype`` (default: ``expected``'s dtypes), never refused for its floating dtype."""
+    ``dtype`` (default: ``expected``'s dtypes), never refused for its floating dtype.
+
+    Example:
+      >>> import jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax import checks
+      >>> cell = rj.GRU(3, 4)
+      >>> s = checks.state("state", cell.initial_state(), rj.GRUState(h=jnp.ones((2, 4))),
+      ...                  batch_shape=(2,))
+      >>> s.h.shape                                         # (*B, H)
+      (2, 4)
+    """
     exp_def = jax.tree_util.tree_structure(expected)
     got_def = jax.tree_util.tree_structure(value)
     if exp_def != got_def:
@@ -262,7 +370,20 @@ def state(name: str, expected, value, batch_shape: Sequence[int] = (), dtype=Non
 
 def params(name: str, expected, value, owner: str = "") -> None:
     """Parameters with the structure and shapes of ``expected`` (e.g. ``jax.eval_shape``
-    of ``init``) and floating dtypes."""
+    of ``init``) and floating dtypes.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax import checks
+      >>> cell = rj.SimpleRNN(3, 4)
+      >>> expected = jax.eval_shape(cell.init, jax.random.key(0))
+      >>> checks.params("params", expected, cell.init(jax.random.key(1)))     # fine
+      >>> try:
+      ...     checks.params("params", expected, {"w_ih": jnp.ones((3, 4))})
+      ... except (TypeError, ValueError) as e:
+      ...     print(type(e).__name__)
+      ValueError
+    """
     shapes = lambda t: jax.tree_util.tree_map(lambda a: tuple(jnp.shape(a)), t)  # noqa: E731
     of = f" of {owner}" if owner else ""
     if jax.tree_util.tree_structure(expected) != jax.tree_util.tree_structure(value):
@@ -279,7 +400,14 @@ def params(name: str, expected, value, owner: str = "") -> None:
 def token_ids(name: str, ids, vocab_size: int):
     """Integer token ids in ``[0, vocab_size)``. Concrete ids outside raise; traced ids
     cannot be checked and are returned as they are, with the caller masking the
-    out-of-range ones (see :func:`valid_tokens`)."""
+    out-of-range ones (see :func:`valid_tokens`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax import checks
+      >>> checks.token_ids("tokens", jnp.array([0, 4, 2]), vocab_size=5).tolist()
+      [0, 4, 2]
+    """
     if isinstance(ids, (list, tuple)):
         ids = np.asarray(ids)
     if not hasattr(ids, "dtype") or not jnp.issubdtype(ids.dtype, jnp.integer):

@@ -46,6 +46,18 @@ class Hypotheses(NamedTuple):
       scores: ``(B,)`` or ``(B, K)``: the length-normalised score (beam) or the summed
         log-probability (greedy).
       log_probs: ``(B,)`` or ``(B, K)``: the summed log-probability.
+
+    Example:
+      What :func:`greedy_decode` and :func:`beam_search` return, e.g. for ``B = 1``:
+
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.decoding import Hypotheses
+      >>> hyp = Hypotheses(tokens=jnp.array([[4, 3, 2, 0]]), lengths=jnp.array([3]),
+      ...                  scores=jnp.array([-1.5]), log_probs=jnp.array([-1.5]))
+      >>> hyp._fields
+      ('tokens', 'lengths', 'scores', 'log_probs')
+      >>> hyp.tokens[0, : int(hyp.lengths[0])].tolist()      # (B, L) up to the length
+      [4, 3, 2]
     """
 
     tokens: jax.Array
@@ -55,7 +67,21 @@ class Hypotheses(NamedTuple):
 
 
 def length_penalty(lengths, alpha: float):
-    """Wu et al.'s (2016) length penalty ``((5 + |Y|) / 6) ** alpha`` (1 for ``alpha=0``)."""
+    """Wu et al.'s (2016) length penalty ``((5 + |Y|) / 6) ** alpha`` (1 for ``alpha=0``).
+
+    Args:
+      lengths: hypothesis lengths ``|Y|``, any shape (e.g. ``(B, K)`` for ``K`` beams).
+      alpha: the exponent; 0 turns the penalty off.
+
+    Returns:
+      Floats of the shape of ``lengths``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.decoding import length_penalty
+      >>> length_penalty(jnp.array([1, 7]), 1.0).round(3).tolist()
+      [1.0, 2.0]
+    """
     return ((5.0 + lengths.astype(jnp.float32)) / 6.0) ** alpha
 
 

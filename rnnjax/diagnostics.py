@@ -128,6 +128,12 @@ class PascanuBound(NamedTuple):
         step ``T``, ``||dL/dh_t|| <= eta ** (T - t) * ||dL/dh_T||``.
       vanishing: ``sigma_max < 1 / gamma`` (i.e. ``eta < 1``): vanishing gradients are
         then guaranteed (sufficient, not necessary).
+
+    Example:
+      >>> import jax.numpy as jnp, rnnjax as rj
+      >>> b = rj.pascanu_bound(0.5 * jnp.eye(4), "tanh")
+      >>> round(float(b.sigma_max), 3), round(float(b.gamma), 3), bool(b.vanishing)
+      (0.5, 1.0, True)
     """
 
     sigma_max: jax.Array

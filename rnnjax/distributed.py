@@ -49,6 +49,13 @@ def initialize(
 
     Returns:
       Whether the distributed runtime was initialised.
+
+    Example:
+      In a single process (no coordinator in the environment) nothing starts:
+
+      >>> from rnnjax import distributed
+      >>> distributed.initialize()
+      False
     """
     explicit = coordinator_address is not None or num_processes is not None
     env = any(
@@ -69,7 +76,14 @@ def initialize(
 
 
 def make_mesh(devices: Optional[Sequence] = None, axis_name: str = DATA_AXIS) -> Mesh:
-    """A one-axis ``Mesh`` over ``devices`` (default all devices of all processes)."""
+    """A one-axis ``Mesh`` over ``devices`` (default all devices of all processes).
+
+    Example:
+      >>> from rnnjax import distributed
+      >>> mesh = distributed.make_mesh()
+      >>> mesh.axis_names
+      ('data',)
+    """
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
         raise ValueError("devices must hold at least one device; got none")
@@ -77,7 +91,16 @@ def make_mesh(devices: Optional[Sequence] = None, axis_name: str = DATA_AXIS) ->
 
 
 def replicate(tree, mesh: Mesh):
-    """Put every array leaf of ``tree`` on all devices of ``mesh`` (replicated)."""
+    """Put every array leaf of ``tree`` on all devices of ``mesh`` (replicated).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax import distributed
+      >>> mesh = distributed.make_mesh()
+      >>> params = distributed.replicate({"w": jnp.ones((3, 4))}, mesh)
+      >>> params["w"].sharding.is_fully_replicated
+      True
+    """
     sharding = NamedSharding(mesh, PartitionSpec())
     return jax.tree_util.tree_map(
         lambda a: jax.device_put(a, sharding) if hasattr(a, "shape") else a, tree
@@ -93,6 +116,14 @@ def shard_batch(batch, mesh: Mesh, axis_name: Optional[str] = None):
 
     Raises:
       ValueError: a leaf's batch size is not a multiple of the devices on the axis.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import distributed
+      >>> mesh = distributed.make_mesh()
+      >>> batch = distributed.shard_batch({"inputs": jnp.ones((2 * jax.device_count(), 5))}, mesh)
+      >>> batch["inputs"].shape[1]                          # (B, T), B split over devices
+      5
     """
     axis_name = mesh.axis_names[0] if axis_name is None else axis_name
     if axis_name not in mesh.axis_names:

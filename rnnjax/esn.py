@@ -162,6 +162,12 @@ class EchoStateState(NamedTuple):
       y: the output fed back through ``w_fb`` at the next step, ``(F,)`` (``(0,)``
         without feedback). :func:`rnnjax.unroll` keeps it constant; the ESN drivers set
         it to the teacher signal (fitting) or to the readout output (prediction, free run).
+
+    Example:
+      >>> from rnnjax import esn
+      >>> state = esn.EchoState(input_size=1, hidden_size=20).initial_state()
+      >>> state.h.shape                                     # (N,)
+      (20,)
     """
 
     h: jax.Array
@@ -376,6 +382,16 @@ class RidgeStats(NamedTuple):
     Attributes:
       xtx: ``Z^T Z``, ``(N + 1, N + 1)``.
       xty: ``Z^T Y``, ``(N + 1, O)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=10)
+      >>> params = cell.init(jax.random.key(0))
+      >>> u = jnp.sin(jnp.arange(60.0) / 5)[:, None]
+      >>> stats, state = esn.ridge_stats(cell, params, u[:-1], u[1:], washout=10)
+      >>> stats.xtx.shape, stats.xty.shape                  # (N + 1, N + 1), (N + 1, O)
+      ((11, 11), (11, 1))
     """
 
     xtx: jax.Array
@@ -570,6 +586,15 @@ def harvest(cell, params, us, state=None, *, teacher=None, key=None):
 
     Returns:
       ``(state, hs)`` with ``hs`` of shape ``(T, N)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=20)
+      >>> params = cell.init(jax.random.key(0))
+      >>> out = esn.harvest(cell, params, jnp.ones((30, 1)))
+      >>> out[1].shape                                      # (T, N)
+      (30, 20)
     """
     us, state = _prepare(cell, params, us, state, key)
     if cell.feedback_size and teacher is not None:
@@ -596,6 +621,19 @@ def ridge_stats(cell, params, us, ys, state=None, *, washout: int = 0, teacher=N
 
     Returns:
       ``(RidgeStats, state)``: the stats and the reservoir state after the last step.
+
+    Example:
+      Accumulate ``Z^T Z`` chunk by chunk, then solve:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=10)
+      >>> params = cell.init(jax.random.key(0))
+      >>> u = jnp.sin(jnp.arange(100.0) / 5)[:, None]
+      >>> stats, state = esn.ridge_stats(cell, params, u[:-1], u[1:], washout=10, chunk_size=32)
+      >>> readout = esn.solve_ridge(stats, 1e-6)
+      >>> readout["w_out"].shape, readout["b_out"].shape    # (N, O), (O,)
+      ((10, 1), (1,))
     """
     _check_precision(precision)
     _check_int("chunk_size", chunk_size, 1)
@@ -628,6 +666,17 @@ def solve_ridge(stats: RidgeStats, ridge: float):
 
     Returns:
       Readout ``{"w_out": (N, O), "b_out": (O,)}``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=10)
+      >>> params = cell.init(jax.random.key(0))
+      >>> u = jnp.sin(jnp.arange(100.0) / 5)[:, None]
+      >>> stats, _ = esn.ridge_stats(cell, params, u[:-1], u[1:], washout=10)
+      >>> readouts = [esn.solve_ridge(stats, r) for r in (1e-8, 1e-2)]   # one pass, many ridges
+      >>> [r["w_out"].shape for r in readouts]
+      [(10, 1), (10, 1)]
     """
     if not isinstance(stats, RidgeStats):
         raise TypeError(f"stats must be a RidgeStats (from ridge_stats); got {type(stats).__name__}")
@@ -641,11 +690,29 @@ def fit_ridge(cell, params, us, ys, state=None, *, ridge: float, washout: int = 
     """Fit a ridge readout by teacher forcing: run, accumulate, solve, in one jitted call.
 
     Args:
-      as :func:`ridge_stats` and :func:`solve_ridge`.
+      cell: an :class:`EchoState`.
+      params: ``cell.init(key)``.
+      us: inputs ``(T, I)``.
+      ys: targets ``(T, O)``; ``ys[t]`` is what the readout of the state after reading
+        ``us[t]`` should output (for one-step prediction, ``us = u[:-1]``,
+        ``ys = u[1:]``).
+      state: initial :class:`EchoStateState` (default zeros).
+      ridge: the ridge penalty, ``>= 0`` (the bias is not penalised; see
+        :func:`solve_ridge`).
+      washout: number of initial steps left out of the fit (the reservoir still runs
+        through them).
+      teacher: ``(T, F)`` fed-back values; defaults to ``ys`` when the cell has feedback.
+      key: PRNG key for the state noise (none without a key or with ``cell.noise == 0``).
+      chunk_size: steps per chunk of the ``X^T X`` accumulation (memory
+        ``O(chunk_size * N + N^2)`` whatever ``T``).
+      precision: ``"float64"`` (default) or ``"float32"`` accumulation and solve.
 
     Returns:
       ``(readout, state)``: ``{"w_out": (N, O), "b_out": (O,)}`` and the state after the
-      last step (to continue into a test segment).
+      last step, after reading ``us[-1]`` (to continue into a test segment). For a
+      one-step predictor fitted on ``u[:-1] -> u[1:]`` this state has not read the last
+      sample ``u[-1]``: read it (one step of :func:`predict`) before :func:`generate`
+      forecasts the future.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -672,6 +739,13 @@ def readout_apply(readout, hs):
 
     The product runs in the readout's dtype (float64 by default: with small ridges the
     weights are large and the sum cancels) and is returned in ``hs``'s dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> readout = {"w_out": jnp.ones((4, 2)), "b_out": jnp.array([0.0, 1.0])}
+      >>> esn.readout_apply(readout, jnp.ones((3, 4))).tolist()      # (T, N) -> (T, O)
+      [[4.0, 5.0], [4.0, 5.0], [4.0, 5.0]]
     """
     _check_readout(readout, jnp.shape(hs)[-1])
     with _x64("float64" if readout["w_out"].dtype == jnp.float64 else "float32"):
@@ -697,6 +771,17 @@ def predict(cell, params, readout, us, state=None, *, teacher=None, key=None):
     Returns:
       ``(state, ys)`` with ``ys`` ``(T, O)`` in the parameter dtype (the readout product
       itself runs in the readout's dtype, float64 by default, then is rounded).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=20, leak_rate=0.5)
+      >>> params = cell.init(jax.random.key(0))
+      >>> u = jnp.sin(jnp.arange(300.0) / 5)[:, None]
+      >>> readout, state = esn.fit_ridge(cell, params, u[:200], u[1:201], ridge=1e-6, washout=50)
+      >>> _, ys = esn.predict(cell, params, readout, u[200:-1], state)   # (T, O)
+      >>> ys.shape, float(jnp.sqrt(jnp.mean((ys - u[201:]) ** 2))) < 0.01
+      ((99, 1), True)
     """
     us, state = _prepare(cell, params, us, state, key)
     O = _check_readout(readout, cell.hidden_size)
@@ -732,6 +817,20 @@ def generate(cell, params, readout, state, n: int, *, inputs=None):
 
     Returns:
       ``(state, ys)`` with ``ys`` ``(n, O)`` in the parameter dtype.
+
+    Example:
+      Forecast after the last observation (the state must have read it):
+
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=20, leak_rate=0.5)
+      >>> params = cell.init(jax.random.key(0))
+      >>> u = jnp.sin(jnp.arange(300.0) / 5)[:, None]
+      >>> readout, state = esn.fit_ridge(cell, params, u[:-1], u[1:], ridge=1e-6, washout=50)
+      >>> state, _ = esn.predict(cell, params, readout, u[-1:], state)  # read u[T-1]
+      >>> _, ys = esn.generate(cell, params, readout, state, 10)        # ys[k] ~ u[T+k]
+      >>> ys.shape                                          # (n, O)
+      (10, 1)
     """
     _check_int("n", n, 1)
     dummy = jnp.zeros((1, cell.input_size), jnp.result_type(*jax.tree_util.tree_leaves(params)))
@@ -819,6 +918,16 @@ def fit_rls(cell, params, us, ys, state=None, *, washout: int = 0, delta: float 
 
     Returns:
       ``(readout, state)`` as :func:`fit_ridge`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=20, leak_rate=0.5)
+      >>> params = cell.init(jax.random.key(0))
+      >>> u = jnp.sin(jnp.arange(300.0) / 5)[:, None]
+      >>> readout, state = esn.fit_rls(cell, params, u[:-1], u[1:], washout=50)
+      >>> readout["w_out"].shape                            # (N, O)
+      (20, 1)
     """
     _check_precision(precision)
     _check_range("delta", delta, 0.0, math.inf, lo_open=True)
@@ -1004,6 +1113,15 @@ class ESPResult(NamedTuple):
     Attributes:
       distance: ``(T,)`` Euclidean distance between the two runs' states after each step.
       converged: whether ``distance[-1] <= tol * distance[0]``.
+
+    Example:
+      What :func:`echo_state_property` returns:
+
+      >>> import jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> result = esn.ESPResult(distance=jnp.array([1.0, 0.1, 1e-7]), converged=jnp.array(True))
+      >>> result._fields, bool(result.converged)
+      (('distance', 'converged'), True)
     """
 
     distance: jax.Array
@@ -1028,6 +1146,14 @@ def echo_state_property(cell, params, us, key, *, tol: float = 1e-6) -> ESPResul
     References:
       Jaeger (2001), GMD Report 148; Yildiz, Jaeger & Kiebel (2012). Re-visiting the echo
       state property. Neural Networks 35.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=20, spectral_radius=0.8)
+      >>> params = cell.init(jax.random.key(0))
+      >>> bool(esn.echo_state_property(cell, params, jnp.ones((200, 1)), jax.random.key(1)).converged)
+      True
     """
     us, state = _prepare(cell, params, us, None, None)
     _check_range("tol", tol, 0.0, math.inf, lo_open=True)
@@ -1063,6 +1189,15 @@ def frozen_labels(params, frozen: Sequence[str] = ("reservoir",)):
 
     Returns:
       A pytree of the same structure with ``"frozen"`` / ``"trainable"`` leaves.
+
+    Example:
+      >>> import jax
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=8)
+      >>> params = {"reservoir": cell.init(jax.random.key(0)), "head": {"w": jax.numpy.ones(8)}}
+      >>> labels = esn.frozen_labels(params)
+      >>> labels["head"]["w"], set(jax.tree_util.tree_leaves(labels["reservoir"]))
+      ('trainable', {'frozen'})
     """
     if isinstance(frozen, str):
         frozen = (frozen,)
@@ -1076,7 +1211,17 @@ def frozen_labels(params, frozen: Sequence[str] = ("reservoir",)):
 
 def trainable_mask(params, frozen: Sequence[str] = ("reservoir",)):
     """Boolean mask (``True`` = trainable) for ``optax.masked`` and friends; see
-    :func:`frozen_labels`."""
+    :func:`frozen_labels`.
+
+    Example:
+      >>> import jax
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=8)
+      >>> params = {"reservoir": cell.init(jax.random.key(0)), "head": {"w": jax.numpy.ones(8)}}
+      >>> mask = esn.trainable_mask(params)
+      >>> mask["head"]["w"], any(jax.tree_util.tree_leaves(mask["reservoir"]))
+      (True, False)
+    """
     return jax.tree_util.tree_map(lambda s: s == "trainable", frozen_labels(params, frozen))
 
 

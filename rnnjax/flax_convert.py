@@ -3,19 +3,19 @@
 A model trained with ``flax.linen.LSTMCell``, ``flax.linen.OptimizedLSTMCell`` or
 ``flax.linen.GRUCell`` switches to rnnjax (and back) without retraining:
 
-=================================  ==========================================
-Flax (per gate, ``kernel (F, H)``)  rnnjax (fused, gate blocks side by side)
-=================================  ==========================================
-LSTM ``ii if ig io`` kernels        ``w_ih`` ``(I, 4H)``, blocks ``[i|f|g|o]``
-LSTM ``hi hf hg ho`` kernels        ``w_hh`` ``(H, 4H)``
-LSTM ``hi hf hg ho`` biases         ``b`` ``(4H,)`` (Flax's input denses have none)
-LSTM carry ``(c, h)``               :class:`rnnjax.LSTMState` ``(h, c)``
-GRU ``ir iz in`` kernels            ``w_ih`` ``(I, 3H)``, blocks ``[r|z|n]``
-GRU ``hr hz hn`` kernels            ``w_hh`` ``(H, 3H)``
-GRU ``ir iz in`` biases             ``b`` ``(3H,)``
-GRU ``hn`` bias                     ``b_hn`` ``(H,)``
-GRU carry ``h``                     :class:`rnnjax.GRUState` ``(h,)``
-=================================  ==========================================
+====================================  ==============================================
+Flax (per gate, ``kernel (F, H)``)    rnnjax (fused, gate blocks side by side)
+====================================  ==============================================
+LSTM ``ii if ig io`` kernels          ``w_ih`` ``(I, 4H)``, blocks ``[i|f|g|o]``
+LSTM ``hi hf hg ho`` kernels          ``w_hh`` ``(H, 4H)``
+LSTM ``hi hf hg ho`` biases           ``b`` ``(4H,)`` (Flax's input denses have none)
+LSTM carry ``(c, h)``                 :class:`rnnjax.LSTMState` ``(h, c)``
+GRU ``ir iz in`` kernels              ``w_ih`` ``(I, 3H)``, blocks ``[r|z|n]``
+GRU ``hr hz hn`` kernels              ``w_hh`` ``(H, 3H)``
+GRU ``ir iz in`` biases               ``b`` ``(3H,)``
+GRU ``hn`` bias                       ``b_hn`` ``(H,)``
+GRU carry ``h``                       :class:`rnnjax.GRUState` ``(h,)``
+====================================  ==============================================
 
 Both of Flax's LSTM cells compute, with gate order (i, f, g, o) and the bias on the
 hidden-to-hidden denses only, exactly rnnjax's :class:`rnnjax.LSTM` without projection.
@@ -132,6 +132,15 @@ def lstm_from_flax(flax_params: Mapping) -> dict:
 
     Returns:
       ``{"w_ih": (I, 4H), "w_hh": (H, 4H), "b": (4H,)}`` for ``rnnjax.LSTM(I, H)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn
+      >>> from rnnjax import flax_convert
+      >>> flax_cell = nn.LSTMCell(4)
+      >>> carry = flax_cell.initialize_carry(jax.random.key(1), (3,))
+      >>> fp = flax_cell.init(jax.random.key(0), carry, jnp.ones(3))["params"]
+      >>> {k: v.shape for k, v in flax_convert.lstm_from_flax(fp).items()}  # LSTM(3, 4)
+      {'w_ih': (3, 16), 'w_hh': (4, 16), 'b': (16,)}
     """
     where = "Flax LSTM cell"
     ins = [_dense(flax_params, f"i{g}", False, where)[0] for g in _LSTM_GATES]
@@ -157,6 +166,14 @@ def lstm_to_flax(params: Mapping) -> dict:
 
     Returns:
       The Flax cell's params (see :func:`lstm_from_flax`).
+
+    Example:
+      >>> import jax
+      >>> import rnnjax as rj
+      >>> from rnnjax import flax_convert
+      >>> fp = flax_convert.lstm_to_flax(rj.LSTM(3, 4).init(jax.random.key(0)))
+      >>> sorted(fp)
+      ['hf', 'hg', 'hi', 'ho', 'if', 'ig', 'ii', 'io']
     """
     if isinstance(params, Mapping) and "w_hr" in params:
         raise ValueError(
@@ -186,6 +203,14 @@ def gru_from_flax(flax_params: Mapping) -> dict:
     Returns:
       ``{"w_ih": (I, 3H), "w_hh": (H, 3H), "b": (3H,), "b_hn": (H,)}`` for
       ``rnnjax.GRU(I, H, reset_after=True)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn
+      >>> from rnnjax import flax_convert
+      >>> flax_cell = nn.GRUCell(4)
+      >>> fp = flax_cell.init(jax.random.key(0), jnp.zeros(4), jnp.ones(3))["params"]
+      >>> {k: v.shape for k, v in flax_convert.gru_from_flax(fp).items()}   # GRU(3, 4)
+      {'w_ih': (3, 12), 'w_hh': (4, 12), 'b': (12,), 'b_hn': (4,)}
     """
     where = "Flax GRU cell"
     ins = [_dense(flax_params, f"i{g}", True, where) for g in _GRU_GATES]
@@ -214,6 +239,14 @@ def gru_to_flax(params: Mapping) -> dict:
 
     Returns:
       The Flax cell's params (see :func:`gru_from_flax`).
+
+    Example:
+      >>> import jax
+      >>> import rnnjax as rj
+      >>> from rnnjax import flax_convert
+      >>> fp = flax_convert.gru_to_flax(rj.GRU(3, 4).init(jax.random.key(0)))
+      >>> sorted(fp)
+      ['hn', 'hr', 'hz', 'in', 'ir', 'iz']
     """
     if isinstance(params, Mapping) and set(params) == {"w_ih", "w_hh", "b"}:
         raise ValueError(
@@ -239,7 +272,16 @@ def gru_to_flax(params: Mapping) -> dict:
 
 
 def lstm_state_from_flax(carry) -> cells.LSTMState:
-    """:class:`rnnjax.LSTMState` ``(h, c)`` from a Flax LSTM carry ``(c, h)``."""
+    """:class:`rnnjax.LSTMState` ``(h, c)`` from a Flax LSTM carry ``(c, h)``; each leaf
+    ``(*B, H)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax import flax_convert
+      >>> state = flax_convert.lstm_state_from_flax((jnp.zeros(4), jnp.ones(4)))   # (c, h)
+      >>> state.h.tolist(), state.c.tolist()
+      ([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0])
+    """
     if not isinstance(carry, (tuple, list)) or len(carry) != 2:
         raise ValueError(f"carry must be Flax's LSTM carry (c, h); got {_describe_tree(carry)}")
     c, h = carry
@@ -247,21 +289,43 @@ def lstm_state_from_flax(carry) -> cells.LSTMState:
 
 
 def lstm_state_to_flax(state: cells.LSTMState) -> tuple:
-    """Flax's LSTM carry ``(c, h)`` from an :class:`rnnjax.LSTMState`."""
+    """Flax's LSTM carry ``(c, h)`` from an :class:`rnnjax.LSTMState`; each leaf ``(*B, H)``.
+
+    Example:
+      >>> import jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax import flax_convert
+      >>> c, h = flax_convert.lstm_state_to_flax(rj.LSTMState(h=jnp.ones(4), c=jnp.zeros(4)))
+      >>> h.tolist(), c.tolist()
+      ([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0])
+    """
     if not isinstance(state, cells.LSTMState):
         raise TypeError(f"state must be an rnnjax.LSTMState; got {type(state).__name__}")
     return (state.c, state.h)
 
 
 def gru_state_from_flax(carry) -> cells.GRUState:
-    """:class:`rnnjax.GRUState` from a Flax GRU carry ``h``."""
+    """:class:`rnnjax.GRUState` from a Flax GRU carry ``h`` ``(*B, H)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax import flax_convert
+      >>> flax_convert.gru_state_from_flax(jnp.ones(4)).h.shape
+      (4,)
+    """
     if not hasattr(carry, "shape"):
         raise TypeError(f"carry must be Flax's GRU carry, an array h; got {type(carry).__name__}")
     return cells.GRUState(h=carry)
 
 
 def gru_state_to_flax(state: cells.GRUState) -> jax.Array:
-    """Flax's GRU carry ``h`` from an :class:`rnnjax.GRUState`."""
+    """Flax's GRU carry ``h`` ``(*B, H)`` from an :class:`rnnjax.GRUState`.
+
+    Example:
+      >>> import rnnjax as rj
+      >>> from rnnjax import flax_convert
+      >>> flax_convert.gru_state_to_flax(rj.GRU(3, 4).initial_state()).shape
+      (4,)
+    """
     if not isinstance(state, cells.GRUState):
         raise TypeError(f"state must be an rnnjax.GRUState; got {type(state).__name__}")
     return state.h
@@ -280,6 +344,12 @@ def cell_from_flax(flax_cell: Any, input_size: int, **kwargs):
     Returns:
       ``rnnjax.LSTM(I, H, proj_size=0)`` or ``rnnjax.GRU(I, H, reset_after=True)``,
       whose params :func:`lstm_from_flax` / :func:`gru_from_flax` make.
+
+    Example:
+      >>> import flax.linen as nn
+      >>> from rnnjax import flax_convert
+      >>> flax_convert.cell_from_flax(nn.GRUCell(4), input_size=3)
+      GRU(input_size=3, hidden_size=4, ...)
     """
     if not isinstance(flax_cell, (nn.LSTMCell, nn.OptimizedLSTMCell, nn.GRUCell)):
         raise TypeError(

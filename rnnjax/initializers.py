@@ -44,7 +44,15 @@ __all__ = [
 
 
 def glorot_uniform(key, shape, dtype=jnp.float32):
-    """Glorot/Xavier uniform over the whole ``(fan_in, fan_out)`` matrix."""
+    """Glorot/Xavier uniform over the whole ``(fan_in, fan_out)`` matrix.
+
+    Example:
+      >>> import jax
+      >>> from rnnjax.initializers import glorot_uniform
+      >>> w = glorot_uniform(jax.random.key(0), (3, 5))
+      >>> w.shape, bool((abs(w) <= (6 / 8) ** 0.5).all())
+      ((3, 5), True)
+    """
     return jax.nn.initializers.glorot_uniform()(key, shape, dtype)
 
 
@@ -52,18 +60,41 @@ def torch_uniform(key, shape, dtype=jnp.float32):
     """PyTorch's RNN default: ``U(-1/sqrt(H), 1/sqrt(H))`` with ``H = shape[-1]``.
 
     Applied per gate block (see :func:`per_gate`), ``shape[-1]`` is the hidden size.
+
+    Example:
+      >>> import jax
+      >>> from rnnjax.initializers import torch_uniform
+      >>> w = torch_uniform(jax.random.key(0), (3, 16))
+      >>> bool((abs(w) <= 0.25).all())                      # U(-1/sqrt(16), 1/sqrt(16))
+      True
     """
     bound = 1.0 / jnp.sqrt(shape[-1])
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def orthogonal(key, shape, dtype=jnp.float32):
-    """A (semi-)orthogonal matrix (Saxe et al. 2014); square blocks are orthogonal."""
+    """A (semi-)orthogonal matrix (Saxe et al. 2014); square blocks are orthogonal.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.initializers import orthogonal
+      >>> w = orthogonal(jax.random.key(0), (4, 4))
+      >>> bool(jnp.allclose(w @ w.T, jnp.eye(4), atol=1e-5))
+      True
+    """
     return jax.nn.initializers.orthogonal()(key, shape, dtype)
 
 
 def gaussian(key, shape, dtype=jnp.float32):
-    """``N(0, 1/fan_in)``: the Gaussian recurrent initialisation of the early RNN papers."""
+    """``N(0, 1/fan_in)``: the Gaussian recurrent initialisation of the early RNN papers.
+
+    Example:
+      >>> import jax
+      >>> from rnnjax.initializers import gaussian
+      >>> w = gaussian(jax.random.key(0), (400, 400))
+      >>> round(float(w.std() * 20), 1)                     # std 1/sqrt(fan_in)
+      1.0
+    """
     return jax.random.normal(key, shape, dtype) / jnp.sqrt(shape[0]).astype(dtype)
 
 
@@ -81,6 +112,11 @@ def resolve(spec: InitSpec, table: dict, name: str) -> Initializer:
 
     Raises:
       ValueError: ``spec`` is a string not in ``table``, or neither a string nor callable.
+
+    Example:
+      >>> from rnnjax import initializers
+      >>> initializers.resolve("orthogonal", initializers.RECURRENT_INITIALIZERS, "recurrent_init")
+      <function orthogonal at ...>
     """
     if callable(spec):
         return spec
@@ -93,7 +129,15 @@ def resolve(spec: InitSpec, table: dict, name: str) -> Initializer:
 
 
 def per_gate(init: Initializer, key, fan_in: int, hidden: int, gates: int, dtype):
-    """Initialise a fused ``(fan_in, gates * hidden)`` matrix one gate block at a time."""
+    """Initialise a fused ``(fan_in, gates * hidden)`` matrix one gate block at a time.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.initializers import orthogonal, per_gate
+      >>> w = per_gate(orthogonal, jax.random.key(0), 4, 4, 3, jnp.float32)   # (H, 3H)
+      >>> w.shape, bool(jnp.allclose(w[:, 4:8] @ w[:, 4:8].T, jnp.eye(4), atol=1e-5))
+      ((4, 12), True)
+    """
     keys = jax.random.split(key, gates)
     return jnp.concatenate([init(k, (fan_in, hidden), dtype) for k in keys], axis=1)
 
@@ -112,6 +156,13 @@ def chrono_bias(key, hidden: int, t_max: float, dtype=jnp.float32):
 
     Returns:
       An array of shape ``(H,)``.
+
+    Example:
+      >>> import jax
+      >>> from rnnjax.initializers import chrono_bias
+      >>> b = chrono_bias(jax.random.key(0), 4, t_max=100.0)     # (H,)
+      >>> b.shape, bool((b >= 0).all()), bool((b <= jax.numpy.log(99.0)).all())
+      ((4,), True, True)
     """
     if not t_max > 2:
         raise ValueError(f"chrono t_max must be > 2 time steps; got {t_max!r}")

@@ -179,6 +179,15 @@ def to_torch_state_dict(layer, params) -> dict:
     Returns:
       A dict loadable with ``module.load_state_dict`` into the module that
       :func:`to_torch` builds.
+
+    Example:
+      >>> import jax
+      >>> import rnnjax as rj
+      >>> from rnnjax.interop import to_torch_state_dict
+      >>> layer = rj.Recurrent(rj.LSTM(3, 4))
+      >>> sd = to_torch_state_dict(layer, layer.init(jax.random.key(0)))
+      >>> {k: tuple(v.shape) for k, v in sd.items()}
+      {'weight_ih_l0': (16, 3), 'weight_hh_l0': (16, 4), 'bias_ih_l0': (16,), 'bias_hh_l0': (16,)}
     """
     torch = _torch()
     sd = {}
@@ -205,6 +214,15 @@ def to_torch(layer, params, batch_first: bool = False):
 
     Returns:
       A ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` in float32 (``batch_first`` as given).
+
+    Example:
+      >>> import jax, torch
+      >>> import rnnjax as rj
+      >>> from rnnjax.interop import to_torch
+      >>> layer = rj.Recurrent(rj.GRU(3, 4))
+      >>> module = to_torch(layer, layer.init(jax.random.key(0)), batch_first=True)
+      >>> module
+      GRU(3, 4, batch_first=True)
     """
     torch = _torch()
     described = _describe_torch(layer, params)

@@ -38,6 +38,14 @@ def dropout(key, x: jax.Array, rate: float) -> jax.Array:
     """Inverted dropout: zero each entry with probability ``rate``, scale the rest by
     ``1 / (1 - rate)``. Identity when ``key`` is ``None`` or ``rate == 0``.
 
+    Args:
+      key: a PRNG key, or ``None``.
+      x: any shape, e.g. a layer's outputs ``(T, H)``.
+      rate: the probability of zeroing an entry, in ``[0, 1)``.
+
+    Returns:
+      An array of the shape and dtype of ``x``.
+
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
       >>> y = rj.dropout(jax.random.key(0), jnp.ones(1000), 0.5)
@@ -132,6 +140,8 @@ class _Layer:
             resets = None if resets is None else _time_first(resets, nb)
         keys = None
         if key is not None:
+            if not jnp.issubdtype(jnp.result_type(key), jax.dtypes.prng_key):
+                key = jax.random.wrap_key_data(key)  # a raw uint32 key (jax.random.PRNGKey)
             keys = key if not batch else jax.random.split(key, math.prod(batch)).reshape(batch)
         state, ys = self._run(params, xs, length, state, resets, keys)
         if batch and not time_major:
@@ -288,7 +298,15 @@ class Recurrent(_Layer):
 
 
 class BidirectionalState(NamedTuple):
-    """State of :class:`Bidirectional`: the final states of both directions."""
+    """State of :class:`Bidirectional`: the final states of both directions.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> bi = rj.Bidirectional(rj.GRU(3, 4))
+      >>> state, ys = bi.apply(bi.init(jax.random.key(0)), jnp.ones((5, 3)), length=3)
+      >>> state.forward.h.shape, state.backward.h.shape, ys.shape   # (H,), (H,), (T, 2H)
+      ((4,), (4,), (5, 8))
+    """
 
     forward: Any
     backward: Any

@@ -105,6 +105,13 @@ def build_network(
     Returns:
       A :class:`rnnjax.Stacked` of ``num_layers`` :class:`rnnjax.Recurrent` or
       :class:`rnnjax.Bidirectional` layers.
+
+    Example:
+      >>> import rnnjax as rj
+      >>> from rnnjax.linen import build_network
+      >>> net = build_network(lambda i: rj.GRU(i, 4), 3, num_layers=2, bidirectional=True)
+      >>> type(net).__name__, len(net.layers), net.output_size
+      ('Stacked', 2, 8)
     """
     _check_int("num_layers", num_layers, 1)
     _check_bool("bidirectional", bidirectional)

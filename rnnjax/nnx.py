@@ -24,6 +24,7 @@ References:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Optional, Union
 
 import jax
@@ -354,3 +355,15 @@ class GRU(_Recurrent):
             make_cell, input_size, num_layers, bidirectional, merge, dropout, input_dropout,
             recurrent_dropout, zoneout, time_major, deterministic, param_dtype, rngs,
         )
+
+
+def _show_constructor_arguments(cls) -> None:
+    """``nnx.Module``'s metaclass hides ``__init__`` behind ``(*args, **kwargs)``: give the
+    class the constructor's own signature so that ``help()`` and ``inspect`` show it."""
+    sig = inspect.signature(cls.__init__)
+    cls.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
+for _cls in (RNN, LSTM, GRU):
+    _show_constructor_arguments(_cls)
+del _cls

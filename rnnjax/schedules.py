@@ -72,6 +72,12 @@ def sampling_schedule(kind: str, **kwargs):
 
     References:
       Bengio et al. (2015), section 2.4 and figure 2.
+
+    Example:
+      >>> from rnnjax.schedules import sampling_schedule
+      >>> eps = sampling_schedule("linear", steps=100, eps_min=0.2)
+      >>> [round(float(eps(i)), 2) for i in (0, 50, 100, 200)]
+      [1.0, 0.6, 0.2, 0.2]
     """
     def need(*names, optional=()):
         missing = [n for n in names if n not in kwargs]

@@ -85,6 +85,15 @@ class Memory(NamedTuple):
       keys: attention's precomputed keys (``None`` without attention).
       mask: ``(S,)`` bool, True at real source positions.
       context: ``(C,)`` the fixed context vector (used without attention).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.seq2seq import Seq2Seq
+      >>> model = Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4,
+      ...                       attention="additive")
+      >>> memory, state = model.encode(model.init(jax.random.key(0)), jnp.array([3, 4, 0]), 2)
+      >>> memory.values.shape, memory.mask.tolist()         # (S, C), (S,)
+      ((3, 4), [True, True, False])
     """
 
     values: jax.Array
@@ -95,7 +104,17 @@ class Memory(NamedTuple):
 
 class LuongState(NamedTuple):
     """Decoder state with Luong et al.'s input feeding: the cell's state and the previous
-    attentional vector ``h~_{t-1}`` of shape ``(H,)``."""
+    attentional vector ``h~_{t-1}`` of shape ``(H,)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.seq2seq import Seq2Seq
+      >>> model = Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4,
+      ...                       attention="general", wiring="luong")
+      >>> memory, state = model.encode(model.init(jax.random.key(0)), jnp.array([3, 4, 0]), 2)
+      >>> type(state).__name__, state.attentional.shape     # (H,): fed to the next step
+      ('LuongState', (4,))
+    """
 
     cell: Any
     attentional: jax.Array
@@ -634,6 +653,20 @@ def make_train_step(model: Seq2Seq, optimizer, schedule=None, feed: str = "argma
       where ``batch = (src, src_len, tgt, tgt_len)``, ``step`` is the integer training
       step that the schedule reads, and ``key`` drives the per-step, per-example draws
       (and the encoder's dropout, if it has any).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> from rnnjax.seq2seq import Seq2Seq, make_train_step
+      >>> from rnnjax.schedules import sampling_schedule
+      >>> model = Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
+      >>> params = model.init(jax.random.key(0))
+      >>> opt = optax.adam(1e-2)
+      >>> step_fn = make_train_step(model, opt, sampling_schedule("constant", value=1.0))
+      >>> batch = (jnp.array([[3, 4, 0]]), jnp.array([2]), jnp.array([[4, 3, 2]]), jnp.array([3]))
+      >>> params, opt_state, loss, eps = step_fn(params, opt.init(params), 0, batch,
+      ...                                        jax.random.key(1))
+      >>> bool(jnp.isfinite(loss)), float(eps)
+      (True, 1.0)
     """
 
     @jax.jit

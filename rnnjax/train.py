@@ -89,6 +89,12 @@ def frozen_labels(params, frozen) -> Any:
 
     Returns:
       A pytree of strings with the structure of ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.train import frozen_labels
+      >>> frozen_labels({"embed": jnp.ones(2), "head": {"w": jnp.ones(2)}}, ("embed",))
+      {'embed': 'frozen', 'head': {'w': 'trainable'}}
     """
     if frozen is None:
         return jax.tree_util.tree_map(lambda _: "trainable", params)
@@ -205,6 +211,15 @@ class TrainState(NamedTuple):
         update for dropout.
       carry: the recurrent state carried between calls in stateful training (leaves
         ``(B, ...)``), or ``None``.
+
+    Example:
+      >>> import jax, rnnjax as rj
+      >>> trainer = rj.Trainer(rj.SequenceModel(rj.GRU(3, 4), output_size=5, vocab_size=5))
+      >>> state = trainer.init(jax.random.key(0))
+      >>> state._fields
+      ('step', 'position', 'params', 'opt_state', 'key', 'carry')
+      >>> int(state.step), int(state.position)
+      (0, 0)
     """
 
     step: jax.Array
@@ -674,6 +689,17 @@ def fit(
 
     Returns:
       ``(state, history)``: the final state and the list of per-batch host metrics.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> trainer = rj.Trainer(rj.SequenceModel(rj.GRU(4, 8), output_size=5, vocab_size=5))
+      >>> def data(i):                                      # batch i: (B, T) tokens
+      ...     tokens = (jnp.arange(14).reshape(2, 7) + i) % 5
+      ...     return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+      >>> state, history = rj.fit(trainer, trainer.init(jax.random.key(0)), data, 3,
+      ...                         progress=False)
+      >>> int(state.position), len(history), history[-1]["loss"] < history[0]["loss"]
+      (3, 3, True)
     """
     from rnnjax.progress import ProgressLog
 

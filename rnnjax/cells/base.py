@@ -46,20 +46,42 @@ __all__ = ["Cell", "Kernel", "state_dtype", "matmul", "matmul_t", "lead", "param
 
 def state_dtype(*arrays) -> jnp.dtype:
     """The dtype of the recurrent state for these inputs and parameters: float32, or
-    float64 when any of them is float64 (reduced precision never reaches the state)."""
+    float64 when any of them is float64 (reduced precision never reaches the state).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.cells.base import state_dtype
+      >>> state_dtype(jnp.ones(2, jnp.bfloat16))           # reduced precision: float32 state
+      dtype('float32')
+    """
     leaves = [a for a in jax.tree_util.tree_leaves(arrays) if hasattr(a, "dtype")]
     return jnp.promote_types(jnp.float32, jnp.result_type(*leaves)) if leaves else jnp.float32
 
 
 def lead(b: jax.Array, ndim: int) -> jax.Array:
     """``b`` with leading unit axes up to ``ndim`` (explicit broadcasting: rank promotion
-    may be set to raise)."""
+    may be set to raise).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.cells.base import lead
+      >>> lead(jnp.ones(4), 3).shape                       # a bias (H,) against (T, B, H)
+      (1, 1, 4)
+    """
     return b.reshape((1,) * (ndim - b.ndim) + b.shape)
 
 
 def matmul(a: jax.Array, w: jax.Array, dtype=None) -> jax.Array:
     """``a @ w`` in the compute dtype ``dtype`` (default: ``w``'s), accumulated and returned
-    in at least float32 (float64 stays float64)."""
+    in at least float32 (float64 stays float64).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.cells.base import matmul
+      >>> y = matmul(jnp.ones((2, 3)), jnp.ones((3, 4), jnp.bfloat16))   # (B, I) @ (I, 4)
+      >>> y.shape, y.dtype, float(y[0, 0])
+      ((2, 4), dtype('float32'), 3.0)
+    """
     cd = jnp.dtype(dtype) if dtype is not None else w.dtype
     out = jnp.promote_types(jnp.float32, jnp.promote_types(cd, a.dtype))
     return jnp.matmul(a.astype(cd), w.astype(cd), preferred_element_type=out)
@@ -69,7 +91,14 @@ def matmul_t(a: jax.Array, w_t: jax.Array, dtype=None) -> jax.Array:
     """``a @ w_t.T`` for a weight stored transposed (as :func:`matmul` otherwise). Kernels
     use it in the tangent step: its transpose, the backward pass's per-step product, then
     reads ``w_t`` in its natural layout (a transposed operand inside the loop was measured
-    to cost about 10% on XLA:CPU)."""
+    to cost about 10% on XLA:CPU).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.cells.base import matmul_t
+      >>> matmul_t(jnp.ones((2, 4)), jnp.ones((3, 4))).shape   # (B, H) @ (3, H).T
+      (2, 3)
+    """
     cd = jnp.dtype(dtype) if dtype is not None else w_t.dtype
     out = jnp.promote_types(jnp.float32, jnp.promote_types(cd, a.dtype))
     return jax.lax.dot_general(
@@ -94,6 +123,16 @@ class Kernel(Protocol):
       weight gradients of the transpose are single products).
     - ``tangent(C, F, dstate_in, dxp, U) -> dstate``: one step of the tangent recurrence,
       linear in ``(dstate_in, dxp, U)``.
+
+    Example:
+      A cell with a kernel runs the fused path of :class:`rnnjax.ScanConfig`'s ``"auto"``:
+
+      >>> import rnnjax as rj
+      >>> from rnnjax.engine import resolve_backward
+      >>> rj.LSTM(3, 4).kernel() is not None
+      True
+      >>> resolve_backward(rj.LSTM(3, 4), rj.ScanConfig())
+      'fused'
     """
 
     def forward(self, params, state, xp): ...
@@ -113,6 +152,17 @@ class Cell:
 
     Subclasses set the class attribute ``gates`` (number of fused gate blocks ``G``) and
     the ``State`` NamedTuple, and implement ``recur`` (and, for the fused path, ``kernel``).
+
+    Example:
+      Every built-in cell is a subclass; the fields are shared:
+
+      >>> import jax, rnnjax as rj
+      >>> from rnnjax.cells.base import Cell
+      >>> cell = rj.GRU(3, 4)
+      >>> isinstance(cell, Cell), cell.input_size, cell.output_size
+      (True, 3, 4)
+      >>> {k: v.shape for k, v in cell.init(jax.random.key(0)).items()}
+      {'w_ih': (3, 12), 'w_hh': (4, 12), 'b': (12,), 'b_hn': (4,)}
     """
 
     input_size: int
@@ -234,5 +284,12 @@ def _param_shapes(cell):
 
 
 def param_shapes(cell):
-    """The shapes and dtypes ``cell.init`` gives (cached), for checks."""
+    """The shapes and dtypes ``cell.init`` gives (cached), for checks.
+
+    Example:
+      >>> import rnnjax as rj
+      >>> from rnnjax.cells.base import param_shapes
+      >>> sorted((k, v.shape) for k, v in param_shapes(rj.LSTM(3, 4)).items())
+      [('b', (16,)), ('w_hh', (4, 16)), ('w_ih', (3, 16))]
+    """
     return _param_shapes(cell)

@@ -16,7 +16,13 @@ __all__ = ["GRU", "GRUState"]
 
 
 class GRUState(NamedTuple):
-    """State of :class:`GRU`: the hidden vector ``h`` of shape ``(H,)``."""
+    """State of :class:`GRU`: the hidden vector ``h`` of shape ``(H,)``.
+
+    Example:
+      >>> import rnnjax as rj
+      >>> rj.GRU(3, 4).initial_state().h.shape              # (H,)
+      (4,)
+    """
 
     h: jax.Array
 

@@ -16,7 +16,14 @@ __all__ = ["LSTM", "LSTMState"]
 
 
 class LSTMState(NamedTuple):
-    """State of :class:`LSTM`: output ``h`` of shape ``(P or H,)``, cell ``c`` of shape ``(H,)``."""
+    """State of :class:`LSTM`: output ``h`` of shape ``(P or H,)``, cell ``c`` of shape ``(H,)``.
+
+    Example:
+      >>> import rnnjax as rj
+      >>> state = rj.LSTM(3, 4, proj_size=2).initial_state()
+      >>> state.h.shape, state.c.shape                      # (P,), (H,)
+      ((2,), (4,))
+    """
 
     h: jax.Array
     c: jax.Array

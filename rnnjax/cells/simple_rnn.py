@@ -15,7 +15,13 @@ __all__ = ["SimpleRNN", "SimpleRNNState"]
 
 
 class SimpleRNNState(NamedTuple):
-    """State of :class:`SimpleRNN`: the hidden vector ``h`` of shape ``(H,)``."""
+    """State of :class:`SimpleRNN`: the hidden vector ``h`` of shape ``(H,)``.
+
+    Example:
+      >>> import rnnjax as rj
+      >>> rj.SimpleRNN(3, 4).initial_state()._fields
+      ('h',)
+    """
 
     h: jax.Array
 

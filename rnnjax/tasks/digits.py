@@ -26,6 +26,13 @@ def as_sequences(images: np.ndarray, mode: str = "rows") -> np.ndarray:
 
     Returns:
       float32 ``(B, T, I)``.
+
+    Example:
+      >>> import numpy as np
+      >>> from rnnjax.tasks.digits import as_sequences
+      >>> images = np.full((2, 8, 8), 16.0)
+      >>> as_sequences(images, "rows").shape, as_sequences(images, "pixels").shape   # (B, T, I)
+      ((2, 8, 8), (2, 64, 1))
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {sorted(_MODES)}; got {mode!r}")
@@ -50,6 +57,14 @@ def load_digit_sequences(mode: str = "rows", *, test_fraction: float = 0.25, see
 
     Raises:
       ImportError: scikit-learn is missing (the ``digits`` extra).
+
+    Example:
+      >>> from rnnjax.tasks.digits import load_digit_sequences
+      >>> data = load_digit_sequences("rows")              # needs scikit-learn
+      >>> sorted(data)
+      ['test', 'train']
+      >>> data["train"]["inputs"].shape[1:]                 # (B, T, I)
+      (8, 8)
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {sorted(_MODES)}; got {mode!r}")

@@ -187,6 +187,13 @@ def window_batch(tokens: np.ndarray, position: int, batch_size: int, seq_len: in
 
     Returns:
       ``{"inputs": (B, T) int32, "targets": (B, T) int32}``, targets shifted by one.
+
+    Example:
+      >>> import numpy as np
+      >>> from rnnjax.tasks.language import window_batch
+      >>> batch = window_batch(np.arange(100), position=0, batch_size=2, seq_len=5)
+      >>> batch["inputs"].shape, bool((batch["targets"] == batch["inputs"] + 1).all())
+      ((2, 5), True)
     """
     tokens = np.asarray(tokens)
     _check_int("position", position, 0)

@@ -58,6 +58,12 @@ def adding_problem(batch_size: int, T: int, *, seed=0) -> dict:
 
     References:
       Hochreiter & Schmidhuber (1997), section 5.4.
+
+    Example:
+      >>> from rnnjax.tasks.long_range import adding_problem
+      >>> batch = adding_problem(4, 10)
+      >>> batch["inputs"].shape, batch["targets"].shape      # (B, T, 2), (B, 1)
+      ((4, 10, 2), (4, 1))
     """
     _check_int("batch_size", batch_size, 1)
     _check_int("T", T, 2)
@@ -76,7 +82,13 @@ def adding_problem(batch_size: int, T: int, *, seed=0) -> dict:
 
 
 def copy_delimiter(n_symbols: int = 8) -> int:
-    """Token of the delimiter ("start recalling") of the copy task: ``n_symbols + 1``."""
+    """Token of the delimiter ("start recalling") of the copy task: ``n_symbols + 1``.
+
+    Example:
+      >>> from rnnjax.tasks.long_range import copy_delimiter
+      >>> copy_delimiter(8)
+      9
+    """
     return n_symbols + 1
 
 
@@ -100,6 +112,12 @@ def copy_task(batch_size: int, T: int, *, n_symbols: int = 8, n_copy: int = 10, 
 
     References:
       Arjovsky, Shah & Bengio (2016), section 4.1.
+
+    Example:
+      >>> from rnnjax.tasks.long_range import copy_task
+      >>> batch = copy_task(2, 5)
+      >>> batch["inputs"].shape, batch["targets"].shape      # (B, T + 2 * n_copy)
+      ((2, 25), (2, 25))
     """
     _check_int("batch_size", batch_size, 1)
     _check_int("T", T, 1)
@@ -123,6 +141,11 @@ def copy_baseline(T: int, *, n_symbols: int = 8, n_copy: int = 10) -> float:
 
     References:
       Arjovsky, Shah & Bengio (2016), section 4.1.
+
+    Example:
+      >>> from rnnjax.tasks.long_range import copy_baseline
+      >>> round(copy_baseline(50), 4)                       # 10 log 8 / (T + 20)
+      0.2971
     """
     _check_int("T", T, 1)
     _check_int("n_symbols", n_symbols, 1)

@@ -57,6 +57,12 @@ class Seq2SeqData(NamedTuple):
       src_len: ``(n,)`` int32.
       tgt: ``(n, T)`` int32 target tokens ending with :data:`EOS`, :data:`PAD` after.
       tgt_len: ``(n,)`` int32, counting the :data:`EOS`.
+
+    Example:
+      >>> from rnnjax.tasks.seq2seq_tasks import reversal
+      >>> d = reversal(2, 3, 4, n_symbols=5, seed=0)
+      >>> d._fields, d.src.shape[0]
+      (('src', 'src_len', 'tgt', 'tgt_len'), 2)
     """
 
     src: np.ndarray
@@ -135,7 +141,14 @@ def reversal(n: int, min_len: int, max_len: int, n_symbols: int = 10, seed=0,
 
 def sorting(n: int, min_len: int, max_len: int, n_symbols: int = 10, seed=0,
             pad_to=None) -> Seq2SeqData:
-    """Sort a sequence of random symbols (ascending token id); arguments as :func:`reversal`."""
+    """Sort a sequence of random symbols (ascending token id); arguments as :func:`reversal`.
+
+    Example:
+      >>> from rnnjax.tasks.seq2seq_tasks import sorting
+      >>> d = sorting(3, 4, 4, seed=0)
+      >>> bool((d.tgt[:, :3] <= d.tgt[:, 1:4]).all())        # ascending before the end token
+      True
+    """
     return _symbol_task(n, min_len, max_len, n_symbols, seed, pad_to, np.sort)
 
 
@@ -261,7 +274,14 @@ def dates(n: int, seed=0, start=datetime.date(1900, 1, 1), end=datetime.date(209
 
 
 def detokenize(tokens, vocab: Sequence[str], sep: str = " ") -> str:
-    """Tokens up to (not including) the first :data:`EOS` as a string, padding dropped."""
+    """Tokens up to (not including) the first :data:`EOS` as a string, padding dropped.
+
+    Example:
+      >>> from rnnjax.tasks.seq2seq_tasks import DATE_TGT_VOCAB, EOS, detokenize
+      >>> detokenize([DATE_TGT_VOCAB.index("1"), DATE_TGT_VOCAB.index("9"), EOS, 0],
+      ...            DATE_TGT_VOCAB, sep="")
+      '19'
+    """
     out = []
     for t in np.asarray(tokens).tolist():
         if t == EOS:
@@ -307,6 +327,13 @@ def token_accuracy(pred, tgt, tgt_len) -> jax.Array:
 
     Returns:
       A scalar in ``[0, 1]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.tasks.seq2seq_tasks import token_accuracy
+      >>> tgt = jnp.array([[5, 6, 2, 0]])                     # (B, T): 3 real positions
+      >>> float(token_accuracy(jnp.array([[5, 7, 2, 9]]), tgt, jnp.array([3])))
+      0.6666666865348816
     """
     hits, mask = _hits(pred, tgt, tgt_len)
     return jnp.sum(hits) / jnp.sum(mask)
@@ -315,7 +342,16 @@ def token_accuracy(pred, tgt, tgt_len) -> jax.Array:
 def sequence_accuracy(pred, tgt, tgt_len, per_example: bool = False) -> jax.Array:
     """Fraction of sequences decoded exactly: every real target position right, the end
     token included (so a longer or shorter output is wrong; what follows the end token
-    is ignored). With ``per_example=True``, the ``(...)`` bool array instead."""
+    is ignored). With ``per_example=True``, the ``(...)`` bool array instead.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.tasks.seq2seq_tasks import sequence_accuracy
+      >>> tgt = jnp.array([[5, 6, 2], [5, 6, 2]])            # (B, T), end token 2
+      >>> pred = jnp.array([[5, 6, 2], [5, 7, 2]])
+      >>> float(sequence_accuracy(pred, tgt, jnp.array([3, 3])))
+      0.5
+    """
     hits, mask = _hits(pred, tgt, tgt_len)
     ok = jnp.all(hits | ~mask, axis=-1)
     return ok if per_example else jnp.mean(ok.astype(jnp.float32))

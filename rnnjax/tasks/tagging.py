@@ -49,6 +49,12 @@ def future_tagging(batch_size: int, T: int, *, vocab_size: int = 4, delay: int =
       ``{"inputs": (B, T) int32, "targets": (B, T) int32, "length": (B,) int32}``; the
       label of position ``t < length`` is ``(x_t + x_{t+d}) mod V`` when ``t + d < length``,
       else ``x_t``.
+
+    Example:
+      >>> from rnnjax.tasks.tagging import future_tagging
+      >>> batch = future_tagging(2, 6)
+      >>> batch["inputs"].shape, batch["targets"].shape      # (B, T), (B, T)
+      ((2, 6), (2, 6))
     """
     _check_int("batch_size", batch_size, 1)
     _check_int("T", T, 1)
@@ -85,6 +91,11 @@ def future_blind_bound(length, *, vocab_size: int = 4, delay: int = 1) -> float:
 
     Returns:
       The bound, a float in ``(0, 1]``.
+
+    Example:
+      >>> from rnnjax.tasks.tagging import future_blind_bound
+      >>> round(future_blind_bound(10), 4)
+      0.325
     """
     _check_int("vocab_size", vocab_size, 2)
     _check_int("delay", delay, 1)

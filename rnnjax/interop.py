@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax import checks
 from rnnjax.cells import GRU, LSTM, SimpleRNN
 from rnnjax.layers import Bidirectional, Recurrent, Stacked
 
@@ -167,6 +169,13 @@ def _check_exportable(cell) -> str:
     raise ValueError(f"cell must be SimpleRNN, LSTM or GRU to export; got {type(cell).__name__}")
 
 
+def _check_export_params(layer, params) -> None:
+    if not hasattr(layer, "init"):
+        raise TypeError(f"layer must be an rnnjax layer or cell; got {checks.describe(layer)}")
+    expected = jax.eval_shape(layer.init, jax.random.key(0))
+    checks.params("params", expected, params, type(layer).__name__)
+
+
 def to_torch_state_dict(layer, params) -> dict:
     """rnnjax params as a PyTorch ``state_dict`` (``{name: torch.Tensor}``).
 
@@ -181,6 +190,7 @@ def to_torch_state_dict(layer, params) -> dict:
       :func:`to_torch` builds.
     """
     torch = _torch()
+    _check_export_params(layer, params)
     sd = {}
     for l, dirs in enumerate(_describe_torch(layer, params)):
         for d, (cell, p) in enumerate(dirs):
@@ -207,6 +217,7 @@ def to_torch(layer, params, batch_first: bool = False):
       A ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` in float32 (``batch_first`` as given).
     """
     torch = _torch()
+    _check_export_params(layer, params)
     described = _describe_torch(layer, params)
     cell = described[0][0][0]
     kind = _check_exportable(cell)

@@ -70,8 +70,16 @@ def floating_dtype(name: str, dtype) -> jnp.dtype:
 
 
 def is_concrete(x) -> bool:
-    """Whether ``x`` holds known values (not a tracer inside ``jit``/``vmap``/``grad``)."""
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+    """Whether ``x`` holds values known to this process: not a tracer inside
+    ``jit``/``vmap``/``grad``, nor a global array with parts on other processes only."""
+    for leaf in jax.tree_util.tree_leaves(x):
+        if isinstance(leaf, jax.core.Tracer):
+            return False
+        if isinstance(leaf, jax.Array) and not (
+            leaf.is_fully_addressable or leaf.is_fully_replicated
+        ):
+            return False
+    return True
 
 
 def integer(name: str, value, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:

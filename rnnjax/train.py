@@ -284,7 +284,7 @@ def _check_batch(batch, per_step: bool, loss=None, model=None) -> None:
                 f"batch['length'] must be integers of shape (B,) = ({B},); got shape "
                 f"{jnp.shape(n)} and dtype {jnp.result_type(n)}"
             )
-        if not isinstance(n, jax.core.Tracer):
+        if checks.is_concrete(n):
             lv = np.asarray(n)
             if lv.size and (lv.min() < 0 or lv.max() > T):
                 raise ValueError(f"batch['length'] must lie in [0, T] = [0, {T}]; got [{lv.min()}, {lv.max()}]")

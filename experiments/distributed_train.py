@@ -33,8 +33,12 @@ import time
 
 def _parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--processes", type=int, default=0,
-                   help="launch this many local processes on 127.0.0.1 (this machine)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="launch this many local processes on 127.0.0.1 (this machine)",
+    )
     p.add_argument("--coordinator", default=None, help="host:port of process 0")
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
@@ -52,8 +56,11 @@ def _data(seed: int, B: int, T: int = 6, V: int = 5):
     def data(position: int) -> dict:
         r = np.random.default_rng([seed, position])
         x = r.integers(0, V, (B, T)).astype(np.int32)
-        return {"inputs": x, "targets": np.roll(x, -1, axis=1),
-                "length": r.integers(1, T + 1, (B,)).astype(np.int32)}
+        return {
+            "inputs": x,
+            "targets": np.roll(x, -1, axis=1),
+            "length": r.integers(1, T + 1, (B,)).astype(np.int32),
+        }
 
     return data
 
@@ -74,11 +81,14 @@ def worker(args) -> dict:
     from rnnjax.models import SequenceModel
     from rnnjax.train import Trainer
 
-    trainer = Trainer(SequenceModel(rj.GRU(4, 8), output_size=5, vocab_size=5),
-                      learning_rate=1e-2)
+    trainer = Trainer(SequenceModel(rj.GRU(4, 8), output_size=5, vocab_size=5), learning_rate=1e-2)
     mesh = dist.make_mesh()
-    ckpt = Checkpointer(os.path.join(args.dir, "ckpt"), save_every=1, keep_last=2,
-                        config={"batch_size": args.batch_size, "seed": args.seed})
+    ckpt = Checkpointer(
+        os.path.join(args.dir, "ckpt"),
+        save_every=1,
+        keep_last=2,
+        config={"batch_size": args.batch_size, "seed": args.seed},
+    )
     if ckpt.latest_step() is not None:
         state = ckpt.restore(dist.abstract_state(trainer, mesh))
     else:
@@ -86,8 +96,15 @@ def worker(args) -> dict:
     data = _data(args.seed, args.batch_size)
     if args.sleep:
         slow, data = data, (lambda p: (time.sleep(args.sleep), slow(p))[1])
-    state, history = dist.fit(trainer, state, data, args.batches, mesh, checkpointer=ckpt,
-                              progress=args.process_id == 0 and sys.stderr.isatty())
+    state, history = dist.fit(
+        trainer,
+        state,
+        data,
+        args.batches,
+        mesh,
+        checkpointer=ckpt,
+        progress=args.process_id == 0 and sys.stderr.isatty(),
+    )
     ckpt.close()
     params = [np.asarray(a).tolist() for a in jax.tree_util.tree_leaves(state.params)]
     result = {
@@ -114,10 +131,24 @@ def launch_local(args) -> int:
         port = s.getsockname()[1]
     procs = []
     for i in range(args.processes):
-        cmd = [sys.executable, os.path.abspath(__file__), "--coordinator", f"127.0.0.1:{port}",
-               "--num-processes", str(args.processes), "--process-id", str(i),
-               "--dir", args.dir, "--batches", str(args.batches),
-               "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num-processes",
+            str(args.processes),
+            "--process-id",
+            str(i),
+            "--dir",
+            args.dir,
+            "--batches",
+            str(args.batches),
+            "--batch-size",
+            str(args.batch_size),
+            "--seed",
+            str(args.seed),
+        ]
         procs.append(subprocess.Popen(cmd))
     return max(p.wait() for p in procs)
 

@@ -1,4 +1,4 @@
-"""Data-parallel training with ``jax.sharding``: the batch sharded, the parameters replicated.
+r"""Data-parallel training with ``jax.sharding``: the batch sharded, the parameters replicated.
 
 The train steps of :mod:`rnnjax.train` are plain ``jax.jit`` programs, so they run
 data-parallel unchanged: put the state on the devices replicated

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
-from rnnjax.checkpoint import CheckpointError, Checkpointer
+from rnnjax.checkpoint import Checkpointer, CheckpointError
 from rnnjax.models import SequenceModel
 from rnnjax.train import Trainer
 
@@ -81,9 +81,13 @@ def _run(directory, pause=0.0, kill_at=None):
     train step, in an asynchronous write, between them). Returns the position it
     started from, or None when killed."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(directory), str(N_BATCHES),
-                             str(pause)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(directory), str(N_BATCHES), str(pause)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = proc.stdout.readline()
     if not first.startswith("START"):
         proc.wait()
@@ -209,12 +213,16 @@ def _check_all_files(saved, tmp_path, modes):
                 assert str(d) in str(err), f"{how} {victim}: the error must name the path: {err}"
                 outcomes["clear error"] += 1
             except Exception as err:  # noqa: BLE001
-                pytest.fail(f"{how} {os.path.relpath(victim, d)}: obscure error "
-                            f"{type(err).__name__}: {err}")
+                pytest.fail(
+                    f"{how} {os.path.relpath(victim, d)}: obscure error {type(err).__name__}: {err}"
+                )
             else:
                 for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(state)):
-                    np.testing.assert_array_equal(np.asarray(a), np.asarray(b),
-                                                  err_msg=f"{how} {victim}: silent wrong restore")
+                    np.testing.assert_array_equal(
+                        np.asarray(a),
+                        np.asarray(b),
+                        err_msg=f"{how} {victim}: silent wrong restore",
+                    )
                 outcomes["equal"] += 1
             FAULTS["survived"] += 1
             shutil.rmtree(d, ignore_errors=True)

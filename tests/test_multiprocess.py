@@ -24,8 +24,13 @@ ENV.pop("XLA_FLAGS", None)
 
 def _start(directory, *args):
     os.makedirs(directory, exist_ok=True)
-    return subprocess.Popen([sys.executable, SCRIPT, "--dir", str(directory), *map(str, args)],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, SCRIPT, "--dir", str(directory), *map(str, args)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(proc, timeout=600):
@@ -75,8 +80,16 @@ def test_resume_after_one_process_is_killed(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     d = tmp_path / "run"
-    common = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", 2, "--batches", 6,
-              "--sleep", 1.0]
+    common = [
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        2,
+        "--batches",
+        6,
+        "--sleep",
+        1.0,
+    ]
     p0 = _start(d, *common, "--process-id", 0)
     p1 = _start(d, *common, "--process-id", 1)
     ckpt = d / "ckpt"

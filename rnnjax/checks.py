@@ -323,7 +323,7 @@ def learning_rate(name: str, value) -> Any:
         return number(name, value, 0.0, min_open=True)
     except (TypeError, ValueError):
         raise ValueError(
-            f"{name} must be a finite number > 0 or an optax schedule; got {describe(value)}"
+            f"{name} must be a positive finite number or an optax schedule; got {describe(value)}"
         ) from None
 
 

@@ -80,7 +80,8 @@ def _check(model, src, src_len, max_len, name="max_len"):
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"{name} must be an int >= 1; got {max_len!r}")
     # concrete tokens and lengths are range-checked before the vmap over the batch
-    checks.token_ids("src", src, model.src_vocab)
+    if getattr(model, "src_vocab", None) is not None:
+        checks.token_ids("src", src, model.src_vocab)
     checks.lengths("src_len", src_len, src.shape[1], src.shape[:1])
 
 

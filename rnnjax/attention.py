@@ -26,6 +26,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from rnnjax import checks
+
 from rnnjax import initializers as inits
 
 __all__ = [
@@ -86,6 +88,7 @@ def source_mask(length, S: int) -> jax.Array:
             f"length must be an integer scalar; got shape {jnp.shape(length)} and dtype "
             f"{jnp.result_type(length)}"
         )
+    length = checks.lengths("length", length, S)  # a concrete value outside [0, S] raises
     return jnp.arange(S) < length
 
 

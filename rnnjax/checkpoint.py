@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from rnnjax import checks
+
 __all__ = ["Checkpointer", "CheckpointError", "load_config", "state_digest", "check_finite"]
 
 CONFIG_NAME = "config.json"
@@ -168,9 +170,8 @@ class Checkpointer:
         async_save: bool = True,
         create: bool = True,
     ):
-        for name, v in (("save_every", save_every), ("keep_last", keep_last)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1; got {v!r}")
+        save_every = checks.integer("save_every", save_every, 1)
+        keep_last = checks.integer("keep_last", keep_last, 1)
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max'; got {best_mode!r}")
         if best_metric is not None and not isinstance(best_metric, str):
@@ -238,7 +239,7 @@ class Checkpointer:
         Raises:
           ValueError: the state has NaN/Inf, or ``best_metric`` is missing.
         """
-        step = int(state.position)
+        step = checks.step_position("state.position", state.position)
         if step in self._manager.all_steps():
             return False
         if not force and not self._manager.should_save(step):

@@ -40,6 +40,9 @@ __all__ = [
     "state",
     "params",
     "token_ids",
+    "valid_tokens",
+    "learning_rate",
+    "step_position",
 ]
 
 
@@ -82,7 +85,8 @@ def floating_dtype(name: str, dtype) -> jnp.dtype:
 
 
 def is_concrete(x) -> bool:
-    """Whether ``x`` holds known values (not a tracer inside ``jit``/``vmap``/``grad``).
+    """Whether ``x`` holds values known to this process: not a tracer inside
+    ``jit``/``vmap``/``grad``, nor a global array with parts on other processes only.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -96,7 +100,14 @@ def is_concrete(x) -> bool:
       >>> _ = f(jnp.ones(2))
       False
     """
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+    for leaf in jax.tree_util.tree_leaves(x):
+        if isinstance(leaf, jax.core.Tracer):
+            return False
+        if isinstance(leaf, jax.Array) and not (
+            leaf.is_fully_addressable or leaf.is_fully_replicated
+        ):
+            return False
+    return True
 
 
 def integer(name: str, value, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
@@ -423,5 +434,32 @@ def token_ids(name: str, ids, vocab_size: int):
 
 
 def valid_tokens(ids, vocab_size: int) -> jax.Array:
-    """Where traced token ids lie in ``[0, vocab_size)`` (the mask for :func:`token_ids`)."""
+    """Where (traced) token ids lie in ``[0, vocab_size)`` (the mask for :func:`token_ids`).
+
+    Callers that take traced ids use it to mask out-of-range ones: an embedding row of
+    zeros for an input token, no contribution (and no count) in a loss for a target.
+    ``jnp.sum(~valid_tokens(ids, V))`` counts them."""
     return (ids >= 0) & (ids < vocab_size)
+
+
+def learning_rate(name: str, value) -> Any:
+    """A learning rate: a finite number ``> 0`` (Python or NumPy scalar), returned as
+    ``float``, or a callable schedule (``step -> rate``), returned as it is."""
+    if callable(value):
+        return value
+    try:
+        return number(name, value, 0.0, min_open=True)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a positive finite number or an optax schedule; got {describe(value)}"
+        ) from None
+
+
+def step_position(name: str, value) -> int:
+    """A step or data position: an integer ``>= 0`` (Python, NumPy or a concrete 0-d
+    integer array), returned as ``int``."""
+    if hasattr(value, "shape") and np.ndim(value) == 0 and is_concrete(value):
+        if not jnp.issubdtype(jnp.result_type(value), jnp.integer):
+            raise TypeError(f"{name} must be an integer >= 0; got {describe(value)}")
+        value = np.asarray(value).item()
+    return integer(name, value, 0)

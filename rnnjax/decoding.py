@@ -33,6 +33,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax import checks
+
 __all__ = ["Hypotheses", "greedy_decode", "beam_search", "length_penalty"]
 
 
@@ -103,6 +105,10 @@ def _check(model, src, src_len, max_len, name="max_len"):
         )
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"{name} must be an int >= 1; got {max_len!r}")
+    # concrete tokens and lengths are range-checked before the vmap over the batch
+    if getattr(model, "src_vocab", None) is not None:
+        checks.token_ids("src", src, model.src_vocab)
+    checks.lengths("src_len", src_len, src.shape[1], src.shape[:1])
 
 
 def _lengths_or_full(src, src_len):
@@ -233,7 +239,6 @@ def beam_search(model, params, src, src_len=None, beam_width: int = 4, max_len: 
     _check(model, src, src_len, max_len)
     if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
         raise ValueError(f"beam_width must be an int >= 1; got {beam_width!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
-        raise ValueError(f"alpha must be a number >= 0; got {alpha!r}")
+    alpha = checks.number("alpha", alpha, 0.0)
     return _beam(model, params, src, _lengths_or_full(src, src_len), beam_width, max_len,
                  float(alpha))

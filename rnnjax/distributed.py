@@ -1,11 +1,17 @@
-"""Data-parallel training with ``jax.sharding``: the batch sharded, the parameters replicated.
+r"""Data-parallel training with ``jax.sharding``: the batch sharded, the parameters replicated.
 
 The train steps of :mod:`rnnjax.train` are plain ``jax.jit`` programs, so they run
 data-parallel unchanged: put the state on the devices replicated
 (:func:`replicate`), the batch sharded along its leading axis (:func:`shard_batch`),
-and XLA's SPMD partitioner inserts the gradient all-reduce. The same code runs on many
-hosts after :func:`initialize` (``jax.distributed.initialize``); each process then
-passes its own slice of the global batch to :func:`shard_batch`.
+and XLA's SPMD partitioner inserts the gradient all-reduce (no hand-written
+collective). The same code runs on many processes (hosts) after :func:`initialize`
+(``jax.distributed.initialize``): the arrays are then global ``jax.Array``\ s spanning
+the devices of every process, each process holding its own rows of the batch
+(:func:`global_batch`), and :func:`fit` trains, checkpoints (orbax, every process
+taking part) and resumes exactly like the one-process :func:`rnnjax.train.fit`.
+
+On CPU, several processes on one machine talk over the loopback address through JAX's
+gloo collectives (``jax_cpu_collectives_implementation``, the default).
 
 Shapes: ``B`` global batch, a multiple of the number of devices on the mesh axis.
 
@@ -24,7 +30,17 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["initialize", "make_mesh", "replicate", "shard_batch", "DATA_AXIS"]
+__all__ = [
+    "initialize",
+    "make_mesh",
+    "replicate",
+    "shard_batch",
+    "process_rows",
+    "global_batch",
+    "abstract_state",
+    "fit",
+    "DATA_AXIS",
+]
 
 DATA_AXIS = "data"
 
@@ -72,6 +88,13 @@ def initialize(
         process_id=process_id,
         **kwargs,
     )
+    if jax.process_count() > 1:
+        # Meet once right away: the first collective sets up the CPU (gloo) context,
+        # which waits only a limited time for the other processes; here they arrive
+        # together rather than after compiles of different lengths.
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("rnnjax.distributed.initialize")
     return True
 
 
@@ -93,6 +116,9 @@ def make_mesh(devices: Optional[Sequence] = None, axis_name: str = DATA_AXIS) ->
 def replicate(tree, mesh: Mesh):
     """Put every array leaf of ``tree`` on all devices of ``mesh`` (replicated).
 
+    On several processes every process must pass the same values (e.g. the same
+    ``trainer.init(key)``); each one fills its own devices from its copy.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from rnnjax import distributed
@@ -102,9 +128,18 @@ def replicate(tree, mesh: Mesh):
       True
     """
     sharding = NamedSharding(mesh, PartitionSpec())
-    return jax.tree_util.tree_map(
-        lambda a: jax.device_put(a, sharding) if hasattr(a, "shape") else a, tree
-    )
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(
+            lambda a: jax.device_put(a, sharding) if hasattr(a, "shape") else a, tree
+        )
+
+    def put(a):
+        if not hasattr(a, "shape"):
+            return a
+        host = np.asarray(jax.device_get(a))
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree_util.tree_map(put, tree)
 
 
 def shard_batch(batch, mesh: Mesh, axis_name: Optional[str] = None):
@@ -147,3 +182,74 @@ def shard_batch(batch, mesh: Mesh, axis_name: Optional[str] = None):
         return jax.device_put(a, sharding)
 
     return jax.tree_util.tree_map_with_path(put, batch)
+
+
+def process_rows(batch, process_index: Optional[int] = None, process_count: Optional[int] = None):
+    """This process's rows of a global host batch: rows ``[i * B / P, (i + 1) * B / P)``
+    of every leaf, for process ``i`` of ``P`` (default: this process of all).
+
+    Raises:
+      ValueError: a leaf's batch size is not a multiple of ``P``.
+    """
+    i = jax.process_index() if process_index is None else process_index
+    P = jax.process_count() if process_count is None else process_count
+
+    def rows(path, a):
+        a = np.asarray(a)
+        if a.ndim == 0 or a.shape[0] % P:
+            raise ValueError(
+                f"batch leaf {jax.tree_util.keystr(path)} must have a leading batch axis "
+                f"that is a multiple of the {P} processes; got shape {a.shape}"
+            )
+        n = a.shape[0] // P
+        return a[i * n : (i + 1) * n]
+
+    return jax.tree_util.tree_map_with_path(rows, batch)
+
+
+def global_batch(batch, mesh: Mesh):
+    """A global batch sharded over ``mesh`` from the global host batch that every
+    process holds (the same values everywhere, e.g. a deterministic ``data(position)``):
+    each process contributes only its rows (:func:`process_rows`). With one process,
+    :func:`shard_batch` of the whole batch."""
+    return shard_batch(process_rows(batch), mesh)
+
+
+def abstract_state(trainer, mesh: Mesh, **kwargs):
+    """``trainer.abstract_state(**kwargs)`` with every leaf replicated over ``mesh``: the
+    restore target under which orbax puts the restored arrays on every process's
+    devices (see :meth:`rnnjax.checkpoint.Checkpointer.restore`)."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+        trainer.abstract_state(**kwargs),
+    )
+
+
+def fit(trainer, state, data, num_batches: int, mesh: Optional[Mesh] = None, **fit_kwargs):
+    """Data-parallel :func:`rnnjax.train.fit` over ``mesh`` (default: every device of
+    every process).
+
+    Every process calls it with the same arguments. ``data(position)`` returns the
+    global host batch (identical on every process: it is a function of the position,
+    so a resumed run sees the batches it would have seen); it is checked on the host,
+    then each process contributes its rows of it (:func:`global_batch`). ``state`` is
+    replicated over the mesh (a fresh ``trainer.init`` on every process, or a state
+    restored with :func:`abstract_state` as the target). A ``checkpointer`` in
+    ``fit_kwargs`` saves from every process (orbax coordinates them).
+
+    Returns:
+      ``(state, history)`` as :func:`rnnjax.train.fit`; the state's arrays are global.
+    """
+    from rnnjax import train
+
+    mesh = make_mesh() if mesh is None else mesh
+    per_step = getattr(trainer.model, "head", None) == "per_step"
+
+    def sharded(position):
+        batch = data(position)
+        train._check_batch(batch, per_step, trainer.loss, trainer.model)  # on the host values
+        return global_batch(batch, mesh)
+
+    state = replicate(state, mesh)
+    return train.fit(trainer, state, sharded, num_batches, **fit_kwargs)

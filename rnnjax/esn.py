@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnnjax import checks
 from rnnjax import diagnostics
 
 __all__ = [
@@ -97,12 +98,8 @@ def _check_int(name: str, value, minimum: int) -> None:
 
 
 def _check_range(name: str, value, lo: float, hi: float, lo_open=False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number; got {value!r}")
-    ok = (lo < value if lo_open else lo <= value) and value <= hi
-    if not ok:
-        left = "(" if lo_open else "["
-        raise ValueError(f"{name} must be in {left}{lo}, {hi}]; got {value!r}")
+    # finite (NaN/Inf refused) Python or NumPy real numbers, one check for every number
+    checks.number(name, value, lo, None if math.isinf(hi) else hi, min_open=lo_open)
 
 
 def _check_series(name: str, x, size: int, what: str, T: Optional[int] = None) -> None:

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax import checks
 from rnnjax.cells import GRU, LSTM, SimpleRNN
 from rnnjax.layers import Bidirectional, Recurrent, Stacked
 
@@ -167,6 +169,13 @@ def _check_exportable(cell) -> str:
     raise ValueError(f"cell must be SimpleRNN, LSTM or GRU to export; got {type(cell).__name__}")
 
 
+def _check_export_params(layer, params) -> None:
+    if not hasattr(layer, "init"):
+        raise TypeError(f"layer must be an rnnjax layer or cell; got {checks.describe(layer)}")
+    expected = jax.eval_shape(layer.init, jax.random.key(0))
+    checks.params("params", expected, params, type(layer).__name__)
+
+
 def to_torch_state_dict(layer, params) -> dict:
     """rnnjax params as a PyTorch ``state_dict`` (``{name: torch.Tensor}``).
 
@@ -190,6 +199,7 @@ def to_torch_state_dict(layer, params) -> dict:
       {'weight_ih_l0': (16, 3), 'weight_hh_l0': (16, 4), 'bias_ih_l0': (16,), 'bias_hh_l0': (16,)}
     """
     torch = _torch()
+    _check_export_params(layer, params)
     sd = {}
     for l, dirs in enumerate(_describe_torch(layer, params)):
         for d, (cell, p) in enumerate(dirs):
@@ -225,6 +235,7 @@ def to_torch(layer, params, batch_first: bool = False):
       GRU(3, 4, batch_first=True)
     """
     torch = _torch()
+    _check_export_params(layer, params)
     described = _describe_torch(layer, params)
     cell = described[0][0][0]
     kind = _check_exportable(cell)

@@ -52,6 +52,8 @@ def dropout(key, x: jax.Array, rate: float) -> jax.Array:
       >>> sorted(set(y.tolist()))
       [0.0, 2.0]
     """
+    if checks.is_concrete(rate):
+        rate = checks.rate("rate", rate)
     if key is None or rate == 0.0:
         return x
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rnnjax import checks
+
 __all__ = ["masked_mean", "cross_entropy", "perplexity", "accuracy", "mse", "nrmse"]
 
 
@@ -46,12 +48,25 @@ def masked_mean(values: jax.Array, mask: Optional[jax.Array] = None) -> jax.Arra
     return jnp.sum(values * mask) / jnp.sum(mask)
 
 
+def _label_mask(logits, labels, mask):
+    """Range-check concrete labels; for traced ones (which cannot be checked) the mask
+    of the positions whose label lies in ``[0, V)``, combined with ``mask``."""
+    V = jnp.shape(logits)[-1]
+    checks.token_ids("labels", labels, V)
+    if checks.is_concrete(labels):
+        return mask
+    valid = checks.valid_tokens(labels, V)
+    return valid if mask is None else valid & mask.astype(bool)
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array] = None):
     """Mean cross-entropy in nats per token.
 
     Args:
       logits: ``(..., V)`` unnormalised log-probabilities.
-      labels: ``(...)`` integer class indices in ``[0, V)``.
+      labels: ``(...)`` integer class indices in ``[0, V)``. Concrete labels outside
+        raise; traced ones cannot be checked and are left out of the mean (as if masked),
+        never clamped or wrapped; :func:`rnnjax.checks.valid_tokens` counts them.
       mask: optional ``(...)``, true where a token counts.
 
     Returns:
@@ -69,7 +84,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array
             f"labels must have shape logits.shape[:-1] = {jnp.shape(logits)[:-1]}; "
             f"got {jnp.shape(labels)}"
         )
+    if mask is not None:
+        _check_same_shape("labels", labels, "mask", mask)
+    mask = _label_mask(logits, labels, mask)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    if mask is not None:  # an out-of-range label's loss may be NaN: select, not multiply
+        losses = jnp.where(mask, losses, jnp.zeros((), losses.dtype))
     return masked_mean(losses, mask)
 
 
@@ -104,6 +124,9 @@ def accuracy(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array] = N
             f"labels must have shape logits.shape[:-1] = {jnp.shape(logits)[:-1]}; "
             f"got {jnp.shape(labels)}"
         )
+    if mask is not None:
+        _check_same_shape("labels", labels, "mask", mask)
+    mask = _label_mask(logits, labels, mask)
     hits = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     return masked_mean(hits, mask)
 

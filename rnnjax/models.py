@@ -69,12 +69,9 @@ class SequenceModel:
 
     def __post_init__(self):
         object.__setattr__(self, "layer", _as_layer(self.layer, name="layer"))
-        if isinstance(self.output_size, bool) or not isinstance(self.output_size, int) or self.output_size < 1:
-            raise ValueError(f"output_size must be an int >= 1; got {self.output_size!r}")
-        if self.vocab_size is not None and (
-            isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 1
-        ):
-            raise ValueError(f"vocab_size must be None or an int >= 1; got {self.vocab_size!r}")
+        object.__setattr__(self, "output_size", checks.integer("output_size", self.output_size, 1))
+        if self.vocab_size is not None:
+            object.__setattr__(self, "vocab_size", checks.integer("vocab_size", self.vocab_size, 1))
         if self.head not in _HEADS:
             raise ValueError(f"head must be one of {_HEADS}; got {self.head!r}")
         if self.layer.output_size is None:
@@ -117,15 +114,26 @@ class SequenceModel:
                     f"xs must be integer tokens of shape (T,) for a model with vocab_size="
                     f"{self.vocab_size}; got shape {tuple(xs.shape)} and dtype {xs.dtype}"
                 )
+            checks.token_ids("xs", xs, self.vocab_size)
         else:
             checks.sequence_inputs("xs", xs, self.input_size, batch_ndim=0)
+
+    def _embed(self, params, xs):
+        """Token embeddings; traced ids outside ``[0, vocab_size)`` (which cannot be
+        checked) get a zero embedding rather than a clamped or wrapped row."""
+        e = params["embed"][xs]
+        if checks.is_concrete(xs):  # checked by checks.token_ids
+            return e
+        return jnp.where(checks.valid_tokens(xs, self.vocab_size)[..., None], e, jnp.zeros((), e.dtype))
 
     def apply(self, params: dict, xs, length=None, state=None, *, resets=None, key=None):
         """Run the model over one sequence.
 
         Args:
           params: from :meth:`init`.
-          xs: tokens ``(T,)`` (int, with ``vocab_size``) or features ``(T, I)``.
+          xs: tokens ``(T,)`` (int, with ``vocab_size``) or features ``(T, I)``. Concrete
+            tokens outside ``[0, vocab_size)`` raise; traced ones cannot be checked and
+            get a zero embedding.
           length: optional integer scalar true length (see :func:`rnnjax.unroll`).
           state: optional initial state of the layer.
           resets: optional bool ``(T,)`` segment starts (see :func:`rnnjax.unroll`).
@@ -137,7 +145,7 @@ class SequenceModel:
         """
         self._check_inputs(xs)
         if self.vocab_size is not None:
-            xs = params["embed"][xs]
+            xs = self._embed(params, xs)
         kw = {} if resets is None else {"resets": resets}
         state, hs = self.layer.apply(params["layer"], xs, length, state, key=key, **kw)
         return state, self._head(params["head"], hs, length)
@@ -190,7 +198,8 @@ class SequenceModel:
                     f"xs must be integer tokens of shape (B, T) for a model with vocab_size="
                     f"{self.vocab_size}; got shape {tuple(xs.shape)} and dtype {xs.dtype}"
                 )
-            xs = params["embed"][xs]
+            checks.token_ids("xs", xs, self.vocab_size)
+            xs = self._embed(params, xs)
         kw = {} if resets is None else {"resets": resets}
         state, hs = self.layer.apply_batch(params["layer"], xs, length, state, key=key, **kw)
         return state, self._head(params["head"], hs, length)

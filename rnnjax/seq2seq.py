@@ -71,6 +71,7 @@ import optax
 
 from rnnjax import attention as attn_lib
 from rnnjax import cells as cells_lib
+from rnnjax import checks
 from rnnjax import initializers as inits
 from rnnjax import layers as layers_lib
 
@@ -140,11 +141,10 @@ def _is_cell(obj) -> bool:
 
 
 def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
+    return checks.integer(name, value, minimum)
 
 
-def _check_tokens(name, tokens, ndim):
+def _check_tokens(name, tokens, ndim, vocab=None):
     if not hasattr(tokens, "ndim") or not jnp.issubdtype(tokens.dtype, jnp.integer):
         raise TypeError(
             f"{name} must be an integer token array; got "
@@ -155,16 +155,21 @@ def _check_tokens(name, tokens, ndim):
         if ndim == 2:
             shape = "(B, " + shape[1:]
         raise ValueError(f"{name} must have shape {shape}; got shape {tokens.shape}")
+    if vocab is not None:  # concrete ids are range-checked; traced ones masked by callers
+        checks.token_ids(name, tokens, vocab)
 
 
-def _check_len(name, length, shape):
+def _check_len(name, length, shape, T=None):
     if length is None:
         return
-    if not jnp.issubdtype(jnp.result_type(length), jnp.integer) or jnp.shape(length) != shape:
-        raise ValueError(
-            f"{name} must be integers of shape {shape}; got shape {jnp.shape(length)} and "
-            f"dtype {jnp.result_type(length)}"
-        )
+    if T is None:
+        if not jnp.issubdtype(jnp.result_type(length), jnp.integer) or jnp.shape(length) != shape:
+            raise ValueError(
+                f"{name} must be integers of shape {shape}; got shape {jnp.shape(length)} and "
+                f"dtype {jnp.result_type(length)}"
+            )
+        return
+    checks.lengths(name, length, T, shape)  # concrete values outside [0, T] raise
 
 
 def _check_feeding(teacher_prob, key, feed) -> None:
@@ -328,6 +333,8 @@ class Seq2Seq:
         if cell not in makers:
             raise ValueError(f"cell must be one of {sorted(makers)}; got {cell!r}")
         _check_int("num_layers", num_layers, 1)
+        _check_int("embed_size", embed_size, 1)
+        _check_int("hidden_size", hidden_size, 1)
         make = makers[cell]
         layers, size = [], embed_size
         for _ in range(num_layers):
@@ -431,10 +438,12 @@ class Seq2Seq:
           ``(memory, state)``: the :class:`Memory` the decoder reads and the decoder's
           initial state (bridged from the encoder's final state).
         """
-        _check_tokens("src", src, 1)
-        _check_len("src_len", src_len, ())
+        _check_tokens("src", src, 1, self.src_vocab)
         S = src.shape[0]
+        _check_len("src_len", src_len, (), S)
         xs = params["src_embed"][src]
+        if not checks.is_concrete(src):  # traced ids outside the vocabulary: zero rows
+            xs = jnp.where(checks.valid_tokens(src, self.src_vocab)[:, None], xs, 0.0)
         enc_state, outs = self.encoder.apply(params["encoder"], xs, src_len, key=key)
         tops = _top_states(self.encoder, enc_state)
         context = jnp.concatenate([s.h for s in tops])
@@ -526,9 +535,13 @@ class Seq2Seq:
           ``(logits (T, V), weights (T, S) or None, fed (T,))``: the logits at every
           step, the attention weights, and the tokens that were fed in.
         """
-        _check_tokens("tgt", tgt, 1)
+        _check_tokens("tgt", tgt, 1, self.tgt_vocab)
         _check_feeding(teacher_prob, key, feed)
         T = tgt.shape[0]
+        if T == 0:
+            raise ValueError("tgt must hold at least one token (shape (T,) with T >= 1); got shape (0,)")
+        if not checks.is_concrete(tgt):  # traced ids outside the vocabulary are fed as pad_id
+            tgt = jnp.where(checks.valid_tokens(tgt, self.tgt_vocab), tgt, self.pad_id)
         concrete = not isinstance(teacher_prob, jax.core.Tracer)
         p = float(teacher_prob) if concrete else None
         gt_prev = jnp.concatenate([jnp.full((1,), self.bos_id, tgt.dtype), tgt[:-1]])
@@ -567,8 +580,8 @@ class Seq2Seq:
         Returns:
           ``(logits (T, V), weights (T, S) or None)``.
         """
-        _check_len("tgt_len", tgt_len, ())
-        _check_tokens("tgt", tgt, 1)
+        _check_tokens("tgt", tgt, 1, self.tgt_vocab)
+        _check_len("tgt_len", tgt_len, (), tgt.shape[0])
         _check_feeding(teacher_prob, key, feed)
         k_enc, k_dec = (None, None) if key is None else jax.random.split(key)
         memory, state = self.encode(params, src, src_len, key=k_enc)
@@ -581,10 +594,18 @@ class Seq2Seq:
 
     def token_losses(self, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0,
                      key=None, feed="argmax"):
-        """Per-position cross-entropy ``(T,)`` (zero at ``t >= tgt_len``) and the mask."""
+        """Per-position cross-entropy ``(T,)`` (zero at ``t >= tgt_len``) and the mask.
+
+        A concrete ``tgt_len`` outside ``[0, T]`` or target token outside
+        ``[0, tgt_vocab)`` raises; traced out-of-range tokens are left out of the mask
+        (zero loss, not counted)."""
+        if tgt_len is None:
+            raise ValueError("tgt_len must be an integer scalar in [0, T]; got None")
         logits, _ = self.decode_train(params, src, src_len, tgt, tgt_len,
                                       teacher_prob=teacher_prob, key=key, feed=feed)
         mask = jnp.arange(tgt.shape[0]) < tgt_len
+        if not checks.is_concrete(tgt):
+            mask = mask & checks.valid_tokens(tgt, self.tgt_vocab)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, tgt)
         return jnp.where(mask, ce, 0.0), mask
 
@@ -605,11 +626,11 @@ class Seq2Seq:
           A scalar: the summed cross-entropy over all real target tokens divided by
           their number (padding excluded).
         """
-        _check_tokens("src", src, 2)
-        _check_tokens("tgt", tgt, 2)
+        _check_tokens("src", src, 2, self.src_vocab)
+        _check_tokens("tgt", tgt, 2, self.tgt_vocab)
         B = src.shape[0]
-        _check_len("src_len", src_len, (B,))
-        _check_len("tgt_len", tgt_len, (B,))
+        _check_len("src_len", src_len, (B,), src.shape[1])
+        _check_len("tgt_len", tgt_len, (B,), tgt.shape[1])
         if tgt.shape[0] != B:
             raise ValueError(f"tgt must have batch size {B}; got shape {tgt.shape}")
         keys = None if key is None else jax.random.split(key, B)
@@ -625,7 +646,13 @@ class Seq2Seq:
                            teacher_prob=1.0, key=None, feed="argmax"):
         """:meth:`decode_train` over a leading batch axis; returns ``(logits (B, T, V),
         weights (B, T, S) or None)``."""
+        _check_tokens("src", src, 2, self.src_vocab)
+        _check_tokens("tgt", tgt, 2, self.tgt_vocab)
         B = src.shape[0]
+        if tgt.shape[0] != B:
+            raise ValueError(f"tgt must have batch size {B}; got shape {tgt.shape}")
+        _check_len("src_len", src_len, (B,), src.shape[1])
+        _check_len("tgt_len", tgt_len, (B,), tgt.shape[1])
         keys = None if key is None else jax.random.split(key, B)
         tl = jnp.full((B,), tgt.shape[-1], jnp.int32) if tgt_len is None else tgt_len
         fn = lambda s, sl, t, l, k: self.decode_train(

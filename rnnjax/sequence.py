@@ -87,6 +87,8 @@ def check_call(cell, params, xs, length, state, resets, *, batch_ndim, time_majo
     """The checks of a sequence call. Returns time-major ``xs`` ``(T, *B, I)``, the batch
     shape, checked ``length``, the state (given or initial, cast to the state dtype) and
     time-major ``resets``."""
+    if not (hasattr(cell, "step") and hasattr(cell, "init") and hasattr(cell, "input_size")):
+        raise TypeError(f"cell must be an rnnjax cell; got {checks.describe(cell)}")
     xs, batch, T = checks.sequence_inputs(
         name, xs, cell.input_size, batch_ndim=batch_ndim, time_major=time_major
     )
@@ -120,6 +122,7 @@ def _config(config, unroll) -> engine.ScanConfig:
         config = engine.ScanConfig()
     elif not isinstance(config, engine.ScanConfig):
         raise TypeError(f"config must be an rnnjax.ScanConfig; got {checks.describe(config)}")
+    unroll = checks.integer("unroll", unroll, 1)
     if unroll != 1:
         import dataclasses
 

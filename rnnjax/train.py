@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnnjax import checks
 from rnnjax import metrics as _metrics
 
 __all__ = [
@@ -163,11 +164,7 @@ def make_optimizer(
             )
         if learning_rate is None:
             learning_rate = 1e-3
-        if not callable(learning_rate):
-            if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
-                raise ValueError(
-                    f"learning_rate must be a positive float or an optax schedule; got {learning_rate!r}"
-                )
+        learning_rate = checks.learning_rate("learning_rate", learning_rate)
         opt = _OPTIMIZERS[optimizer](learning_rate, **optimizer_kwargs)
     elif isinstance(optimizer, optax.GradientTransformation):
         if learning_rate is not None or optimizer_kwargs:
@@ -182,9 +179,8 @@ def make_optimizer(
             f"optimizer must be a name or an optax.GradientTransformation; got {type(optimizer).__name__}"
         )
     if clip_norm is not None:
-        if isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float)) or not clip_norm > 0:
-            raise ValueError(f"clip_norm must be a positive float or None; got {clip_norm!r}")
-        opt = optax.chain(optax.clip_by_global_norm(float(clip_norm)), opt)
+        clip_norm = checks.number("clip_norm", clip_norm, 0.0, min_open=True)
+        opt = optax.chain(optax.clip_by_global_norm(clip_norm), opt)
     if frozen is not None:
         opt = optax.multi_transform(
             {"trainable": opt, "frozen": optax.set_to_zero()},
@@ -192,6 +188,9 @@ def make_optimizer(
         )
     if max_consecutive_nonfinite is None:
         max_consecutive_nonfinite = _NEVER
+    max_consecutive_nonfinite = checks.integer(
+        "max_consecutive_nonfinite", max_consecutive_nonfinite, 0
+    )
     return optax.apply_if_finite(opt, max_consecutive_nonfinite)
 
 
@@ -267,7 +266,7 @@ def _sequence_mask(length, B: int, T: int):
     return jnp.arange(T)[None, :] < length[:, None]
 
 
-def _check_batch(batch, per_step: bool, loss=None) -> None:
+def _check_batch(batch, per_step: bool, loss=None, model=None) -> None:
     if not isinstance(batch, dict) or "inputs" not in batch or "targets" not in batch:
         got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
         raise ValueError(f"batch must be a dict with 'inputs', 'targets' and optional 'length'; got {got}")
@@ -286,6 +285,13 @@ def _check_batch(batch, per_step: bool, loss=None) -> None:
             f"batch['targets'] must be integer classes of shape {want} for cross_entropy with a "
             f"{'per_step' if per_step else 'final'} head; got {jnp.shape(y)}"
         )
+    vocab = getattr(model, "vocab_size", None)
+    if vocab is not None and jnp.issubdtype(jnp.result_type(x), jnp.integer):
+        checks.token_ids("batch['inputs']", x, vocab)
+    if loss == "cross_entropy" and getattr(model, "output_size", None) is not None:
+        # concrete targets are range-checked; traced ones are masked out of the loss
+        # (rnnjax.metrics.cross_entropy)
+        checks.token_ids("batch['targets']", y, model.output_size)
     n = batch.get("length")
     if n is not None:
         if jnp.shape(n) != (B,) or not jnp.issubdtype(jnp.result_type(n), jnp.integer):
@@ -293,7 +299,7 @@ def _check_batch(batch, per_step: bool, loss=None) -> None:
                 f"batch['length'] must be integers of shape (B,) = ({B},); got shape "
                 f"{jnp.shape(n)} and dtype {jnp.result_type(n)}"
             )
-        if not isinstance(n, jax.core.Tracer):
+        if checks.is_concrete(n):
             lv = np.asarray(n)
             if lv.size and (lv.min() < 0 or lv.max() > T):
                 raise ValueError(f"batch['length'] must lie in [0, T] = [0, {T}]; got [{lv.min()}, {lv.max()}]")
@@ -417,7 +423,7 @@ class Trainer:
           ``(state, metrics)`` with scalar metrics ``loss``, ``grad_norm``, ``clipped``,
           ``skipped``, ``nonfinite_total``. ``step`` and ``position`` grow by one.
         """
-        _check_batch(batch, self.model.head == "per_step", self.loss)
+        _check_batch(batch, self.model.head == "per_step", self.loss, self.model)
         return _train_step_jit(self, state, batch)
 
     def tbptt_step(self, state: TrainState, batch: dict, k: int, *, stateful: bool = False):
@@ -444,10 +450,12 @@ class Trainer:
         """
         if self.model.head != "per_step":
             raise ValueError(f"tbptt_step needs a per_step head; got model.head={self.model.head!r}")
-        _check_batch(batch, True, self.loss)
+        _check_batch(batch, True, self.loss, self.model)
         T = jnp.shape(batch["inputs"])[1]
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or T % k:
+        k = checks.integer("k", k, 1)
+        if T % k:
             raise ValueError(f"k must be an int >= 1 dividing T = {T}; got {k!r}")
+        stateful = checks.boolean("stateful", stateful)
         if stateful and state.carry is None:
             state = state._replace(carry=self._zero_carry(jnp.shape(batch["inputs"])[0]))
         return _tbptt_step_jit(self, state, batch, k, bool(stateful))
@@ -459,9 +467,10 @@ class Trainer:
         the gradient of chunk ``j``'s loss is zero for every input before chunk ``j``."""
         if self.model.head != "per_step":
             raise ValueError(f"chunk_losses needs a per_step head; got model.head={self.model.head!r}")
-        _check_batch(batch, True, self.loss)
+        _check_batch(batch, True, self.loss, self.model)
         T = jnp.shape(batch["inputs"])[1]
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or T % k:
+        k = checks.integer("k", k, 1)
+        if T % k:
             raise ValueError(f"k must be an int >= 1 dividing T = {T}; got {k!r}")
         return _chunk_losses_jit(self, params, batch, k)
 
@@ -472,7 +481,7 @@ class Trainer:
     def evaluate(self, params, batch: dict) -> dict:
         """Masked metrics on a batch: ``loss`` and, for cross-entropy, ``perplexity``
         (``exp`` of the mean cross-entropy per token) and ``accuracy``; ``tokens``."""
-        _check_batch(batch, self.model.head == "per_step", self.loss)
+        _check_batch(batch, self.model.head == "per_step", self.loss, self.model)
         return _evaluate_jit(self, params, batch)
 
     # ------------------------------------------------------------------ internals
@@ -703,8 +712,10 @@ def fit(
     """
     from rnnjax.progress import ProgressLog
 
-    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 0:
-        raise ValueError(f"num_batches must be an int >= 0; got {num_batches!r}")
+    num_batches = checks.integer("num_batches", num_batches, 0)
+    if tbptt is not None:
+        tbptt = checks.integer("tbptt", tbptt, 1)
+    stateful = checks.boolean("stateful", stateful)
     if stateful and tbptt is None:
         raise ValueError("stateful=True needs tbptt=k (stateful training is truncated BPTT)")
     history = []

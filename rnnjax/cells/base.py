@@ -221,7 +221,7 @@ class Cell:
 
     def initial_state(self, dtype=None):
         """The zero state, float32 unless ``dtype`` says otherwise."""
-        dtype = jnp.float32 if dtype is None else dtype
+        dtype = jnp.float32 if dtype is None else checks.floating_dtype("dtype", dtype)
         return self.State(
             **{k: jnp.zeros((n,), dtype) for k, n in self._state_sizes().items()}
         )

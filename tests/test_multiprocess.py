@@ -1,0 +1,121 @@
+"""Training across processes: 2 processes (``jax.distributed`` over 127.0.0.1, one CPU
+device each) equal 1 process on the same global batch; a run whose process is killed
+resumes from the orbax checkpoints written by every process and ends where an
+uninterrupted run ends.
+
+Every run is a subprocess of ``experiments/distributed_train.py``.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "experiments", "distributed_train.py")
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+ENV.pop("XLA_FLAGS", None)
+
+
+def _start(directory, *args):
+    os.makedirs(directory, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, SCRIPT, "--dir", str(directory), *map(str, args)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc, timeout=600):
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+def _result(directory):
+    with open(os.path.join(directory, "result.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _same_params(a, b, rtol=1e-5, atol=1e-6):
+    assert len(a["params"]) == len(b["params"])
+    for x, y in zip(a["params"], b["params"]):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+@pytest.mark.slow  # three processes start and compile: 35 s of CPU, over a minute when busy
+def test_two_processes_equal_one_process(tmp_path):
+    """3 batches of 8 (4 rows per process): same losses and parameters as one process."""
+    one = _start(tmp_path / "one", "--batches", 3)
+    two = _start(tmp_path / "two", "--processes", 2, "--batches", 3)
+    _finish(one)
+    _finish(two)
+    r1, r2 = _result(tmp_path / "one"), _result(tmp_path / "two")
+    assert (r1["processes"], r2["processes"]) == (1, 2)
+    assert r2["devices"] == 2 and r2["final_position"] == 3
+    np.testing.assert_allclose(r2["losses"], r1["losses"], rtol=1e-6)
+    _same_params(r1, r2)
+    # orbax wrote the checkpoints of the 2-process run (every process took part)
+    steps = sorted(int(d) for d in os.listdir(tmp_path / "two" / "ckpt") if d.isdigit())
+    assert steps[-1] == 3
+
+
+@pytest.mark.slow
+def test_resume_after_one_process_is_killed(tmp_path):
+    """Kill process 1 (SIGKILL) mid-run, then the survivor; start both again on the same
+    directory: the run resumes from the latest checkpoint and ends with the parameters
+    of an uninterrupted 2-process run."""
+    ref = _start(tmp_path / "ref", "--processes", 2, "--batches", 6)
+    _finish(ref)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = tmp_path / "run"
+    common = [
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        2,
+        "--batches",
+        6,
+        "--sleep",
+        1.0,
+    ]
+    p0 = _start(d, *common, "--process-id", 0)
+    p1 = _start(d, *common, "--process-id", 1)
+    ckpt = d / "ckpt"
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        names = os.listdir(ckpt) if ckpt.exists() else []
+        steps = [int(x) for x in names if x.isdigit() and int(x) >= 2]
+        if steps or p0.poll() is not None:
+            break
+        time.sleep(0.2)
+    assert p0.poll() is None, "the run ended before it could be interrupted"
+    p1.send_signal(signal.SIGKILL)
+    p1.wait()
+    try:
+        p0.wait(timeout=60)  # the survivor loses its peer and stops (or is stopped)
+    except subprocess.TimeoutExpired:
+        p0.send_signal(signal.SIGKILL)
+        p0.wait()
+    for p in (p0, p1):
+        p.stdout.close()
+        p.stderr.close()
+    assert not (d / "result.json").exists()
+    done_before = max(int(x) for x in os.listdir(ckpt) if x.isdigit())
+    assert 2 <= done_before < 6
+    _finish(_start(d, "--processes", 2, "--batches", 6))
+    r = _result(d)
+    assert r["final_position"] == 6
+    assert r["positions"][0] == done_before + 1  # resumed, not restarted
+    _same_params(_result(tmp_path / "ref"), r, rtol=0, atol=0)

@@ -438,13 +438,32 @@ def valid_tokens(ids, vocab_size: int) -> jax.Array:
 
     Callers that take traced ids use it to mask out-of-range ones: an embedding row of
     zeros for an input token, no contribution (and no count) in a loss for a target.
-    ``jnp.sum(~valid_tokens(ids, V))`` counts them."""
+    ``jnp.sum(~valid_tokens(ids, V))`` counts them.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax import checks
+      >>> checks.valid_tokens(jnp.array([-1, 0, 3, 4]), 4).tolist()
+      [False, True, True, False]
+    """
     return (ids >= 0) & (ids < vocab_size)
 
 
 def learning_rate(name: str, value) -> Any:
     """A learning rate: a finite number ``> 0`` (Python or NumPy scalar), returned as
-    ``float``, or a callable schedule (``step -> rate``), returned as it is."""
+    ``float``, or a callable schedule (``step -> rate``), returned as it is.
+
+    Example:
+      >>> import numpy as np
+      >>> from rnnjax import checks
+      >>> checks.learning_rate("lr", np.float32(0.5))
+      0.5
+      >>> try:
+      ...     checks.learning_rate("lr", float("inf"))
+      ... except ValueError as e:
+      ...     print(str(e)[:46])
+      lr must be a positive finite number or an opta
+    """
     if callable(value):
         return value
     try:
@@ -457,7 +476,19 @@ def learning_rate(name: str, value) -> Any:
 
 def step_position(name: str, value) -> int:
     """A step or data position: an integer ``>= 0`` (Python, NumPy or a concrete 0-d
-    integer array), returned as ``int``."""
+    integer array), returned as ``int``.
+
+    Example:
+      >>> import numpy as np
+      >>> from rnnjax import checks
+      >>> checks.step_position("position", np.int64(3))
+      3
+      >>> try:
+      ...     checks.step_position("position", -3)
+      ... except ValueError as e:
+      ...     print("refused")
+      refused
+    """
     if hasattr(value, "shape") and np.ndim(value) == 0 and is_concrete(value):
         if not jnp.issubdtype(jnp.result_type(value), jnp.integer):
             raise TypeError(f"{name} must be an integer >= 0; got {describe(value)}")

@@ -190,6 +190,13 @@ def process_rows(batch, process_index: Optional[int] = None, process_count: Opti
 
     Raises:
       ValueError: a leaf's batch size is not a multiple of ``P``.
+
+    Example:
+      >>> import numpy as np
+      >>> from rnnjax import distributed
+      >>> rows = distributed.process_rows({"x": np.arange(8)}, process_index=1, process_count=2)
+      >>> rows["x"].tolist()
+      [4, 5, 6, 7]
     """
     i = jax.process_index() if process_index is None else process_index
     P = jax.process_count() if process_count is None else process_count
@@ -211,14 +218,32 @@ def global_batch(batch, mesh: Mesh):
     """A global batch sharded over ``mesh`` from the global host batch that every
     process holds (the same values everywhere, e.g. a deterministic ``data(position)``):
     each process contributes only its rows (:func:`process_rows`). With one process,
-    :func:`shard_batch` of the whole batch."""
+    :func:`shard_batch` of the whole batch.
+
+    Example:
+      >>> import numpy as np
+      >>> from rnnjax import distributed
+      >>> mesh = distributed.make_mesh()
+      >>> batch = distributed.global_batch({"x": np.zeros((4, 3))}, mesh)
+      >>> batch["x"].shape
+      (4, 3)
+    """
     return shard_batch(process_rows(batch), mesh)
 
 
 def abstract_state(trainer, mesh: Mesh, **kwargs):
     """``trainer.abstract_state(**kwargs)`` with every leaf replicated over ``mesh``: the
     restore target under which orbax puts the restored arrays on every process's
-    devices (see :meth:`rnnjax.checkpoint.Checkpointer.restore`)."""
+    devices (see :meth:`rnnjax.checkpoint.Checkpointer.restore`).
+
+    Example:
+      >>> import jax, rnnjax as rj
+      >>> from rnnjax import distributed
+      >>> trainer = rj.Trainer(rj.SequenceModel(rj.GRU(4, 8), output_size=5, vocab_size=5))
+      >>> target = distributed.abstract_state(trainer, distributed.make_mesh())
+      >>> all(leaf.sharding.is_fully_replicated for leaf in jax.tree_util.tree_leaves(target))
+      True
+    """
     sharding = NamedSharding(mesh, PartitionSpec())
     return jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
@@ -240,6 +265,18 @@ def fit(trainer, state, data, num_batches: int, mesh: Optional[Mesh] = None, **f
 
     Returns:
       ``(state, history)`` as :func:`rnnjax.train.fit`; the state's arrays are global.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax import distributed
+      >>> trainer = rj.Trainer(rj.SequenceModel(rj.GRU(4, 8), output_size=5, vocab_size=5))
+      >>> def data(i):                                      # the global batch i: (B, T) tokens
+      ...     tokens = (jnp.arange(14).reshape(2, 7) + i) % 5
+      ...     return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+      >>> state, history = distributed.fit(trainer, trainer.init(jax.random.key(0)), data, 2,
+      ...                                  progress=False)
+      >>> int(state.position), len(history)
+      (2, 2)
     """
     from rnnjax import train
 

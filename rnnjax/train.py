@@ -472,6 +472,8 @@ class Trainer:
         """``(loss, (final carry, outputs, mask))`` of a batch from ``carry`` (or zeros)."""
         x, y, n = batch["inputs"], batch["targets"], batch.get("length")
         B, T = x.shape[:2]
+        if key is not None:  # the state keeps raw key data; layers take typed keys
+            key = jax.random.wrap_key_data(key)
         carry, out = self.model.apply_batch(params, x, n, carry, key=key)
         mask = _sequence_mask(n, B, T) if self.model.head == "per_step" else None
         return self._loss_fn()(out, y, mask), (carry, out, mask)

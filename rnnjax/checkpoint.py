@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from typing import Optional
 
@@ -80,6 +81,33 @@ def load_config(directory) -> dict:
             return json.load(f)
     except (OSError, ValueError) as err:
         raise CheckpointError(f"checkpoint config {path} is damaged: {err}") from err
+
+
+def _leaf_specs(state) -> dict:
+    """``{leaf path: [dtype, shape]}`` of every array leaf of ``state``."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        if hasattr(leaf, "dtype") and hasattr(leaf, "shape"):
+            out[_leaf_name(path)] = [str(jnp.dtype(leaf.dtype)), list(leaf.shape)]
+    return out
+
+
+def _check_target(saved: Optional[dict], target, path: str) -> None:
+    """Raise ``ValueError`` naming every leaf whose dtype or shape in ``target``
+    differs from the saved one (a wrong target, not a damaged checkpoint)."""
+    if not saved:
+        return
+    bad = []
+    for name, (dtype, shape) in _leaf_specs(_abstract(target)).items():
+        if name in saved and (saved[name][0] != dtype or list(saved[name][1]) != shape):
+            bad.append(f"{name}: saved {saved[name][0]}{tuple(saved[name][1])}, "
+                       f"target {dtype}{tuple(shape)}")
+    if bad:
+        shown = "; ".join(bad[:6]) + (f"; ... ({len(bad)} leaves)" if len(bad) > 6 else "")
+        raise ValueError(
+            f"the restore target does not match the checkpoint at {path} in dtype or shape: "
+            f"{shown}. Restore into the saved dtypes (e.g. trainer.abstract_state()) and cast after"
+        )
 
 
 def _abstract(target):
@@ -147,12 +175,14 @@ class Checkpointer:
         os.makedirs(self.directory, exist_ok=True)
         self.best_metric, self.best_mode = best_metric, best_mode
         self.config = config
-        if config is not None:
-            self._write_config(config)
         policies = [ocp.checkpoint_managers.LatestN(n=keep_last)]
         best_fn = None
         if best_metric is not None:
-            best_fn = lambda m: float(m[best_metric])  # noqa: E731
+            worst = math.inf if best_mode == "min" else -math.inf
+
+            def best_fn(m):  # a non-finite metric ranks last: it is never the best
+                v = float(m.get(best_metric, math.nan)) if isinstance(m, dict) else math.nan
+                return v if math.isfinite(v) else worst
             policies.append(
                 ocp.checkpoint_managers.BestN(
                     get_metric_fn=best_fn, reverse=(best_mode == "min"), n=1
@@ -167,8 +197,47 @@ class Checkpointer:
             create=True,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        if config is not None:
+            self._guard_config(config)
+            self._write_config(config)
 
     # ------------------------------------------------------------------ config
+    def _integrity(self, step: int) -> dict:
+        """The integrity record of checkpoint ``step`` (digest, config, leaf dtypes)."""
+        path = self.step_path(step)
+        try:
+            rec = self._manager.restore(
+                step, args=ocp.args.Composite(integrity=ocp.args.JsonRestore())
+            ).integrity
+        except Exception as err:
+            detail = str(err).splitlines()[0][:300] if str(err) else ""
+            raise CheckpointError(
+                f"checkpoint at {path} is damaged: its integrity record cannot be read: "
+                f"{type(err).__name__}: {detail}"
+            ) from err
+        if not isinstance(rec, dict) or "sha256" not in rec:
+            raise CheckpointError(f"checkpoint at {path} is damaged: its integrity record is missing")
+        return rec
+
+    def _guard_config(self, config: dict) -> None:
+        """A resumed run must be the same run: compare ``config`` with the copy in the
+        newest checkpoint's integrity record (checked even when ``config.json`` is gone)."""
+        steps = self.all_steps()
+        if not steps:
+            return
+        self._check_recorded_config(self._integrity(steps[-1]), steps[-1], config)
+
+    def _check_recorded_config(self, rec: dict, step: int, config) -> None:
+        recorded = rec.get("config")
+        if config is None or recorded is None:
+            return
+        if json.loads(json.dumps(config, sort_keys=True)) != recorded:
+            raise ValueError(
+                f"config differs from the one recorded in the checkpoint at "
+                f"{self.step_path(step)}: recorded {recorded}, got {config}; use a new "
+                "directory for a different run"
+            )
+
     def _write_config(self, config: dict) -> None:
         path = os.path.join(self.directory, CONFIG_NAME)
         try:
@@ -211,13 +280,19 @@ class Checkpointer:
             return False
         check_finite(state)
         if metrics is not None:
+            # a non-finite value is kept as recorded; it never ranks (see best_step)
             metrics = {k: float(v) for k, v in metrics.items()}
         if self.best_metric is not None and (metrics is None or self.best_metric not in metrics):
             raise ValueError(
                 f"metrics must contain best_metric {self.best_metric!r}; got "
                 f"{None if metrics is None else sorted(metrics)}"
             )
-        integrity = {"sha256": state_digest(state), "step": step, "config": self.config}
+        integrity = {
+            "sha256": state_digest(state),
+            "step": step,
+            "config": None if self.config is None else json.loads(json.dumps(self.config)),
+            "leaves": _leaf_specs(state),
+        }
         return self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -240,7 +315,15 @@ class Checkpointer:
         """The step of the best checkpoint by ``best_metric`` (``None`` without one)."""
         if self.best_metric is None:
             return None
-        return self._manager.best_step()
+        best = None
+        for step in self.all_steps():
+            m = self._manager.metrics(step)
+            v = float(m.get(self.best_metric, math.nan)) if isinstance(m, dict) else math.nan
+            if not math.isfinite(v):
+                continue  # a NaN or Inf metric never ranks a checkpoint
+            if best is None or (v < best[0] if self.best_mode == "min" else v > best[0]):
+                best = (v, step)
+        return None if best is None else best[1]
 
     def step_path(self, step: int) -> str:
         return os.path.join(self.directory, str(step))
@@ -276,6 +359,9 @@ class Checkpointer:
             raise FileNotFoundError(
                 f"no checkpoint for step {step} at {path}; available steps: {steps}"
             )
+        rec = self._integrity(step)
+        self._check_recorded_config(rec, step, self.config)
+        _check_target(rec.get("leaves"), target, path)
         try:
             restored = self._manager.restore(
                 step,

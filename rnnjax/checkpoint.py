@@ -22,16 +22,25 @@ import hashlib
 import json
 import math
 import os
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpointer", "CheckpointError", "load_config", "state_digest", "check_finite"]
+__all__ = [
+    "Checkpointer",
+    "CheckpointError",
+    "Run",
+    "load_run",
+    "load_config",
+    "state_digest",
+    "check_finite",
+]
 
 CONFIG_NAME = "config.json"
+RANKING_NAME = "ranking.json"
 
 
 class CheckpointError(ValueError):
@@ -81,6 +90,13 @@ def load_config(directory) -> dict:
             return json.load(f)
     except (OSError, ValueError) as err:
         raise CheckpointError(f"checkpoint config {path} is damaged: {err}") from err
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
 
 
 def _leaf_specs(state) -> dict:
@@ -137,7 +153,12 @@ class Checkpointer:
       best_mode: ``"min"`` (default) or ``"max"``.
       config: optional JSON-serialisable dict, written as ``config.json`` beside the
         checkpoints. An existing different config is an error (a resumed run must be
-        the same run).
+        the same run); the copy in every checkpoint's integrity record is checked too,
+        so deleting ``config.json`` does not bypass the check.
+      trainer: optional :class:`rnnjax.train.Trainer`; its :meth:`~rnnjax.train.Trainer.config`
+        (the model's architecture and the training settings) is stored as the config's
+        ``"trainer"`` entry, so :func:`load_run` can rebuild the run from the directory
+        alone.
       async_save: write in a background thread where orbax allows (call :meth:`wait`
         or :meth:`close` before reading the files).
       create: create ``directory`` if missing; with ``False`` a missing directory is a
@@ -159,6 +180,7 @@ class Checkpointer:
         best_metric: Optional[str] = None,
         best_mode: str = "min",
         config: Optional[dict] = None,
+        trainer=None,
         async_save: bool = True,
         create: bool = True,
     ):
@@ -169,6 +191,15 @@ class Checkpointer:
             raise ValueError(f"best_mode must be 'min' or 'max'; got {best_mode!r}")
         if best_metric is not None and not isinstance(best_metric, str):
             raise TypeError(f"best_metric must be a metric name (str) or None; got {best_metric!r}")
+        if trainer is not None:
+            if not hasattr(trainer, "config") or not callable(trainer.config):
+                raise TypeError(f"trainer must be an rnnjax.train.Trainer; got {type(trainer).__name__}")
+            if config is not None and not isinstance(config, dict):
+                raise TypeError(f"config must be a dict; got {type(config).__name__}")
+            recorded = trainer.config()
+            if config is not None and "trainer" in config and config["trainer"] != recorded:
+                raise ValueError("config['trainer'] differs from trainer.config(); pass one of them")
+            config = dict(config or {}, trainer=recorded)
         self.directory = os.path.abspath(os.fspath(directory))
         if not create and not os.path.isdir(self.directory):
             raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
@@ -200,6 +231,9 @@ class Checkpointer:
         if config is not None:
             self._guard_config(config)
             self._write_config(config)
+        if best_metric is not None:
+            _write_json(os.path.join(self.directory, RANKING_NAME),
+                        {"best_metric": best_metric, "best_mode": best_mode})
 
     # ------------------------------------------------------------------ config
     def _integrity(self, step: int) -> dict:
@@ -405,3 +439,83 @@ class Checkpointer:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+class Run(NamedTuple):
+    """A run rebuilt from its checkpoint directory by :func:`load_run`.
+
+    Attributes:
+      trainer: the :class:`rnnjax.train.Trainer` (its ``model`` is the architecture).
+      state: the restored :class:`rnnjax.train.TrainState` (``state.params``).
+      step: the checkpoint step (data position) restored.
+      config: the whole config saved with the run.
+    """
+
+    trainer: Any
+    state: Any
+    step: int
+    config: dict
+
+
+def load_run(directory, step: Optional[int] = None, *, best: bool = False) -> Run:
+    """Rebuild a run from its checkpoint directory alone: model, params, trainer, state.
+
+    The directory must have been written by a :class:`Checkpointer` given the trainer
+    (``Checkpointer(directory, trainer=trainer)``), which records the model's
+    architecture and the training settings. Nothing about the run is needed in code.
+
+    Args:
+      directory: the checkpoint directory.
+      step: which checkpoint; default the latest (or the best with ``best=True``).
+      best: restore the best checkpoint by the metric it was ranked by.
+
+    Returns:
+      A :class:`Run` ``(trainer, state, step, config)``; ``trainer.model`` and
+      ``state.params`` are the model and its parameters. Resuming with
+      ``fit(run.trainer, run.state, ...)`` continues the run exactly.
+
+    Raises:
+      FileNotFoundError: no directory, config or checkpoint.
+      ValueError: the config holds no trainer record, or a class it names is unknown.
+
+    Example:
+      >>> run = load_run("/tmp/char_lm")  # doctest: +SKIP
+      >>> logits = run.trainer.model.apply(run.state.params, tokens)[1]  # doctest: +SKIP
+    """
+    from rnnjax.train import Trainer
+
+    directory = os.path.abspath(os.fspath(directory))
+    config = load_config(directory)
+    if not isinstance(config, dict) or "trainer" not in config:
+        raise ValueError(
+            f"the config at {os.path.join(directory, CONFIG_NAME)} holds no trainer record; "
+            "write checkpoints with Checkpointer(directory, trainer=trainer)"
+        )
+    trainer = Trainer.from_config(config["trainer"])
+    meta = json.loads(json.dumps(config))  # the config as the checkpoints record it
+    best_metric = None
+    if best:
+        metrics = _ranking_metric(directory)
+        if metrics is None:
+            raise ValueError(f"best=True but the checkpoints in {directory} were not ranked by a metric")
+        best_metric, best_mode = metrics
+    with Checkpointer(directory, config=meta, create=False, best_metric=best_metric,
+                      best_mode=best_mode if best else "min") as ckpt:
+        if step is None:
+            step = ckpt.best_step() if best else ckpt.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"no checkpoint in {directory}" + (" ranked by a finite metric" if best else ""))
+        leaves = ckpt._integrity(step).get("leaves") or {}
+        carry_b = [shape[0] for name, (_, shape) in leaves.items() if name.startswith(".carry") and shape]
+        target = trainer.abstract_state(batch_size=carry_b[0] if carry_b else None)
+        state = ckpt.restore(target, step)
+    return Run(trainer, state, int(step), config)
+
+
+def _ranking_metric(directory):
+    path = os.path.join(directory, RANKING_NAME)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        rec = json.load(f)
+    return rec["best_metric"], rec["best_mode"]

@@ -46,6 +46,10 @@ from rnnjax import metrics as _metrics
 
 __all__ = [
     "make_optimizer",
+    "schedule",
+    "optimizer",
+    "Schedule",
+    "Optimizer",
     "evaluate_batches",
     "evaluate_stream",
     "EarlyStopping",
@@ -166,6 +170,14 @@ def make_optimizer(
                     f"learning_rate must be a positive float or an optax schedule; got {learning_rate!r}"
                 )
         opt = _OPTIMIZERS[optimizer](learning_rate, **optimizer_kwargs)
+    elif isinstance(optimizer, Optimizer):
+        if learning_rate is not None or optimizer_kwargs:
+            raise ValueError(
+                "learning_rate and optimizer keyword arguments apply only to a named optimizer; "
+                f"got a recorded optimizer {optimizer.name!r} with learning_rate={learning_rate!r} "
+                f"and {sorted(optimizer_kwargs)}: put them in rnnjax.train.optimizer(...)"
+            )
+        opt = optimizer.build()
     elif isinstance(optimizer, optax.GradientTransformation):
         if learning_rate is not None or optimizer_kwargs:
             raise ValueError(
@@ -190,6 +202,136 @@ def make_optimizer(
     if max_consecutive_nonfinite is None:
         max_consecutive_nonfinite = _NEVER
     return optax.apply_if_finite(opt, max_consecutive_nonfinite)
+
+
+# --------------------------------------------------------------------------- recorded specs
+
+
+def _freeze(v):
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    return v
+
+
+def _kwargs_tuple(name: str, kwargs) -> tuple:
+    if isinstance(kwargs, dict):
+        kwargs = kwargs.items()
+    try:
+        pairs = tuple(sorted((str(k), _freeze(v)) for k, v in kwargs))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a dict or (name, value) pairs; got {kwargs!r}") from err
+    return pairs
+
+
+def _lookup(name: str, spaces, what: str):
+    for label, space in spaces:
+        fn = getattr(space, name, None)
+        if callable(fn):
+            return fn
+    raise ValueError(f"{what} must name a function of {', '.join(l for l, _ in spaces)}; got {name!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A learning-rate (or any) schedule recorded by name and arguments: a callable
+    ``step -> value`` that a checkpoint config can hold and rebuild.
+
+    Build one with :func:`schedule`.
+
+    Attributes:
+      name: a function of ``optax.schedules`` or ``rnnjax.schedules``.
+      kwargs: its keyword arguments, as sorted ``(name, value)`` pairs.
+    """
+
+    name: str
+    kwargs: tuple = ()
+    fn: Any = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        from rnnjax import schedules as _schedules
+
+        object.__setattr__(self, "kwargs", _kwargs_tuple("kwargs", self.kwargs))
+        factory = _lookup(self.name, (("optax.schedules", optax.schedules),
+                                      ("rnnjax.schedules", _schedules)), "schedule name")
+        object.__setattr__(self, "fn", factory(**dict(self.kwargs)))
+
+    def __call__(self, step):
+        return self.fn(step)
+
+
+def schedule(name: str, **kwargs) -> Schedule:
+    """A schedule recorded by name: ``optax.schedules.<name>(**kwargs)`` (or an
+    ``rnnjax.schedules`` one), callable as ``step -> value`` and JSON-recordable.
+
+    Args:
+      name: e.g. ``"cosine_decay_schedule"``, ``"warmup_cosine_decay_schedule"``,
+        ``"exponential_decay"``.
+      **kwargs: the factory's arguments (numbers, strings).
+
+    Returns:
+      A :class:`Schedule`.
+
+    Example:
+      >>> from rnnjax.train import schedule
+      >>> lr = schedule("cosine_decay_schedule", init_value=1e-2, decay_steps=100)
+      >>> round(float(lr(50)), 6)
+      0.005
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a schedule name (str); got {name!r}")
+    return Schedule(name, tuple(kwargs.items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """An optax optimiser recorded by name and arguments (build one with
+    :func:`optimizer`); :class:`Trainer` and :func:`make_optimizer` accept it wherever
+    they accept an optax transformation, and a checkpoint config can hold it."""
+
+    name: str
+    kwargs: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "kwargs", _kwargs_tuple("kwargs", self.kwargs))
+        self.build()  # fail now, naming the optimiser, not at the first step
+
+    def build(self) -> optax.GradientTransformation:
+        """``optax.<name>(**kwargs)``."""
+        factory = _lookup(self.name, (("optax", optax),), "optimizer name")
+        try:
+            tx = factory(**dict(self.kwargs))
+        except TypeError as err:
+            raise TypeError(f"optimizer {self.name!r} does not take {dict(self.kwargs)}: {err}") from err
+        if not isinstance(tx, optax.GradientTransformation):
+            raise ValueError(f"optax.{self.name} is not an optimiser; got {type(tx).__name__}")
+        return tx
+
+
+def optimizer(name: str, **kwargs) -> Optimizer:
+    """An optax optimiser recorded by name: ``optax.<name>(**kwargs)``, with
+    ``learning_rate`` a number or a :func:`schedule`.
+
+    Args:
+      name: any optax optimiser (``"adam"``, ``"adamw"``, ``"lion"``, ``"sgd"``, ...).
+      **kwargs: its arguments.
+
+    Returns:
+      An :class:`Optimizer` (pass it as ``Trainer(optimizer=...)``).
+
+    Example:
+      >>> import rnnjax as rj
+      >>> from rnnjax.train import optimizer, schedule
+      >>> opt = optimizer("adamw", learning_rate=schedule("exponential_decay",
+      ...                 init_value=1e-3, transition_steps=100, decay_rate=0.5), weight_decay=1e-4)
+      >>> tr = rj.Trainer(rj.SequenceModel(rj.GRU(2, 4), output_size=1), loss="mse", optimizer=opt)
+      >>> tr.config()["optimizer"]["fields"]["name"]
+      'adamw'
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be an optax optimiser name (str); got {name!r}")
+    return Optimizer(name, tuple(kwargs.items()))
 
 
 # --------------------------------------------------------------------------- state
@@ -307,8 +449,12 @@ class Trainer:
 
     The optax chain is built once (:attr:`tx`). The train steps report, per update,
     ``loss``, ``grad_norm`` (global norm of the trainable gradients before clipping),
-    ``clipped`` (``grad_norm > clip_norm``), ``skipped`` (non-finite gradient, not
-    applied) and ``nonfinite_total`` (the running count kept by ``apply_if_finite``).
+    ``clipped`` (``grad_norm > clip_norm``), ``skipped`` (non-finite gradient or loss,
+    not applied: params, the inner optimiser state and a stateful carry stay exactly as
+    they were; only ``apply_if_finite``'s counters move), ``nonfinite_total`` (the
+    running count kept by ``apply_if_finite``) and ``tokens`` (the scored targets). A
+    batch (or TBPTT chunk) with no real step (every length 0) makes no update at all and
+    reports ``tokens == 0`` and ``loss`` NaN, a mean over nothing.
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -319,7 +465,7 @@ class Trainer:
       >>> batch = {"inputs": jnp.zeros((2, 6), jnp.int32), "targets": jnp.ones((2, 6), jnp.int32)}
       >>> state, m = trainer.train_step(state, batch)
       >>> sorted(m)
-      ['clipped', 'grad_norm', 'loss', 'nonfinite_total', 'skipped']
+      ['clipped', 'grad_norm', 'loss', 'nonfinite_total', 'skipped', 'tokens']
     """
 
     model: Any
@@ -381,18 +527,53 @@ class Trainer:
         return state
 
     def config(self) -> dict:
-        """A JSON-serialisable description of the trainer (for the checkpoint config)."""
-        lr = self.learning_rate
+        """A JSON-clean record of the trainer: the model's architecture and every training
+        setting, from which :meth:`from_config` rebuilds an equal trainer (in another
+        process too). It holds no memory address.
+
+        Schedules, optimisers and losses are recorded by name and arguments: names,
+        numbers, :func:`schedule`, :func:`optimizer`, module-level rnnjax or optax
+        functions (see :mod:`rnnjax.spec`).
+
+        Raises:
+          TypeError: a field cannot be recorded (a lambda loss, a bare optax
+            transformation, an optax schedule closure); the error names the field.
+        """
+        from rnnjax.spec import to_spec
+
         return {
-            "model": repr(self.model),
-            "loss": self.loss if isinstance(self.loss, str) else repr(self.loss),
-            "optimizer": self.optimizer if isinstance(self.optimizer, str) else repr(self.optimizer),
-            "learning_rate": lr if lr is None or isinstance(lr, (int, float)) else repr(lr),
-            "clip_norm": self.clip_norm,
-            "frozen": list(self.frozen) if isinstance(self.frozen, tuple) else repr(self.frozen),
-            "optimizer_kwargs": {k: (v if isinstance(v, (int, float, str, bool)) else repr(v))
-                                 for k, v in self.optimizer_kwargs},
+            "format": "rnnjax.train.Trainer/1",
+            "model": to_spec(self.model, "model"),
+            "loss": to_spec(self.loss, "loss"),
+            "optimizer": to_spec(self.optimizer, "optimizer"),
+            "learning_rate": to_spec(self.learning_rate, "learning_rate"),
+            "clip_norm": to_spec(self.clip_norm, "clip_norm"),
+            "frozen": to_spec(list(self.frozen) if isinstance(self.frozen, tuple) else self.frozen,
+                              "frozen"),
+            "optimizer_kwargs": {k: to_spec(v, f"optimizer_kwargs.{k}") for k, v in self.optimizer_kwargs},
         }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Trainer":
+        """Rebuild a trainer from :meth:`config` (a dict, e.g. read back from JSON)."""
+        from rnnjax.spec import from_spec
+
+        if not isinstance(config, dict) or config.get("format") != "rnnjax.train.Trainer/1":
+            raise ValueError(
+                "config must be a dict made by Trainer.config() (format 'rnnjax.train.Trainer/1'); "
+                f"got {str(config)[:200]}"
+            )
+        frozen = from_spec(config["frozen"], "frozen")
+        return cls(
+            model=from_spec(config["model"], "model"),
+            loss=from_spec(config["loss"], "loss"),
+            optimizer=from_spec(config["optimizer"], "optimizer"),
+            learning_rate=from_spec(config["learning_rate"], "learning_rate"),
+            clip_norm=from_spec(config["clip_norm"], "clip_norm"),
+            frozen=tuple(frozen) if isinstance(frozen, list) else frozen,
+            optimizer_kwargs=tuple((k, from_spec(v, f"optimizer_kwargs.{k}"))
+                                   for k, v in config["optimizer_kwargs"].items()),
+        )
 
     def train_step(self, state: TrainState, batch: dict):
         """One optimiser update on a batch (full backpropagation through time).
@@ -403,7 +584,8 @@ class Trainer:
 
         Returns:
           ``(state, metrics)`` with scalar metrics ``loss``, ``grad_norm``, ``clipped``,
-          ``skipped``, ``nonfinite_total``. ``step`` and ``position`` grow by one.
+          ``skipped``, ``nonfinite_total``, ``tokens``. ``step`` and ``position`` grow by
+          one (also for a batch with no real step, which changes nothing else).
         """
         _check_batch(batch, self.model.head == "per_step", self.loss)
         return _train_step_jit(self, state, batch)
@@ -814,8 +996,9 @@ class EarlyStopping:
     Example:
       >>> from rnnjax.train import EarlyStopping
       >>> stop = EarlyStopping("valid_loss", patience=2)
-      >>> [stop.update(t, v) for t, v in zip(stop.init(), [3.0, 2.0, 2.5, 2.1])][-1]
-      False
+      >>> tracker = stop.init()
+      >>> [stop.update(tracker, v) for v in [3.0, 2.0, 2.5, 2.1]]
+      [False, False, False, True]
     """
 
     metric: str

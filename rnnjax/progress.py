@@ -152,7 +152,7 @@ class ProgressLog:
             self._file.write(json.dumps(row) + "\n")
             self._file.flush()
         self._shown.update({k: v for k, v in metrics.items() if k.startswith(("valid_", "eval_"))})
-        shown = dict(self._shown, loss=metrics.get("loss"))
+        shown = {"loss": metrics.get("loss"), **self._shown}
         if self._progress is not None:
             self._progress.update(
                 self._task, completed=position, metrics=format_metrics(shown) or "loss -",

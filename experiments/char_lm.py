@@ -30,8 +30,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import repro_common as rc
+
 import rnnjax as rj
 from rnnjax.checkpoint import Checkpointer, load_run
 from rnnjax.tasks.language import TextCorpus
@@ -39,11 +39,30 @@ from rnnjax.train import EarlyStopping, Trainer, evaluate_batches, evaluate_stre
 
 SEED = 0
 PROMPT = "def "
-QUICK = dict(modules=("textwrap",), chars=12_000, embed=16, hidden=64, batch=8, seq_len=32,
-             tbptt=16, batches=90, eval_every=30, sample_len=80)
-FULL = dict(modules=("textwrap", "argparse", "json.decoder", "string", "shlex"), chars=None,
-            embed=64, hidden=256, batch=32, seq_len=64, tbptt=32, batches=3000, eval_every=250,
-            sample_len=400)
+QUICK = dict(
+    modules=("textwrap",),
+    chars=12_000,
+    embed=16,
+    hidden=64,
+    batch=8,
+    seq_len=32,
+    tbptt=16,
+    batches=90,
+    eval_every=30,
+    sample_len=80,
+)
+FULL = dict(
+    modules=("textwrap", "argparse", "json.decoder", "string", "shlex"),
+    chars=None,
+    embed=64,
+    hidden=256,
+    batch=32,
+    seq_len=64,
+    tbptt=32,
+    batches=3000,
+    eval_every=250,
+    sample_len=400,
+)
 
 
 def stdlib_text(modules, chars=None) -> str:
@@ -95,26 +114,43 @@ def main():
     train = corpus.streams(cfg["batch"], cfg["seq_len"], part="train")
     valid = corpus.streams(cfg["batch"] // 2, cfg["seq_len"], part="valid")
     V = corpus.vocab_size
-    print(f"text: {len(text)} characters of {', '.join(cfg['modules'])}; vocabulary {V}; "
-          f"{train.num_windows} training windows per pass", flush=True)
+    print(
+        f"text: {len(text)} characters of {', '.join(cfg['modules'])}; vocabulary {V}; "
+        f"{train.num_windows} training windows per pass",
+        flush=True,
+    )
 
     model = rj.SequenceModel(rj.LSTM(cfg["embed"], cfg["hidden"]), output_size=V, vocab_size=V)
-    lr = schedule("warmup_cosine_decay_schedule", init_value=0.0, peak_value=1e-2,
-                  warmup_steps=10, decay_steps=cfg["batches"] * cfg["seq_len"] // cfg["tbptt"],
-                  end_value=1e-4)
+    lr = schedule(
+        "warmup_cosine_decay_schedule",
+        init_value=0.0,
+        peak_value=1e-2,
+        warmup_steps=10,
+        decay_steps=cfg["batches"] * cfg["seq_len"] // cfg["tbptt"],
+        end_value=1e-4,
+    )
     trainer = Trainer(model, learning_rate=lr, clip_norm=1.0)
 
     def validate(params):
         return evaluate_stream(trainer, params, valid, prefix="valid_")
 
     t0 = time.perf_counter()
-    with Checkpointer(run_dir, trainer=trainer, best_metric="valid_ppl", keep_last=1,
-                      save_every=cfg["eval_every"]) as ckpt:
+    with Checkpointer(
+        run_dir, trainer=trainer, best_metric="valid_ppl", keep_last=1, save_every=cfg["eval_every"]
+    ) as ckpt:
         state, history = fit(
-            trainer, trainer.init(jax.random.key(SEED)), train, cfg["batches"],
-            tbptt=cfg["tbptt"], stateful=True, reset_every=train.num_windows,
-            checkpointer=ckpt, log_path=log_path, evaluate=validate,
-            eval_every=cfg["eval_every"], early_stopping=EarlyStopping("valid_ppl", patience=4),
+            trainer,
+            trainer.init(jax.random.key(SEED)),
+            train,
+            cfg["batches"],
+            tbptt=cfg["tbptt"],
+            stateful=True,
+            reset_every=train.num_windows,
+            checkpointer=ckpt,
+            log_path=log_path,
+            evaluate=validate,
+            eval_every=cfg["eval_every"],
+            early_stopping=EarlyStopping("valid_ppl", patience=4),
         )
     train_s = time.perf_counter() - t0
 
@@ -122,24 +158,48 @@ def main():
     run = load_run(run_dir, best=True)
     params = run.state.params
     stream = evaluate_stream(run.trainer, params, valid)
-    windowed = evaluate_batches(run.trainer, params,
-                                [valid.batch(j) for j in range(valid.num_windows)])
+    windowed = evaluate_batches(
+        run.trainer, params, [valid.batch(j) for j in range(valid.num_windows)]
+    )
     prompt = corpus.encode(PROMPT)
-    greedy = corpus.decode(sample(run.trainer.model, params, prompt, cfg["sample_len"],
-                                  temperature=0.0, key=jax.random.key(SEED)))
-    warm = corpus.decode(sample(run.trainer.model, params, prompt, cfg["sample_len"],
-                                temperature=0.8, key=jax.random.key(SEED)))
-    print(f"best step {run.step}: validation perplexity {stream['ppl']:.3f} over the stream, "
-          f"{windowed['ppl']:.3f} in fresh windows (uniform: {V})", flush=True)
+    greedy = corpus.decode(
+        sample(
+            run.trainer.model,
+            params,
+            prompt,
+            cfg["sample_len"],
+            temperature=0.0,
+            key=jax.random.key(SEED),
+        )
+    )
+    warm = corpus.decode(
+        sample(
+            run.trainer.model,
+            params,
+            prompt,
+            cfg["sample_len"],
+            temperature=0.8,
+            key=jax.random.key(SEED),
+        )
+    )
+    print(
+        f"best step {run.step}: validation perplexity {stream['ppl']:.3f} over the stream, "
+        f"{windowed['ppl']:.3f} in fresh windows (uniform: {V})",
+        flush=True,
+    )
     print("greedy:", repr(PROMPT + greedy), flush=True)
     print("T=0.8: ", repr(PROMPT + warm), flush=True)
 
     evals = [h for h in history if "valid_ppl" in h]
     result = {
         "seed": SEED,
-        "text": {"modules": list(cfg["modules"]), "characters": len(text), "vocab_size": V,
-                 "train_tokens": int(len(corpus.train_tokens)),
-                 "valid_tokens": int(len(corpus.valid_tokens))},
+        "text": {
+            "modules": list(cfg["modules"]),
+            "characters": len(text),
+            "vocab_size": V,
+            "train_tokens": int(len(corpus.train_tokens)),
+            "valid_tokens": int(len(corpus.valid_tokens)),
+        },
         "config": {k: v for k, v in cfg.items() if k != "modules"},
         "batches_run": len(history),
         "train_seconds": train_s,
@@ -148,8 +208,11 @@ def main():
         "best_step": run.step,
         "restored_valid_ppl_stream": stream["ppl"],
         "restored_valid_ppl_windowed": windowed["ppl"],
-        "restored_equals_logged": bool(np.isclose(
-            stream["ppl"], {h["position"]: h["valid_ppl"] for h in evals}[run.step], rtol=1e-5)),
+        "restored_equals_logged": bool(
+            np.isclose(
+                stream["ppl"], {h["position"]: h["valid_ppl"] for h in evals}[run.step], rtol=1e-5
+            )
+        ),
         "uniform_ppl": V,
         "prompt": PROMPT,
         "sample_greedy": greedy,
@@ -166,8 +229,12 @@ def main():
         fig, ax = plt.subplots(figsize=(6, 3.5))
         loss = [float(np.nanmean(np.asarray(h["loss"], float))) for h in history]
         ax.plot(range(1, len(loss) + 1), np.exp(loss), lw=1, label="training (exp loss)")
-        ax.plot([h["position"] for h in evals], [h["valid_ppl"] for h in evals], "o-",
-                label="validation stream")
+        ax.plot(
+            [h["position"] for h in evals],
+            [h["valid_ppl"] for h in evals],
+            "o-",
+            label="validation stream",
+        )
         ax.set_yscale("log")
         ax.set_xlabel("batch", fontsize=10)
         ax.set_ylabel("perplexity", fontsize=10)

@@ -7,13 +7,20 @@
   at the end of a run), asynchronously where orbax allows;
 - it keeps the last ``keep_last`` checkpoints and the best one by a metric
   (``LatestN`` and ``BestN`` preservation policies);
-- it writes the run's config as ``config.json`` beside the checkpoints;
+- it writes the run's config as ``config.json`` beside the checkpoints, with the
+  trainer's record (the model's architecture and the training settings, see
+  :meth:`rnnjax.train.Trainer.config`) when given ``trainer=``, so that
+  :func:`load_run` rebuilds model, params and trainer from the directory alone; the
+  config is also kept in every checkpoint's integrity record and checked on resume;
+- a metric that is NaN or Inf never ranks a checkpoint (it is never the best);
 - it restores with an abstract target (``jax.eval_shape`` of the state, via
   ``ocp.args.StandardRestore``) so NamedTuples come back as NamedTuples;
 - it refuses to save a state with NaN or Inf in it, and it never starts fresh silently:
   a missing directory or step is a ``FileNotFoundError``, a damaged checkpoint (a file
   truncated, changed or deleted) a :class:`CheckpointError`, both naming the path. Every
-  checkpoint carries a SHA-256 digest of the state that is checked on restore.
+  checkpoint carries a SHA-256 digest of the state that is checked on restore, and the
+  dtype and shape of every leaf: a restore target of another dtype (bfloat16 params, say)
+  is a ``ValueError`` naming the leaves, not a damaged checkpoint.
 """
 
 from __future__ import annotations

@@ -90,9 +90,17 @@ class ProgressLog:
       ['train 2/4', 'train 4/4']
     """
 
-    def __init__(self, total: int, *, start: int = 0, enabled: Union[bool, str] = True,
-                 jsonl_path: Optional[str] = None, description: str = "train",
-                 every: Optional[int] = None, stream=None):
+    def __init__(
+        self,
+        total: int,
+        *,
+        start: int = 0,
+        enabled: Union[bool, str] = True,
+        jsonl_path: Optional[str] = None,
+        description: str = "train",
+        every: Optional[int] = None,
+        stream=None,
+    ):
         if enabled not in (True, False, "rich", "plain", "auto"):
             raise ValueError(f"enabled must be True, False, 'rich' or 'plain'; got {enabled!r}")
         self.total, self.start = int(total), int(start)
@@ -103,7 +111,9 @@ class ProgressLog:
             out = sys.stdout if stream is None else stream
             enabled = "rich" if getattr(out, "isatty", lambda: False)() else "plain"
         self.mode = enabled or None
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        if every is not None and (
+            isinstance(every, bool) or not isinstance(every, int) or every < 1
+        ):
             raise ValueError(f"every must be None or an int >= 1; got {every!r}")
         self.every = every if every is not None else max(1, (self.total - self.start) // 20)
         self.enabled = self.mode is not None
@@ -120,7 +130,13 @@ class ProgressLog:
             os.makedirs(d, exist_ok=True)
             self._file = open(self.jsonl_path, "a", encoding="utf-8")
         if self.mode == "rich":
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -155,13 +171,17 @@ class ProgressLog:
         shown = {"loss": metrics.get("loss"), **self._shown}
         if self._progress is not None:
             self._progress.update(
-                self._task, completed=position, metrics=format_metrics(shown) or "loss -",
+                self._task,
+                completed=position,
+                metrics=format_metrics(shown) or "loss -",
                 rate=f"{rate:.1f}",
             )
         elif self.mode == "plain" and (show or done % self.every == 0 or position >= self.total):
             eta = (self.total - position) / rate if rate > 0 else float("nan")
-            line = (f"{self.description} {position}/{self.total}  {format_metrics(shown)}  "
-                    f"{rate:.3g} steps/s  elapsed {_clock(elapsed)}  eta {_clock(eta)}")
+            line = (
+                f"{self.description} {position}/{self.total}  {format_metrics(shown)}  "
+                f"{rate:.3g} steps/s  elapsed {_clock(elapsed)}  eta {_clock(eta)}"
+            )
             out = sys.stdout if self.stream is None else self.stream
             print(line, file=out, flush=True)
 

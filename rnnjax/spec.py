@@ -74,7 +74,7 @@ def _is_dtype(obj) -> bool:
 
 def _function_name(fn):
     mod, qual = getattr(fn, "__module__", None) or "", getattr(fn, "__qualname__", "")
-    if not mod.split(".")[0] in _FUNCTION_MODULES or "<" in qual:
+    if mod.split(".")[0] not in _FUNCTION_MODULES or "<" in qual:
         return None
     for public in (mod.split(".")[0], mod):  # prefer the public name (optax:l2_loss)
         try:
@@ -186,7 +186,7 @@ def from_spec(spec: Any, path: str = "value") -> Any:
         cls = _class(spec["class"], path)
         fields = {k: from_spec(v, f"{path}.{k}") for k, v in spec.get("fields", {}).items()}
         return cls(**fields)
-    (kind, value), = spec.items()
+    ((kind, value),) = spec.items()
     if kind == "float":
         return float(value)
     if kind == "dtype":
@@ -198,7 +198,9 @@ def from_spec(spec: Any, path: str = "value") -> Any:
     if kind == "function":
         module, _, qual = value.partition(":")
         if module.split(".")[0] not in _FUNCTION_MODULES:
-            raise ValueError(f"{path}: functions are rebuilt only from rnnjax or optax; got {value!r}")
+            raise ValueError(
+                f"{path}: functions are rebuilt only from rnnjax or optax; got {value!r}"
+            )
         obj = importlib.import_module(module)
         try:
             for part in qual.split("."):

@@ -14,7 +14,16 @@ The pieces:
   model, a loss head and an optimiser, with jitted :meth:`Trainer.train_step`
   (full BPTT), :meth:`Trainer.tbptt_step` (truncated BPTT, one ``lax.scan`` over chunks
   with an update after each) and :meth:`Trainer.evaluate`.
-- :func:`fit`: the loop, with checkpoints, a progress bar and a JSONL log.
+- :func:`fit`: the loop, with validation (``evaluate``, ``eval_every``), early stopping
+  (:class:`EarlyStopping`), checkpoints (the best by any logged metric), progress (a
+  rich bar on a terminal, plain lines otherwise) and a JSONL log that a resumed run
+  continues without losing or duplicating rows.
+- :func:`evaluate_batches` (windows, each from the zero state) and
+  :func:`evaluate_stream` (consecutive windows, the state carried): token-weighted
+  validation metrics.
+- :func:`schedule` and :func:`optimizer`: optax schedules and optimisers recorded by
+  name and arguments, so that :meth:`Trainer.config` is JSON-clean and
+  :meth:`Trainer.from_config` rebuilds the trainer in another process.
 
 A batch is a dict with ``"inputs"`` ``(B, T)`` tokens or ``(B, T, I)`` features,
 ``"targets"`` (``(B, T)`` / ``(B, T, O)`` per step, ``(B,)`` / ``(B, O)`` for a final
@@ -226,7 +235,7 @@ def _kwargs_tuple(name: str, kwargs) -> tuple:
 
 
 def _lookup(name: str, spaces, what: str):
-    for label, space in spaces:
+    for _label, space in spaces:
         fn = getattr(space, name, None)
         if callable(fn):
             return fn
@@ -1134,6 +1143,7 @@ def fit(
       eval_every: evaluate after every this many batches (and after the last); default
         only after the last.
       early_stopping: an :class:`EarlyStopping`; checked whenever a row holds its metric.
+        The row at which it stops holds ``"stopped_early": True``; the state is saved there.
 
     Returns:
       ``(state, history)``: the final state and the list of per-batch host metrics of
@@ -1193,6 +1203,8 @@ def fit(
                 m.update({k: _host_number(k, v) for k, v in ev.items()})
             if tracker is not None and early_stopping.metric in m:
                 stop = early_stopping.update(tracker, m[early_stopping.metric])
+                if stop:
+                    m["stopped_early"] = True  # the last row of a run stopped early
             history.append(m)
             log.update(pos + 1, m, show=evaluated or stop)
             if checkpointer is not None:

@@ -15,11 +15,25 @@ EXPERIMENTS = os.path.join(ROOT, "experiments")
 
 
 def test_char_lm_quick_preset_trains_validates_restores_and_samples(tmp_path):
-    env = dict(os.environ, MPLBACKEND="Agg",
-               PYTHONPATH=os.pathsep.join([ROOT, EXPERIMENTS, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, os.path.join(EXPERIMENTS, "char_lm.py"), "--quick",
-                           "--out", str(tmp_path)], cwd=EXPERIMENTS, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ,
+        MPLBACKEND="Agg",
+        PYTHONPATH=os.pathsep.join([ROOT, EXPERIMENTS, os.environ.get("PYTHONPATH", "")]),
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(EXPERIMENTS, "char_lm.py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=EXPERIMENTS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # progress lines appeared as it ran (stdout is a pipe here, not a terminal)
     assert re.search(r"^train 30/90 .*valid_ppl", proc.stdout, re.M), proc.stdout[:2000]
@@ -47,7 +61,13 @@ def test_readme_char_lm_example_runs(tmp_path):
     code = re.search(r"```python\n(.*?)```", text[i:], re.S).group(1)
     code = code.replace('"/tmp/char_lm.jsonl"', repr(str(tmp_path / "log.jsonl")))
     code = code.replace('"/tmp/char_lm"', repr(str(tmp_path / "run")))
-    proc = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), capture_output=True,
-                          text=True, timeout=600, env=dict(os.environ, PYTHONPATH=ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-1].startswith("def ") or "def " in proc.stdout

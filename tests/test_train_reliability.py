@@ -67,8 +67,16 @@ def test_fit_with_checkpointer_survives_a_nan_batch_in_stateful_tbptt(tmp_path):
 
     with Checkpointer(tmp_path / "c", async_save=False) as ckpt:
         with pytest.warns(RuntimeWarning, match="batch 1: non-finite"):
-            state, hist = fit(REG, REG.init(jax.random.key(0)), data, 4, tbptt=K,
-                              stateful=True, checkpointer=ckpt, progress=False)
+            state, hist = fit(
+                REG,
+                REG.init(jax.random.key(0)),
+                data,
+                4,
+                tbptt=K,
+                stateful=True,
+                checkpointer=ckpt,
+                progress=False,
+            )
         assert ckpt.all_steps()[-1] == 4
     assert [any(h["skipped"]) for h in hist] == [False, True, False, False]
 
@@ -78,16 +86,23 @@ def test_a_non_finite_metric_never_ranks_a_checkpoint(tmp_path):
     losses = [0.892, 0.044, 0.5, float("nan"), 36.6, float("inf"), 0.7]
     with Checkpointer(tmp_path / "c", keep_last=1, best_metric="loss", async_save=False) as ckpt:
         for i, loss in enumerate(losses):
-            ckpt.save(state._replace(position=jnp.asarray(i + 1, jnp.int32)),
-                      metrics={"loss": loss}, force=True)
+            ckpt.save(
+                state._replace(position=jnp.asarray(i + 1, jnp.int32)),
+                metrics={"loss": loss},
+                force=True,
+            )
         ckpt.wait()
         assert ckpt.best_step() == 2
         assert 2 in ckpt.all_steps() and ckpt.all_steps()[-1] == 7
-    with Checkpointer(tmp_path / "d", keep_last=1, best_metric="acc", best_mode="max",
-                      async_save=False) as ckpt:
+    with Checkpointer(
+        tmp_path / "d", keep_last=1, best_metric="acc", best_mode="max", async_save=False
+    ) as ckpt:
         for i, acc in enumerate([float("nan"), float("nan")]):
-            ckpt.save(state._replace(position=jnp.asarray(i + 1, jnp.int32)),
-                      metrics={"acc": acc}, force=True)
+            ckpt.save(
+                state._replace(position=jnp.asarray(i + 1, jnp.int32)),
+                metrics={"acc": acc},
+                force=True,
+            )
         assert ckpt.best_step() is None  # nothing was ranked
 
 
@@ -97,8 +112,9 @@ def test_fit_keeps_the_true_best_checkpoint_past_nan_batches(tmp_path):
 
     with Checkpointer(tmp_path / "c", keep_last=1, best_metric="loss", async_save=False) as ckpt:
         with pytest.warns(RuntimeWarning):
-            _, hist = fit(REG, REG.init(jax.random.key(0)), data, 5, checkpointer=ckpt,
-                          progress=False)
+            _, hist = fit(
+                REG, REG.init(jax.random.key(0)), data, 5, checkpointer=ckpt, progress=False
+            )
         finite = {i + 1: h["loss"] for i, h in enumerate(hist) if np.isfinite(h["loss"])}
         assert ckpt.best_step() == min(finite, key=finite.get)
         assert ckpt.best_step() in ckpt.all_steps()
@@ -107,8 +123,10 @@ def test_fit_keeps_the_true_best_checkpoint_past_nan_batches(tmp_path):
 def test_all_padding_batch_is_a_reported_no_op_like_tbptt_k_equal_T():
     s0 = LM.init(jax.random.key(0))
     r = np.random.default_rng(0)
-    batch = {"inputs": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
-             "targets": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32)}
+    batch = {
+        "inputs": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
+        "targets": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
+    }
     s1, _ = LM.train_step(s0, batch)  # a first update so Adam has momentum
     empty = dict(batch, length=jnp.zeros((B,), jnp.int32))
     s2, m = LM.train_step(s1, empty)
@@ -126,9 +144,11 @@ def test_all_padding_batch_is_a_reported_no_op_like_tbptt_k_equal_T():
 def test_fit_reports_an_all_padding_batch(tmp_path):
     def data(p):
         r = np.random.default_rng(p)
-        b = {"inputs": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
-             "targets": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
-             "length": jnp.full((B,), 0 if p == 1 else T, jnp.int32)}
+        b = {
+            "inputs": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
+            "targets": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
+            "length": jnp.full((B,), 0 if p == 1 else T, jnp.int32),
+        }
         return b
 
     with pytest.warns(RuntimeWarning, match="batch 1 has no real step"):
@@ -159,8 +179,11 @@ def test_restore_into_another_dtype_is_a_clear_dtype_error(tmp_path):
     d = tmp_path / "c"
     _save_one(d, None)
     target = LM.abstract_state()
-    bf16 = target._replace(params=jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, jnp.bfloat16), target.params))
+    bf16 = target._replace(
+        params=jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, jnp.bfloat16), target.params
+        )
+    )
     with Checkpointer(d, create=False) as ckpt:
         with pytest.raises(ValueError, match=r"dtype.*params.*float32.*bfloat16") as err:
             ckpt.restore(bf16)

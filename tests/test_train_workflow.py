@@ -19,8 +19,15 @@ from rnnjax.checkpoint import Checkpointer, load_run
 from rnnjax.models import SequenceModel
 from rnnjax.spec import from_spec, to_spec
 from rnnjax.tasks.language import StreamBatcher, TextCorpus
-from rnnjax.train import (EarlyStopping, Trainer, evaluate_batches, evaluate_stream, fit,
-                          optimizer, schedule)
+from rnnjax.train import (
+    EarlyStopping,
+    Trainer,
+    evaluate_batches,
+    evaluate_stream,
+    fit,
+    optimizer,
+    schedule,
+)
 
 V, E, H, B, T, K = 5, 3, 4, 2, 4, 2
 LM = Trainer(SequenceModel(rj.GRU(E, H), output_size=V, vocab_size=V), clip_norm=1.0)
@@ -29,8 +36,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def data(p):
     r = np.random.default_rng((11, p))
-    return {"inputs": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
-            "targets": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32)}
+    return {
+        "inputs": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
+        "targets": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
+    }
 
 
 VALID = [data(100), data(101)]
@@ -71,11 +80,21 @@ def test_fit_validates_logs_and_keeps_the_best_checkpoint_by_validation(tmp_path
         seen[int(state.position)] = state.params
 
     log = tmp_path / "log.jsonl"
-    with Checkpointer(tmp_path / "c", keep_last=1, best_metric="valid_ppl",
-                      async_save=False) as ckpt:
-        state, hist = fit(LM, LM.init(jax.random.key(0)), data, 6, checkpointer=ckpt,
-                          log_path=log, progress=False, callback=callback,
-                          evaluate=valid_metrics, eval_every=2)
+    with Checkpointer(
+        tmp_path / "c", keep_last=1, best_metric="valid_ppl", async_save=False
+    ) as ckpt:
+        state, hist = fit(
+            LM,
+            LM.init(jax.random.key(0)),
+            data,
+            6,
+            checkpointer=ckpt,
+            log_path=log,
+            progress=False,
+            callback=callback,
+            evaluate=valid_metrics,
+            eval_every=2,
+        )
         rows = rows_of(log)
         evals = {r["position"]: r["valid_ppl"] for r in rows if "valid_ppl" in r}
         assert sorted(evals) == [2, 4, 6]
@@ -104,6 +123,7 @@ def test_early_stopping_stops_after_patience_and_a_resume_stops_at_the_same_plac
     with Checkpointer(tmp_path / "c", async_save=False) as ckpt:
         state, hist = fit(LM, LM.init(jax.random.key(0)), data_at, 6, checkpointer=ckpt, **kw)
         assert int(state.position) == 4 and len(hist) == 4
+        assert hist[-1]["stopped_early"] is True and "stopped_early" not in hist[-2]
         assert ckpt.latest_step() == 4
         # resumed from position 2 (rows 3, 4 are dropped and written again): stops at 4
         s2 = ckpt.restore(LM.abstract_state(), 2)
@@ -134,8 +154,16 @@ def test_resume_neither_loses_nor_duplicates_log_rows(tmp_path):
     d = tmp_path / "c"
     with Checkpointer(d, save_every=2, async_save=False) as ckpt:
         with pytest.raises(Killed):
-            fit(LM, LM.init(jax.random.key(0)), data, 7, checkpointer=ckpt, log_path=log,
-                progress=False, callback=kill_at_5)
+            fit(
+                LM,
+                LM.init(jax.random.key(0)),
+                data,
+                7,
+                checkpointer=ckpt,
+                log_path=log,
+                progress=False,
+                callback=kill_at_5,
+            )
     assert [r["position"] for r in rows_of(log)] == [1, 2, 3, 4, 5]
     with Checkpointer(d, save_every=2, async_save=False) as ckpt:
         state = ckpt.restore(LM.abstract_state())
@@ -157,8 +185,8 @@ def test_stream_batcher_windows_are_consecutive_pieces_of_b_streams():
     xs = np.concatenate([sb.batch(j)["inputs"] for j in range(sb.num_windows)], axis=1)
     ys = np.concatenate([sb.batch(j)["targets"] for j in range(sb.num_windows)], axis=1)
     for b in range(3):
-        np.testing.assert_array_equal(xs[b], tokens[b * L: b * L + 16])
-        np.testing.assert_array_equal(ys[b], tokens[b * L + 1: b * L + 17])
+        np.testing.assert_array_equal(xs[b], tokens[b * L : b * L + 16])
+        np.testing.assert_array_equal(ys[b], tokens[b * L + 1 : b * L + 17])
     np.testing.assert_array_equal(sb.batch(sb.num_windows)["inputs"], sb.batch(0)["inputs"])
     ax, ay = sb.all_windows()
     assert ax.shape == (4, 3, 4)
@@ -175,10 +203,14 @@ def test_stream_evaluation_carries_the_state_like_one_long_unroll():
     # reference: each stream unrolled in one piece, float64 cross-entropy in numpy
     n = sb.num_windows * 5
     x = jnp.asarray(sb.streams[:, :n])
-    y = np.asarray(sb.streams[:, 1: n + 1])
+    y = np.asarray(sb.streams[:, 1 : n + 1])
     _, logits = LM.model.apply_batch(params, x)
     lg = np.asarray(logits, np.float64)
-    lp = lg - np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1, keepdims=True)) - lg.max(-1, keepdims=True)
+    lp = (
+        lg
+        - np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - lg.max(-1, keepdims=True)
+    )
     nll = -np.take_along_axis(lp, y[..., None], -1)[..., 0]
     assert got["tokens"] == y.size
     assert got["loss"] == pytest.approx(nll.mean(), rel=1e-5)
@@ -193,8 +225,9 @@ def test_stateful_fit_on_streams_resets_the_carry_each_pass():
     sb = StreamBatcher(np.random.default_rng(1).integers(0, V, 2 * 13), batch_size=2, seq_len=4)
     assert sb.num_windows == 3
     s0 = LM.init(jax.random.key(0))
-    state, _ = fit(LM, s0, sb, 4, tbptt=K, stateful=True, reset_every=sb.num_windows,
-                   progress=False)
+    state, _ = fit(
+        LM, s0, sb, 4, tbptt=K, stateful=True, reset_every=sb.num_windows, progress=False
+    )
     ref = s0
     for p in range(4):
         if p % 3 == 0:
@@ -222,14 +255,28 @@ def test_text_corpus_never_trains_on_its_validation_part():
 
 
 def test_trainer_config_is_json_clean_and_rebuilds_an_equal_trainer():
-    model = SequenceModel(rj.Stacked([rj.LSTM(E, H, proj_size=2), rj.GRU(2, H)]),
-                          output_size=V, vocab_size=V)
+    model = SequenceModel(
+        rj.Stacked([rj.LSTM(E, H, proj_size=2), rj.GRU(2, H)]), output_size=V, vocab_size=V
+    )
     trainers = [
-        Trainer(model, learning_rate=schedule("warmup_cosine_decay_schedule", init_value=0.0,
-                                              peak_value=1e-3, warmup_steps=5, decay_steps=50)),
-        Trainer(model, optimizer=optimizer("adamw", learning_rate=1e-3, weight_decay=1e-4),
-                loss=rj.metrics.cross_entropy if hasattr(rj.metrics, "cross_entropy") else "cross_entropy",
-                frozen=("embed",)),
+        Trainer(
+            model,
+            learning_rate=schedule(
+                "warmup_cosine_decay_schedule",
+                init_value=0.0,
+                peak_value=1e-3,
+                warmup_steps=5,
+                decay_steps=50,
+            ),
+        ),
+        Trainer(
+            model,
+            optimizer=optimizer("adamw", learning_rate=1e-3, weight_decay=1e-4),
+            loss=rj.metrics.cross_entropy
+            if hasattr(rj.metrics, "cross_entropy")
+            else "cross_entropy",
+            frozen=("embed",),
+        ),
     ]
     for tr in trainers:
         text = json.dumps(tr.config())
@@ -240,11 +287,17 @@ def test_trainer_config_is_json_clean_and_rebuilds_an_equal_trainer():
     assert from_spec(json.loads(json.dumps(to_spec(cell)))) == cell
 
 
-@pytest.mark.parametrize("field, kwargs", [
-    ("learning_rate", {"learning_rate": __import__("optax").schedules.cosine_decay_schedule(1e-3, 10)}),
-    ("loss", {"loss": lambda out, y, mask: jnp.mean((out - y) ** 2)}),
-    ("optimizer", {"optimizer": __import__("optax").adam(1e-3)}),
-])
+@pytest.mark.parametrize(
+    "field, kwargs",
+    [
+        (
+            "learning_rate",
+            {"learning_rate": __import__("optax").schedules.cosine_decay_schedule(1e-3, 10)},
+        ),
+        ("loss", {"loss": lambda out, y, mask: jnp.mean((out - y) ** 2)}),
+        ("optimizer", {"optimizer": __import__("optax").adam(1e-3)}),
+    ],
+)
 def test_an_unrecordable_setting_is_refused_naming_the_field(field, kwargs):
     tr = Trainer(LM.model, **kwargs)
     with pytest.raises(TypeError, match=rf"^{field} cannot be recorded"):
@@ -269,17 +322,33 @@ print(type(run.trainer.model.layer.cell).__name__, run.step)
 
 
 def test_restore_from_the_directory_alone_in_a_new_process(tmp_path):
-    tr = Trainer(SequenceModel(rj.LSTM(E, H), output_size=V, vocab_size=V),
-                 learning_rate=schedule("exponential_decay", init_value=1e-2,
-                                        transition_steps=2, decay_rate=0.5))
+    tr = Trainer(
+        SequenceModel(rj.LSTM(E, H), output_size=V, vocab_size=V),
+        learning_rate=schedule(
+            "exponential_decay", init_value=1e-2, transition_steps=2, decay_rate=0.5
+        ),
+    )
     d = tmp_path / "run"
     with Checkpointer(d, trainer=tr, async_save=False) as ckpt:
-        state, _ = fit(tr, tr.init(jax.random.key(0)), data, 3, tbptt=K, stateful=True,
-                       checkpointer=ckpt, progress=False)
+        state, _ = fit(
+            tr,
+            tr.init(jax.random.key(0)),
+            data,
+            3,
+            tbptt=K,
+            stateful=True,
+            checkpointer=ckpt,
+            progress=False,
+        )
     nxt, _ = tr.tbptt_step(state, data(3), K, stateful=True)
     out = str(tmp_path / "child")
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(d), out], capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(d), out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["LSTM", "3"]
     got = np.load(out + "_params.npz")
@@ -297,8 +366,9 @@ def test_restore_from_the_directory_alone_in_a_new_process(tmp_path):
 
 
 def test_progress_prints_plain_lines_when_stdout_is_not_a_terminal(capsys):
-    fit(LM, LM.init(jax.random.key(0)), data, 4, progress=True, evaluate=valid_metrics,
-        eval_every=2)
+    fit(
+        LM, LM.init(jax.random.key(0)), data, 4, progress=True, evaluate=valid_metrics, eval_every=2
+    )
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("train ")]
     assert [ln.split()[1] for ln in lines] == ["1/4", "2/4", "3/4", "4/4"]
     assert "valid_ppl" in lines[1] and "valid_ppl" not in lines[0]

@@ -1,5 +1,6 @@
 """Shared plumbing of the ``repro_*.py`` reproduction scripts: the ``--quick`` flag,
-results files, and a seeded training loop over :class:`rnnjax.train.Trainer`.
+results files, progress lines as a script runs (:class:`Progress`), and a seeded training
+loop over :class:`rnnjax.train.Trainer` that reports its progress.
 
 The scripts import it as ``repro_common``: run them as scripts
 (``python experiments/repro_<claim>.py``), whose folder is then on ``sys.path``."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import jax
@@ -43,15 +45,60 @@ def save(args, name: str, result: dict, fig=None) -> str:
     return stem + ".json"
 
 
+class Progress:
+    """Plain progress lines, printed and flushed as a script runs (a log file or a pipe
+    sees them at once): ``[label] done/total  metrics  elapsed  eta``.
+
+    Args:
+      label: what is running (``"LSTM T=100"``).
+      total: the number of units (steps, runs) to do.
+      every: print after every this many units (default: about ten lines), and always
+        after the last one.
+
+    Example:
+      >>> p = Progress("demo", 4, every=2)
+      >>> for i in range(4):
+      ...     p(i + 1, loss=1.0 / (i + 1))  # doctest: +ELLIPSIS
+      [demo] 2/4  loss 0.5  elapsed ...
+      [demo] 4/4  loss 0.25  elapsed ...
+    """
+
+    def __init__(self, label: str, total: int, every: int = None, stream=None):
+        self.label, self.total = label, int(total)
+        self.every = max(1, every if every else self.total // 10)
+        self.stream = stream
+        self.t0 = time.perf_counter()
+
+    def __call__(self, done: int, *, force: bool = False, **metrics) -> None:
+        """Print a line after ``done`` units when it is due (or ``force``)."""
+        if not force and done % self.every and done != self.total:
+            return
+        from rnnjax.progress import format_metrics
+
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / done * (self.total - done) if done else float("nan")
+        shown = format_metrics({k: float(v) for k, v in metrics.items()}, names=list(metrics))
+        print(f"[{self.label}] {done}/{self.total}  {shown + '  ' if shown else ''}"
+              f"elapsed {elapsed:.1f} s  eta {eta:.1f} s",
+              file=self.stream or sys.stdout, flush=True)
+
+
+def progress(label: str, total: int, every: int = None) -> Progress:
+    """A :class:`Progress` reporter; call it as ``report(done, loss=..., ...)``."""
+    return Progress(label, total, every)
+
+
 def to_jnp(batch: dict) -> dict:
     return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
 def train(trainer, key, batch_fn, steps: int, *, eval_batch=None, eval_every: int = 100,
-          solved=None, log_every: int = 0):
+          solved=None, log_every: int = 0, label: str = "train"):
     """Train ``steps`` updates on ``batch_fn(step)``; evaluate on ``eval_batch`` every
     ``eval_every`` steps. ``solved(metrics) -> bool`` marks the first evaluation step at
-    which the task counts as solved (training goes on to ``steps``).
+    which the task counts as solved (training goes on to ``steps``). Progress lines
+    (``[label] step/steps  loss ...``) are printed every ``log_every`` steps (default
+    about ten lines per run) and after each evaluation.
 
     Returns:
       ``(state, log)`` with ``log = {"eval_steps", "eval" (one metrics dict per
@@ -61,16 +108,21 @@ def train(trainer, key, batch_fn, steps: int, *, eval_batch=None, eval_every: in
     state = trainer.init(key)
     log = {"eval_steps": [], "eval": [], "train_loss": [], "grad_norm": [], "steps_to_solve": None}
     t0 = time.perf_counter()
+    report = Progress(label, steps, every=log_every or None)
     for i in range(steps):
         state, m = trainer.train_step(state, to_jnp(batch_fn(i)))
         log["train_loss"].append(m["loss"])
         log["grad_norm"].append(m["grad_norm"])
+        shown = {}
         if eval_batch is not None and ((i + 1) % eval_every == 0 or i + 1 == steps):
             ev = {k: float(v) for k, v in jax.device_get(trainer.evaluate(state.params, eval_batch)).items()}
             log["eval_steps"].append(i + 1)
             log["eval"].append(ev)
             if solved is not None and log["steps_to_solve"] is None and solved(ev):
                 log["steps_to_solve"] = i + 1
+            shown = {"eval_" + k: v for k, v in ev.items() if k != "tokens"}
+        if shown or (i + 1) % report.every == 0 or i + 1 == steps:
+            report(i + 1, force=bool(shown), loss=m["loss"], **shown)
     log["train_loss"] = [float(v) for v in jax.device_get(log["train_loss"])]
     log["grad_norm"] = [float(v) for v in jax.device_get(log["grad_norm"])]
     log["seconds"] = time.perf_counter() - t0

@@ -95,7 +95,7 @@ def main():
             trainer = Trainer(model, learning_rate=3e-3, clip_norm=1.0)
             batch_fn = t.get("fresh") or sample_batches(t["train"], t["batch"], SEED)
             state, log = rc.train(trainer, key, batch_fn, steps,
-                                  eval_batch=test, eval_every=steps)
+                                  eval_batch=test, eval_every=steps, label=f"{tname} {name}")
             res[name] = {"test_accuracy": log["eval"][-1]["accuracy"], "trained_params": rc.param_count(state.params),
                          "all_params": rc.param_count(state.params), "train_seconds": log["seconds"]}
             print(tname, name, res[name], flush=True)

@@ -88,8 +88,10 @@ def main():
             model = SequenceModel(rj.GRU(16, 64), output_size=4, vocab_size=4)
             trainer = Trainer(model, learning_rate=1e-2, clip_norm=1.0)
             state = trainer.init(key)
+            report = rc.progress(f"lag d={d} k={k}", lag_steps)
             for i in range(lag_steps):
-                state, _ = trainer.tbptt_step(state, rc.to_jnp(lag_batch(16, lag_T, d, (SEED, d, i))), k)
+                state, m = trainer.tbptt_step(state, rc.to_jnp(lag_batch(16, lag_T, d, (SEED, d, i))), k)
+                report(i + 1, loss=m["loss"][-1])
             _, logits = jax.jit(model.apply_batch)(state.params, jnp.asarray(test_np["inputs"]))
             acc = float(np.mean(np.asarray(jnp.argmax(logits, -1))[:, d:] == test_np["targets"][:, d:]))
             out["dependency_length"][f"d={d},k={k}"] = {"lag": d, "k": k, "heldout_accuracy": acc,

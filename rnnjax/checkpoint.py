@@ -7,21 +7,29 @@
   at the end of a run), asynchronously where orbax allows;
 - it keeps the last ``keep_last`` checkpoints and the best one by a metric
   (``LatestN`` and ``BestN`` preservation policies);
-- it writes the run's config as ``config.json`` beside the checkpoints;
+- it writes the run's config as ``config.json`` beside the checkpoints, with the
+  trainer's record (the model's architecture and the training settings, see
+  :meth:`rnnjax.train.Trainer.config`) when given ``trainer=``, so that
+  :func:`load_run` rebuilds model, params and trainer from the directory alone; the
+  config is also kept in every checkpoint's integrity record and checked on resume;
+- a metric that is NaN or Inf never ranks a checkpoint (it is never the best);
 - it restores with an abstract target (``jax.eval_shape`` of the state, via
   ``ocp.args.StandardRestore``) so NamedTuples come back as NamedTuples;
 - it refuses to save a state with NaN or Inf in it, and it never starts fresh silently:
   a missing directory or step is a ``FileNotFoundError``, a damaged checkpoint (a file
   truncated, changed or deleted) a :class:`CheckpointError`, both naming the path. Every
-  checkpoint carries a SHA-256 digest of the state that is checked on restore.
+  checkpoint carries a SHA-256 digest of the state that is checked on restore, and the
+  dtype and shape of every leaf: a restore target of another dtype (bfloat16 params, say)
+  is a ``ValueError`` naming the leaves, not a damaged checkpoint.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,9 +38,18 @@ import orbax.checkpoint as ocp
 
 from rnnjax import checks
 
-__all__ = ["Checkpointer", "CheckpointError", "load_config", "state_digest", "check_finite"]
+__all__ = [
+    "Checkpointer",
+    "CheckpointError",
+    "Run",
+    "load_run",
+    "load_config",
+    "state_digest",
+    "check_finite",
+]
 
 CONFIG_NAME = "config.json"
+RANKING_NAME = "ranking.json"
 
 
 class CheckpointError(ValueError):
@@ -118,6 +135,40 @@ def load_config(directory) -> dict:
         raise CheckpointError(f"checkpoint config {path} is damaged: {err}") from err
 
 
+def _write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _leaf_specs(state) -> dict:
+    """``{leaf path: [dtype, shape]}`` of every array leaf of ``state``."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        if hasattr(leaf, "dtype") and hasattr(leaf, "shape"):
+            out[_leaf_name(path)] = [str(jnp.dtype(leaf.dtype)), list(leaf.shape)]
+    return out
+
+
+def _check_target(saved: Optional[dict], target, path: str) -> None:
+    """Raise ``ValueError`` naming every leaf whose dtype or shape in ``target``
+    differs from the saved one (a wrong target, not a damaged checkpoint)."""
+    if not saved:
+        return
+    bad = []
+    for name, (dtype, shape) in _leaf_specs(_abstract(target)).items():
+        if name in saved and (saved[name][0] != dtype or list(saved[name][1]) != shape):
+            bad.append(f"{name}: saved {saved[name][0]}{tuple(saved[name][1])}, "
+                       f"target {dtype}{tuple(shape)}")
+    if bad:
+        shown = "; ".join(bad[:6]) + (f"; ... ({len(bad)} leaves)" if len(bad) > 6 else "")
+        raise ValueError(
+            f"the restore target does not match the checkpoint at {path} in dtype or shape: "
+            f"{shown}. Restore into the saved dtypes (e.g. trainer.abstract_state()) and cast after"
+        )
+
+
 def _abstract(target):
     def leaf(x):
         if isinstance(x, jax.ShapeDtypeStruct):
@@ -145,7 +196,12 @@ class Checkpointer:
       best_mode: ``"min"`` (default) or ``"max"``.
       config: optional JSON-serialisable dict, written as ``config.json`` beside the
         checkpoints. An existing different config is an error (a resumed run must be
-        the same run).
+        the same run); the copy in every checkpoint's integrity record is checked too,
+        so deleting ``config.json`` does not bypass the check.
+      trainer: optional :class:`rnnjax.train.Trainer`; its :meth:`~rnnjax.train.Trainer.config`
+        (the model's architecture and the training settings) is stored as the config's
+        ``"trainer"`` entry, so :func:`load_run` can rebuild the run from the directory
+        alone.
       async_save: write in a background thread where orbax allows (call :meth:`wait`
         or :meth:`close` before reading the files).
       create: create ``directory`` if missing; with ``False`` a missing directory is a
@@ -167,6 +223,7 @@ class Checkpointer:
         best_metric: Optional[str] = None,
         best_mode: str = "min",
         config: Optional[dict] = None,
+        trainer=None,
         async_save: bool = True,
         create: bool = True,
     ):
@@ -176,18 +233,29 @@ class Checkpointer:
             raise ValueError(f"best_mode must be 'min' or 'max'; got {best_mode!r}")
         if best_metric is not None and not isinstance(best_metric, str):
             raise TypeError(f"best_metric must be a metric name (str) or None; got {best_metric!r}")
+        if trainer is not None:
+            if not hasattr(trainer, "config") or not callable(trainer.config):
+                raise TypeError(f"trainer must be an rnnjax.train.Trainer; got {type(trainer).__name__}")
+            if config is not None and not isinstance(config, dict):
+                raise TypeError(f"config must be a dict; got {type(config).__name__}")
+            recorded = trainer.config()
+            if config is not None and "trainer" in config and config["trainer"] != recorded:
+                raise ValueError("config['trainer'] differs from trainer.config(); pass one of them")
+            config = dict(config or {}, trainer=recorded)
         self.directory = os.path.abspath(os.fspath(directory))
         if not create and not os.path.isdir(self.directory):
             raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
         os.makedirs(self.directory, exist_ok=True)
         self.best_metric, self.best_mode = best_metric, best_mode
         self.config = config
-        if config is not None:
-            self._write_config(config)
         policies = [ocp.checkpoint_managers.LatestN(n=keep_last)]
         best_fn = None
         if best_metric is not None:
-            best_fn = lambda m: float(m[best_metric])  # noqa: E731
+            worst = math.inf if best_mode == "min" else -math.inf
+
+            def best_fn(m):  # a non-finite metric ranks last: it is never the best
+                v = float(m.get(best_metric, math.nan)) if isinstance(m, dict) else math.nan
+                return v if math.isfinite(v) else worst
             policies.append(
                 ocp.checkpoint_managers.BestN(
                     get_metric_fn=best_fn, reverse=(best_mode == "min"), n=1
@@ -202,8 +270,50 @@ class Checkpointer:
             create=True,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        if config is not None:
+            self._guard_config(config)
+            self._write_config(config)
+        if best_metric is not None:
+            _write_json(os.path.join(self.directory, RANKING_NAME),
+                        {"best_metric": best_metric, "best_mode": best_mode})
 
     # ------------------------------------------------------------------ config
+    def _integrity(self, step: int) -> dict:
+        """The integrity record of checkpoint ``step`` (digest, config, leaf dtypes)."""
+        path = self.step_path(step)
+        try:
+            rec = self._manager.restore(
+                step, args=ocp.args.Composite(integrity=ocp.args.JsonRestore())
+            ).integrity
+        except Exception as err:
+            detail = str(err).splitlines()[0][:300] if str(err) else ""
+            raise CheckpointError(
+                f"checkpoint at {path} is damaged: its integrity record cannot be read: "
+                f"{type(err).__name__}: {detail}"
+            ) from err
+        if not isinstance(rec, dict) or "sha256" not in rec:
+            raise CheckpointError(f"checkpoint at {path} is damaged: its integrity record is missing")
+        return rec
+
+    def _guard_config(self, config: dict) -> None:
+        """A resumed run must be the same run: compare ``config`` with the copy in the
+        newest checkpoint's integrity record (checked even when ``config.json`` is gone)."""
+        steps = self.all_steps()
+        if not steps:
+            return
+        self._check_recorded_config(self._integrity(steps[-1]), steps[-1], config)
+
+    def _check_recorded_config(self, rec: dict, step: int, config) -> None:
+        recorded = rec.get("config")
+        if config is None or recorded is None:
+            return
+        if json.loads(json.dumps(config, sort_keys=True)) != recorded:
+            raise ValueError(
+                f"config differs from the one recorded in the checkpoint at "
+                f"{self.step_path(step)}: recorded {recorded}, got {config}; use a new "
+                "directory for a different run"
+            )
+
     def _write_config(self, config: dict) -> None:
         path = os.path.join(self.directory, CONFIG_NAME)
         try:
@@ -246,13 +356,19 @@ class Checkpointer:
             return False
         check_finite(state)
         if metrics is not None:
+            # a non-finite value is kept as recorded; it never ranks (see best_step)
             metrics = {k: float(v) for k, v in metrics.items()}
         if self.best_metric is not None and (metrics is None or self.best_metric not in metrics):
             raise ValueError(
                 f"metrics must contain best_metric {self.best_metric!r}; got "
                 f"{None if metrics is None else sorted(metrics)}"
             )
-        integrity = {"sha256": state_digest(state), "step": step, "config": self.config}
+        integrity = {
+            "sha256": state_digest(state),
+            "step": step,
+            "config": None if self.config is None else json.loads(json.dumps(self.config)),
+            "leaves": _leaf_specs(state),
+        }
         return self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -275,7 +391,15 @@ class Checkpointer:
         """The step of the best checkpoint by ``best_metric`` (``None`` without one)."""
         if self.best_metric is None:
             return None
-        return self._manager.best_step()
+        best = None
+        for step in self.all_steps():
+            m = self._manager.metrics(step)
+            v = float(m.get(self.best_metric, math.nan)) if isinstance(m, dict) else math.nan
+            if not math.isfinite(v):
+                continue  # a NaN or Inf metric never ranks a checkpoint
+            if best is None or (v < best[0] if self.best_mode == "min" else v > best[0]):
+                best = (v, step)
+        return None if best is None else best[1]
 
     def step_path(self, step: int) -> str:
         return os.path.join(self.directory, str(step))
@@ -311,6 +435,9 @@ class Checkpointer:
             raise FileNotFoundError(
                 f"no checkpoint for step {step} at {path}; available steps: {steps}"
             )
+        rec = self._integrity(step)
+        self._check_recorded_config(rec, step, self.config)
+        _check_target(rec.get("leaves"), target, path)
         try:
             restored = self._manager.restore(
                 step,
@@ -354,3 +481,83 @@ class Checkpointer:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+class Run(NamedTuple):
+    """A run rebuilt from its checkpoint directory by :func:`load_run`.
+
+    Attributes:
+      trainer: the :class:`rnnjax.train.Trainer` (its ``model`` is the architecture).
+      state: the restored :class:`rnnjax.train.TrainState` (``state.params``).
+      step: the checkpoint step (data position) restored.
+      config: the whole config saved with the run.
+    """
+
+    trainer: Any
+    state: Any
+    step: int
+    config: dict
+
+
+def load_run(directory, step: Optional[int] = None, *, best: bool = False) -> Run:
+    """Rebuild a run from its checkpoint directory alone: model, params, trainer, state.
+
+    The directory must have been written by a :class:`Checkpointer` given the trainer
+    (``Checkpointer(directory, trainer=trainer)``), which records the model's
+    architecture and the training settings. Nothing about the run is needed in code.
+
+    Args:
+      directory: the checkpoint directory.
+      step: which checkpoint; default the latest (or the best with ``best=True``).
+      best: restore the best checkpoint by the metric it was ranked by.
+
+    Returns:
+      A :class:`Run` ``(trainer, state, step, config)``; ``trainer.model`` and
+      ``state.params`` are the model and its parameters. Resuming with
+      ``fit(run.trainer, run.state, ...)`` continues the run exactly.
+
+    Raises:
+      FileNotFoundError: no directory, config or checkpoint.
+      ValueError: the config holds no trainer record, or a class it names is unknown.
+
+    Example:
+      >>> run = load_run("/tmp/char_lm")  # doctest: +SKIP
+      >>> logits = run.trainer.model.apply(run.state.params, tokens)[1]  # doctest: +SKIP
+    """
+    from rnnjax.train import Trainer
+
+    directory = os.path.abspath(os.fspath(directory))
+    config = load_config(directory)
+    if not isinstance(config, dict) or "trainer" not in config:
+        raise ValueError(
+            f"the config at {os.path.join(directory, CONFIG_NAME)} holds no trainer record; "
+            "write checkpoints with Checkpointer(directory, trainer=trainer)"
+        )
+    trainer = Trainer.from_config(config["trainer"])
+    meta = json.loads(json.dumps(config))  # the config as the checkpoints record it
+    best_metric = None
+    if best:
+        metrics = _ranking_metric(directory)
+        if metrics is None:
+            raise ValueError(f"best=True but the checkpoints in {directory} were not ranked by a metric")
+        best_metric, best_mode = metrics
+    with Checkpointer(directory, config=meta, create=False, best_metric=best_metric,
+                      best_mode=best_mode if best else "min") as ckpt:
+        if step is None:
+            step = ckpt.best_step() if best else ckpt.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"no checkpoint in {directory}" + (" ranked by a finite metric" if best else ""))
+        leaves = ckpt._integrity(step).get("leaves") or {}
+        carry_b = [shape[0] for name, (_, shape) in leaves.items() if name.startswith(".carry") and shape]
+        target = trainer.abstract_state(batch_size=carry_b[0] if carry_b else None)
+        state = ckpt.restore(target, step)
+    return Run(trainer, state, int(step), config)
+
+
+def _ranking_metric(directory):
+    path = os.path.join(directory, RANKING_NAME)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        rec = json.load(f)
+    return rec["best_metric"], rec["best_mode"]

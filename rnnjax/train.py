@@ -14,7 +14,16 @@ The pieces:
   model, a loss head and an optimiser, with jitted :meth:`Trainer.train_step`
   (full BPTT), :meth:`Trainer.tbptt_step` (truncated BPTT, one ``lax.scan`` over chunks
   with an update after each) and :meth:`Trainer.evaluate`.
-- :func:`fit`: the loop, with checkpoints, a progress bar and a JSONL log.
+- :func:`fit`: the loop, with validation (``evaluate``, ``eval_every``), early stopping
+  (:class:`EarlyStopping`), checkpoints (the best by any logged metric), progress (a
+  rich bar on a terminal, plain lines otherwise) and a JSONL log that a resumed run
+  continues without losing or duplicating rows.
+- :func:`evaluate_batches` (windows, each from the zero state) and
+  :func:`evaluate_stream` (consecutive windows, the state carried): token-weighted
+  validation metrics.
+- :func:`schedule` and :func:`optimizer`: optax schedules and optimisers recorded by
+  name and arguments, so that :meth:`Trainer.config` is JSON-clean and
+  :meth:`Trainer.from_config` rebuilds the trainer in another process.
 
 A batch is a dict with ``"inputs"`` ``(B, T)`` tokens or ``(B, T, I)`` features,
 ``"targets"`` (``(B, T)`` / ``(B, T, O)`` per step, ``(B,)`` / ``(B, O)`` for a final
@@ -47,6 +56,13 @@ from rnnjax import metrics as _metrics
 
 __all__ = [
     "make_optimizer",
+    "schedule",
+    "optimizer",
+    "Schedule",
+    "Optimizer",
+    "evaluate_batches",
+    "evaluate_stream",
+    "EarlyStopping",
     "frozen_labels",
     "TrainState",
     "Trainer",
@@ -166,6 +182,14 @@ def make_optimizer(
             learning_rate = 1e-3
         learning_rate = checks.learning_rate("learning_rate", learning_rate)
         opt = _OPTIMIZERS[optimizer](learning_rate, **optimizer_kwargs)
+    elif isinstance(optimizer, Optimizer):
+        if learning_rate is not None or optimizer_kwargs:
+            raise ValueError(
+                "learning_rate and optimizer keyword arguments apply only to a named optimizer; "
+                f"got a recorded optimizer {optimizer.name!r} with learning_rate={learning_rate!r} "
+                f"and {sorted(optimizer_kwargs)}: put them in rnnjax.train.optimizer(...)"
+            )
+        opt = optimizer.build()
     elif isinstance(optimizer, optax.GradientTransformation):
         if learning_rate is not None or optimizer_kwargs:
             raise ValueError(
@@ -192,6 +216,136 @@ def make_optimizer(
         "max_consecutive_nonfinite", max_consecutive_nonfinite, 0
     )
     return optax.apply_if_finite(opt, max_consecutive_nonfinite)
+
+
+# --------------------------------------------------------------------------- recorded specs
+
+
+def _freeze(v):
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    return v
+
+
+def _kwargs_tuple(name: str, kwargs) -> tuple:
+    if isinstance(kwargs, dict):
+        kwargs = kwargs.items()
+    try:
+        pairs = tuple(sorted((str(k), _freeze(v)) for k, v in kwargs))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a dict or (name, value) pairs; got {kwargs!r}") from err
+    return pairs
+
+
+def _lookup(name: str, spaces, what: str):
+    for _label, space in spaces:
+        fn = getattr(space, name, None)
+        if callable(fn):
+            return fn
+    raise ValueError(f"{what} must name a function of {', '.join(l for l, _ in spaces)}; got {name!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A learning-rate (or any) schedule recorded by name and arguments: a callable
+    ``step -> value`` that a checkpoint config can hold and rebuild.
+
+    Build one with :func:`schedule`.
+
+    Attributes:
+      name: a function of ``optax.schedules`` or ``rnnjax.schedules``.
+      kwargs: its keyword arguments, as sorted ``(name, value)`` pairs.
+    """
+
+    name: str
+    kwargs: tuple = ()
+    fn: Any = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        from rnnjax import schedules as _schedules
+
+        object.__setattr__(self, "kwargs", _kwargs_tuple("kwargs", self.kwargs))
+        factory = _lookup(self.name, (("optax.schedules", optax.schedules),
+                                      ("rnnjax.schedules", _schedules)), "schedule name")
+        object.__setattr__(self, "fn", factory(**dict(self.kwargs)))
+
+    def __call__(self, step):
+        return self.fn(step)
+
+
+def schedule(name: str, **kwargs) -> Schedule:
+    """A schedule recorded by name: ``optax.schedules.<name>(**kwargs)`` (or an
+    ``rnnjax.schedules`` one), callable as ``step -> value`` and JSON-recordable.
+
+    Args:
+      name: e.g. ``"cosine_decay_schedule"``, ``"warmup_cosine_decay_schedule"``,
+        ``"exponential_decay"``.
+      **kwargs: the factory's arguments (numbers, strings).
+
+    Returns:
+      A :class:`Schedule`.
+
+    Example:
+      >>> from rnnjax.train import schedule
+      >>> lr = schedule("cosine_decay_schedule", init_value=1e-2, decay_steps=100)
+      >>> round(float(lr(50)), 6)
+      0.005
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a schedule name (str); got {name!r}")
+    return Schedule(name, tuple(kwargs.items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """An optax optimiser recorded by name and arguments (build one with
+    :func:`optimizer`); :class:`Trainer` and :func:`make_optimizer` accept it wherever
+    they accept an optax transformation, and a checkpoint config can hold it."""
+
+    name: str
+    kwargs: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "kwargs", _kwargs_tuple("kwargs", self.kwargs))
+        self.build()  # fail now, naming the optimiser, not at the first step
+
+    def build(self) -> optax.GradientTransformation:
+        """``optax.<name>(**kwargs)``."""
+        factory = _lookup(self.name, (("optax", optax),), "optimizer name")
+        try:
+            tx = factory(**dict(self.kwargs))
+        except TypeError as err:
+            raise TypeError(f"optimizer {self.name!r} does not take {dict(self.kwargs)}: {err}") from err
+        if not isinstance(tx, optax.GradientTransformation):
+            raise ValueError(f"optax.{self.name} is not an optimiser; got {type(tx).__name__}")
+        return tx
+
+
+def optimizer(name: str, **kwargs) -> Optimizer:
+    """An optax optimiser recorded by name: ``optax.<name>(**kwargs)``, with
+    ``learning_rate`` a number or a :func:`schedule`.
+
+    Args:
+      name: any optax optimiser (``"adam"``, ``"adamw"``, ``"lion"``, ``"sgd"``, ...).
+      **kwargs: its arguments.
+
+    Returns:
+      An :class:`Optimizer` (pass it as ``Trainer(optimizer=...)``).
+
+    Example:
+      >>> import rnnjax as rj
+      >>> from rnnjax.train import optimizer, schedule
+      >>> opt = optimizer("adamw", learning_rate=schedule("exponential_decay",
+      ...                 init_value=1e-3, transition_steps=100, decay_rate=0.5), weight_decay=1e-4)
+      >>> tr = rj.Trainer(rj.SequenceModel(rj.GRU(2, 4), output_size=1), loss="mse", optimizer=opt)
+      >>> tr.config()["optimizer"]["fields"]["name"]
+      'adamw'
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be an optax optimiser name (str); got {name!r}")
+    return Optimizer(name, tuple(kwargs.items()))
 
 
 # --------------------------------------------------------------------------- state
@@ -325,8 +479,12 @@ class Trainer:
 
     The optax chain is built once (:attr:`tx`). The train steps report, per update,
     ``loss``, ``grad_norm`` (global norm of the trainable gradients before clipping),
-    ``clipped`` (``grad_norm > clip_norm``), ``skipped`` (non-finite gradient, not
-    applied) and ``nonfinite_total`` (the running count kept by ``apply_if_finite``).
+    ``clipped`` (``grad_norm > clip_norm``), ``skipped`` (non-finite gradient or loss,
+    not applied: params, the inner optimiser state and a stateful carry stay exactly as
+    they were; only ``apply_if_finite``'s counters move), ``nonfinite_total`` (the
+    running count kept by ``apply_if_finite``) and ``tokens`` (the scored targets). A
+    batch (or TBPTT chunk) with no real step (every length 0) makes no update at all and
+    reports ``tokens == 0`` and ``loss`` NaN, a mean over nothing.
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -337,7 +495,7 @@ class Trainer:
       >>> batch = {"inputs": jnp.zeros((2, 6), jnp.int32), "targets": jnp.ones((2, 6), jnp.int32)}
       >>> state, m = trainer.train_step(state, batch)
       >>> sorted(m)
-      ['clipped', 'grad_norm', 'loss', 'nonfinite_total', 'skipped']
+      ['clipped', 'grad_norm', 'loss', 'nonfinite_total', 'skipped', 'tokens']
     """
 
     model: Any
@@ -399,18 +557,53 @@ class Trainer:
         return state
 
     def config(self) -> dict:
-        """A JSON-serialisable description of the trainer (for the checkpoint config)."""
-        lr = self.learning_rate
+        """A JSON-clean record of the trainer: the model's architecture and every training
+        setting, from which :meth:`from_config` rebuilds an equal trainer (in another
+        process too). It holds no memory address.
+
+        Schedules, optimisers and losses are recorded by name and arguments: names,
+        numbers, :func:`schedule`, :func:`optimizer`, module-level rnnjax or optax
+        functions (see :mod:`rnnjax.spec`).
+
+        Raises:
+          TypeError: a field cannot be recorded (a lambda loss, a bare optax
+            transformation, an optax schedule closure); the error names the field.
+        """
+        from rnnjax.spec import to_spec
+
         return {
-            "model": repr(self.model),
-            "loss": self.loss if isinstance(self.loss, str) else repr(self.loss),
-            "optimizer": self.optimizer if isinstance(self.optimizer, str) else repr(self.optimizer),
-            "learning_rate": lr if lr is None or isinstance(lr, (int, float)) else repr(lr),
-            "clip_norm": self.clip_norm,
-            "frozen": list(self.frozen) if isinstance(self.frozen, tuple) else repr(self.frozen),
-            "optimizer_kwargs": {k: (v if isinstance(v, (int, float, str, bool)) else repr(v))
-                                 for k, v in self.optimizer_kwargs},
+            "format": "rnnjax.train.Trainer/1",
+            "model": to_spec(self.model, "model"),
+            "loss": to_spec(self.loss, "loss"),
+            "optimizer": to_spec(self.optimizer, "optimizer"),
+            "learning_rate": to_spec(self.learning_rate, "learning_rate"),
+            "clip_norm": to_spec(self.clip_norm, "clip_norm"),
+            "frozen": to_spec(list(self.frozen) if isinstance(self.frozen, tuple) else self.frozen,
+                              "frozen"),
+            "optimizer_kwargs": {k: to_spec(v, f"optimizer_kwargs.{k}") for k, v in self.optimizer_kwargs},
         }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Trainer":
+        """Rebuild a trainer from :meth:`config` (a dict, e.g. read back from JSON)."""
+        from rnnjax.spec import from_spec
+
+        if not isinstance(config, dict) or config.get("format") != "rnnjax.train.Trainer/1":
+            raise ValueError(
+                "config must be a dict made by Trainer.config() (format 'rnnjax.train.Trainer/1'); "
+                f"got {str(config)[:200]}"
+            )
+        frozen = from_spec(config["frozen"], "frozen")
+        return cls(
+            model=from_spec(config["model"], "model"),
+            loss=from_spec(config["loss"], "loss"),
+            optimizer=from_spec(config["optimizer"], "optimizer"),
+            learning_rate=from_spec(config["learning_rate"], "learning_rate"),
+            clip_norm=from_spec(config["clip_norm"], "clip_norm"),
+            frozen=tuple(frozen) if isinstance(frozen, list) else frozen,
+            optimizer_kwargs=tuple((k, from_spec(v, f"optimizer_kwargs.{k}"))
+                                   for k, v in config["optimizer_kwargs"].items()),
+        )
 
     def train_step(self, state: TrainState, batch: dict):
         """One optimiser update on a batch (full backpropagation through time).
@@ -421,7 +614,8 @@ class Trainer:
 
         Returns:
           ``(state, metrics)`` with scalar metrics ``loss``, ``grad_norm``, ``clipped``,
-          ``skipped``, ``nonfinite_total``. ``step`` and ``position`` grow by one.
+          ``skipped``, ``nonfinite_total``, ``tokens``. ``step`` and ``position`` grow by
+          one (also for a batch with no real step, which changes nothing else).
         """
         _check_batch(batch, self.model.head == "per_step", self.loss, self.model)
         return _train_step_jit(self, state, batch)
@@ -496,6 +690,8 @@ class Trainer:
         """``(loss, (final carry, outputs, mask))`` of a batch from ``carry`` (or zeros)."""
         x, y, n = batch["inputs"], batch["targets"], batch.get("length")
         B, T = x.shape[:2]
+        if key is not None:  # the state keeps raw key data; layers take typed keys
+            key = jax.random.wrap_key_data(key)
         carry, out = self.model.apply_batch(params, x, n, carry, key=key)
         mask = _sequence_mask(n, B, T) if self.model.head == "per_step" else None
         return self._loss_fn()(out, y, mask), (carry, out, mask)
@@ -518,6 +714,12 @@ class Trainer:
 
     def _update(self, params, opt_state, grads, loss):
         grad_norm = self._trainable_norm(params, grads)
+        # a non-finite loss with finite gradients is skipped as well: apply_if_finite
+        # sees NaN gradients, keeps params and inner state, and counts it
+        finite_loss = jnp.isfinite(loss)
+        grads = jax.tree_util.tree_map(
+            lambda g: jnp.where(finite_loss, g, jnp.full_like(g, jnp.nan)), grads
+        )
         updates, opt_state = self.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         clip = jnp.inf if self.clip_norm is None else self.clip_norm
@@ -525,10 +727,33 @@ class Trainer:
             "loss": loss,
             "grad_norm": grad_norm,
             "clipped": grad_norm > clip,
-            "skipped": jnp.logical_not(jnp.isfinite(grad_norm)),
+            "skipped": jnp.logical_not(jnp.isfinite(grad_norm) & finite_loss),
             "nonfinite_total": opt_state.total_notfinite,
         }
         return params, opt_state, m
+
+    def _tokens(self, batch):
+        """The number of scored targets of a batch (int32 scalar): real steps for a
+        per-step head, examples for a final head."""
+        x, n = batch["inputs"], batch.get("length")
+        B, T = x.shape[:2]
+        if self.model.head == "final":
+            return jnp.asarray(B, jnp.int32)
+        if n is None:
+            return jnp.asarray(B * T, jnp.int32)
+        return jnp.sum(jnp.clip(n, 0, T)).astype(jnp.int32)
+
+
+def _no_update_metrics(opt_state):
+    """Metrics of an update that was not made because the batch (or chunk) has no real
+    step: ``loss`` NaN (a mean over no tokens), nothing clipped or skipped."""
+    return {
+        "loss": jnp.full((), jnp.nan, jnp.float32),
+        "grad_norm": jnp.zeros((), jnp.float32),
+        "clipped": jnp.zeros((), bool),
+        "skipped": jnp.zeros((), bool),
+        "nonfinite_total": opt_state.total_notfinite,
+    }
 
 
 def _train_step_impl(trainer: Trainer, state: TrainState, batch):
@@ -538,8 +763,19 @@ def _train_step_impl(trainer: Trainer, state: TrainState, batch):
         loss, _ = trainer._forward(p, None, batch, sub)
         return loss
 
-    loss, grads = jax.value_and_grad(loss_of)(state.params)
-    params, opt_state, m = trainer._update(state.params, state.opt_state, grads, loss)
+    def update(_):
+        loss, grads = jax.value_and_grad(loss_of)(state.params)
+        return trainer._update(state.params, state.opt_state, grads, loss)
+
+    def no_update(_):  # all padding: nothing to learn, nothing moves
+        return state.params, state.opt_state, _no_update_metrics(state.opt_state)
+
+    tokens = trainer._tokens(batch)
+    if batch.get("length") is None or trainer.model.head == "final":
+        params, opt_state, m = update(None)
+    else:
+        params, opt_state, m = jax.lax.cond(tokens > 0, update, no_update, None)
+    m["tokens"] = tokens
     new = state._replace(
         step=state.step + 1, position=state.position + 1, params=params,
         opt_state=opt_state, key=key,
@@ -603,18 +839,16 @@ def _tbptt_step_impl(trainer: Trainer, state: TrainState, batch, k: int, statefu
         def update(_):
             (loss, new_carry), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
             p2, o2, m = trainer._update(params, opt_state, grads, loss)
+            # a skipped update leaves the carry as it was before the chunk, too: a NaN
+            # carry kept would poison every later chunk of a stateful stream
+            new_carry = jax.tree_util.tree_map(
+                lambda old, new: jnp.where(m["skipped"], old, new), carry, new_carry
+            )
             return p2, o2, new_carry, m
 
         def no_update(_):
             # every sequence has ended: nothing to learn, the carry stays frozen
-            m = {
-                "loss": jnp.zeros((), jnp.float32),
-                "grad_norm": jnp.zeros((), jnp.float32),
-                "clipped": jnp.zeros((), bool),
-                "skipped": jnp.zeros((), bool),
-                "nonfinite_total": opt_state.total_notfinite,
-            }
-            return params, opt_state, carry, m
+            return params, opt_state, carry, _no_update_metrics(opt_state)
 
         if n_len is None:
             p2, o2, new_carry, m = update(None)
@@ -650,6 +884,191 @@ _evaluate_jit = jax.jit(_evaluate_impl, static_argnums=0)
 _chunk_losses_jit = jax.jit(_chunk_losses_impl, static_argnums=(0, 3))
 
 
+# --------------------------------------------------------------------------- evaluation
+
+
+def _eval_sums_impl(trainer: Trainer, params, carry, batch):
+    """Token-weighted sums of one batch from ``carry`` (zeros when ``None``):
+    ``(final carry, {"loss_sum", "correct", "tokens"})``."""
+    loss, (new_carry, out, mask) = trainer._forward(params, carry, batch, None)
+    tokens = trainer._tokens(batch)
+    sums = {"loss_sum": jnp.where(tokens > 0, loss * tokens, 0.0), "tokens": tokens}
+    if trainer.loss == "cross_entropy":
+        sums["correct"] = _metrics.accuracy(out, batch["targets"], mask) * tokens
+    return new_carry, sums
+
+
+_eval_sums_jit = jax.jit(_eval_sums_impl, static_argnums=0)
+
+
+def _stream_sums_impl(trainer: Trainer, params, xs, ys):
+    """Sums over windows ``(n, B, T)`` run in order, the state carried across them."""
+
+    def body(carry, w):
+        carry, sums = _eval_sums_impl(trainer, params, carry, {"inputs": w[0], "targets": w[1]})
+        return carry, sums
+
+    _, sums = jax.lax.scan(body, trainer._zero_carry(xs.shape[1]), (xs, ys))
+    return jax.tree_util.tree_map(lambda a: jnp.sum(a, axis=0), sums)
+
+
+_stream_sums_jit = jax.jit(_stream_sums_impl, static_argnums=0)
+
+
+def _summarise(trainer: Trainer, totals: dict, prefix: str) -> dict:
+    tokens = int(totals["tokens"])
+    loss = float(totals["loss_sum"]) / tokens if tokens else math.nan
+    out = {prefix + "loss": loss}
+    if trainer.loss == "cross_entropy":
+        out[prefix + "ppl"] = math.exp(loss) if math.isfinite(loss) and loss < 700 else math.inf
+        out[prefix + "accuracy"] = float(totals["correct"]) / tokens if tokens else math.nan
+    out[prefix + "tokens"] = tokens
+    return out
+
+
+def evaluate_batches(trainer: Trainer, params, batches, *, prefix: str = "") -> dict:
+    """Windowed evaluation: every batch starts from the zero state, and the metrics are
+    token-weighted means over all batches.
+
+    Each window's first tokens are predicted with no context, so on a long text this is
+    not the perplexity of the text as a whole; see :func:`evaluate_stream`, which carries
+    the state across consecutive windows. The two differ in both directions: the stream
+    gives every token its whole history (lower perplexity for a model trained statefully),
+    while a model trained only on fresh windows of ``T`` steps never saw the states that
+    longer histories produce and can do much worse on a stream.
+
+    Args:
+      trainer: the :class:`Trainer` (its model and loss).
+      params: the parameters.
+      batches: an iterable of batches (``{"inputs", "targets", "length"?}``).
+      prefix: prepended to every metric name (``"valid_"`` gives ``"valid_loss"``).
+
+    Returns:
+      ``{prefix + "loss", prefix + "ppl" and prefix + "accuracy" (cross-entropy only),
+      prefix + "tokens"}`` as Python numbers.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax.train import Trainer, evaluate_batches
+      >>> tr = Trainer(rj.SequenceModel(rj.GRU(4, 8), output_size=5, vocab_size=5))
+      >>> b = {"inputs": jnp.zeros((2, 6), jnp.int32), "targets": jnp.ones((2, 6), jnp.int32)}
+      >>> sorted(evaluate_batches(tr, tr.init(jax.random.key(0)).params, [b], prefix="valid_"))
+      ['valid_accuracy', 'valid_loss', 'valid_ppl', 'valid_tokens']
+    """
+    totals = None
+    for batch in batches:
+        _check_batch(batch, trainer.model.head == "per_step", trainer.loss)
+        _, sums = _eval_sums_jit(trainer, params, None, batch)
+        totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+    if totals is None:
+        raise ValueError("batches must hold at least one batch; got none")
+    return _summarise(trainer, jax.device_get(totals), prefix)
+
+
+def evaluate_stream(trainer: Trainer, params, windows, *, prefix: str = "") -> dict:
+    """Stream evaluation: ``B`` contiguous streams read in consecutive windows, the
+    recurrent state carried from each window to the next (as in stateful truncated BPTT).
+
+    Every token is predicted from its whole history in its stream, so this is the
+    perplexity of the text itself. It differs from the windowed :func:`evaluate_batches`
+    (and :meth:`Trainer.evaluate`), which restart every window from zeros: see there.
+
+    Args:
+      trainer: the :class:`Trainer` (a per-step head).
+      params: the parameters.
+      windows: a :class:`rnnjax.tasks.language.StreamBatcher` (all of its windows, in
+        order) or an array pair ``(inputs, targets)`` of shape ``(n, B, T)``.
+      prefix: prepended to every metric name.
+
+    Returns:
+      The same metrics as :func:`evaluate_batches`.
+
+    Example:
+      >>> import jax, numpy as np, rnnjax as rj
+      >>> from rnnjax.tasks.language import StreamBatcher
+      >>> from rnnjax.train import Trainer, evaluate_stream
+      >>> tr = Trainer(rj.SequenceModel(rj.GRU(4, 8), output_size=5, vocab_size=5))
+      >>> streams = StreamBatcher(np.arange(100) % 5, batch_size=2, seq_len=8)
+      >>> m = evaluate_stream(tr, tr.init(jax.random.key(0)).params, streams)
+      >>> m["tokens"]
+      96
+    """
+    if trainer.model.head != "per_step":
+        raise ValueError(f"evaluate_stream needs a per_step head; got model.head={trainer.model.head!r}")
+    if hasattr(windows, "all_windows"):
+        xs, ys = windows.all_windows()
+    else:
+        try:
+            xs, ys = windows
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                "windows must be a StreamBatcher or a pair (inputs, targets) of shape (n, B, T); "
+                f"got {type(windows).__name__}"
+            ) from err
+    xs, ys = jnp.asarray(xs), jnp.asarray(ys)
+    if xs.ndim != 3 or ys.shape[:3] != xs.shape:
+        raise ValueError(
+            f"windows must be (inputs, targets) of shape (n, B, T); got {xs.shape} and {ys.shape}"
+        )
+    return _summarise(trainer, jax.device_get(_stream_sums_jit(trainer, params, xs, ys)), prefix)
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """Stop :func:`fit` when a logged metric has not improved for ``patience`` evaluations.
+
+    Args:
+      metric: the name of a metric in the log (``"valid_loss"``, ``"valid_ppl"``, ...).
+      patience: how many evaluations without improvement are tolerated.
+      mode: ``"min"`` or ``"max"``.
+      min_delta: the smallest change that counts as an improvement.
+
+    A non-finite value never counts as an improvement. On resume, :func:`fit` replays the
+    rows of its JSONL log, so a resumed run stops where an uninterrupted one would.
+
+    Example:
+      >>> from rnnjax.train import EarlyStopping
+      >>> stop = EarlyStopping("valid_loss", patience=2)
+      >>> tracker = stop.init()
+      >>> [stop.update(tracker, v) for v in [3.0, 2.0, 2.5, 2.1]]
+      [False, False, False, True]
+    """
+
+    metric: str
+    patience: int = 5
+    mode: str = "min"
+    min_delta: float = 0.0
+
+    def __post_init__(self):
+        if not isinstance(self.metric, str) or not self.metric:
+            raise TypeError(f"metric must be a metric name (str); got {self.metric!r}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, (int, np.integer)) or self.patience < 1:
+            raise ValueError(f"patience must be an int >= 1; got {self.patience!r}")
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max'; got {self.mode!r}")
+        if isinstance(self.min_delta, bool) or not isinstance(self.min_delta, (int, float, np.floating)) \
+                or not (math.isfinite(self.min_delta) and self.min_delta >= 0):
+            raise ValueError(f"min_delta must be a finite float >= 0; got {self.min_delta!r}")
+
+    def init(self) -> list:
+        """A fresh tracker: ``[best value, evaluations since the best]`` (mutable)."""
+        return [math.nan, 0]
+
+    def update(self, tracker: list, value) -> bool:
+        """Record ``value``; return whether training should stop."""
+        value = float(value) if value is not None else math.nan
+        best = tracker[0]
+        better = math.isfinite(value) and (
+            not math.isfinite(best)
+            or (value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta)
+        )
+        if better:
+            tracker[0], tracker[1] = value, 0
+        else:
+            tracker[1] += 1
+        return tracker[1] >= self.patience
+
+
 # --------------------------------------------------------------------------- loop
 
 
@@ -664,6 +1083,39 @@ def _host_metrics(m: dict) -> dict:
     return out
 
 
+def _read_log(path, upto: int) -> list:
+    """The rows of a JSONL log with ``position <= upto``; the file is rewritten to hold
+    just those, so a resumed run neither loses nor duplicates rows."""
+    import json
+    import os
+
+    if path is None or not os.path.exists(path):
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a kill: it is written again
+            if isinstance(row, dict) and isinstance(row.get("position"), int) and row["position"] <= upto:
+                rows.append(row)
+    seen, kept = set(), []
+    for row in rows:
+        if row["position"] not in seen:
+            seen.add(row["position"])
+            kept.append(row)
+    tmp = os.fspath(path) + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in kept:
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+    return kept
+
+
 def fit(
     trainer: Trainer,
     state: TrainState,
@@ -672,12 +1124,17 @@ def fit(
     *,
     tbptt: Optional[int] = None,
     stateful: bool = False,
+    reset_every: Optional[int] = None,
     checkpointer=None,
     log_path=None,
-    progress: bool = True,
+    progress: Union[bool, str] = True,
     callback: Optional[Callable[[TrainState, dict], None]] = None,
+    evaluate: Optional[Callable[[Any], dict]] = None,
+    eval_every: Optional[int] = None,
+    early_stopping: Optional[EarlyStopping] = None,
 ):
-    """Train until ``state.position == num_batches``, saving, logging and showing progress.
+    """Train until ``state.position == num_batches``, evaluating, saving, logging and
+    showing progress.
 
     The data source is a function of the data position, ``data(position) -> batch``, so a
     run resumed from a checkpoint (which holds the position) sees exactly the batches an
@@ -690,14 +1147,31 @@ def fit(
       num_batches: total number of batches of the run (not the number still to do).
       tbptt: chunk length for :meth:`Trainer.tbptt_step`; ``None`` for full BPTT.
       stateful: carry the recurrent state from batch to batch (TBPTT only).
+      reset_every: with ``stateful``, forget the carry before every batch whose position
+        is a multiple of this (a new pass over the streams, e.g.
+        ``StreamBatcher.num_windows``).
       checkpointer: an :class:`rnnjax.checkpoint.Checkpointer`; saves at its interval
-        (checkpoint step = data position) and always at the end.
-      log_path: a JSONL file that gets one line of metrics per batch (appended).
-      progress: show a rich progress bar with the loss and steps per second.
+        (checkpoint step = data position), after every evaluation (so that the best
+        checkpoint can be chosen by a validation metric), and at the end. A metric the
+        checkpointer ranks by that is absent or non-finite at a save is recorded as NaN:
+        that checkpoint never ranks.
+      log_path: a JSONL file that gets one row of metrics per batch. On resume the rows
+        past ``state.position`` are dropped first, so the file holds each position once.
+      progress: ``True`` (a rich bar on a terminal, plain lines otherwise, so a log file
+        sees progress as it goes), ``"rich"``, ``"plain"`` or ``False``.
       callback: called as ``callback(state, metrics)`` after every batch.
+      evaluate: ``params -> dict`` of metrics, e.g.
+        ``lambda p: evaluate_batches(trainer, p, valid, prefix="valid_")`` or
+        :func:`evaluate_stream`; its metrics join that batch's row in the log, the
+        progress display and the checkpoint metrics.
+      eval_every: evaluate after every this many batches (and after the last); default
+        only after the last.
+      early_stopping: an :class:`EarlyStopping`; checked whenever a row holds its metric.
+        The row at which it stops holds ``"stopped_early": True``; the state is saved there.
 
     Returns:
-      ``(state, history)``: the final state and the list of per-batch host metrics.
+      ``(state, history)``: the final state and the list of per-batch host metrics of
+      this call (rows of evaluated batches hold the evaluation metrics too).
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -718,43 +1192,118 @@ def fit(
     stateful = checks.boolean("stateful", stateful)
     if stateful and tbptt is None:
         raise ValueError("stateful=True needs tbptt=k (stateful training is truncated BPTT)")
+    if reset_every is not None:
+        reset_every = checks.integer("reset_every", reset_every, 1)
+    if reset_every is not None and not stateful:
+        raise ValueError("reset_every applies to stateful training; got stateful=False")
+    if evaluate is not None and not callable(evaluate):
+        raise TypeError(f"evaluate must be a callable params -> dict; got {type(evaluate).__name__}")
+    if eval_every is not None:
+        eval_every = checks.integer("eval_every", eval_every, 1)
+    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+        raise TypeError(f"early_stopping must be an EarlyStopping; got {type(early_stopping).__name__}")
     history = []
     start = int(state.position)
+    past = _read_log(log_path, start) if log_path is not None else []
+    tracker = early_stopping.init() if early_stopping is not None else None
+    stop = False
+    if tracker is not None:
+        for row in past:
+            if early_stopping.metric in row:
+                stop = early_stopping.update(tracker, row[early_stopping.metric])
+    best_metric = getattr(checkpointer, "best_metric", None)
     with ProgressLog(num_batches, start=start, enabled=progress, jsonl_path=log_path) as log:
         for pos in range(start, num_batches):
+            if stop:
+                break
             batch = data(pos)
             if tbptt is None:
                 state, m = trainer.train_step(state, batch)
             else:
+                if stateful and reset_every is not None and pos % reset_every == 0:
+                    state = trainer.reset_carry(state)
                 state, m = trainer.tbptt_step(state, batch, tbptt, stateful=stateful)
             m = _host_metrics(m)
             m["position"] = pos + 1
-            skipped = m["skipped"] if isinstance(m["skipped"], list) else [m["skipped"]]
-            if any(skipped):
-                warnings.warn(
-                    f"batch {pos}: non-finite gradient in {sum(skipped)} update(s), not applied "
-                    f"({m['nonfinite_total'] if not isinstance(m['nonfinite_total'], list) else m['nonfinite_total'][-1]} "
-                    "so far in this run)",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+            _warn_about(pos, m)
+            evaluated = evaluate is not None and (
+                pos + 1 == num_batches or (eval_every is not None and (pos + 1) % eval_every == 0)
+            )
+            if evaluated:
+                ev = evaluate(state.params)
+                if not isinstance(ev, dict):
+                    raise TypeError(f"evaluate must return a dict of metrics; got {type(ev).__name__}")
+                m.update({k: _host_number(k, v) for k, v in ev.items()})
+            if tracker is not None and early_stopping.metric in m:
+                stop = early_stopping.update(tracker, m[early_stopping.metric])
+                if stop:
+                    m["stopped_early"] = True  # the last row of a run stopped early
             history.append(m)
-            log.update(pos + 1, m)
+            log.update(pos + 1, m, show=evaluated or stop)
             if checkpointer is not None:
-                checkpointer.save(state, metrics=_scalar_metrics(m))
+                sm = _scalar_metrics(m)
+                if best_metric is not None and best_metric not in sm:
+                    sm[best_metric] = math.nan  # not measured at this state: never ranks
+                checkpointer.save(state, metrics=sm, force=evaluated or stop)
             if callback is not None:
                 callback(state, m)
     if checkpointer is not None:
         if history:  # nothing new to save when the run was already complete
-            checkpointer.save(state, metrics=_scalar_metrics(history[-1]), force=True)
+            sm = _scalar_metrics(history[-1])
+            if best_metric is not None and best_metric not in sm:
+                sm[best_metric] = math.nan
+            checkpointer.save(state, metrics=sm, force=True)
         checkpointer.wait()
     return state, history
 
 
+def _host_number(name, v):
+    try:
+        a = np.asarray(jax.device_get(v))
+    except Exception as err:  # pragma: no cover - message only
+        raise TypeError(f"evaluate returned a non-numeric metric {name!r}: {v!r}") from err
+    if a.ndim != 0 or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise TypeError(f"evaluate must return scalar numbers; got {name!r} = {v!r}")
+    return a.item()
+
+
+def _warn_about(pos: int, m: dict) -> None:
+    skipped = m["skipped"] if isinstance(m["skipped"], list) else [m["skipped"]]
+    if any(skipped):
+        total = m["nonfinite_total"]
+        total = total[-1] if isinstance(total, list) else total
+        warnings.warn(
+            f"batch {pos}: non-finite gradient or loss in {sum(skipped)} update(s), not applied "
+            f"({total} so far in this run)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    tokens = m.get("tokens")
+    if tokens is not None and (sum(tokens) if isinstance(tokens, list) else tokens) == 0:
+        warnings.warn(
+            f"batch {pos} has no real step (all padding): no update was made",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def _scalar_metrics(m: dict) -> dict:
+    """One float per metric for the checkpoint: TBPTT's per-chunk ``loss`` becomes the
+    token-weighted mean over the chunks that were applied (NaN when none was)."""
     out = {}
     for k, v in m.items():
         if isinstance(v, list):
-            v = float(np.mean(v)) if v else float("nan")
+            if k == "loss" and isinstance(m.get("tokens"), list):
+                skipped = m.get("skipped") or [False] * len(v)
+                pairs = [(float(x), t) for x, t, s in zip(v, m["tokens"], skipped)
+                         if t > 0 and not s and math.isfinite(float(x))]
+                w = sum(t for _, t in pairs)
+                v = sum(x * t for x, t in pairs) / w if w else math.nan
+            elif k in ("tokens",):
+                v = float(sum(v))
+            elif k == "nonfinite_total":
+                v = float(v[-1]) if v else math.nan
+            else:
+                v = float(np.mean(v)) if v else math.nan
         out[k] = float(v)
     return out

@@ -5,7 +5,10 @@
   entropy rate is computed exactly from the stationary distribution over contexts, so
   ``exp(entropy_rate)`` is the lowest perplexity any model can reach on it.
 - :class:`TextCorpus`: a character-level corpus from any plain text file the user names,
-  with a vocabulary, ``encode`` / ``decode`` and batches.
+  with a vocabulary, ``encode`` / ``decode``, a training / validation split and batches
+  drawn from the training part only.
+- :class:`StreamBatcher`: ``B`` contiguous streams of a token sequence read in
+  consecutive windows, for stateful truncated BPTT and stream evaluation.
 
 Batches are functions of the data position (``batch(position)``), seeded by
 ``(seed, position)``, so a resumed run sees exactly the batches of an uninterrupted one.
@@ -28,7 +31,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["MarkovSource", "TextCorpus", "window_batch"]
+__all__ = ["MarkovSource", "TextCorpus", "StreamBatcher", "window_batch"]
 
 _MAX_CONTEXTS = 1 << 16
 
@@ -210,26 +213,97 @@ def window_batch(tokens: np.ndarray, position: int, batch_size: int, seq_len: in
     return {"inputs": w[:, :-1], "targets": w[:, 1:]}
 
 
+class StreamBatcher:
+    """``B`` contiguous streams of a token sequence, read in consecutive windows.
+
+    The tokens are cut into ``B`` equal contiguous streams (row ``b`` holds tokens
+    ``b * L .. (b + 1) * L``, the remainder dropped); window ``j`` is steps
+    ``j * T .. (j + 1) * T`` of every stream, its targets shifted by one. Batch ``p`` is
+    window ``p % num_windows``, so consecutive positions continue the same streams: the
+    recurrent state carried from one batch to the next (``fit(..., stateful=True,
+    reset_every=batcher.num_windows)``) sees each stream as one long sequence. This is the
+    batching of stateful truncated BPTT (Williams & Peng 1990; Zaremba et al. 2014).
+
+    Args:
+      tokens: ``(N,)`` integer stream.
+      batch_size: ``B`` streams.
+      seq_len: ``T``, the window length.
+
+    Attributes:
+      num_windows: windows per pass over the streams.
+
+    Example:
+      >>> sb = StreamBatcher(np.arange(22), batch_size=2, seq_len=5)
+      >>> sb.num_windows
+      2
+      >>> sb.batch(0)["inputs"].tolist(), sb.batch(1)["inputs"][0].tolist()
+      ([[0, 1, 2, 3, 4], [11, 12, 13, 14, 15]], [5, 6, 7, 8, 9])
+    """
+
+    def __init__(self, tokens, batch_size: int, seq_len: int):
+        tokens = np.asarray(tokens)
+        _check_int("batch_size", batch_size, 1)
+        _check_int("seq_len", seq_len, 1)
+        if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"tokens must be a 1-D integer stream; got shape {tokens.shape} and dtype {tokens.dtype}")
+        length = tokens.shape[0] // batch_size  # tokens per stream (inputs and the last target)
+        if length < seq_len + 1:
+            raise ValueError(
+                f"tokens must hold at least batch_size * (seq_len + 1) = {batch_size * (seq_len + 1)} "
+                f"tokens; got {tokens.shape[0]}"
+            )
+        self.batch_size, self.seq_len = int(batch_size), int(seq_len)
+        self.streams = tokens[: length * batch_size].reshape(batch_size, length).astype(np.int32)
+        self.num_windows = (length - 1) // seq_len
+
+    def batch(self, position: int) -> dict:
+        """Window ``position % num_windows``: ``{"inputs", "targets"}``, ``(B, T)`` int32."""
+        _check_int("position", position, 0)
+        j = int(position) % self.num_windows
+        a, T = j * self.seq_len, self.seq_len
+        return {"inputs": self.streams[:, a : a + T], "targets": self.streams[:, a + 1 : a + T + 1]}
+
+    __call__ = batch
+
+    def all_windows(self):
+        """Every window in order: ``(inputs, targets)``, each ``(num_windows, B, T)``."""
+        n, T = self.num_windows, self.seq_len
+        x = self.streams[:, : n * T].reshape(self.batch_size, n, T)
+        y = self.streams[:, 1 : n * T + 1].reshape(self.batch_size, n, T)
+        return np.swapaxes(x, 0, 1), np.swapaxes(y, 0, 1)
+
+
 class TextCorpus:
-    """A character-level corpus read from a plain text file.
+    """A character-level corpus read from a plain text file, with a training /
+    validation split.
+
+    The first ``train_fraction`` of the text is the training part, the rest the
+    validation part; :meth:`batch` draws training windows from the training part only
+    (a window never reaches into the validation text), whatever :meth:`split` is asked.
 
     Args:
       text: the text.
       vocab: optional sequence of characters (the vocabulary, index = position); default
         the sorted set of characters of ``text``. A character of ``text`` outside a given
         ``vocab`` is an error.
+      train_fraction: the share of the text used for training, in ``(0, 1]`` (``1``: no
+        validation part).
 
     Attributes:
       vocab: tuple of characters; ``vocab_size`` its length.
       tokens: ``(N,)`` int32 encoding of the text.
 
     Example:
-      >>> corpus = TextCorpus("abracadabra")
+      >>> corpus = TextCorpus("abracadabra" * 3, train_fraction=0.8)
       >>> corpus.decode(corpus.encode("cab"))
       'cab'
+      >>> train, valid = corpus.split()
+      >>> len(train), len(valid)
+      (26, 7)
     """
 
-    def __init__(self, text: str, vocab: Optional[Sequence[str]] = None):
+    def __init__(self, text: str, vocab: Optional[Sequence[str]] = None, *,
+                 train_fraction: float = 0.9):
         if not isinstance(text, str):
             raise TypeError(f"text must be a str; got {type(text).__name__}")
         if not text:
@@ -242,9 +316,21 @@ class TextCorpus:
         self.vocab = vocab
         self._index = {c: i for i, c in enumerate(vocab)}
         self.tokens = self.encode(text)
+        self.train_fraction = self._fraction(train_fraction, allow_one=True)
+
+    @staticmethod
+    def _fraction(fraction, allow_one=False):
+        ok = isinstance(fraction, (int, float, np.floating)) and not isinstance(fraction, bool)
+        hi = 1.0 if allow_one else np.nextafter(1.0, 0.0)
+        if not ok or not 0.0 < float(fraction) <= hi:
+            raise ValueError(
+                f"fraction must be a float in (0, 1{']' if allow_one else ')'}; got {fraction!r}"
+            )
+        return float(fraction)
 
     @classmethod
-    def from_file(cls, path, vocab: Optional[Sequence[str]] = None, encoding: str = "utf-8") -> "TextCorpus":
+    def from_file(cls, path, vocab: Optional[Sequence[str]] = None, encoding: str = "utf-8",
+                  *, train_fraction: float = 0.9) -> "TextCorpus":
         """Read the corpus from the plain text file at ``path``."""
         path = os.fspath(path)
         if not os.path.isfile(path):
@@ -256,7 +342,7 @@ class TextCorpus:
             raise ValueError(f"text file {os.path.abspath(path)} is not valid {encoding}: {err}") from err
         if not text:
             raise ValueError(f"text file {os.path.abspath(path)} is empty")
-        return cls(text, vocab)
+        return cls(text, vocab, train_fraction=train_fraction)
 
     @property
     def vocab_size(self) -> int:
@@ -276,14 +362,44 @@ class TextCorpus:
             raise ValueError(f"ids must lie in [0, {self.vocab_size}); got [{ids.min()}, {ids.max()}]")
         return "".join(self.vocab[i] for i in ids.ravel())
 
-    def split(self, fraction: float = 0.9):
-        """``(train, valid)`` token streams: the first ``fraction`` and the rest."""
-        if not 0.0 < fraction < 1.0:
-            raise ValueError(f"fraction must be in (0, 1); got {fraction!r}")
-        n = int(len(self.tokens) * fraction)
+    def _n_train(self) -> int:
+        return int(len(self.tokens) * self.train_fraction)
+
+    def split(self, fraction: Optional[float] = None):
+        """``(train, valid)`` token streams: the first ``fraction`` and the rest.
+
+        Args:
+          fraction: the training share in ``(0, 1)``; default the corpus's
+            ``train_fraction``. Giving one sets ``train_fraction``, so :meth:`batch`
+            keeps drawing from the training part returned here.
+        """
+        if fraction is not None:
+            self.train_fraction = self._fraction(fraction)
+        n = self._n_train()
         return self.tokens[:n], self.tokens[n:]
 
+    @property
+    def train_tokens(self) -> np.ndarray:
+        """The training part ``(N_train,)``."""
+        return self.tokens[: self._n_train()]
+
+    @property
+    def valid_tokens(self) -> np.ndarray:
+        """The validation part ``(N - N_train,)`` (empty with ``train_fraction=1``)."""
+        return self.tokens[self._n_train():]
+
     def batch(self, position: int, batch_size: int, seq_len: int, *, seed: int = 0) -> dict:
-        """Random windows of the whole corpus for data position ``position``
-        (see :func:`window_batch`)."""
-        return window_batch(self.tokens, position, batch_size, seq_len, seed=seed)
+        """Random windows of the training part for data position ``position``
+        (see :func:`window_batch`); no window reaches into the validation part."""
+        return window_batch(self.train_tokens, position, batch_size, seq_len, seed=seed)
+
+    def streams(self, batch_size: int, seq_len: int, part: str = "train") -> StreamBatcher:
+        """The training or validation part as :class:`StreamBatcher` streams.
+
+        Args:
+          batch_size: ``B`` streams; seq_len: ``T``; part: ``"train"`` or ``"valid"``.
+        """
+        if part not in ("train", "valid"):
+            raise ValueError(f"part must be 'train' or 'valid'; got {part!r}")
+        return StreamBatcher(self.train_tokens if part == "train" else self.valid_tokens,
+                             batch_size, seq_len)

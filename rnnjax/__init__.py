@@ -35,12 +35,12 @@ from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked,
 from rnnjax.models import SequenceModel
 from rnnjax.seq2seq import Seq2Seq
 from rnnjax.sequence import pack, unpack, unroll, unroll_batch
-from rnnjax.train import Trainer, TrainState, fit, make_optimizer
+from rnnjax.train import EarlyStopping, Trainer, TrainState, fit, make_optimizer
 
 __version__ = "0.1.0"
 
 _LAZY_MODULES = ("checkpoint", "linen", "nnx", "flax_convert")
-_LAZY_NAMES = {"Checkpointer": "checkpoint", "CheckpointError": "checkpoint"}
+_LAZY_NAMES = {"Checkpointer": "checkpoint", "CheckpointError": "checkpoint", "load_run": "checkpoint"}
 
 
 def __getattr__(name):
@@ -99,6 +99,8 @@ __all__ = [
     "TrainState",
     "fit",
     "make_optimizer",
+    "EarlyStopping",
+    "load_run",
     "Checkpointer",
     "CheckpointError",
     # diagnostics

@@ -439,6 +439,15 @@ class Seq2Seq:
             keys = self.attention.precompute(params["attention"], outs)
         return Memory(values=outs, keys=keys, mask=mask, context=context), state
 
+    def encode_batch(self, params, src, src_len=None, *, key=None):
+        """:meth:`encode` over a leading batch axis: ``src (B, S)``, ``src_len (B,)``;
+        returns the :class:`Memory` and decoder state with leading ``B`` axes."""
+        B = src.shape[0]
+        src_len = jnp.full((B,), src.shape[1], jnp.int32) if src_len is None else src_len
+        keys = None if key is None else jax.random.split(key, B)
+        fn = lambda s, n, k: self.encode(params, s, n, key=k)
+        return jax.vmap(fn, in_axes=(0, 0, None if keys is None else 0))(src, src_len, keys)
+
     # ------------------------------------------------------------------ decoder
 
     def step(self, params, state, token, memory: Memory):
@@ -474,6 +483,33 @@ class Seq2Seq:
         state, h = self.decoder.step(params["decoder"], state, jnp.concatenate([emb, ctx]))
         logits = jnp.concatenate([h, ctx]) @ params["out"]["w"] + params["out"]["b"]
         return state, logits, weights
+
+    def decode_start(self, params, src, src_len=None):
+        """Encode a batch of sources and give the first target token's logits (the
+        stepping protocol of :mod:`rnnjax.decoding`).
+
+        Args:
+          params: the model's parameters.
+          src: ``(B, S)`` integer tokens.
+          src_len: optional ``(B,)`` source lengths.
+
+        Returns:
+          ``((state, memory), logits (B, V))``: the decoder state after reading
+          ``bos_id`` and the batched :class:`Memory`, and the scores of the first token.
+        """
+        B = src.shape[0]
+        src_len = jnp.full((B,), src.shape[1], jnp.int32) if src_len is None else src_len
+        memory, state = self.encode_batch(params, src, src_len)
+        return self.decode_step(params, (state, memory), jnp.full((B,), self.bos_id, jnp.int32))
+
+    def decode_step(self, params, carry, token):
+        """Feed the tokens ``(B,)`` just chosen: ``((state, memory), logits (B, V))``
+        (the stepping protocol of :mod:`rnnjax.decoding`)."""
+        state, memory = carry
+        state, logits, _ = jax.vmap(self.step, in_axes=(None, 0, 0, 0))(
+            params, state, token, memory
+        )
+        return (state, memory), logits
 
     def decode(
         self,

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from rnnjax import initializers as inits
 from rnnjax import checks
 from rnnjax.layers import _as_layer
+from rnnjax._repr import short_repr as _short_repr
 
 __all__ = ["SequenceModel"]
 
@@ -61,6 +62,8 @@ class SequenceModel:
       >>> logits.shape
       (4, 5)
     """
+
+    __repr__ = _short_repr
 
     layer: Any
     output_size: int

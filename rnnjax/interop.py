@@ -351,7 +351,7 @@ def state_to_torch(layer, state):
             f"state must be a tuple of {len(layer.layers)} per-layer states; got {state!r:.200}"
         )
     picked = []
-    for cell, i, direction in slots:
+    for _cell, i, direction in slots:
         s = state[i] if stacked else state
         if direction is not None:
             if not isinstance(s, BidirectionalState):

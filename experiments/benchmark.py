@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    python -m experiments.benchmark                 # default shapes, about 3 minutes on 2 cores
-    python -m experiments.benchmark --quick         # a smoke run, seconds
+    python -m experiments.benchmark                 # default shapes, DEFAULT_TIME on 2 cores
+    python -m experiments.benchmark --quick         # a smoke run, QUICK_TIME
     python -m experiments.benchmark --full          # more shapes and repetitions
     python -m experiments.benchmark --shape 16,200,32,64 --dtype bfloat16 --backend cpu
 

@@ -439,7 +439,7 @@ def print_tables(report, console):
     from rich.table import Table
 
     t = Table(title=f"Timings ({report['config']['dtype']}, {report['environment']['backend']}, "
-                    f"matmul peak {report['matmul_peak']['gflops']:.1f} GFLOP/s), ms: median [q1-q3]")
+                    f"matmul peak {report['matmul_peak']['gflops']:.1f} GFLOP/s), ms: median \\[q1-q3]")
     for col in ("shape", "cell", "impl", "fwd ms", "train ms", "compile s (train)", "XLA MB (train)",
                 "GFLOP/s (train)", "% peak"):
         t.add_column(col, justify="right" if "ms" in col or "/" in col or "%" in col else "left")
@@ -458,9 +458,11 @@ def print_tables(report, console):
             continue
         if reference:
             title = ("rnnjax time / reference time (not a peer: rnnjax itself with its fast paths "
-                     "off, the reference scan differentiated by autodiff); < 1: the fast path gains")
+                     "off, the reference scan differentiated by autodiff): median \\[min-max]; < 1: "
+                     "the fast path gains")
         else:
-            title = "rnnjax time / peer time (paired rounds): median [min-max]; < 1 means rnnjax is faster"
+            title = ("rnnjax time / peer time (paired rounds): median \\[min-max]; < 1 means rnnjax is "
+                     "faster")
         t = Table(title=title)
         for col in ("shape", "cell", "reference" if reference else "peer", "train (fwd+bwd)", "forward"):
             t.add_column(col)
@@ -507,7 +509,7 @@ def impl_label(impl: str) -> str:
     return "rnnjax autodiff (reference)" if is_reference(impl) else impl
 
 
-def _ratio_axis(ax, rows, title, color_of):
+def _ratio_axis(ax, rows, title, color_of, right):
     """Horizontal bars of the median ratio with its range, the axis limited to the medians:
     a range past the edge is drawn to the edge with its end written there."""
     labels = [f"{q['cell']} {core.Shape(**q['shape']).label()}  vs {impl_label(q['peer'])}"
@@ -516,7 +518,6 @@ def _ratio_axis(ax, rows, title, color_of):
     med = np.array([q["median"] for q in rows], float)
     lo = np.array([q["min"] for q in rows], float)
     hi = np.array([q["max"] for q in rows], float)
-    right = max(1.5, 1.3 * float(med.max())) if len(rows) else 1.5
     ax.barh(y, med, color=[color_of(m) for m in med], height=0.6)
     ax.hlines(y, np.minimum(lo, right), np.minimum(hi, right), color="k", lw=1.2)
     for yi, h in zip(y, hi):
@@ -546,12 +547,14 @@ def plot(report, path):
     grid = fig.add_gridspec(2 if ref_rows else 1, 2, width_ratios=(1.15, 1),
                             height_ratios=(max(len(peer_rows), 1), len(ref_rows)) if ref_rows else None)
     ax = fig.add_subplot(grid[0, 0])
+    # one x scale for peers and reference, set by the medians (not the ranges)
+    right = max([1.3 * q["median"] for q in train] + [1.5])
     _ratio_axis(ax, peer_rows, "Speed against the peers, training step (< 1: rnnjax faster)",
-                lambda m: "tab:green" if m <= 1 else "tab:orange")
+                lambda m: "tab:green" if m <= 1 else "tab:orange", right)
     if ref_rows:
         ax_r = fig.add_subplot(grid[1, 0])
         _ratio_axis(ax_r, ref_rows, "Reference, not a peer: rnnjax with its fast paths off "
-                    "(< 1: the fast path gains)", lambda m: "0.6")
+                    "(< 1: the fast path gains)", lambda m: "0.6", right)
         ax_r.set_xlabel("rnnjax time / other time (bar: median of paired rounds; line: range)",
                         fontsize=9)
     else:

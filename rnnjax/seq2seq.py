@@ -799,6 +799,8 @@ class Seq2Seq:
         _check_tokens("src", src, 2)
         B = src.shape[0]
         _check_len("src_len", src_len, (B,))
+        if key is not None and not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.wrap_key_data(key)  # raw uint32 key data (the Trainer's)
         logits, _ = self.decode_train_batch(params, src, src_len, tgt, tgt_len,
                                             teacher_prob=teacher_prob, key=key, feed=feed)
         T = tgt.shape[1]

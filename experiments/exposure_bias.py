@@ -86,7 +86,8 @@ def inverse_sigmoid_k(steps: int) -> float:
 
 def train(model, cfg, schedule, seed, log_every=50):
     """Train on fresh batches with the common :class:`rnnjax.Trainer` (Adam, global-norm
-    clipping at 1); ``schedule(i)`` is the teacher-forcing probability of batch ``i``."""
+    clipping at 1); ``schedule(i)`` is the teacher-forcing probability of batch ``i``
+    (``None``: teacher forcing)."""
     L = cfg["max_len"]
     trainer = Trainer(model, learning_rate=LR, clip_norm=1.0)
     state = trainer.init(jax.random.key(seed), params=model.init(jax.random.key(seed)))
@@ -95,7 +96,7 @@ def train(model, cfg, schedule, seed, log_every=50):
     for i in range(cfg["steps"]):
         d = TASKS[cfg['task']](BATCH, 1, L, N_SYMBOLS, seed=rng)
         src, src_len, tgt, tgt_len = (jnp.asarray(a) for a in d)
-        eps = jnp.asarray(schedule(i), jnp.float32)
+        eps = jnp.asarray(1.0 if schedule is None else schedule(i), jnp.float32)
         state, m = trainer.train_step(state, {"inputs": src, "input_length": src_len,
                                               "targets": tgt, "target_length": tgt_len,
                                               "teacher_prob": eps})

@@ -293,7 +293,9 @@ class Trainer:
 
     Args:
       model: a :class:`rnnjax.models.SequenceModel` (or anything with ``init``,
-        ``initial_state``, ``apply_batch`` and a ``head`` of ``"per_step"``/``"final"``).
+        ``initial_state``, ``apply_batch`` and a ``head`` of ``"per_step"``/``"final"``),
+        or a model with its own ``trainer_loss(params, batch, key) -> (loss, (outputs,
+        mask))`` such as :class:`rnnjax.Seq2Seq` (full BPTT steps and evaluation).
       loss: ``"cross_entropy"`` (integer targets, logits out), ``"mse"`` or a callable
         ``(outputs, targets, mask) -> scalar`` (``mask`` is ``(B, T)`` bool or ``None``).
       optimizer: a name or an optax transformation (see :func:`make_optimizer`).

@@ -277,8 +277,12 @@ class BahdanauDecoder:
 
     def init_output(self, key, context_size: int, vocab: int) -> dict:
         H = self.cell.output_size
-        return {"out": {"w": inits.glorot_uniform(key, (H + context_size, vocab)),
-                        "b": jnp.zeros((vocab,))}}
+        return {
+            "out": {
+                "w": inits.glorot_uniform(key, (H + context_size, vocab)),
+                "b": jnp.zeros((vocab,)),
+            }
+        }
 
     def initial(self, state, dtype=jnp.float32):
         return state
@@ -314,8 +318,10 @@ class LuongDecoder:
     def init_output(self, key, context_size: int, vocab: int) -> dict:
         H = self.cell.output_size
         k_c, k_o = jax.random.split(key)
-        return {"combine": {"w": inits.glorot_uniform(k_c, (context_size + H, H))},
-                "out": {"w": inits.glorot_uniform(k_o, (H, vocab)), "b": jnp.zeros((vocab,))}}
+        return {
+            "combine": {"w": inits.glorot_uniform(k_c, (context_size + H, H))},
+            "out": {"w": inits.glorot_uniform(k_o, (H, vocab)), "b": jnp.zeros((vocab,))},
+        }
 
     def initial(self, state, dtype=jnp.float32):
         batch = jnp.shape(jax.tree_util.tree_leaves(state)[0])[:-1]
@@ -409,8 +415,10 @@ class Seq2Seq:
                 raise ValueError(f"{name} must be < tgt_vocab={self.tgt_vocab}; got {v}")
         if self.attention is not None:
             if enc.output_size is None:
-                raise ValueError("attention needs an encoder with a known output_size "
-                                 "(a Bidirectional with a callable merge has none)")
+                raise ValueError(
+                    "attention needs an encoder with a known output_size "
+                    "(a Bidirectional with a callable merge has none)"
+                )
             if self.attention.key_size != enc.output_size:
                 raise ValueError(
                     f"attention.key_size must be the encoder's output_size "
@@ -538,9 +546,7 @@ class Seq2Seq:
         if len(tops) != 1:
             return False
         dec = self.decoder.initial_state()
-        return jax.tree_util.tree_structure(tops[0]) == jax.tree_util.tree_structure(
-            dec
-        ) and all(
+        return jax.tree_util.tree_structure(tops[0]) == jax.tree_util.tree_structure(dec) and all(
             a.shape == b.shape
             for a, b in zip(jax.tree_util.tree_leaves(tops[0]), jax.tree_util.tree_leaves(dec))
         )
@@ -599,13 +605,12 @@ class Seq2Seq:
         context = jnp.concatenate([s.h for s in tops], axis=-1)
         state = self.bridge_piece(params["bridge"], tops, (B,), outs.dtype)
         state = self.decoder_piece.initial(state, outs.dtype)
-        mask = (jnp.ones((B, S), bool) if src_len is None
-                else jnp.arange(S)[None, :] < src_len[:, None])
+        mask = (
+            jnp.ones((B, S), bool) if src_len is None else jnp.arange(S)[None, :] < src_len[:, None]
+        )
         keys = None
         if self.attention is not None:
-            keys = jax.vmap(self.attention.precompute, in_axes=(None, 0))(
-                params["attention"], outs
-            )
+            keys = jax.vmap(self.attention.precompute, in_axes=(None, 0))(params["attention"], outs)
         return Memory(values=outs, keys=keys, mask=mask, context=context), state
 
     def encode(self, params, src, src_len=None, *, key=None):
@@ -732,8 +737,9 @@ class Seq2Seq:
         _, (logits, weights, fed) = jax.lax.scan(body, init, (gt_prev, use_gt, sample_keys))
         return logits, weights, fed
 
-    def decode_train(self, params, src, src_len, tgt, tgt_len=None, *, teacher_prob=1.0,
-                     key=None, feed="argmax"):
+    def decode_train(
+        self, params, src, src_len, tgt, tgt_len=None, *, teacher_prob=1.0, key=None, feed="argmax"
+    ):
         """:meth:`encode` then :meth:`decode` for one example.
 
         ``key`` (when given) is split between the encoder's dropout and the decoder's
@@ -753,8 +759,9 @@ class Seq2Seq:
         )
         return logits, weights
 
-    def decode_train_batch(self, params, src, src_len, tgt, tgt_len=None, *,
-                           teacher_prob=1.0, key=None, feed="argmax"):
+    def decode_train_batch(
+        self, params, src, src_len, tgt, tgt_len=None, *, teacher_prob=1.0, key=None, feed="argmax"
+    ):
         """Encode a batch natively batched, then decode every example.
 
         ``key`` (when given) is split between the encoder's dropout and the decoder's
@@ -772,19 +779,22 @@ class Seq2Seq:
         k_enc, k_dec = (None, None) if key is None else jax.random.split(key)
         memory, state = self.encode_batch(params, src, src_len, key=k_enc)
         keys = None if k_dec is None else jax.random.split(k_dec, B)
-        fn = lambda m, s, t, k: self.decode(params, m, s, t, teacher_prob=teacher_prob, key=k,
-                                            feed=feed)[:2]
+        fn = lambda m, s, t, k: self.decode(
+            params, m, s, t, teacher_prob=teacher_prob, key=k, feed=feed
+        )[:2]
         return jax.vmap(fn, in_axes=(0, 0, 0, None if keys is None else 0))(
             memory, state, tgt, keys
         )
 
     # ------------------------------------------------------------------ losses
 
-    def token_losses(self, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0,
-                     key=None, feed="argmax"):
+    def token_losses(
+        self, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0, key=None, feed="argmax"
+    ):
         """Per-position cross-entropy ``(T,)`` (zero at ``t >= tgt_len``) and the mask."""
-        logits, _ = self.decode_train(params, src, src_len, tgt, tgt_len,
-                                      teacher_prob=teacher_prob, key=key, feed=feed)
+        logits, _ = self.decode_train(
+            params, src, src_len, tgt, tgt_len, teacher_prob=teacher_prob, key=key, feed=feed
+        )
         mask = jnp.arange(tgt.shape[0]) < tgt_len
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, tgt)
         return jnp.where(mask, ce, 0.0), mask
@@ -801,17 +811,20 @@ class Seq2Seq:
         _check_len("src_len", src_len, (B,))
         if key is not None and not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
             key = jax.random.wrap_key_data(key)  # raw uint32 key data (the Trainer's)
-        logits, _ = self.decode_train_batch(params, src, src_len, tgt, tgt_len,
-                                            teacher_prob=teacher_prob, key=key, feed=feed)
+        logits, _ = self.decode_train_batch(
+            params, src, src_len, tgt, tgt_len, teacher_prob=teacher_prob, key=key, feed=feed
+        )
         T = tgt.shape[1]
-        mask = (jnp.ones((B, T), bool) if tgt_len is None
-                else jnp.arange(T)[None, :] < tgt_len[:, None])
+        mask = (
+            jnp.ones((B, T), bool) if tgt_len is None else jnp.arange(T)[None, :] < tgt_len[:, None]
+        )
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, tgt)
         loss = jnp.sum(jnp.where(mask, ce, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
         return loss, (logits, mask)
 
-    def loss_batch(self, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0,
-                   key=None, feed="argmax"):
+    def loss_batch(
+        self, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0, key=None, feed="argmax"
+    ):
         """Mean cross-entropy per real target token over a batch.
 
         Args:
@@ -859,9 +872,16 @@ class Seq2Seq:
                 f"'input_length', 'target_length', 'teacher_prob'; got {got}"
             )
         tp = 1.0 if key is None else batch.get("teacher_prob", 1.0)
-        return self._batch_loss(params, batch["inputs"], batch.get("input_length"),
-                                batch["targets"], batch.get("target_length"), tp, key,
-                                "argmax")
+        return self._batch_loss(
+            params,
+            batch["inputs"],
+            batch.get("input_length"),
+            batch["targets"],
+            batch.get("target_length"),
+            tp,
+            key,
+            "argmax",
+        )
 
 
 def make_train_step(model: Seq2Seq, optimizer, schedule=None, feed: str = "argmax"):
@@ -895,8 +915,9 @@ def make_train_step(model: Seq2Seq, optimizer, schedule=None, feed: str = "argma
         tp = 1.0 if schedule is None else eps
 
         def loss_fn(p):
-            return model.loss_batch(p, src, src_len, tgt, tgt_len, teacher_prob=tp,
-                                    key=key, feed=feed)
+            return model.loss_batch(
+                p, src, src_len, tgt, tgt_len, teacher_prob=tp, key=key, feed=feed
+            )
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)

@@ -390,3 +390,17 @@ def test_generation_errors(lm):
         sample(model, params, prompt, key=None)
     with pytest.raises(ValueError, match=r"eos_id must be an int in \[0, 5\]"):
         generate(model, params, prompt, eos_id=LV)
+
+
+def test_lm_with_zoneout_generates_like_its_deterministic_apply():
+    """Without a key zoneout takes its expectation: one step of generation must run the
+    layer (not the bare cell) to give what apply gives."""
+    model = rj.SequenceModel(rj.Recurrent(rj.GRU(4, 6), zoneout=0.4), output_size=LV,
+                             vocab_size=LV)
+    params = model.init(jax.random.key(8))
+    params["head"]["w"] = 3.0 * params["head"]["w"]
+    prompt = jnp.array([[1, 2, 3]])
+    out = generate(model, params, prompt, max_len=4)
+    toks, lps = _lm_greedy_loop(model, params, prompt[0], 3, 4)
+    assert out.tokens[0].tolist() == toks
+    np.testing.assert_allclose(np.asarray(out.token_log_probs[0]), lps, rtol=1e-5, atol=1e-6)

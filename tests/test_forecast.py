@@ -21,8 +21,7 @@ def fitted():
     params = cell.init(jax.random.key(0))
     u = jnp.sin(jnp.arange(1200.0) / 5)[:, None]
     T = 1000
-    readout, fit_state = esn.fit_ridge(cell, params, u[: T - 1], u[1:T], ridge=1e-7,
-                                       washout=100)
+    readout, fit_state = esn.fit_ridge(cell, params, u[: T - 1], u[1:T], ridge=1e-7, washout=100)
     return cell, params, readout, fit_state, u, T
 
 

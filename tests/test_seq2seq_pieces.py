@@ -11,8 +11,16 @@ import pytest
 
 import rnnjax as rj
 from rnnjax import schedules
-from rnnjax.seq2seq import (BahdanauDecoder, CopyBridge, LinearBridge, LuongDecoder,
-                            LuongState, Seq2Seq, ZeroBridge, make_train_step)
+from rnnjax.seq2seq import (
+    BahdanauDecoder,
+    CopyBridge,
+    LinearBridge,
+    LuongDecoder,
+    LuongState,
+    Seq2Seq,
+    ZeroBridge,
+    make_train_step,
+)
 
 SV, TV, E, H, S, T = 7, 6, 3, 4, 5, 4
 
@@ -57,7 +65,8 @@ def _reference_logits(model, params, src, n, tgt, teacher):
         leaves, treedef = jax.tree_util.tree_flatten(dec.initial_state())
         b = params["bridge"]
         state = jax.tree_util.tree_unflatten(
-            treedef, [summary @ w + bb for w, bb in zip(b["w"], b["b"])])
+            treedef, [summary @ w + bb for w, bb in zip(b["w"], b["b"])]
+        )
     mask = jnp.arange(S) < n
     att = model.attention
 
@@ -105,20 +114,26 @@ def data():
     return src, src_len, tgt, tgt_len
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("gru_additive_bi_linear", marks=pytest.mark.slow),
-    pytest.param("lstm_plain_copy", marks=pytest.mark.slow), "gru_dot_luong", "rnn_general_zero"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("gru_additive_bi_linear", marks=pytest.mark.slow),
+        pytest.param("lstm_plain_copy", marks=pytest.mark.slow),
+        "gru_dot_luong",
+        "rnn_general_zero",
+    ],
+)
 def test_loss_gradient_and_free_run_equal_a_reference_from_the_equations(name, data):
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H,
-                          **CONFIGS[name])
+    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, **CONFIGS[name])
     params = model.init(jax.random.key(0))
     params["out"]["w"] = 3.0 * params["out"]["w"]
     src, src_len, tgt, tgt_len = data
     # the reference runs eagerly, op by op: nothing of it is compiled as one program
     ref_fn = jax.value_and_grad(lambda p: _reference_loss(model, p, src, src_len, tgt, tgt_len))
     ref, ref_grad = ref_fn(params)
-    got, got_grad = jax.jit(jax.value_and_grad(
-        lambda p: model.loss_batch(p, src, src_len, tgt, tgt_len)))(params)
+    got, got_grad = jax.jit(
+        jax.value_and_grad(lambda p: model.loss_batch(p, src, src_len, tgt, tgt_len))
+    )(params)
     np.testing.assert_allclose(float(got), float(ref), rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(got_grad), jax.tree_util.tree_leaves(ref_grad)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
@@ -129,8 +144,14 @@ def test_loss_gradient_and_free_run_equal_a_reference_from_the_equations(name, d
 
 
 def test_the_strings_choose_the_pieces():
-    bi = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H,
-                       attention="additive", bidirectional=True)
+    bi = Seq2Seq.build(
+        src_vocab=SV,
+        tgt_vocab=TV,
+        embed_size=E,
+        hidden_size=H,
+        attention="additive",
+        bidirectional=True,
+    )
     assert isinstance(bi.bridge_piece, LinearBridge) and bi.bridge == "linear"
     assert isinstance(bi.decoder_piece, BahdanauDecoder)
     plain = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H)
@@ -138,11 +159,11 @@ def test_the_strings_choose_the_pieces():
     assert plain.decoder_piece.attention is None
     zero = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, bridge="zero")
     assert isinstance(zero.bridge_piece, ZeroBridge)
-    luong = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H,
-                          attention="dot", wiring="luong")
+    luong = Seq2Seq.build(
+        src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, attention="dot", wiring="luong"
+    )
     assert isinstance(luong.decoder_piece, LuongDecoder)
-    memory, state = luong.encode_batch(luong.init(jax.random.key(0)),
-                                       jnp.ones((3, S), jnp.int32))
+    memory, state = luong.encode_batch(luong.init(jax.random.key(0)), jnp.ones((3, S), jnp.int32))
     assert isinstance(state, LuongState) and state.attentional.shape == (3, H)
     assert memory.values.shape == (3, S, H) and memory.mask.shape == (3, S)
 
@@ -171,14 +192,19 @@ def test_encoder_runs_natively_batched():
 def _copy_batch(i, n=8):
     src = jax.random.randint(jax.random.key(100 + i), (n, 3), 3, SV)
     tgt = jnp.concatenate([src, jnp.full((n, 1), 2)], 1)
-    return {"inputs": src, "targets": tgt, "input_length": jnp.full((n,), 3),
-            "target_length": jnp.full((n,), 4)}
+    return {
+        "inputs": src,
+        "targets": tgt,
+        "input_length": jnp.full((n,), 3),
+        "target_length": jnp.full((n,), 4),
+    }
 
 
 @pytest.fixture(scope="module")
 def trainer():
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=SV, embed_size=4, hidden_size=16,
-                          attention="additive")
+    model = Seq2Seq.build(
+        src_vocab=SV, tgt_vocab=SV, embed_size=4, hidden_size=16, attention="additive"
+    )
     return rj.Trainer(model, learning_rate=3e-2)
 
 
@@ -194,8 +220,12 @@ def test_trainer_step_equals_make_train_step_with_scheduled_sampling(trainer):
         state, m = trainer.train_step(state, dict(b, teacher_prob=SCHED(i)))
         key, sub = jax.random.split(key)
         params, opt_state, loss, _ = step_fn(
-            params, opt_state, i,
-            (b["inputs"], b["input_length"], b["targets"], b["target_length"]), sub)
+            params,
+            opt_state,
+            i,
+            (b["inputs"], b["input_length"], b["targets"], b["target_length"]),
+            sub,
+        )
         np.testing.assert_allclose(float(m["loss"]), float(loss), rtol=1e-6)
     for a, c in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-5, atol=1e-7)

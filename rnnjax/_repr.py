@@ -62,11 +62,26 @@ def _non_default(obj, skip=()) -> list:
     return out
 
 
+def _fields(obj) -> set:
+    return {f.name for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else set()
+
+
+# the layers are recognised by their fields, so that this module imports none of rnnjax
+def _is_recurrent(obj) -> bool:
+    return {"cell", "reverse"} <= _fields(obj)
+
+
+def _is_bidirectional(obj) -> bool:
+    return {"forward", "backward", "merge"} <= _fields(obj)
+
+
+def _is_stacked(obj) -> bool:
+    return {"layers", "dropout"} <= _fields(obj) and isinstance(obj.layers, tuple)
+
+
 def _inner(layer) -> str:
     """A layer inside another: a plain forward ``Recurrent`` prints as its cell."""
-    from rnnjax.layers import Recurrent
-
-    if isinstance(layer, Recurrent) and not _non_default(layer, skip=("cell",)):
+    if _is_recurrent(layer) and not _non_default(layer, skip=("cell",)):
         return short_repr(layer.cell)
     return _value(layer)
 
@@ -81,10 +96,8 @@ def short_repr(obj) -> str:
       >>> rj.Recurrent(rj.GRU(3, 5, reset_after=False), zoneout=0.1)
       Recurrent(GRU(3->5, reset_after=False), zoneout=0.1)
     """
-    from rnnjax.layers import Bidirectional, Recurrent, Stacked
-
     name = type(obj).__name__
-    if isinstance(obj, Stacked):
+    if _is_stacked(obj):
         items = [_inner(layer) for layer in obj.layers]
         body = (
             f"{len(items)} x {items[0]}"
@@ -92,9 +105,9 @@ def short_repr(obj) -> str:
             else ", ".join(items)
         )
         return f"{name}({', '.join([body] + _non_default(obj, skip=('layers',)))})"
-    if isinstance(obj, Bidirectional):
+    if _is_bidirectional(obj):
         parts = [_inner(obj.forward)]
-        mirror = isinstance(obj.forward, Recurrent) and obj.backward == dataclasses.replace(
+        mirror = _is_recurrent(obj.forward) and obj.backward == dataclasses.replace(
             obj.forward, reverse=True
         )
         if not mirror:
@@ -102,7 +115,7 @@ def short_repr(obj) -> str:
         if obj.merge != "concat":
             parts.append(f"merge={_value(obj.merge)}")
         return f"{name}({', '.join(parts)})"
-    if isinstance(obj, Recurrent):
+    if _is_recurrent(obj):
         return f"{name}({', '.join([_value(obj.cell)] + _non_default(obj, skip=('cell',)))})"
     names = {f.name for f in dataclasses.fields(obj)}
     parts = []

@@ -8,6 +8,8 @@ One decoding loop serves every model that exposes the stepping protocol:
   and the logits ``(B, V)`` of the first generated token;
 - ``model.decode_step(params, carry, token) -> (carry, logits)``: feed the tokens ``(B,)``
   just chosen and return the logits ``(B, V)`` of the next ones.
+- optionally ``model.min_prompt_len``: the shortest prompt it accepts (1 for a language
+  model, which predicts from the last prompt token; 0, the default, for a ``Seq2Seq``).
 
 :class:`rnnjax.SequenceModel` (token inputs, per-step head; the prompt runs through the
 engine natively batched, single steps through the cell's ``step``) and
@@ -112,7 +114,7 @@ def _check_model(model):
         )
 
 
-def _check_prompt(prompt, prompt_len, name="prompt"):
+def _check_prompt(prompt, prompt_len, name="prompt", minimum=0):
     n_name = "src_len" if name == "src" else "prompt_len"
     if (
         not hasattr(prompt, "ndim")
@@ -135,7 +137,13 @@ def _check_prompt(prompt, prompt_len, name="prompt"):
             f"{n_name} must be integers of shape ({B},); got shape {jnp.shape(prompt_len)} "
             f"and dtype {jnp.result_type(prompt_len)}"
         )
-    return checks.lengths(n_name, prompt_len, P, (B,))
+    prompt_len = checks.lengths(n_name, prompt_len, P, (B,))
+    if minimum and checks.is_concrete(prompt_len) and int(prompt_len.min()) < minimum:
+        raise ValueError(
+            f"{n_name} must be >= {minimum} for this model (it predicts the next token from "
+            f"the last one read); got {prompt_len.tolist()}"
+        )
+    return prompt_len
 
 
 def _token_ids(model, eos_id, pad_id):
@@ -304,7 +312,7 @@ def generate(
       ((1, 5), (1, 5))
     """
     _check_model(model)
-    prompt_len = _check_prompt(prompt, prompt_len)
+    prompt_len = _check_prompt(prompt, prompt_len, minimum=getattr(model, "min_prompt_len", 0))
     max_len = checks.integer("max_len", max_len, 1)
     temperature = checks.number("temperature", temperature, 0.0)
     if top_k is not None:
@@ -415,7 +423,7 @@ def greedy_decode(
       (1, 5)
     """
     _check_model(model)
-    src_len = _check_prompt(src, src_len, "src")
+    src_len = _check_prompt(src, src_len, "src", getattr(model, "min_prompt_len", 0))
     max_len = checks.integer("max_len", max_len, 1)
     eos_id, pad_id = _token_ids(model, eos_id, pad_id)
     return _generate(
@@ -528,7 +536,7 @@ def beam_search(
       (1, 3, 5)
     """
     _check_model(model)
-    src_len = _check_prompt(src, src_len, "src")
+    src_len = _check_prompt(src, src_len, "src", getattr(model, "min_prompt_len", 0))
     max_len = checks.integer("max_len", max_len, 1)
     beam_width = checks.integer("beam_width", beam_width, 1)
     alpha = checks.number("alpha", alpha, 0.0)

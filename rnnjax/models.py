@@ -64,6 +64,7 @@ class SequenceModel:
     """
 
     __repr__ = _short_repr
+    min_prompt_len = 1  # generation predicts from the last prompt token (not a field)
 
     layer: Any
     output_size: int

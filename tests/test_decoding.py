@@ -382,6 +382,8 @@ def test_generation_errors(lm):
         generate(floats, floats.init(jax.random.key(0)), prompt, max_len=2)
     with pytest.raises(ValueError, match=r"prompt_len must lie in \[0, T\]"):
         generate(model, params, prompt, jnp.array([5, 1, 1]), max_len=2)
+    with pytest.raises(ValueError, match="prompt_len must be >= 1 for this model"):
+        generate(model, params, prompt, jnp.array([0, 1, 1]), max_len=2)
     with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
         sample(model, params, prompt, key=jax.random.key(0), top_p=0.0)
     with pytest.raises(ValueError, match="temperature must be >= 0"):

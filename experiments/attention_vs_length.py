@@ -37,11 +37,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from rnnjax.decoding import greedy_decode
-from rnnjax.seq2seq import Seq2Seq, make_train_step
+from rnnjax.seq2seq import Seq2Seq
 from rnnjax.tasks import seq2seq_tasks as tasks
+from rnnjax.train import Trainer
 
 SEED = 0
 N_SYMBOLS, EMBED, HIDDEN, BATCH, LR = 10, 16, 64, 64, 3e-3
@@ -53,21 +53,21 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "result
 
 
 def train(model, cfg, log_every=100):
-    """Train with teacher forcing on fresh batches from a fixed seed; returns params and log."""
+    """Train with teacher forcing on fresh batches from a fixed seed (the common
+    :class:`rnnjax.Trainer`: Adam, global-norm clipping at 1); returns params and log."""
     L = cfg["max_len"]
-    params = model.init(jax.random.key(SEED))
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(LR))
-    opt_state = opt.init(params)
-    step = make_train_step(model, opt)
+    trainer = Trainer(model, learning_rate=LR, clip_norm=1.0)
+    state = trainer.init(jax.random.key(SEED), params=model.init(jax.random.key(SEED)))
     rng = np.random.default_rng(SEED + 1)  # the same batches for every model
     log, t0 = [], time.perf_counter()
     for i in range(cfg["steps"]):
         d = tasks.reversal(BATCH, 1, L, N_SYMBOLS, seed=rng)
-        batch = tuple(jnp.asarray(a) for a in d)
-        params, opt_state, loss, _ = step(params, opt_state, i, batch, jax.random.key(i))
+        src, src_len, tgt, tgt_len = (jnp.asarray(a) for a in d)
+        state, m = trainer.train_step(state, {"inputs": src, "input_length": src_len,
+                                              "targets": tgt, "target_length": tgt_len})
         if i % log_every == 0 or i == cfg["steps"] - 1:
-            log.append({"step": i, "loss": float(loss), "time_s": time.perf_counter() - t0})
-    return params, log, time.perf_counter() - t0
+            log.append({"step": i, "loss": float(m["loss"]), "time_s": time.perf_counter() - t0})
+    return state.params, log, time.perf_counter() - t0
 
 
 def evaluate(model, params, cfg):

@@ -2,10 +2,16 @@
 
 Run from the repository root::
 
-    python -m experiments.benchmark                 # default shapes, about 3 minutes on 2 cores
-    python -m experiments.benchmark --quick         # a smoke run, seconds
+    python -m experiments.benchmark                 # default shapes: a few minutes (see below)
+    python -m experiments.benchmark --quick         # a smoke run: about 1.5-2 minutes
     python -m experiments.benchmark --full          # more shapes and repetitions
     python -m experiments.benchmark --shape 16,200,32,64 --dtype bfloat16 --backend cpu
+
+Durations on the project's 2-core CPU: ``--quick`` took 99-114 s; the default preset is
+sized for about 3 minutes on idle cores, and took 25 minutes while the two cores were
+shared by a dozen other jobs (load average 12-15): on a shared machine expect several
+times the idle duration. ``--full`` takes much longer (more shapes, 5-25 repetitions,
+reservoirs up to N=2000).
 
 For every shape ``B,T,I,H`` and cell it measures, for rnnjax and each installed peer
 (PyTorch ``nn.LSTM``/``nn.GRU``/``nn.RNN``, Flax ``nn.RNN`` of ``OptimizedLSTMCell`` /
@@ -41,10 +47,13 @@ import sys
 def _parse(argv):
     from experiments.bench_core import parse_shape
 
-    ap = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.benchmark",
+        description=__doc__.split("\n")[0] + " Default preset: the four default shapes, "
+        "about 3 minutes on 2 idle cores (several times longer on shared cores).")
     group = ap.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="tiny smoke run (seconds)")
-    group.add_argument("--full", action="store_true", help="more shapes and repetitions")
+    group.add_argument("--quick", action="store_true", help="one tiny shape, a smoke run: about 1.5-2 minutes on 2 cores")
+    group.add_argument("--full", action="store_true", help="more shapes and repetitions: far longer than the default")
     ap.add_argument("--shape", action="append", type=parse_shape, metavar="B,T,I,H",
                     help="benchmark this shape (repeatable; replaces the preset's shapes)")
     ap.add_argument("--backend", choices=("cpu", "gpu", "tpu"), default=None,

@@ -57,12 +57,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from rnnjax import schedules
 from rnnjax.decoding import greedy_decode
-from rnnjax.seq2seq import Seq2Seq, make_train_step
+from rnnjax.seq2seq import Seq2Seq
 from rnnjax.tasks import seq2seq_tasks as tasks
+from rnnjax.train import Trainer
 
 SEED = 0
 N_SYMBOLS, EMBED, HIDDEN, BATCH, LR = 10, 16, 64, 64, 3e-3
@@ -85,22 +85,25 @@ def inverse_sigmoid_k(steps: int) -> float:
 
 
 def train(model, cfg, schedule, seed, log_every=50):
+    """Train on fresh batches with the common :class:`rnnjax.Trainer` (Adam, global-norm
+    clipping at 1); ``schedule(i)`` is the teacher-forcing probability of batch ``i``
+    (``None``: teacher forcing)."""
     L = cfg["max_len"]
-    params = model.init(jax.random.key(seed))
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(LR))
-    opt_state = opt.init(params)
-    step = make_train_step(model, opt, schedule)
+    trainer = Trainer(model, learning_rate=LR, clip_norm=1.0)
+    state = trainer.init(jax.random.key(seed), params=model.init(jax.random.key(seed)))
     rng = np.random.default_rng(seed + 1)  # the same batches for every mode
     log, t0 = [], time.perf_counter()
     for i in range(cfg["steps"]):
         d = TASKS[cfg['task']](BATCH, 1, L, N_SYMBOLS, seed=rng)
-        batch = tuple(jnp.asarray(a) for a in d)
-        params, opt_state, loss, eps = step(params, opt_state, i, batch,
-                                            jax.random.key(seed * 100_003 + i))
+        src, src_len, tgt, tgt_len = (jnp.asarray(a) for a in d)
+        eps = jnp.asarray(1.0 if schedule is None else schedule(i), jnp.float32)
+        state, m = trainer.train_step(state, {"inputs": src, "input_length": src_len,
+                                              "targets": tgt, "target_length": tgt_len,
+                                              "teacher_prob": eps})
         if i % log_every == 0 or i == cfg["steps"] - 1:
-            log.append({"step": i, "loss": float(loss), "eps": float(eps),
+            log.append({"step": i, "loss": float(m["loss"]), "eps": float(eps),
                         "time_s": time.perf_counter() - t0})
-    return params, log, time.perf_counter() - t0
+    return state.params, log, time.perf_counter() - t0
 
 
 def evaluate(model, params, cfg):

@@ -26,7 +26,7 @@ from rnnjax import (
     train,
 )
 from rnnjax.attention import AdditiveAttention, DotAttention, GeneralAttention
-from rnnjax.decoding import beam_search, greedy_decode
+from rnnjax.decoding import beam_search, generate, greedy_decode, sample
 from rnnjax.diagnostics import gradient_norms_through_time, pascanu_bound
 from rnnjax.cells import GRU, LSTM, GRUState, LSTMState, SimpleRNN, SimpleRNNState
 from rnnjax.engine import ScanConfig
@@ -113,4 +113,7 @@ __all__ = [
     "GeneralAttention",
     "greedy_decode",
     "beam_search",
+    # generation for every model
+    "generate",
+    "sample",
 ]

@@ -69,6 +69,7 @@ __all__ = [
     "readout_apply",
     "predict",
     "generate",
+    "forecast",
     "sweep",
     "echo_state_property",
     "frozen_labels",
@@ -805,6 +806,9 @@ def generate(cell, params, readout, state, n: int, *, inputs=None):
     feedback). So ``ys[0]`` is the one-step prediction from ``state`` and ``ys[k]`` the
     ``(k+1)``-step prediction. Noise-free. One jitted ``lax.scan``.
 
+    To forecast the values after a series of observations use :func:`forecast`: from
+    :func:`fit_ridge`'s state, ``generate``'s first output re-predicts the last known sample.
+
     Args:
       cell, params, readout: as in :func:`predict`.
       state: the :class:`EchoStateState` to start from (e.g. from :func:`fit_ridge`).
@@ -1241,3 +1245,66 @@ def freeze_reservoir(optimizer: optax.GradientTransformation, params,
     return optax.multi_transform(
         {"trainable": optimizer, "frozen": optax.set_to_zero()}, frozen_labels(params, frozen)
     )
+
+
+# --------------------------------------------------------------------------- forecasting
+
+
+def forecast(cell, params, readout, warmup, n_steps: int, *, state=None):
+    """Forecast the ``n_steps`` values that follow the observations ``warmup``.
+
+    For a readout fitted to predict the next sample (``fit_ridge(cell, params, u[:-1],
+    u[1:], ...)``, so ``O == I``): the reservoir reads every observation ``warmup[0], ...,
+    warmup[T-1]``, then runs freely with its output fed back. The result is aligned with
+    the future: ``ys[k]`` forecasts ``u[T + k]``, the value ``k + 1`` steps after the last
+    observation, and there are exactly ``n_steps`` of them.
+
+    This is the safe way to free-run. :func:`generate` starts from a given state and
+    emits the readout of that state first: from :func:`fit_ridge`'s state (which has read
+    ``u[:-1]``, not the last observation) its first output re-predicts ``u[-1]``, a
+    known sample, and every later output is one step behind.
+
+    With output feedback (``cell.feedback_size == O``) the warmup feeds back the true
+    next value (teacher forcing, as in the fit) and the last step its own output.
+
+    Args:
+      cell: an :class:`EchoState`.
+      params: ``cell.init(key)``.
+      readout: ``{"w_out": (N, O), "b_out": (O,)}`` with ``O == I``.
+      warmup: the observations ``(T, I)``, ``T >= 1``, up to the last known one.
+      n_steps: how many future values to return.
+      state: the state before ``warmup[0]`` (default zeros); pass the state of a run
+        that stopped just before ``warmup`` to continue it without rereading the past.
+
+    Returns:
+      ``ys`` of shape ``(n_steps, O)``: the forecasts of ``u[T], ..., u[T + n_steps - 1]``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=50, leak_rate=0.5)
+      >>> params = cell.init(jax.random.key(0))
+      >>> u = jnp.sin(jnp.arange(600.0) / 5)[:, None]
+      >>> readout, _ = esn.fit_ridge(cell, params, u[:499], u[1:500], ridge=1e-7, washout=50)
+      >>> ys = esn.forecast(cell, params, readout, u[:500], 20)
+      >>> ys.shape, bool(jnp.max(jnp.abs(ys - u[500:520])) < 0.05)
+      ((20, 1), True)
+    """
+    _check_int("n_steps", n_steps, 1)
+    warmup, _ = _prepare(cell, params, warmup, state, None, name="warmup")
+    if warmup.shape[0] < 1:
+        raise ValueError(f"warmup must hold at least one observation (T >= 1); got shape "
+                         f"{warmup.shape}")
+    O = _check_readout(readout, cell.hidden_size)
+    if O != cell.input_size:
+        raise ValueError(
+            f"forecast feeds the output back as the next input, so the readout's O = {O} must "
+            f"equal cell.input_size = {cell.input_size}"
+        )
+    if cell.feedback_size and cell.feedback_size != O:
+        raise ValueError(f"readout O = {O} must equal cell.feedback_size = {cell.feedback_size}")
+    if cell.feedback_size and warmup.shape[0] > 1:
+        state, _ = predict(cell, params, readout, warmup[:-1], state, teacher=warmup[1:])
+        warmup = warmup[-1:]
+    state, _ = predict(cell, params, readout, warmup, state)
+    return generate(cell, params, readout, state, n_steps)[1]

@@ -27,9 +27,9 @@ import numpy as np
 
 from rnnjax import checks
 from rnnjax.cells import GRU, LSTM, SimpleRNN
-from rnnjax.layers import Bidirectional, Recurrent, Stacked
+from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked
 
-__all__ = ["from_torch", "to_torch_state_dict", "to_torch"]
+__all__ = ["from_torch", "to_torch_state_dict", "to_torch", "state_from_torch", "state_to_torch"]
 
 
 def _torch():
@@ -255,3 +255,138 @@ def to_torch(layer, params, batch_first: bool = False):
         module = torch.nn.RNN(nonlinearity=cell.nonlinearity, **kwargs)
     module.load_state_dict(to_torch_state_dict(layer, params))
     return module
+
+
+# --------------------------------------------------------------------------- states
+
+
+def _state_slots(layer) -> list:
+    """The recurrent layers of ``layer`` in PyTorch's ``h_n`` order: layer by layer, the
+    forward direction then the backward one. Each slot is ``(cell, path)`` where ``path``
+    indexes the rnnjax state."""
+    layers = list(layer.layers) if isinstance(layer, Stacked) else [layer]
+    slots = []
+    for i, sub in enumerate(layers):
+        dirs = _directions(sub, {"forward": None, "backward": None} if isinstance(
+            sub, Bidirectional) else None)
+        for d, (cell, _) in enumerate(dirs):
+            slots.append((cell, i, None if len(dirs) == 1 else ("forward", "backward")[d]))
+    return slots, isinstance(layer, Stacked)
+
+
+def _to_numpy(x, name):
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be an array or a torch tensor; got {type(x).__name__}")
+    return x
+
+
+def state_from_torch(layer, h_n, c_n=None):
+    """PyTorch's ``h_0`` / ``(h_0, c_0)`` as the initial state of an rnnjax layer.
+
+    PyTorch lays a multi-layer, possibly bidirectional RNN's state out as one array of
+    shape ``(layers * directions, B, H)`` (``(layers * directions, H)`` unbatched): entry
+    ``l * directions + d`` is layer ``l``, direction ``d`` (0 forward, 1 backward). rnnjax
+    keeps one state per layer and direction: a cell state (``Recurrent``), a
+    :class:`~rnnjax.BidirectionalState` of two, or a tuple of those (``Stacked``), each
+    with leading batch axes ``B``.
+
+    Args:
+      layer: a layer built by :func:`from_torch` (or of the same form: ``Recurrent``,
+        concat ``Bidirectional``, ``Stacked`` of those, over ``SimpleRNN``/``LSTM``/``GRU``).
+      h_n: ``(layers * directions, *B, H)`` (``P`` for an LSTM with ``proj_size``), a
+        torch tensor or an array.
+      c_n: ``(layers * directions, *B, H)`` for an LSTM; ``None`` otherwise.
+
+    Returns:
+      The state to pass as ``state=`` to ``layer.apply`` / ``layer.apply_batch``.
+
+    Example:
+      >>> import torch, jax.numpy as jnp
+      >>> from rnnjax.interop import from_torch, state_from_torch
+      >>> layer, params = from_torch(torch.nn.GRU(3, 4, num_layers=2, bidirectional=True))
+      >>> state = state_from_torch(layer, torch.zeros(4, 5, 4))
+      >>> state[1].backward.h.shape
+      (5, 4)
+    """
+    slots, stacked = _state_slots(layer)
+    h_n = _to_numpy(h_n, "h_n")
+    is_lstm = isinstance(slots[0][0], LSTM)
+    if is_lstm and c_n is None:
+        raise ValueError("c_n is required for an LSTM (PyTorch's (h_n, c_n)); got None")
+    if not is_lstm and c_n is not None:
+        raise ValueError(f"c_n is only for an LSTM; got one for {type(slots[0][0]).__name__}")
+    arrays = {"h": h_n}
+    if is_lstm:
+        arrays["c"] = _to_numpy(c_n, "c_n")
+    for name, a in arrays.items():
+        if a.ndim < 2 or a.shape[0] != len(slots):
+            raise ValueError(
+                f"{name}_n must have shape (layers * directions, *B, size) with layers * "
+                f"directions = {len(slots)}; got shape {tuple(a.shape)}"
+            )
+    batch = h_n.shape[1:-1]
+    per_layer: dict = {}
+    for k, (cell, i, direction) in enumerate(slots):
+        want = cell.initial_state()
+        fields = {}
+        for f in want._fields:
+            a = arrays[f][k]
+            size = getattr(want, f).shape[-1]
+            if a.shape != batch + (size,):
+                raise ValueError(
+                    f"{f}_n[{k}] must have shape {batch + (size,)}; got {tuple(a.shape)}"
+                )
+            fields[f] = jnp.asarray(a, jnp.float32)
+        st = type(want)(**fields)
+        if direction is None:
+            per_layer[i] = st
+        else:
+            per_layer.setdefault(i, {})[direction] = st
+    states = [
+        BidirectionalState(v["forward"], v["backward"]) if isinstance(v, dict) else v
+        for _, v in sorted(per_layer.items())
+    ]
+    return tuple(states) if stacked else states[0]
+
+
+def state_to_torch(layer, state):
+    """An rnnjax layer's final state in PyTorch's layout: ``h_n`` or ``(h_n, c_n)``.
+
+    The inverse of :func:`state_from_torch`: what ``module(x)`` returns as its second
+    output for the module :func:`to_torch` builds (``h_n`` for ``nn.RNN``/``nn.GRU``,
+    ``(h_n, c_n)`` for ``nn.LSTM``), as JAX arrays of shape ``(layers * directions, *B,
+    H)``. Convert with ``torch.from_numpy(numpy.asarray(h_n))``.
+
+    Args:
+      layer: as in :func:`state_from_torch`.
+      state: the state the layer returned.
+
+    Returns:
+      ``h_n``, or ``(h_n, c_n)`` for an LSTM.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax.interop import state_to_torch
+      >>> layer = rj.Stacked([rj.LSTM(3, 4), rj.LSTM(4, 4)])
+      >>> state, _ = layer.apply_batch(layer.init(jax.random.key(0)), jnp.ones((2, 5, 3)))
+      >>> [a.shape for a in state_to_torch(layer, state)]
+      [(2, 2, 4), (2, 2, 4)]
+    """
+    slots, stacked = _state_slots(layer)
+    if stacked and (not isinstance(state, (tuple, list)) or len(state) != len(layer.layers)):
+        raise ValueError(
+            f"state must be a tuple of {len(layer.layers)} per-layer states; got {state!r:.200}"
+        )
+    picked = []
+    for _cell, i, direction in slots:
+        s = state[i] if stacked else state
+        if direction is not None:
+            if not isinstance(s, BidirectionalState):
+                raise ValueError(f"state of layer {i} must be a BidirectionalState; got {s!r:.200}")
+            s = getattr(s, direction)
+        picked.append(s)
+    fields = picked[0]._fields
+    out = tuple(jnp.stack([getattr(s, f) for s in picked]) for f in fields)
+    return out if isinstance(slots[0][0], LSTM) else out[0]

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import checks, engine
+from rnnjax._repr import short_repr
 from rnnjax import sequence as seq
 
 __all__ = ["Recurrent", "Bidirectional", "BidirectionalState", "Stacked", "dropout"]
@@ -208,6 +209,8 @@ class Recurrent(_Layer):
       (4, 3)
     """
 
+    __repr__ = short_repr
+
     cell: Any
     reverse: bool = False
     input_dropout: float = 0.0
@@ -347,6 +350,8 @@ class Bidirectional(_Layer):
       (4, 6)
     """
 
+    __repr__ = short_repr
+
     forward: Any
     backward: Any = None
     merge: Union[str, Callable] = "concat"
@@ -448,6 +453,8 @@ class Stacked(_Layer):
       >>> ys.shape
       (5, 4)
     """
+
+    __repr__ = short_repr
 
     layers: Sequence[Any]
     dropout: float = 0.0

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from rnnjax import initializers as inits
 from rnnjax import checks
 from rnnjax.layers import _as_layer
+from rnnjax._repr import short_repr as _short_repr
 
 __all__ = ["SequenceModel"]
 
@@ -61,6 +62,9 @@ class SequenceModel:
       >>> logits.shape
       (4, 5)
     """
+
+    __repr__ = _short_repr
+    min_prompt_len = 1  # generation predicts from the last prompt token (not a field)
 
     layer: Any
     output_size: int
@@ -203,3 +207,78 @@ class SequenceModel:
         kw = {} if resets is None else {"resets": resets}
         state, hs = self.layer.apply_batch(params["layer"], xs, length, state, key=key, **kw)
         return state, self._head(params["head"], hs, length)
+
+    # ------------------------------------------------------------------ generation
+
+    def _check_generative(self):
+        if self.vocab_size is None or self.head != "per_step":
+            raise ValueError(
+                "generation needs a model with token inputs and a per-step head (vocab_size "
+                f"set, head='per_step'); got vocab_size={self.vocab_size!r}, head={self.head!r}"
+            )
+        if self.output_size > self.vocab_size:
+            raise ValueError(
+                f"generation feeds the output tokens back: output_size must be <= vocab_size "
+                f"= {self.vocab_size}; got {self.output_size}"
+            )
+
+    def decode_start(self, params: dict, prompt, prompt_len=None):
+        """Read a batch of prompts (the stepping protocol of :mod:`rnnjax.decoding`).
+
+        The prompt runs through the layer natively batched (one engine scan).
+
+        Args:
+          params: from :meth:`init`.
+          prompt: ``(B, P)`` integer tokens.
+          prompt_len: optional ``(B,)`` lengths in ``[1, P]`` (right padding).
+
+        Returns:
+          ``(state, logits)``: the layer's state after the last prompt token (leaves
+          ``(B, ...)``) and the logits ``(B, O)`` that it predicts for the next token.
+        """
+        self._check_generative()
+        B, P = prompt.shape
+        state, logits = self.apply_batch(params, prompt, prompt_len)
+        last = (jnp.full((B,), P - 1) if prompt_len is None
+                else jnp.clip(prompt_len - 1, 0, P - 1))
+        return state, jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
+
+    def decode_step(self, params: dict, state, token):
+        """Feed one token per sequence (the stepping protocol of :mod:`rnnjax.decoding`).
+
+        A :class:`rnnjax.Recurrent` layer (and each of a :class:`rnnjax.Stacked`'s) runs
+        its cell's ``step``; one with zoneout runs a one-step scan (the zoneout
+        expectation); a reverse or bidirectional layer cannot generate (``ValueError``).
+
+        Args:
+          params: from :meth:`init`.
+          state: the layer state, leaves ``(B, ...)``.
+          token: ``(B,)`` integer tokens.
+
+        Returns:
+          ``(state, logits (B, O))``.
+        """
+        self._check_generative()
+        state, h = _layer_step(self.layer, params["layer"], state, params["embed"][token])
+        return state, h @ params["head"]["w"] + params["head"]["b"][None, :]
+
+
+def _layer_step(layer, params, state, x):
+    """One step of a causal layer on a batch: ``x (B, I)`` -> ``(state, y (B, H))``."""
+    from rnnjax.layers import Recurrent, Stacked
+
+    if isinstance(layer, Stacked):
+        states = []
+        for sub, p, s in zip(layer.layers, params, state):
+            s, x = _layer_step(sub, p, s, x)
+            states.append(s)
+        return tuple(states), x
+    if isinstance(layer, Recurrent) and not layer.reverse:
+        if layer.zoneout:
+            state, ys = layer.apply_batch(params, x[:, None, :], None, state)
+            return state, ys[:, 0]
+        return jax.vmap(layer.cell.step, in_axes=(None, 0, 0))(params, state, x)
+    raise ValueError(
+        "generation runs the layer one step at a time: it must be a forward Recurrent or a "
+        f"Stacked of those (a reverse or bidirectional layer reads the future); got {layer!r}"
+    )

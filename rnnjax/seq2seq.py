@@ -2,8 +2,18 @@ r"""Encoder-decoder (sequence-to-sequence) models with optional attention.
 
 :class:`Seq2Seq` joins an encoder (any rnnjax cell or layer: uni- or bidirectional,
 stacked) to a decoder cell run step by step under ``jax.lax.scan``, with source and
-target token embeddings and an output projection. Everything works on ONE example and
-is batched with ``jax.vmap`` (the ``*_batch`` methods).
+target token embeddings and an output projection. It is composed of small pieces:
+
+- the **encoder**: the rnnjax layer, run natively batched by the engine
+  (``layer.apply_batch``) over the embedded source;
+- a **bridge** from the encoder's final state to the decoder's initial state:
+  :class:`ZeroBridge`, :class:`CopyBridge` or :class:`LinearBridge`;
+- the **attention** (a module from :mod:`rnnjax.attention`) or, without one, the fixed
+  context vector;
+- a **decoder step**: :class:`BahdanauDecoder` (also the attention-free RNN-encdec) or
+  :class:`LuongDecoder`.
+
+The constructor's strings (``bridge="auto"``, ``wiring="luong"``) only choose pieces.
 
 The decoder, at target step ``t`` (``y_{-1}`` is the begin token ``bos_id``):
 
@@ -37,12 +47,20 @@ Targets hold the output tokens followed by the end token ``eos_id``; ``tgt_len``
 the end token. Positions ``t >= tgt_len`` are padding: they are left out of the loss, and
 since the decoder is causal they never change a real position's output or gradient.
 
-Training modes, all one function (:meth:`Seq2Seq.decode`) inside one jitted step: the
-token fed at step ``t >= 1`` is the ground truth ``y_{t-1}`` with probability
-``teacher_prob`` (drawn per step and per example) and the model's own prediction at step
-``t-1`` otherwise. ``teacher_prob=1`` is teacher forcing, ``0`` free running, and a
-decaying ``teacher_prob = eps_i`` (:mod:`rnnjax.schedules`) scheduled sampling (Bengio et
-al. 2015). No gradient flows through the choice of the fed token.
+Training modes, all one function (:meth:`Seq2Seq.decode`): the token fed at step ``t >= 1``
+is the ground truth ``y_{t-1}`` with probability ``teacher_prob`` (drawn per step and per
+example) and the model's own prediction at step ``t-1`` otherwise. ``teacher_prob=1`` is
+teacher forcing, ``0`` free running, and a decaying ``teacher_prob = eps_i``
+(:mod:`rnnjax.schedules`) scheduled sampling (Bengio et al. 2015). No gradient flows
+through the choice of the fed token.
+
+Training with :class:`rnnjax.Trainer` and :func:`rnnjax.fit`: the model exposes
+:meth:`Seq2Seq.trainer_loss`, which reads batches ``{"inputs": src (B, S),
+"input_length": (B,), "targets": tgt (B, T), "target_length": (B,), "teacher_prob":
+scalar}`` (the lengths and ``teacher_prob`` optional); scheduled sampling puts the
+schedule's value for the batch's position in ``"teacher_prob"``. The Trainer's optimiser,
+clipping, checkpoints and logs then serve seq2seq like every other model.
+:func:`make_train_step` is kept as a thin step for scripts that drive their own loop.
 
 Shapes: ``S`` source length, ``T`` target length, ``B`` batch, ``V`` vocabulary size,
 ``E`` embedding size, ``H`` decoder hidden size, ``C`` context size.
@@ -74,12 +92,24 @@ from rnnjax import cells as cells_lib
 from rnnjax import checks
 from rnnjax import initializers as inits
 from rnnjax import layers as layers_lib
+from rnnjax._repr import short_repr
 
-__all__ = ["Seq2Seq", "Memory", "LuongState", "make_train_step"]
+__all__ = [
+    "Seq2Seq",
+    "Memory",
+    "LuongState",
+    "ZeroBridge",
+    "CopyBridge",
+    "LinearBridge",
+    "BahdanauDecoder",
+    "LuongDecoder",
+    "make_train_step",
+]
 
 
 class Memory(NamedTuple):
-    """What the decoder reads from the encoder for one source sequence.
+    """What the decoder reads from the encoder for one source sequence (leading batch
+    axes ``B`` when batched).
 
     Attributes:
       values: ``(S, K)`` encoder outputs (zero past the source length).
@@ -132,8 +162,11 @@ def _top_states(layer, state) -> list:
     return [state]
 
 
-def _flat(tree) -> jax.Array:
-    return jnp.concatenate([jnp.ravel(l) for l in jax.tree_util.tree_leaves(tree)])
+def _flat(tree, batch_ndim: int = 0) -> jax.Array:
+    """Every leaf's entries, concatenated per example: ``(*B, D)``."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    batch = jnp.shape(leaves[0])[:batch_ndim]
+    return jnp.concatenate([jnp.reshape(a, batch + (-1,)) for a in leaves], axis=-1)
 
 
 def _is_cell(obj) -> bool:
@@ -181,8 +214,7 @@ def _check_feeding(teacher_prob, key, feed) -> None:
         p = float(teacher_prob)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"teacher_prob must be in [0, 1]; got {p}")
-    needs_key = (not concrete or 0.0 < p < 1.0) or (feed == "sample" and (
-        not concrete or p < 1.0))
+    needs_key = (not concrete or 0.0 < p < 1.0) or (feed == "sample" and (not concrete or p < 1.0))
     if needs_key and key is None:
         raise ValueError(
             "key is required when teacher_prob is not a concrete 0 or 1 or when "
@@ -190,9 +222,154 @@ def _check_feeding(teacher_prob, key, feed) -> None:
         )
 
 
+# --------------------------------------------------------------------------- bridges
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroBridge:
+    """The decoder starts from its zero state; the encoder's final state is not used."""
+
+    decoder: Any
+
+    def init(self, key) -> dict:
+        return {}
+
+    def __call__(self, params, tops, batch_shape=(), dtype=jnp.float32):
+        s = self.decoder.initial_state(dtype)
+        return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, batch_shape + a.shape), s)
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyBridge:
+    """The decoder starts from the encoder's top-layer final state as it is (same state
+    structure and sizes, one direction)."""
+
+    decoder: Any
+
+    def init(self, key) -> dict:
+        return {}
+
+    def __call__(self, params, tops, batch_shape=(), dtype=jnp.float32):
+        return tops[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearBridge:
+    """A learned affine map from every final-state vector of the encoder's top layer
+    (``D`` entries, concatenated) to every decoder state field.
+
+    Params: ``{"w": [(D, size)] per field, "b": [(size,)] per field}``.
+    """
+
+    decoder: Any
+    in_size: int
+
+    def init(self, key) -> dict:
+        leaves = jax.tree_util.tree_leaves(self.decoder.initial_state())
+        ks = jax.random.split(key, len(leaves))
+        return {
+            "w": [inits.glorot_uniform(k, (self.in_size, a.shape[0])) for k, a in zip(ks, leaves)],
+            "b": [jnp.zeros(a.shape) for a in leaves],
+        }
+
+    def __call__(self, params, tops, batch_shape=(), dtype=jnp.float32):
+        summary = _flat(tops, len(batch_shape))
+        _, treedef = jax.tree_util.tree_flatten(self.decoder.initial_state(dtype))
+        lift = lambda b: jnp.reshape(b, (1,) * len(batch_shape) + b.shape)
+        return jax.tree_util.tree_unflatten(
+            treedef, [summary @ w + lift(b) for w, b in zip(params["w"], params["b"])]
+        )
+
+
+# --------------------------------------------------------------------------- decoder steps
+
+
+@dataclasses.dataclass(frozen=True)
+class BahdanauDecoder:
+    """Bahdanau et al.'s decoder step (attention queried with the previous output
+    ``h_{t-1}``) or, with ``attention=None``, Cho et al.'s decoder fed the fixed context.
+
+    Params read: ``"decoder"`` (the cell's), ``"attention"``, ``"out": {"w": (H + C, V),
+    "b": (V,)}``.
+    """
+
+    cell: Any
+    attention: Any = None
+
+    def feed_size(self, context_size: int) -> int:
+        return context_size
+
+    def init_output(self, key, context_size: int, vocab: int) -> dict:
+        H = self.cell.output_size
+        return {
+            "out": {
+                "w": inits.glorot_uniform(key, (H + context_size, vocab)),
+                "b": jnp.zeros((vocab,)),
+            }
+        }
+
+    def initial(self, state, dtype=jnp.float32):
+        return state
+
+    def step(self, params, state, emb, memory: Memory):
+        """One step on one example: ``(state, logits (V,), weights (S,) or None)``."""
+        if self.attention is None:
+            ctx, weights = memory.context, None
+        else:
+            ctx, weights = self.attention.attend(
+                params["attention"], state.h, memory.keys, memory.values, memory.mask
+            )
+        state, h = self.cell.step(params["decoder"], state, jnp.concatenate([emb, ctx]))
+        logits = jnp.concatenate([h, ctx]) @ params["out"]["w"] + params["out"]["b"]
+        return state, logits, weights
+
+
+@dataclasses.dataclass(frozen=True)
+class LuongDecoder:
+    """Luong et al.'s global attention with input feeding (query: the current output
+    ``h_t``). State: :class:`LuongState`.
+
+    Params read: ``"decoder"``, ``"attention"``, ``"combine": {"w": (C + H, H)}``, ``"out":
+    {"w": (H, V), "b": (V,)}``.
+    """
+
+    cell: Any
+    attention: Any
+
+    def feed_size(self, context_size: int) -> int:
+        return self.cell.output_size
+
+    def init_output(self, key, context_size: int, vocab: int) -> dict:
+        H = self.cell.output_size
+        k_c, k_o = jax.random.split(key)
+        return {
+            "combine": {"w": inits.glorot_uniform(k_c, (context_size + H, H))},
+            "out": {"w": inits.glorot_uniform(k_o, (H, vocab)), "b": jnp.zeros((vocab,))},
+        }
+
+    def initial(self, state, dtype=jnp.float32):
+        batch = jnp.shape(jax.tree_util.tree_leaves(state)[0])[:-1]
+        return LuongState(state, jnp.zeros(batch + (self.cell.output_size,), dtype))
+
+    def step(self, params, state, emb, memory: Memory):
+        """One step on one example: ``(state, logits (V,), weights (S,))``."""
+        cell_state, h = self.cell.step(
+            params["decoder"], state.cell, jnp.concatenate([emb, state.attentional])
+        )
+        ctx, weights = self.attention.attend(
+            params["attention"], h, memory.keys, memory.values, memory.mask
+        )
+        att = jnp.tanh(jnp.concatenate([ctx, h]) @ params["combine"]["w"])
+        logits = att @ params["out"]["w"] + params["out"]["b"]
+        return LuongState(cell_state, att), logits, weights
+
+
+# --------------------------------------------------------------------------- the model
+
+
 @dataclasses.dataclass(frozen=True)
 class Seq2Seq:
-    """An RNN encoder-decoder with optional attention, for one example at a time.
+    """An RNN encoder-decoder with optional attention.
 
     Params: ``{"src_embed": (V_src, E_src), "tgt_embed": (V_tgt, E), "encoder": ...,
     "decoder": ..., "bridge": {...}, "attention": {...}, "out": {"w": (H + C, V_tgt),
@@ -212,14 +389,14 @@ class Seq2Seq:
         ``query_size`` is the decoder's state size and ``key_size`` the encoder's output
         size.
       bridge: how the decoder's initial state comes from the encoder's final state:
-        ``"linear"`` (a learned affine map from all final-state vectors of the encoder's
-        top layer to every decoder state field), ``"copy"`` (the top layer's final state
-        as it is; needs the same structure and sizes), ``"zero"``, or ``"auto"``
+        ``"linear"`` (:class:`LinearBridge`), ``"copy"`` (:class:`CopyBridge`; needs the
+        same structure and sizes), ``"zero"`` (:class:`ZeroBridge`), or ``"auto"``
         (default: ``"copy"`` when it fits, else ``"linear"``).
       bos_id, eos_id, pad_id: the begin, end and padding tokens of the target vocabulary.
-      wiring: ``"bahdanau"`` (default) or ``"luong"`` (needs attention; the decoder's
-        ``input_size`` is then ``embed_size + H``, and the params get
-        ``"combine": {"w": (C + H, H)}`` and ``"out": {"w": (H, V_tgt), ...}``).
+      wiring: ``"bahdanau"`` (default, :class:`BahdanauDecoder`) or ``"luong"``
+        (:class:`LuongDecoder`; needs attention; the decoder's ``input_size`` is then
+        ``embed_size + H``, and the params get ``"combine": {"w": (C + H, H)}`` and
+        ``"out": {"w": (H, V_tgt), ...}``).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -245,6 +422,8 @@ class Seq2Seq:
     pad_id: int = 0
     wiring: str = "bahdanau"
 
+    __repr__ = short_repr
+
     def __post_init__(self):
         enc = layers_lib._as_layer(self.encoder, name="encoder")
         object.__setattr__(self, "encoder", enc)
@@ -260,8 +439,10 @@ class Seq2Seq:
                 raise ValueError(f"{name} must be < tgt_vocab={self.tgt_vocab}; got {v}")
         if self.attention is not None:
             if enc.output_size is None:
-                raise ValueError("attention needs an encoder with a known output_size "
-                                 "(a Bidirectional with a callable merge has none)")
+                raise ValueError(
+                    "attention needs an encoder with a known output_size "
+                    "(a Bidirectional with a callable merge has none)"
+                )
             if self.attention.key_size != enc.output_size:
                 raise ValueError(
                     f"attention.key_size must be the encoder's output_size "
@@ -299,6 +480,26 @@ class Seq2Seq:
                 f"{jax.tree_util.tree_map(jnp.shape, self._enc_tops())}"
             )
         object.__setattr__(self, "bridge", mode)
+
+    # ------------------------------------------------------------------ pieces
+
+    @property
+    def bridge_piece(self):
+        """The bridge the ``bridge`` string chose (:class:`ZeroBridge`, :class:`CopyBridge`
+        or :class:`LinearBridge`)."""
+        if self.bridge == "zero":
+            return ZeroBridge(self.decoder)
+        if self.bridge == "copy":
+            return CopyBridge(self.decoder)
+        return LinearBridge(self.decoder, int(_flat(self._enc_tops()).shape[0]))
+
+    @property
+    def decoder_piece(self):
+        """The decoder step the ``wiring`` string chose (:class:`BahdanauDecoder` or
+        :class:`LuongDecoder`)."""
+        if self.wiring == "luong":
+            return LuongDecoder(self.decoder, self.attention)
+        return BahdanauDecoder(self.decoder, self.attention)
 
     # ------------------------------------------------------------------ construction
 
@@ -357,9 +558,7 @@ class Seq2Seq:
         if attn is not None:
             ctx = size
         else:
-            ctx = sum(
-                s.h.shape[0] for s in _top_states(encoder, encoder.initial_state())
-            )
+            ctx = sum(s.h.shape[0] for s in _top_states(encoder, encoder.initial_state()))
         if kwargs.get("wiring") == "luong":
             ctx = hidden_size  # input feeding of the attentional vector
         decoder = make(embed_size + ctx, hidden_size)
@@ -373,9 +572,7 @@ class Seq2Seq:
         if len(tops) != 1:
             return False
         dec = self.decoder.initial_state()
-        return jax.tree_util.tree_structure(tops[0]) == jax.tree_util.tree_structure(
-            dec
-        ) and all(
+        return jax.tree_util.tree_structure(tops[0]) == jax.tree_util.tree_structure(dec) and all(
             a.shape == b.shape
             for a, b in zip(jax.tree_util.tree_leaves(tops[0]), jax.tree_util.tree_leaves(dec))
         )
@@ -399,34 +596,53 @@ class Seq2Seq:
     def init(self, key) -> dict:
         """All parameters (see the class docstring)."""
         k = jax.random.split(key, 7)
-        H, C, V = self.decoder.output_size, self.context_size, self.tgt_vocab
         params = {
             "src_embed": jax.random.normal(k[0], (self.src_vocab, self.src_embed_size)),
-            "tgt_embed": jax.random.normal(k[1], (V, self.embed_size)),
+            "tgt_embed": jax.random.normal(k[1], (self.tgt_vocab, self.embed_size)),
             "encoder": self.encoder.init(k[2]),
             "decoder": self.decoder.init(k[3]),
             "attention": {} if self.attention is None else self.attention.init(k[4]),
-            "out": {"w": inits.glorot_uniform(k[5], (H + C, V)), "b": jnp.zeros((V,))},
-            "bridge": {},
+            "bridge": self.bridge_piece.init(k[6]),
         }
-        if self.wiring == "luong":
-            k_c, k_o = jax.random.split(k[5])
-            params["combine"] = {"w": inits.glorot_uniform(k_c, (C + H, H))}
-            params["out"] = {"w": inits.glorot_uniform(k_o, (H, V)), "b": jnp.zeros((V,))}
-        if self.bridge == "linear":
-            D = _flat(self._enc_tops()).shape[0]
-            leaves, _ = jax.tree_util.tree_flatten(self.decoder.initial_state())
-            ks = jax.random.split(k[6], len(leaves))
-            params["bridge"] = {
-                "w": [inits.glorot_uniform(kk, (D, l.shape[0])) for kk, l in zip(ks, leaves)],
-                "b": [jnp.zeros(l.shape) for l in leaves],
-            }
+        params.update(self.decoder_piece.init_output(k[5], self.context_size, self.tgt_vocab))
         return params
 
     # ------------------------------------------------------------------ encoder
 
+    def encode_batch(self, params, src, src_len=None, *, key=None):
+        """Run the encoder over a batch of sources, natively batched (one engine scan).
+
+        Args:
+          params: :meth:`init`'s parameters.
+          src: ``(B, S)`` integer tokens.
+          src_len: optional ``(B,)`` lengths; positions ``j >= src_len`` are padding.
+          key: optional PRNG key for the encoder's dropout (split per example by the layer).
+
+        Returns:
+          ``(memory, state)``: the :class:`Memory` the decoder reads and the decoder's
+          initial state, both with leading ``B`` axes.
+        """
+        _check_tokens("src", src, 2, self.src_vocab)
+        B, S = src.shape
+        _check_len("src_len", src_len, (B,), S)
+        xs = params["src_embed"][src]
+        if not checks.is_concrete(src):  # traced ids outside the vocabulary: zero rows
+            xs = jnp.where(checks.valid_tokens(src, self.src_vocab)[..., None], xs, 0.0)
+        enc_state, outs = self.encoder.apply_batch(params["encoder"], xs, src_len, key=key)
+        tops = _top_states(self.encoder, enc_state)
+        context = jnp.concatenate([s.h for s in tops], axis=-1)
+        state = self.bridge_piece(params["bridge"], tops, (B,), outs.dtype)
+        state = self.decoder_piece.initial(state, outs.dtype)
+        mask = (
+            jnp.ones((B, S), bool) if src_len is None else jnp.arange(S)[None, :] < src_len[:, None]
+        )
+        keys = None
+        if self.attention is not None:
+            keys = jax.vmap(self.attention.precompute, in_axes=(None, 0))(params["attention"], outs)
+        return Memory(values=outs, keys=keys, mask=mask, context=context), state
+
     def encode(self, params, src, src_len=None, *, key=None):
-        """Run the encoder over one source sequence.
+        """Run the encoder over one source sequence: :meth:`encode_batch` on a batch of one.
 
         Args:
           params: :meth:`init`'s parameters.
@@ -439,33 +655,10 @@ class Seq2Seq:
           initial state (bridged from the encoder's final state).
         """
         _check_tokens("src", src, 1, self.src_vocab)
-        S = src.shape[0]
-        _check_len("src_len", src_len, (), S)
-        xs = params["src_embed"][src]
-        if not checks.is_concrete(src):  # traced ids outside the vocabulary: zero rows
-            xs = jnp.where(checks.valid_tokens(src, self.src_vocab)[:, None], xs, 0.0)
-        enc_state, outs = self.encoder.apply(params["encoder"], xs, src_len, key=key)
-        tops = _top_states(self.encoder, enc_state)
-        context = jnp.concatenate([s.h for s in tops])
-        dec0 = self.decoder.initial_state(outs.dtype)
-        if self.bridge == "copy":
-            state = tops[0]
-        elif self.bridge == "zero":
-            state = dec0
-        else:
-            summary = _flat(tops)
-            _, treedef = jax.tree_util.tree_flatten(dec0)
-            b = params["bridge"]
-            state = jax.tree_util.tree_unflatten(
-                treedef, [summary @ w + bb for w, bb in zip(b["w"], b["b"])]
-            )
-        if self.wiring == "luong":
-            state = LuongState(state, jnp.zeros((self.decoder.output_size,), outs.dtype))
-        mask = attn_lib.source_mask(src_len, S)
-        keys = None
-        if self.attention is not None:
-            keys = self.attention.precompute(params["attention"], outs)
-        return Memory(values=outs, keys=keys, mask=mask, context=context), state
+        _check_len("src_len", src_len, (), src.shape[0])
+        n = None if src_len is None else jnp.reshape(src_len, (1,))
+        memory, state = self.encode_batch(params, src[None], n, key=key)
+        return jax.tree_util.tree_map(lambda a: a[0], (memory, state))
 
     # ------------------------------------------------------------------ decoder
 
@@ -482,26 +675,33 @@ class Seq2Seq:
           ``(state, logits (V,), weights (S,) or None)``: the new state, the scores of
           the next token and the attention weights (``None`` without attention).
         """
-        emb = params["tgt_embed"][token]
-        if self.wiring == "luong":
-            cell_state, h = self.decoder.step(
-                params["decoder"], state.cell, jnp.concatenate([emb, state.attentional])
-            )
-            ctx, weights = self.attention.attend(
-                params["attention"], h, memory.keys, memory.values, memory.mask
-            )
-            att = jnp.tanh(jnp.concatenate([ctx, h]) @ params["combine"]["w"])
-            logits = att @ params["out"]["w"] + params["out"]["b"]
-            return LuongState(cell_state, att), logits, weights
-        if self.attention is None:
-            ctx, weights = memory.context, None
-        else:
-            ctx, weights = self.attention.attend(
-                params["attention"], state.h, memory.keys, memory.values, memory.mask
-            )
-        state, h = self.decoder.step(params["decoder"], state, jnp.concatenate([emb, ctx]))
-        logits = jnp.concatenate([h, ctx]) @ params["out"]["w"] + params["out"]["b"]
-        return state, logits, weights
+        return self.decoder_piece.step(params, state, params["tgt_embed"][token], memory)
+
+    def decode_start(self, params, src, src_len=None):
+        """Encode a batch of sources and give the first target token's logits (the
+        stepping protocol of :mod:`rnnjax.decoding`).
+
+        Args:
+          params: the model's parameters.
+          src: ``(B, S)`` integer tokens.
+          src_len: optional ``(B,)`` source lengths.
+
+        Returns:
+          ``((state, memory), logits (B, V))``: the decoder state after reading
+          ``bos_id`` and the batched :class:`Memory`, and the scores of the first token.
+        """
+        memory, state = self.encode_batch(params, src, src_len)
+        B = src.shape[0]
+        return self.decode_step(params, (state, memory), jnp.full((B,), self.bos_id, jnp.int32))
+
+    def decode_step(self, params, carry, token):
+        """Feed the tokens ``(B,)`` just chosen: ``((state, memory), logits (B, V))``
+        (the stepping protocol of :mod:`rnnjax.decoding`)."""
+        state, memory = carry
+        state, logits, _ = jax.vmap(self.step, in_axes=(None, 0, 0, 0))(
+            params, state, token, memory
+        )
+        return (state, memory), logits
 
     def decode(
         self,
@@ -569,8 +769,9 @@ class Seq2Seq:
         _, (logits, weights, fed) = jax.lax.scan(body, init, (gt_prev, use_gt, sample_keys))
         return logits, weights, fed
 
-    def decode_train(self, params, src, src_len, tgt, tgt_len=None, *, teacher_prob=1.0,
-                     key=None, feed="argmax"):
+    def decode_train(
+        self, params, src, src_len, tgt, tgt_len=None, *, teacher_prob=1.0, key=None, feed="argmax"
+    ):
         """:meth:`encode` then :meth:`decode` for one example.
 
         ``key`` (when given) is split between the encoder's dropout and the decoder's
@@ -590,10 +791,38 @@ class Seq2Seq:
         )
         return logits, weights
 
+    def decode_train_batch(
+        self, params, src, src_len, tgt, tgt_len=None, *, teacher_prob=1.0, key=None, feed="argmax"
+    ):
+        """Encode a batch natively batched, then decode every example.
+
+        ``key`` (when given) is split between the encoder's dropout and the decoder's
+        draws (one key per example).
+
+        Returns:
+          ``(logits (B, T, V), weights (B, T, S) or None)``.
+        """
+        _check_tokens("tgt", tgt, 2, self.tgt_vocab)
+        B = src.shape[0]
+        if tgt.shape[0] != B:
+            raise ValueError(f"tgt must have batch size {B}; got shape {tgt.shape}")
+        _check_len("tgt_len", tgt_len, (B,), tgt.shape[1])
+        _check_feeding(teacher_prob, key, feed)
+        k_enc, k_dec = (None, None) if key is None else jax.random.split(key)
+        memory, state = self.encode_batch(params, src, src_len, key=k_enc)
+        keys = None if k_dec is None else jax.random.split(k_dec, B)
+        fn = lambda m, s, t, k: self.decode(
+            params, m, s, t, teacher_prob=teacher_prob, key=k, feed=feed
+        )[:2]
+        return jax.vmap(fn, in_axes=(0, 0, 0, None if keys is None else 0))(
+            memory, state, tgt, keys
+        )
+
     # ------------------------------------------------------------------ losses
 
-    def token_losses(self, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0,
-                     key=None, feed="argmax"):
+    def token_losses(
+        self, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0, key=None, feed="argmax"
+    ):
         """Per-position cross-entropy ``(T,)`` (zero at ``t >= tgt_len``) and the mask.
 
         A concrete ``tgt_len`` outside ``[0, T]`` or target token outside
@@ -601,8 +830,9 @@ class Seq2Seq:
         (zero loss, not counted)."""
         if tgt_len is None:
             raise ValueError("tgt_len must be an integer scalar in [0, T]; got None")
-        logits, _ = self.decode_train(params, src, src_len, tgt, tgt_len,
-                                      teacher_prob=teacher_prob, key=key, feed=feed)
+        logits, _ = self.decode_train(
+            params, src, src_len, tgt, tgt_len, teacher_prob=teacher_prob, key=key, feed=feed
+        )
         mask = jnp.arange(tgt.shape[0]) < tgt_len
         if not checks.is_concrete(tgt):
             mask = mask & checks.valid_tokens(tgt, self.tgt_vocab)
@@ -614,58 +844,98 @@ class Seq2Seq:
         ce, _ = self.token_losses(params, src, src_len, tgt, tgt_len)
         return -jnp.sum(ce)
 
-    def loss_batch(self, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0,
-                   key=None, feed="argmax"):
+    def _batch_loss(self, params, src, src_len, tgt, tgt_len, teacher_prob, key, feed):
+        """``(mean cross-entropy per real token, (logits (B, T, V), mask (B, T)))``."""
+        _check_tokens("src", src, 2, self.src_vocab)
+        _check_tokens("tgt", tgt, 2, self.tgt_vocab)
+        B = src.shape[0]
+        _check_len("src_len", src_len, (B,), src.shape[1])
+        _check_len("tgt_len", tgt_len, (B,), tgt.shape[1])
+        if key is not None and not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.wrap_key_data(key)  # raw uint32 key data (the Trainer's)
+        logits, _ = self.decode_train_batch(
+            params, src, src_len, tgt, tgt_len, teacher_prob=teacher_prob, key=key, feed=feed
+        )
+        T = tgt.shape[1]
+        mask = (
+            jnp.ones((B, T), bool) if tgt_len is None else jnp.arange(T)[None, :] < tgt_len[:, None]
+        )
+        if not checks.is_concrete(tgt):  # traced ids outside the vocabulary: not counted
+            mask = mask & checks.valid_tokens(tgt, self.tgt_vocab)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, tgt)
+        loss = jnp.sum(jnp.where(mask, ce, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+        return loss, (logits, mask)
+
+    def loss_batch(
+        self, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0, key=None, feed="argmax"
+    ):
         """Mean cross-entropy per real target token over a batch.
 
         Args:
           src: ``(B, S)``; src_len: ``(B,)``; tgt: ``(B, T)``; tgt_len: ``(B,)``.
-          teacher_prob, feed: as in :meth:`decode`; key: split per example.
+          teacher_prob, feed: as in :meth:`decode`; key: split between the encoder's
+            dropout and one key per example for the decoder's draws.
 
         Returns:
           A scalar: the summed cross-entropy over all real target tokens divided by
           their number (padding excluded).
         """
-        _check_tokens("src", src, 2, self.src_vocab)
-        _check_tokens("tgt", tgt, 2, self.tgt_vocab)
-        B = src.shape[0]
-        _check_len("src_len", src_len, (B,), src.shape[1])
-        _check_len("tgt_len", tgt_len, (B,), tgt.shape[1])
-        if tgt.shape[0] != B:
-            raise ValueError(f"tgt must have batch size {B}; got shape {tgt.shape}")
-        keys = None if key is None else jax.random.split(key, B)
-        fn = lambda s, sl, t, tl, k: self.token_losses(
-            params, s, sl, t, tl, teacher_prob=teacher_prob, key=k, feed=feed
-        )
-        ce, mask = jax.vmap(fn, in_axes=(0, 0, 0, 0, None if keys is None else 0))(
-            src, src_len, tgt, tgt_len, keys
-        )
-        return jnp.sum(ce) / jnp.maximum(jnp.sum(mask), 1)
+        return self._batch_loss(params, src, src_len, tgt, tgt_len, teacher_prob, key, feed)[0]
 
-    def decode_train_batch(self, params, src, src_len, tgt, tgt_len=None, *,
-                           teacher_prob=1.0, key=None, feed="argmax"):
-        """:meth:`decode_train` over a leading batch axis; returns ``(logits (B, T, V),
-        weights (B, T, S) or None)``."""
-        _check_tokens("src", src, 2, self.src_vocab)
-        _check_tokens("tgt", tgt, 2, self.tgt_vocab)
-        B = src.shape[0]
-        if tgt.shape[0] != B:
-            raise ValueError(f"tgt must have batch size {B}; got shape {tgt.shape}")
-        _check_len("src_len", src_len, (B,), src.shape[1])
-        _check_len("tgt_len", tgt_len, (B,), tgt.shape[1])
-        keys = None if key is None else jax.random.split(key, B)
-        tl = jnp.full((B,), tgt.shape[-1], jnp.int32) if tgt_len is None else tgt_len
-        fn = lambda s, sl, t, l, k: self.decode_train(
-            params, s, sl, t, l, teacher_prob=teacher_prob, key=k, feed=feed
-        )
-        return jax.vmap(fn, in_axes=(0, 0, 0, 0, None if keys is None else 0))(
-            src, src_len, tgt, tl, keys
+    def trainer_loss(self, params, batch: dict, key=None):
+        """The loss that :class:`rnnjax.Trainer` minimises (teacher forcing or scheduled
+        sampling).
+
+        Args:
+          params: the model's parameters.
+          batch: ``{"inputs": src (B, S), "targets": tgt (B, T), "input_length": (B,)?,
+            "target_length": (B,)?, "teacher_prob": scalar?}``. ``teacher_prob`` (default
+            1, teacher forcing) is the probability of feeding the ground truth; a
+            schedule's value for the batch (:func:`rnnjax.schedules.sampling_schedule`)
+            gives scheduled sampling. Without ``key`` (evaluation) it is teacher forcing.
+          key: PRNG key for the draws and the encoder's dropout.
+
+        Returns:
+          ``(loss, (logits (B, T, V), mask (B, T)))``.
+
+        Example:
+          >>> import jax, jax.numpy as jnp, rnnjax as rj
+          >>> model = rj.Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
+          >>> trainer = rj.Trainer(model)
+          >>> state = trainer.init(jax.random.key(0))
+          >>> batch = {"inputs": jnp.array([[3, 4, 5]]), "targets": jnp.array([[5, 4, 2]]),
+          ...          "teacher_prob": 0.5}
+          >>> state, m = trainer.train_step(state, batch)
+          >>> int(state.step)
+          1
+        """
+        if not isinstance(batch, dict) or "inputs" not in batch or "targets" not in batch:
+            got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+            raise ValueError(
+                "batch must be a dict with 'inputs' (B, S), 'targets' (B, T) and optional "
+                f"'input_length', 'target_length', 'teacher_prob'; got {got}"
+            )
+        tp = 1.0 if key is None else batch.get("teacher_prob", 1.0)
+        return self._batch_loss(
+            params,
+            batch["inputs"],
+            batch.get("input_length"),
+            batch["targets"],
+            batch.get("target_length"),
+            tp,
+            key,
+            "argmax",
         )
 
 
 def make_train_step(model: Seq2Seq, optimizer, schedule=None, feed: str = "argmax"):
     """One jitted training step of a :class:`Seq2Seq`, with the training mode set by a
     schedule of the teacher-forcing probability.
+
+    A thin step for scripts with their own loop; :class:`rnnjax.Trainer` and
+    :func:`rnnjax.fit` train a ``Seq2Seq`` through :meth:`Seq2Seq.trainer_loss` with
+    checkpoints, logs and clipping (put ``schedule(position)`` in the batch's
+    ``"teacher_prob"`` for scheduled sampling).
 
     Args:
       model: the model.
@@ -703,8 +973,9 @@ def make_train_step(model: Seq2Seq, optimizer, schedule=None, feed: str = "argma
         tp = 1.0 if schedule is None else eps
 
         def loss_fn(p):
-            return model.loss_batch(p, src, src_len, tgt, tgt_len, teacher_prob=tp,
-                                    key=key, feed=feed)
+            return model.loss_batch(
+                p, src, src_len, tgt, tgt_len, teacher_prob=tp, key=key, feed=feed
+            )
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)

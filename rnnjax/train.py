@@ -468,7 +468,9 @@ class Trainer:
 
     Args:
       model: a :class:`rnnjax.models.SequenceModel` (or anything with ``init``,
-        ``initial_state``, ``apply_batch`` and a ``head`` of ``"per_step"``/``"final"``).
+        ``initial_state``, ``apply_batch`` and a ``head`` of ``"per_step"``/``"final"``),
+        or a model with its own ``trainer_loss(params, batch, key) -> (loss, (outputs,
+        mask))`` such as :class:`rnnjax.Seq2Seq` (full BPTT steps and evaluation).
       loss: ``"cross_entropy"`` (integer targets, logits out), ``"mse"`` or a callable
         ``(outputs, targets, mask) -> scalar`` (``mask`` is ``(B, T)`` bool or ``None``).
       optimizer: a name or an optax transformation (see :func:`make_optimizer`).
@@ -510,8 +512,14 @@ class Trainer:
     def __post_init__(self):
         if not callable(self.loss) and self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)} or a callable; got {self.loss!r}")
-        if getattr(self.model, "head", None) not in ("per_step", "final"):
-            raise TypeError(f"model must have a head 'per_step' or 'final' (a SequenceModel); got {self.model!r}")
+        if hasattr(self.model, "trainer_loss"):  # a model with its own loss (Seq2Seq)
+            if self.loss != "cross_entropy":
+                raise ValueError(f"loss must be the default for a model with its own trainer_loss; got {self.loss!r}")
+        elif getattr(self.model, "head", None) not in ("per_step", "final"):
+            raise TypeError(
+                "model must have a head 'per_step' or 'final' (a SequenceModel) or a "
+                f"trainer_loss(params, batch, key) method (a Seq2Seq); got {self.model!r}"
+            )
         if isinstance(self.frozen, list):
             object.__setattr__(self, "frozen", tuple(self.frozen))
         object.__setattr__(self, "optimizer_kwargs", tuple(dict(self.optimizer_kwargs).items()))
@@ -617,7 +625,8 @@ class Trainer:
           ``skipped``, ``nonfinite_total``, ``tokens``. ``step`` and ``position`` grow by
           one (also for a batch with no real step, which changes nothing else).
         """
-        _check_batch(batch, self.model.head == "per_step", self.loss, self.model)
+        if not hasattr(self.model, "trainer_loss"):  # such a model checks its own batches
+            _check_batch(batch, self.model.head == "per_step", self.loss, self.model)
         return _train_step_jit(self, state, batch)
 
     def tbptt_step(self, state: TrainState, batch: dict, k: int, *, stateful: bool = False):
@@ -642,8 +651,8 @@ class Trainer:
           ``(state, metrics)`` with metrics of shape ``(T / k,)``, one per chunk;
           ``step`` grows by ``T / k``, ``position`` by one.
         """
-        if self.model.head != "per_step":
-            raise ValueError(f"tbptt_step needs a per_step head; got model.head={self.model.head!r}")
+        if getattr(self.model, "head", None) != "per_step":
+            raise ValueError(f"tbptt_step needs a per_step head; got model.head={getattr(self.model, 'head', None)!r}")
         _check_batch(batch, True, self.loss, self.model)
         T = jnp.shape(batch["inputs"])[1]
         k = checks.integer("k", k, 1)
@@ -675,7 +684,8 @@ class Trainer:
     def evaluate(self, params, batch: dict) -> dict:
         """Masked metrics on a batch: ``loss`` and, for cross-entropy, ``perplexity``
         (``exp`` of the mean cross-entropy per token) and ``accuracy``; ``tokens``."""
-        _check_batch(batch, self.model.head == "per_step", self.loss, self.model)
+        if not hasattr(self.model, "trainer_loss"):
+            _check_batch(batch, self.model.head == "per_step", self.loss, self.model)
         return _evaluate_jit(self, params, batch)
 
     # ------------------------------------------------------------------ internals
@@ -688,6 +698,9 @@ class Trainer:
 
     def _forward(self, params, carry, batch, key):
         """``(loss, (final carry, outputs, mask))`` of a batch from ``carry`` (or zeros)."""
+        if hasattr(self.model, "trainer_loss"):
+            loss, (out, mask) = self.model.trainer_loss(params, batch, key)
+            return loss, (carry, out, mask)
         x, y, n = batch["inputs"], batch["targets"], batch.get("length")
         B, T = x.shape[:2]
         if key is not None:  # the state keeps raw key data; layers take typed keys

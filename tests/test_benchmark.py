@@ -273,3 +273,81 @@ def test_profile_step_names_the_operations_of_a_step(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "experiments.profile_step", "--shape", "2,3"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--shape must be four positive integers" in bad.stderr
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _ratio(shape, cell, peer, median, lo, hi, mode="train"):
+    return {"shape": core.shape_dict(shape), "cell": cell, "impl": "rnnjax", "peer": peer,
+            "mode": mode, "median": median, "min": lo, "max": hi, "of_medians": median}
+
+
+def test_targets_are_judged_only_where_they_were_set():
+    from experiments import bench_run as run
+
+    s1 = core.DEFAULT_SHAPES[0]
+    base = {
+        "results": [],
+        "ratios": [_ratio(s1, "lstm", "torch", 0.9, 0.8, 1.0)],
+        "compile_bidirectional": [{"T": 128, "compile_s": 1.5}],
+        "remat": {"T": 1000, "peak_ratio": 0.3},
+        "flax_modules": {"ratio_to_functional": {"linen": 1.0, "nnx split": 1.0, "nnx.jit": 1.0}},
+    }
+    quick = dict(base, config={"preset": "quick", "shapes": [core.shape_dict(s1)]})
+    assert run.targets(quick) == []  # the tiny --quick shapes judge nothing
+    default = dict(base, config={"preset": "default", "shapes": [core.shape_dict(s1)]})
+    names = [r["target"] for r in run.targets(default)]
+    assert f"LSTM <= 1.0x torch at {s1.label()}" in names
+    assert not any("remat" in n for n in names)  # set for T=10000, measured at T=1000
+    custom = dict(base, config={"preset": "default",
+                                "shapes": [core.shape_dict(core.Shape(3, 5, 7, 9))]})
+    assert not any("torch at" in r["target"] for r in run.targets(custom))
+
+
+def test_reference_rows_are_labelled_and_drawn_apart(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rich.console import Console
+
+    from experiments import bench_run as run
+
+    ref = run.peers.alternative_name()
+    assert run.is_reference(ref) and not run.is_reference("torch")
+    assert "reference" in run.impl_label(ref)
+    s = core.DEFAULT_SHAPES[0]
+    rows = [_ratio(s, "lstm", "torch", 0.9, 0.8, 40.0), _ratio(s, "lstm", ref, 0.8, 0.7, 0.9)]
+    fig, ax = plt.subplots()
+    run._ratio_axis(ax, rows[:1], "t", lambda m: "g", 1.5)
+    assert ax.get_xlim() == (0.0, 1.5)  # the whisker to 40 does not rescale the axis
+    assert any(t.get_text() == "40" for t in ax.texts)  # its end is written at the edge
+    assert all(t.get_fontsize() >= 9 for t in ax.get_yticklabels())
+    plt.close(fig)
+    report = {
+        "config": {"dtype": "float32", "preset": "quick", "shapes": [core.shape_dict(s)]},
+        "environment": {"backend": "cpu"}, "matmul_peak": {"gflops": 100.0},
+        "results": [], "ratios": rows, "targets": [],
+    }
+    run.plot(report, tmp_path / "b.png")
+    assert (tmp_path / "b.png").stat().st_size > 10_000
+    console = Console(record=True, width=200)
+    run.print_tables(report, console)
+    text = console.export_text()
+    assert "rnnjax time / peer time" in text and "median [min-max]" in text
+    peers_part, ref_part = text.split("reference time (not a peer")
+    assert "torch" in peers_part and "autodiff" not in peers_part
+    assert "rnnjax autodiff (reference)" in ref_part
+    assert "not judged" in text
+
+
+def test_no_internal_references_in_what_users_read():
+    import pathlib
+    import re
+
+    root = pathlib.Path(core.__file__).parent
+    for name in ("benchmark.py", "bench_run.py", "bench_peers.py", "bench_core.py"):
+        text = (root / name).read_text()
+        assert not re.search(r"\b(issue|ticket)s?\b\s*#?\d", text, re.I), name
+        assert "issue's" not in text, name

@@ -171,5 +171,238 @@ def test_bad_input_errors(setup):
         greedy_decode(model, params, src, src_len[:2])
     with pytest.raises(ValueError, match="alpha must be (a number )?>= 0"):
         beam_search(model, params, src, src_len, alpha=-1.0)
-    with pytest.raises(TypeError, match="model must be an rnnjax Seq2Seq"):
+    with pytest.raises(TypeError, match="model must expose decode_start and decode_step"):
         greedy_decode(object(), params, src, src_len)
+
+
+# ----------------------------------------------------------------------------------------
+# generation for a language model (SequenceModel) and sampling for every model
+
+import rnnjax as rj
+from rnnjax.decoding import filter_logits, generate, sample
+
+LV = 6
+
+
+@pytest.fixture(scope="module")
+def lm():
+    model = rj.SequenceModel(rj.Stacked([rj.LSTM(4, 8), rj.GRU(8, 8)]), output_size=LV,
+                             vocab_size=LV)
+    params = jax.jit(model.init)(jax.random.key(3))
+    params["head"]["w"] = 3.0 * params["head"]["w"]  # peaked enough that tokens vary
+    prompt = jnp.array([[1, 2, 3, 4], [5, 4, 0, 0], [2, 0, 0, 0]])
+    prompt_len = jnp.array([4, 2, 1])
+    return model, params, prompt, prompt_len
+
+
+_apply_cache = {}
+
+
+def _lm_logprobs(model, params, tokens):
+    """log_softmax of the model run from scratch over ``tokens`` (T,), float64 on host."""
+    if model not in _apply_cache:
+        _apply_cache[model] = jax.jit(model.apply)
+    _, logits = _apply_cache[model](params, jnp.asarray(tokens, jnp.int32))
+    return np.asarray(jax.nn.log_softmax(logits), np.float64)
+
+
+def _lm_greedy_loop(model, params, prompt, n, max_len, eos_id=None):
+    """Greedy decoding by hand: rerun the model over the whole prefix at every step."""
+    seq, toks, lps = list(np.asarray(prompt[:n])), [], []
+    for _ in range(max_len):
+        lp = _lm_logprobs(model, params, seq)[-1]
+        tok = int(np.argmax(lp))
+        toks.append(tok)
+        lps.append(lp[tok])
+        seq.append(tok)
+        if tok == eos_id:
+            break
+    return toks, lps
+
+
+def test_lm_greedy_equals_a_hand_written_loop(lm):
+    model, params, prompt, prompt_len = lm
+    L = 5
+    out = generate(model, params, prompt, prompt_len, max_len=L)
+    for b in range(prompt.shape[0]):
+        toks, lps = _lm_greedy_loop(model, params, prompt[b], int(prompt_len[b]), L)
+        assert np.asarray(out.tokens[b]).tolist() == toks
+        np.testing.assert_allclose(np.asarray(out.token_log_probs[b]), lps, rtol=1e-5,
+                                   atol=1e-6)
+        np.testing.assert_allclose(float(out.log_probs[b]), sum(lps), rtol=1e-5)
+    assert out.lengths.tolist() == [L] * 3  # no end token: every sequence runs to max_len
+
+
+def test_end_token_stops_and_pads(lm):
+    model, params, prompt, prompt_len = lm
+    L = 6
+    free = generate(model, params, prompt, prompt_len, max_len=L)
+    eos = int(free.tokens[0, 2])  # a token that row 0 emits third
+    out = generate(model, params, prompt, prompt_len, max_len=L, eos_id=eos, pad_id=0)
+    for b in range(prompt.shape[0]):
+        toks, lps = _lm_greedy_loop(model, params, prompt[b], int(prompt_len[b]), L, eos)
+        n = len(toks)
+        assert int(out.lengths[b]) == n
+        assert np.asarray(out.tokens[b, :n]).tolist() == toks
+        assert (np.asarray(out.tokens[b, n:]) == 0).all()
+        assert (np.asarray(out.token_log_probs[b, n:]) == 0).all()
+        np.testing.assert_allclose(float(out.log_probs[b]), sum(lps), rtol=1e-5)
+    assert int(out.lengths[0]) <= 3
+
+
+def test_top_k_one_and_temperature_zero_are_greedy(lm):
+    model, params, prompt, prompt_len = lm
+    greedy = generate(model, params, prompt, prompt_len, max_len=4)
+    k = jax.random.key(7)
+    for kw in ({"top_k": 1}, {"temperature": 0.0}, {"top_k": 1, "top_p": 0.5}):
+        out = sample(model, params, prompt, prompt_len, key=k, max_len=4, **kw)
+        assert out.tokens.tolist() == greedy.tokens.tolist(), kw
+        np.testing.assert_allclose(out.log_probs, greedy.log_probs, rtol=1e-6)
+
+
+def test_top_p_one_and_top_k_vocab_are_plain_sampling(lm):
+    model, params, prompt, prompt_len = lm
+    k = jax.random.key(11)
+    plain = sample(model, params, prompt, prompt_len, key=k, max_len=6)
+    for kw in ({"top_p": 1.0}, {"top_k": LV}, {"temperature": 1.0}):
+        out = sample(model, params, prompt, prompt_len, key=k, max_len=6, **kw)
+        assert out.tokens.tolist() == plain.tokens.tolist(), kw
+    other = sample(model, params, prompt, prompt_len, key=jax.random.key(12), max_len=6)
+    assert other.tokens.tolist() != plain.tokens.tolist()  # the key matters
+
+
+def test_sampled_log_probs_equal_recomputed_ones(lm):
+    model, params, prompt, prompt_len = lm
+    out = sample(model, params, prompt, prompt_len, key=jax.random.key(5), max_len=5,
+                 temperature=1.5, top_k=4)
+    for b in range(prompt.shape[0]):
+        n = int(prompt_len[b])
+        seq = list(np.asarray(prompt[b, :n])) + np.asarray(out.tokens[b]).tolist()
+        lp = _lm_logprobs(model, params, seq)
+        want = [lp[n - 1 + t, seq[n + t]] for t in range(5)]
+        np.testing.assert_allclose(np.asarray(out.token_log_probs[b]), want, rtol=1e-5,
+                                   atol=1e-6)
+
+
+def _chi2_ok(counts, probs, n):
+    """Pearson's chi-square against ``probs``: below the 99.9% quantile of its law
+    (a Wilson-Hilferty bound), and no draw where the probability is zero."""
+    probs = np.asarray(probs, np.float64)
+    assert counts[probs == 0].sum() == 0, (counts, probs)
+    live = probs > 0
+    exp = n * probs[live]
+    chi2 = float(((counts[live] - exp) ** 2 / exp).sum())
+    dof = int(live.sum()) - 1
+    if dof == 0:
+        return True
+    z = 3.09  # 99.9%
+    q = dof * (1 - 2 / (9 * dof) + z * np.sqrt(2 / (9 * dof))) ** 3
+    return chi2 < q
+
+
+@pytest.mark.parametrize("kw", [{}, {"temperature": 0.7}, {"top_k": 3}, {"top_p": 0.6}])
+def test_sampled_tokens_follow_the_filtered_softmax(lm, kw):
+    model, params, _, _ = lm
+    n = 4000
+    prompt = jnp.tile(jnp.array([[1, 2, 3]]), (n, 1))
+    out = sample(model, params, prompt, key=jax.random.key(2), max_len=1, **kw)
+    _, first_logits = model.decode_start(params, prompt[:1])
+    logits = np.asarray(first_logits[0], np.float64)
+    # the expected law, written out independently of filter_logits
+    z = logits / kw.get("temperature", 1.0)
+    keep = np.ones(LV, bool)
+    if "top_k" in kw:
+        keep &= z >= np.sort(z)[::-1][kw["top_k"] - 1]
+    if "top_p" in kw:
+        p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        order = np.argsort(-p)
+        before = np.cumsum(p[order]) - p[order]
+        keep_sorted = before < kw["top_p"]
+        keep &= np.isin(np.arange(LV), order[keep_sorted])
+    probs = np.where(keep, np.exp(z - z.max()), 0.0)
+    probs /= probs.sum()
+    counts = np.bincount(np.asarray(out.tokens[:, 0]), minlength=LV)
+    assert _chi2_ok(counts, probs, n), (counts / n, probs)
+    if kw:
+        # and the filter changes the law: the plain softmax fails the same test
+        plain = np.exp(logits - logits.max())
+        plain /= plain.sum()
+        assert not _chi2_ok(counts, plain, n)
+
+
+def test_filter_logits_nucleus_keeps_the_smallest_set():
+    logits = jnp.log(jnp.array([[0.1, 0.5, 0.15, 0.25]]))
+    kept = np.isfinite(np.asarray(filter_logits(logits, top_p=0.7)))[0]
+    assert kept.tolist() == [False, True, False, True]  # 0.5 + 0.25 >= 0.7
+    kept = np.isfinite(np.asarray(filter_logits(logits, top_p=0.3)))[0]
+    assert kept.tolist() == [False, True, False, False]  # the top token always stays
+    kept = np.isfinite(np.asarray(filter_logits(logits, top_k=2)))[0]
+    assert kept.tolist() == [False, True, False, True]
+
+
+def test_lm_beam_width_one_is_greedy_and_beam_log_probs_are_the_model_s(lm):
+    model, params, prompt, prompt_len = lm
+    greedy = generate(model, params, prompt, prompt_len, max_len=4)
+    beam1 = beam_search(model, params, prompt, prompt_len, beam_width=1, max_len=4)
+    assert beam1.tokens[:, 0].tolist() == greedy.tokens.tolist()
+    beam = beam_search(model, params, prompt, prompt_len, beam_width=3, max_len=4)
+    assert (beam.log_probs[:, 0] >= greedy.log_probs - 1e-5).all()
+    for b in range(prompt.shape[0]):
+        n = int(prompt_len[b])
+        for k in range(3):
+            seq = list(np.asarray(prompt[b, :n])) + np.asarray(beam.tokens[b, k]).tolist()
+            lp = _lm_logprobs(model, params, seq)
+            want = sum(lp[n - 1 + t, seq[n + t]] for t in range(4))
+            np.testing.assert_allclose(float(beam.log_probs[b, k]), want, rtol=1e-5)
+            np.testing.assert_allclose(float(beam.token_log_probs[b, k].sum()), want,
+                                       rtol=1e-5)
+
+
+def test_seq2seq_sampling_log_probs_equal_teacher_forced_ones(setup):
+    model, params, src, src_len = setup
+    out = sample(model, params, src, src_len, key=jax.random.key(4), max_len=5, top_p=0.9)
+    token_losses = jax.jit(model.token_losses)
+    for b in range(src.shape[0]):
+        n = int(out.lengths[b])
+        ce, _ = token_losses(params, src[b], src_len[b], out.tokens[b], n)
+        np.testing.assert_allclose(-np.asarray(ce[:n]), np.asarray(out.token_log_probs[b, :n]),
+                                   rtol=1e-5, atol=1e-6)
+        assert (np.asarray(out.tokens[b, n:]) == model.pad_id).all()
+        if n < 5:
+            assert int(out.tokens[b, n - 1]) == model.eos_id
+
+
+def test_generation_errors(lm):
+    model, params, prompt, prompt_len = lm
+    bi = rj.SequenceModel(rj.Bidirectional(rj.GRU(4, 3)), output_size=LV, vocab_size=LV)
+    with pytest.raises(ValueError, match="bidirectional layer reads the future"):
+        generate(bi, bi.init(jax.random.key(0)), prompt, max_len=2)
+    floats = rj.SequenceModel(rj.GRU(4, 3), output_size=LV)
+    with pytest.raises(ValueError, match="token inputs and a per-step head"):
+        generate(floats, floats.init(jax.random.key(0)), prompt, max_len=2)
+    with pytest.raises(ValueError, match=r"prompt_len must lie in \[0, T\]"):
+        generate(model, params, prompt, jnp.array([5, 1, 1]), max_len=2)
+    with pytest.raises(ValueError, match="prompt_len must be >= 1 for this model"):
+        generate(model, params, prompt, jnp.array([0, 1, 1]), max_len=2)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        sample(model, params, prompt, key=jax.random.key(0), top_p=0.0)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        sample(model, params, prompt, key=jax.random.key(0), temperature=-1.0)
+    with pytest.raises(TypeError, match="key must be a jax.random.key"):
+        sample(model, params, prompt, key=None)
+    with pytest.raises(ValueError, match=r"eos_id must be an int in \[0, 5\]"):
+        generate(model, params, prompt, eos_id=LV)
+
+
+def test_lm_with_zoneout_generates_like_its_deterministic_apply():
+    """Without a key zoneout takes its expectation: one step of generation must run the
+    layer (not the bare cell) to give what apply gives."""
+    model = rj.SequenceModel(rj.Recurrent(rj.GRU(4, 6), zoneout=0.4), output_size=LV,
+                             vocab_size=LV)
+    params = model.init(jax.random.key(8))
+    params["head"]["w"] = 3.0 * params["head"]["w"]
+    prompt = jnp.array([[1, 2, 3]])
+    out = generate(model, params, prompt, max_len=4)
+    toks, lps = _lm_greedy_loop(model, params, prompt[0], 3, 4)
+    assert out.tokens[0].tolist() == toks
+    np.testing.assert_allclose(np.asarray(out.token_log_probs[0]), lps, rtol=1e-5, atol=1e-6)

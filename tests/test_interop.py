@@ -118,3 +118,84 @@ def test_export_errors():
         to_torch(mean, mean.init(jax.random.key(0)))
     with pytest.raises(TypeError, match="torch.nn.RNN, LSTM or GRU"):
         from_torch(torch.nn.Linear(2, 3))
+
+
+# ----------------------------------------------------------------------------------------
+# PyTorch's (h_n, c_n) layout, and short reprs
+
+from rnnjax.interop import state_from_torch, state_to_torch  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "kind,bidirectional,proj",
+    [("lstm", False, 0), ("lstm", True, 0), ("gru", False, 0), ("gru", True, 0),
+     ("lstm", True, 2)],
+)
+def test_states_to_and_from_pytorch_layout(kind, bidirectional, proj):
+    torch.manual_seed(1)
+    L, D, B, T_ = 2, 2 if bidirectional else 1, 3, 4
+    if kind == "lstm":
+        module = torch.nn.LSTM(I, H, num_layers=L, bidirectional=bidirectional, proj_size=proj)
+    else:
+        module = torch.nn.GRU(I, H, num_layers=L, bidirectional=bidirectional)
+    x = torch.randn(T_, B, I)
+    h0 = torch.randn(L * D, B, proj or H)
+    c0 = torch.randn(L * D, B, H)
+    with torch.no_grad():
+        if kind == "lstm":
+            out, (h_n, c_n) = module(x, (h0, c0))
+        else:
+            out, h_n = module(x, h0)
+    layer, params = from_torch(module)
+    state0 = state_from_torch(layer, h0, c0 if kind == "lstm" else None)
+    state, ys = jax.jit(
+        lambda p, xs, s: layer.apply_batch(p, xs, state=s, time_major=True)
+    )(params, jnp.asarray(x.numpy()), state0)
+    np.testing.assert_allclose(np.asarray(ys), out.numpy(), atol=1e-5)
+    got = state_to_torch(layer, state)
+    if kind == "lstm":
+        np.testing.assert_allclose(np.asarray(got[0]), h_n.numpy(), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(got[1]), c_n.numpy(), atol=1e-5)
+        back = state_to_torch(layer, state0)
+        np.testing.assert_array_equal(np.asarray(back[0]), h0.numpy())
+        np.testing.assert_array_equal(np.asarray(back[1]), c0.numpy())
+    else:
+        np.testing.assert_allclose(np.asarray(got), h_n.numpy(), atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(state_to_torch(layer, state0)), h0.numpy())
+    # the slots really are in PyTorch's order: layer 1's backward direction is entry 3
+    if bidirectional and L == 2:
+        first = state0[1].backward.h
+        np.testing.assert_array_equal(np.asarray(first), h0[3].numpy())
+
+
+def test_state_layout_unbatched_and_errors():
+    layer, _ = from_torch(torch.nn.GRU(I, H, num_layers=2))
+    s = state_from_torch(layer, np.ones((2, H), np.float32))
+    assert s[0].h.shape == (H,)
+    with pytest.raises(ValueError, match=r"layers \* directions = 2"):
+        state_from_torch(layer, np.ones((4, 3, H), np.float32))
+    with pytest.raises(ValueError, match="c_n is only for an LSTM"):
+        state_from_torch(layer, np.ones((2, 3, H), np.float32), np.ones((2, 3, H), np.float32))
+    with pytest.raises(ValueError, match=r"h_n\[0\] must have shape \(3, 5\)"):
+        state_from_torch(layer, np.ones((2, 3, H + 1), np.float32))
+    lstm, _ = from_torch(torch.nn.LSTM(I, H))
+    with pytest.raises(ValueError, match="c_n is required for an LSTM"):
+        state_from_torch(lstm, np.ones((1, 3, H), np.float32))
+
+
+def test_reprs_are_short_and_keep_every_non_default_field():
+    layer, _ = from_torch(torch.nn.LSTM(64, 128, num_layers=2, bidirectional=True))
+    assert repr(layer) == "Stacked(Bidirectional(LSTM(64->128)), Bidirectional(LSTM(256->128)))"
+    assert len(repr(layer)) < 100
+    same = rj.Stacked([rj.Bidirectional(rj.LSTM(8, 8)), rj.Bidirectional(rj.LSTM(16, 8))])
+    assert repr(same) == "Stacked(Bidirectional(LSTM(8->8)), Bidirectional(LSTM(16->8)))"
+    assert repr(rj.Stacked([rj.GRU(4, 4)] * 3, dropout=0.2)) == "Stacked(3 x GRU(4->4), dropout=0.2)"
+    assert repr(rj.LSTM(3, 4)) == "LSTM(3->4)"
+    assert repr(rj.LSTM(3, 4, proj_size=2)) == "LSTM(3->4, proj_size=2)"
+    assert repr(rj.Recurrent(rj.GRU(3, 4), reverse=True)) == "Recurrent(GRU(3->4), reverse=True)"
+    assert repr(rj.Bidirectional(rj.GRU(3, 4), merge="sum")) == "Bidirectional(GRU(3->4), merge='sum')"
+    # different hyperparameters never print the same
+    variants = [rj.LSTM(3, 4), rj.LSTM(3, 4, forget_bias=0.0), rj.LSTM(3, 4, chrono_t_max=10.0),
+                rj.LSTM(3, 4, param_dtype=jnp.bfloat16), rj.LSTM(3, 4, recurrent_init="glorot_uniform")]
+    assert len({repr(v) for v in variants}) == len(variants)
+    assert "SequenceModel(layer=Recurrent(LSTM(4->8))" in repr(rj.SequenceModel(rj.LSTM(4, 8), 5))

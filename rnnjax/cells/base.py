@@ -175,6 +175,15 @@ class Cell:
     gates = 1  # number of fused gate blocks; a class attribute, not a field
     State = None  # the state NamedTuple; a class attribute, not a field
 
+    def __init_subclass__(cls, **kwargs):
+        # a short repr (sizes as I->H, non-default fields only) that the dataclass
+        # decorator keeps, since the class then defines __repr__ itself
+        super().__init_subclass__(**kwargs)
+        if "__repr__" not in cls.__dict__:
+            from rnnjax._repr import short_repr
+
+            cls.__repr__ = short_repr
+
     def __post_init__(self):
         checks.integer("input_size", self.input_size, 1)
         checks.integer("hidden_size", self.hidden_size, 1)

@@ -137,8 +137,24 @@ def _tree_close(a, b, tol=1e-9):
     chex.assert_trees_all_close(a, b, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("per_example", [False, True], ids=["batched", "per_example"])
-@pytest.mark.parametrize("name", sorted(CELLS))
+_SLOW_DERIVATIVES = {("lstm_proj", False), ("lstm_proj", True), ("lstm", True), ("gru_cho", False)}
+
+
+@pytest.mark.parametrize(
+    "name, per_example",
+    [
+        pytest.param(
+            n,
+            pe,
+            id=f"{n}-{'per_example' if pe else 'batched'}",
+            # the slowest compiles run with -m slow (lstm_proj keeps its default order-2
+            # finite-difference check below)
+            marks=[pytest.mark.slow] if (n, pe) in _SLOW_DERIVATIVES else [],
+        )
+        for n in sorted(CELLS)
+        for pe in (False, True)
+    ],
+)
 def test_derivatives_fused_equal_reference(name, per_example):
     """grad, jvp, forward-over-reverse and reverse-over-reverse Hessian-vector products
     (parameters, inputs and initial state), fused against autodiff of the reference."""

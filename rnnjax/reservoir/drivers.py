@@ -184,7 +184,8 @@ def padded_chunks(x, C, n):
 
 
 def stats_run(cell, params, us, ys, teacher, state, washout, chunk, accum, key, with_input):
-    """Run and accumulate :class:`RidgeStats` chunk by chunk (``chunk`` states alive)."""
+    """Run and accumulate centred :class:`~rnnjax.reservoir.readouts.Moments` chunk by
+    chunk (``chunk`` states alive at a time). Returns ``(moments, state)``."""
     T, N = us.shape[0], cell.hidden_size
     C = min(chunk, T)
     n = -(-T // C)
@@ -193,20 +194,20 @@ def stats_run(cell, params, us, ys, teacher, state, washout, chunk, accum, key, 
     F = N + (cell.input_size if with_input else 0)
 
     def body(carry, inp):
-        st, G, Z = carry
+        st, mom = carry
         c, u_c, y_c, tf_c = inp
         t0 = c * C
         st, H = teacher_forced(cell, params, st, u_c, tf_c, key, t0, T if pad else None)
         t = t0 + jnp.arange(C)
         m = (t >= washout) & (t < T)
-        G, Z = ro.add_stats(G, Z, ro.features(H, u_c if with_input else None), y_c, m)
-        return (st, G, Z), None
+        mom = ro.acc_add(mom, ro.features(H, u_c if with_input else None), y_c, m)
+        return (st, mom), None
 
-    init = (state, jnp.zeros((F + 1, F + 1), accum), jnp.zeros((F + 1, O), accum))
+    init = (state, ro.acc_init(F, O, accum))
     tf = None if teacher is None else padded_chunks(teacher, C, n)
     xs = (jnp.arange(n), padded_chunks(us, C, n), padded_chunks(ys, C, n), tf)
-    (st, G, Z), _ = jax.lax.scan(body, init, xs)
-    return ro.RidgeStats(G, Z), st
+    (st, mom), _ = jax.lax.scan(body, init, xs)
+    return mom, st
 
 
 # --------------------------------------------------------------------------- jitted kernels
@@ -222,16 +223,17 @@ def _harvest_jit(cell, params, us, state, teacher, key):
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _stats_jit(cell, params, us, ys, teacher, state, washout, key, *, chunk, precision,
                with_input):
-    return stats_run(cell, params, us, ys, teacher, state, washout, chunk,
-                     ro.accum_dtype(precision), key, with_input)
+    mom, st = stats_run(cell, params, us, ys, teacher, state, washout, chunk,
+                        ro.accum_dtype(precision), key, with_input)
+    return ro.acc_to_stats(mom), st
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _fit_jit(cell, params, us, ys, teacher, state, washout, ridge, key, *, chunk, precision,
              with_input=False):
-    stats, state = stats_run(cell, params, us, ys, teacher, state, washout, chunk,
-                             ro.accum_dtype(precision), key, with_input)
-    readout, info = ro.solve(stats, ridge)
+    mom, state = stats_run(cell, params, us, ys, teacher, state, washout, chunk,
+                           ro.accum_dtype(precision), key, with_input)
+    readout, info = ro.acc_solve(mom, ridge)
     return readout, state, info
 
 
@@ -240,14 +242,9 @@ def _fit_many_jit(cell, params, us, ys, teacher, state, washout, ridges, key, *,
                   precision, with_input, splits):
     """One run, one eigendecomposition; target block ``k`` (columns ``splits[k]``) gets
     ridge ``ridges[k]``."""
-    stats, state = stats_run(cell, params, us, ys, teacher, state, washout, chunk,
-                             ro.accum_dtype(precision), key, with_input)
-    C, Cy, mu, ybar = ro.centre(*stats)
-    e, V, P = ro.eig_parts(C, Cy)
-    outs = []
-    for k, (a, b) in enumerate(splits):
-        W, _, _ = ro.eig_weights(e, V, P[:, a:b], ridges[k])
-        outs.append({"w_out": W, "b_out": ybar[a:b] - mu @ W})
+    mom, state = stats_run(cell, params, us, ys, teacher, state, washout, chunk,
+                           ro.accum_dtype(precision), key, with_input)
+    outs = ro.acc_solve_many(mom, ridges, splits)
     return outs, state
 
 

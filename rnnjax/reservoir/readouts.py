@@ -17,9 +17,9 @@ at small ridges): Cholesky on them returns NaN and float32 loses every digit; ce
 both are usable.
 
 Solvers: one ridge value by Cholesky of ``C + lambda I`` with a checked fallback: when the
-factor is not finite or its condition estimate exceeds ``1 / (F eps)``, the symmetric
+factor is not finite or its condition estimate exceeds ``1 / eps``, the symmetric
 eigendecomposition ``C = V diag(e) V^T`` solves it instead, dropping the directions with
-``e + lambda`` below ``F eps max(e)`` (a truncated pseudo-inverse; at ``ridge = 0`` this is
+``e + lambda`` below ``4 eps max(e)`` (a truncated pseudo-inverse; at ``ridge = 0`` this is
 the least-squares solution of minimum norm when it is well defined). Several ridge values
 (:func:`solve_ridges`, sweeps) all come from one eigendecomposition. A solve whose result
 is not finite raises; a fallback warns with the condition number.
@@ -94,6 +94,179 @@ def add_stats(G, Z, H, Y, mask):
     return G + X.T @ X, Z + X.T @ Y.astype(dt)
 
 
+class Moments(NamedTuple):
+    """Centred running moments (count, feature mean ``(F,)``, target mean ``(O,)``,
+    centred Gram ``(F, F)``, centred cross term ``(F, O)``), merged chunk by chunk
+    (Chan, Golub & LeVeque 1979): each chunk is centred on its own mean before its
+    product, so the accumulation never carries the mean's large eigenvalue and stays
+    accurate in float32."""
+
+    count: jax.Array
+    mean_f: jax.Array
+    mean_y: jax.Array
+    cff: jax.Array
+    cfy: jax.Array
+
+
+def zero_moments(F: int, O: int, dtype) -> Moments:
+    z = lambda *s: jnp.zeros(s, dtype)  # noqa: E731
+    return Moments(z(), z(F), z(O), z(F, F), z(F, O))
+
+
+def add_moments(mom: Moments, H, Y, mask) -> Moments:
+    """Merge the rows of ``H (C, F)``, ``Y (C, O)`` where ``mask`` into ``mom``."""
+    dt = mom.cff.dtype
+    m = mask.astype(dt)[:, None]
+    X, Yc = H.astype(dt), Y.astype(dt)
+    n_c = jnp.sum(m)
+    safe = jnp.maximum(n_c, 1.0)
+    mf, my = jnp.sum(X * m, axis=0) / safe, jnp.sum(Yc * m, axis=0) / safe
+    Xc, Ycc = (X - mf[None]) * m, (Yc - my[None]) * m
+    n = mom.count
+    tot = n + n_c
+    w = jnp.where(tot > 0, n_c / jnp.maximum(tot, 1.0), 0.0)
+    df, dy = mf - mom.mean_f, my - mom.mean_y
+    cross = n * w  # n n_c / (n + n_c)
+    return Moments(
+        count=tot,
+        mean_f=mom.mean_f + w * df,
+        mean_y=mom.mean_y + w * dy,
+        cff=mom.cff + Xc.T @ Xc + cross * jnp.outer(df, df),
+        cfy=mom.cfy + Xc.T @ Ycc + cross * jnp.outer(df, dy),
+    )
+
+
+class QRMoments(NamedTuple):
+    """Centred running moments kept as an R factor (the float32 readout): ``r`` is the
+    ``(F + O, F + O)`` upper-triangular factor of the centred ``[features, targets]``
+    matrix, so ``r[:F, :F]^T r[:F, :F]`` is the centred Gram and ``r[:F, :F]^T r[:F, F:]``
+    the centred cross term. Chunks merge by one QR of ``[r; centred chunk; mean-shift
+    row]`` (the Chan et al. update in square-root form). Its condition number is the
+    square root of the Gram's, which is what makes a float32 readout usable at small
+    ridges."""
+
+    count: jax.Array
+    mean_f: jax.Array
+    mean_y: jax.Array
+    r: jax.Array
+
+
+def zero_qr_moments(F: int, O: int, dtype) -> QRMoments:
+    z = lambda *s: jnp.zeros(s, dtype)  # noqa: E731
+    return QRMoments(z(), z(F), z(O), z(F + O, F + O))
+
+
+def add_qr_moments(mom: QRMoments, H, Y, mask) -> QRMoments:
+    """Merge the rows of ``H (C, F)``, ``Y (C, O)`` where ``mask`` into ``mom``."""
+    dt = mom.r.dtype
+    m = mask.astype(dt)[:, None]
+    X = jnp.concatenate([H.astype(dt), Y.astype(dt)], axis=1)
+    n_c = jnp.sum(m)
+    mc = jnp.sum(X * m, axis=0) / jnp.maximum(n_c, 1.0)
+    Xc = (X - mc[None]) * m
+    mean = jnp.concatenate([mom.mean_f, mom.mean_y])
+    n = mom.count
+    tot = n + n_c
+    w = jnp.where(tot > 0, n_c / jnp.maximum(tot, 1.0), 0.0)
+    shift = jnp.sqrt(n * w) * (mc - mean)
+    A = jnp.concatenate([mom.r, Xc, shift[None]], axis=0)
+    r = jnp.linalg.qr(A, mode="r")
+    F = mom.mean_f.shape[0]
+    new_mean = mean + w * (mc - mean)
+    return QRMoments(tot, new_mean[:F], new_mean[F:], r)
+
+
+def qr_to_moments(mom: QRMoments) -> Moments:
+    F = mom.mean_f.shape[0]
+    Rxx, Rxy = mom.r[:F, :F], mom.r[:F, F:]
+    return Moments(mom.count, mom.mean_f, mom.mean_y, Rxx.T @ Rxx, Rxx.T @ Rxy)
+
+
+def svd_parts(mom: QRMoments):
+    """``(s, V, U^T R_xy)`` of the SVD ``R_xx = U diag(s) V^T``."""
+    F = mom.mean_f.shape[0]
+    U, sv, Vt = jnp.linalg.svd(mom.r[:F, :F])
+    return sv, Vt.T, U.T @ mom.r[:F, F:]
+
+
+def svd_weights(sv, V, P, ridge):
+    """Ridge weights from the SVD: ``V diag(s / (s^2 + ridge)) U^T R_xy``, dropping
+    singular values below ``4 eps max(s)`` when unregularised. Returns
+    ``(W, dropped, condition)``."""
+    tol = 4 * jnp.finfo(sv.dtype).eps * jnp.max(sv)
+    d = sv * sv + ridge
+    keep = (sv > tol) | (ridge > 0)
+    keep = keep & (d > 0)
+    f = jnp.where(keep, sv / jnp.where(keep, d, 1.0), 0.0)
+    W = V @ (f[:, None] * P)
+    cond = (jnp.max(sv) ** 2 + ridge) / jnp.maximum(jnp.min(jnp.where(keep, d, jnp.inf)),
+                                                     tol * tol)
+    return W, jnp.sum(~keep), cond
+
+
+def solve_qr(mom: QRMoments, ridge):
+    sv, V, P = svd_parts(mom)
+    W, dropped, cond = svd_weights(sv, V, P, ridge)
+    b = mom.mean_y - mom.mean_f @ W
+    info = {"condition": cond, "fallback": dropped > 0, "dropped": dropped.astype(jnp.int32)}
+    return {"w_out": W, "b_out": b}, info
+
+
+# one interface over both accumulators: float64 keeps the Gram (one GEMM per chunk),
+# float32 the R factor (one QR per chunk)
+
+
+def acc_init(F: int, O: int, dtype):
+    if jnp.dtype(dtype) == jnp.float64:
+        return zero_moments(F, O, dtype)
+    return zero_qr_moments(F, O, dtype)
+
+
+def acc_add(acc, H, Y, mask):
+    if isinstance(acc, QRMoments):
+        return add_qr_moments(acc, H, Y, mask)
+    return add_moments(acc, H, Y, mask)
+
+
+def acc_solve(acc, ridge):
+    if isinstance(acc, QRMoments):
+        return solve_qr(acc, ridge)
+    return solve_moments(acc, ridge)
+
+
+def acc_solve_many(acc, ridges, splits=None):
+    """Readouts for ``ridges (R,)`` from one decomposition: leaves ``(R, F, O)``. With
+    ``splits`` (one ``(a, b)`` column block per ridge) a list of readouts instead."""
+    if isinstance(acc, QRMoments):
+        parts, weights = svd_parts(acc), svd_weights
+    else:
+        parts, weights = eig_parts(acc.cff, acc.cfy), eig_weights
+    mu, ybar = acc.mean_f, acc.mean_y
+    if splits is not None:
+        outs = []
+        for k, (a, b) in enumerate(splits):
+            W = weights(parts[0], parts[1], parts[2][:, a:b], ridges[k])[0]
+            outs.append({"w_out": W, "b_out": ybar[a:b] - mu @ W})
+        return outs
+    W = jax.vmap(lambda r: weights(*parts, r)[0])(ridges)
+    return {"w_out": W, "b_out": ybar[None, :] - jnp.einsum("f,rfo->ro", mu, W)}
+
+
+def acc_to_stats(acc) -> "RidgeStats":
+    if isinstance(acc, QRMoments):
+        acc = qr_to_moments(acc)
+    return moments_to_stats(acc)
+
+
+def moments_to_stats(mom: Moments) -> "RidgeStats":
+    """The uncentred sums ``Z^T Z``, ``Z^T Y`` of ``z = [f, 1]`` from centred moments."""
+    n, mu, yb = mom.count, mom.mean_f, mom.mean_y
+    S = mom.cff + n * jnp.outer(mu, mu)
+    G = jnp.block([[S, (n * mu)[:, None]], [(n * mu)[None, :], n[None, None]]])
+    Z = jnp.concatenate([mom.cfy + n * jnp.outer(mu, yb), (n * yb)[None, :]], axis=0)
+    return RidgeStats(G, Z)
+
+
 # --------------------------------------------------------------------------- solves
 
 
@@ -117,9 +290,9 @@ def eig_parts(C, Cy):
 
 def eig_weights(e, V, P, ridge):
     """``W (F, O)`` for one ridge value from the eigendecomposition; directions with
-    ``e + ridge <= F eps max(e)`` are dropped. Returns ``(W, dropped, condition)``."""
-    F = e.shape[0]
-    tol = F * jnp.finfo(e.dtype).eps * jnp.max(e)
+    ``e + ridge <= 4 eps max(e)`` (below the eigensolver's absolute accuracy) are dropped.
+    Returns ``(W, dropped, condition)``."""
+    tol = 4 * jnp.finfo(e.dtype).eps * jnp.max(e)
     d = e + ridge
     keep = d > tol
     f = jnp.where(keep, 1.0 / jnp.where(keep, d, 1.0), 0.0)
@@ -131,18 +304,24 @@ def eig_weights(e, V, P, ridge):
 def solve(stats: RidgeStats, ridge):
     """Jittable single-ridge solve. Returns ``(readout, info)``, ``info`` a dict of
     ``condition`` (estimate), ``fallback`` (bool) and ``dropped`` (directions)."""
-    G, Z = stats
-    C, Cy, mu, ybar = centre(G, Z)
+    return solve_centred(*centre(*stats), ridge)
+
+
+def solve_centred(C, Cy, mu, ybar, ridge):
+    """:func:`solve` from the centred Gram ``C``, cross term ``Cy`` and the means."""
     F = C.shape[0]
     eps = jnp.finfo(C.dtype).eps
-    A = C + ridge * jnp.eye(F, dtype=C.dtype)
+    # Jacobi scaling: the same system, with unit diagonal for the factorisation
+    dg = jnp.diagonal(C) + ridge
+    s = jnp.where(dg > 0, 1.0 / jnp.sqrt(jnp.where(dg > 0, dg, 1.0)), 1.0)
+    A = (C + ridge * jnp.eye(F, dtype=C.dtype)) * s[:, None] * s[None, :]
     L = jnp.linalg.cholesky(A)
     dL = jnp.abs(jnp.diagonal(L))
     cond_chol = (jnp.max(dL) / jnp.min(dL)) ** 2
-    ok = jnp.all(jnp.isfinite(L)) & (cond_chol < 1.0 / (F * eps))
+    ok = jnp.all(jnp.isfinite(L)) & (cond_chol < 1.0 / eps)
 
     def by_cholesky(_):
-        W = jax.scipy.linalg.cho_solve((L, True), Cy)
+        W = s[:, None] * jax.scipy.linalg.cho_solve((L, True), s[:, None] * Cy)
         return W, jnp.zeros((), jnp.int32), cond_chol
 
     def by_eig(_):
@@ -153,6 +332,10 @@ def solve(stats: RidgeStats, ridge):
     W, dropped, cond = jax.lax.cond(ok, by_cholesky, by_eig, None)
     b = ybar - mu @ W
     return {"w_out": W, "b_out": b}, {"condition": cond, "fallback": ~ok, "dropped": dropped}
+
+
+def solve_moments(mom: Moments, ridge):
+    return solve_centred(mom.cff, mom.cfy, mom.mean_f, mom.mean_y, ridge)
 
 
 def solve_many(stats: RidgeStats, ridges):

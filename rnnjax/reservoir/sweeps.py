@@ -71,7 +71,7 @@ def _sweep_jit(cell, params, cfg, ridges, u_tr, y_tr, fbp_tr, u_te, y_te, fbp_te
     cfg = cfg.astype(dt)
 
     def body(carry, inp):
-        h, Gm, Zm = carry
+        h, mom = carry
         c, u_c, y_c, fb_c = inp
         t = c * C + jnp.arange(C)
         valid = jnp.broadcast_to((t < T)[:, None], (C, G)) if pad else None
@@ -79,22 +79,21 @@ def _sweep_jit(cell, params, cfg, ridges, u_tr, y_tr, fbp_tr, u_te, y_te, fbp_te
         X = jnp.moveaxis(H, 2, 1).reshape(S * G, C, N)  # (S G, C, N)
         if with_input:
             X = jnp.concatenate([X, jnp.broadcast_to(u_c, (S * G, C, I))], axis=-1)
-        m = ((t >= washout) & (t < T)).astype(accum)
-        X1 = jnp.concatenate([X.astype(accum), jnp.ones((S * G, C, 1), accum)], axis=-1)
-        X1 = X1 * m[None, :, None]
-        # one plain GEMM per model (lax.map) rather than a batched dot: XLA:CPU's batched
-        # float64 dot was measured 3x slower than the same products one by one
-        Gm = Gm + jax.lax.map(lambda x: x.T @ x, X1)
-        Zm = Zm + jax.lax.map(lambda x: x.T @ y_c.astype(accum), X1)
-        return (h, Gm, Zm), None
+        m = (t >= washout) & (t < T)
+        # one model at a time (lax.map): plain GEMMs (or QRs) rather than batched ones,
+        # XLA:CPU's batched float64 dot was measured 3x slower than the same products
+        # one by one
+        mom = jax.lax.map(lambda a: ro.acc_add(a[0], a[1], y_c, m), (mom, X))
+        return (h, mom), None
 
     h0 = jnp.zeros((S, G, N), dt)
-    init = (h0, jnp.zeros((S * G, F + 1, F + 1), accum), jnp.zeros((S * G, F + 1, O), accum))
+    mom0 = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (S * G,) + a.shape),
+                                  ro.acc_init(F, O, accum))
     fb = None if fbp_tr is None else drivers.padded_chunks(fbp_tr, C, n)
     xs = (jnp.arange(n), drivers.padded_chunks(u_tr, C, n), drivers.padded_chunks(y_tr, C, n),
           fb)
-    (h, Gm, Zm), _ = jax.lax.scan(body, init, xs)
-    outs = jax.vmap(lambda g, z: ro.solve_many(ro.RidgeStats(g, z), ridges))(Gm, Zm)
+    (h, mom), _ = jax.lax.scan(body, (h0, mom0), xs)
+    outs = jax.lax.map(lambda a: ro.acc_solve_many(a, ridges), mom)
     W = outs["w_out"].reshape(S, G, R, F, O)
     b = outs["b_out"].reshape(S, G, R, O)
 

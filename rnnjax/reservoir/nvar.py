@@ -146,10 +146,11 @@ class NVAR:
 
     def predict(self, readout, us, *, residual: bool = False):
         """One-step outputs ``(T, O)`` for inputs ``(T, I)`` (``u_t + out`` if residual)."""
-        feats = self.features(us)
+        us = checks.floating_array("us", us, 2, f" (T, {self.input_size})")
         ro.check_readout(readout, self.feature_size)
         with ro.x64("float64" if readout["w_out"].dtype == jnp.float64 else "float32"):
-            out = ro.apply(readout, jnp.asarray(feats, readout["w_out"].dtype))
+            feats = self.features(jnp.asarray(us, readout["w_out"].dtype))
+            out = ro.apply(readout, feats)
             if residual:
                 out = out + jnp.asarray(us, out.dtype)
             return np.asarray(out)

@@ -512,13 +512,14 @@ def readout_apply(readout, hs, us=None):
     """
     hs = checks.floating_array("hs", hs)
     N = hs.shape[-1]
+    rows = jnp.shape(readout["w_out"])[0] if isinstance(readout, dict) and "w_out" in readout else N
+    if us is None and rows != N:
+        raise ValueError(f"the readout has {rows} rows but hs has N = {N}: a readout fitted "
+                         "with include_input=True needs its inputs, pass us")
     I = 0 if us is None else jnp.shape(us)[-1]  # noqa: E741
     _, with_input = check_readout(readout, N, I)
     if us is not None and not with_input:
         raise ValueError("us was given but the readout has no input rows (fit without "
                          "include_input)")
-    if us is None and readout["w_out"].shape[0] != N:
-        raise ValueError(f"the readout has {readout['w_out'].shape[0]} rows: pass us (its "
-                         f"inputs) to readout_apply; hs has N = {N}")
     with x64("float64" if readout["w_out"].dtype == jnp.float64 else "float32"):
         return _apply_jit(readout, hs, None if us is None else jnp.asarray(us, hs.dtype))

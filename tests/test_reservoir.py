@@ -33,8 +33,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def cell():
-    return esn.EchoState(I, N, spectral_radius=0.9, leak_rate=0.5, bias_scaling=0.2,
-                         density=0.5)
+    return esn.EchoState(I, N, spectral_radius=0.9, leak_rate=0.5, bias_scaling=0.2, density=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +101,9 @@ def test_float32_readout_close_to_float64(cell, params, data):
     us, ys = data
     errs = {}
     for prec in ("float32", "float64"):
-        r, st = esn.fit_ridge(cell, params, us[:200], ys[:200], ridge=1e-8, washout=20,
-                              precision=prec, chunk_size=64)
+        r, st = esn.fit_ridge(
+            cell, params, us[:200], ys[:200], ridge=1e-8, washout=20, precision=prec, chunk_size=64
+        )
         assert r["w_out"].dtype == (jnp.float32 if prec == "float32" else jnp.float64)
         _, pred = esn.predict(cell, params, r, us[200:], st)
         errs[prec] = float(metrics.nrmse(pred, jnp.asarray(ys[200:])))
@@ -113,8 +113,7 @@ def test_float32_readout_close_to_float64(cell, params, data):
 def test_float32_stats_equal_float64_stats(cell, params, data):
     """The float32 R-factor accumulation gives the same sums (to float32 precision)."""
     us, ys = data
-    s32, _ = esn.ridge_stats(cell, params, us, ys, washout=10, chunk_size=50,
-                             precision="float32")
+    s32, _ = esn.ridge_stats(cell, params, us, ys, washout=10, chunk_size=50, precision="float32")
     s64, _ = esn.ridge_stats(cell, params, us, ys, washout=10, chunk_size=50)
     np.testing.assert_allclose(s32.xtx, s64.xtx, rtol=2e-4, atol=2e-3)
     np.testing.assert_allclose(s32.xty, s64.xty, rtol=2e-4, atol=2e-3)
@@ -137,8 +136,9 @@ def test_non_finite_raises_and_ill_posed_warns():
 
 def test_include_input_features_match_lstsq(cell, params, data):
     us, ys = data
-    r, st = esn.fit_ridge(cell, params, us[:200], ys[:200], ridge=1e-4, washout=10,
-                          include_input=True)
+    r, st = esn.fit_ridge(
+        cell, params, us[:200], ys[:200], ridge=1e-4, washout=10, include_input=True
+    )
     assert r["w_out"].shape == (N + I, 2)
     _, hs = esn.harvest(cell, params, us[:200])
     Fe = np.concatenate([np.asarray(hs, np.float64), us[:200]], 1)[10:]
@@ -154,12 +154,14 @@ def test_include_input_features_match_lstsq(cell, params, data):
 
 def test_several_readouts_on_one_run_equal_separate_fits(cell, params, data):
     us, ys = data
-    outs, st = esn.fit_readouts(cell, params, us, {"a": ys[:, :1], "b": ys[:, 1:]},
-                                ridge={"a": 1e-3, "b": 1e-6}, washout=15)
+    outs, st = esn.fit_readouts(
+        cell, params, us, {"a": ys[:, :1], "b": ys[:, 1:]}, ridge={"a": 1e-3, "b": 1e-6}, washout=15
+    )
     for k, col, ridge in (("a", slice(0, 1), 1e-3), ("b", slice(1, 2), 1e-6)):
         ref, st2 = esn.fit_ridge(cell, params, us, ys[:, col], ridge=ridge, washout=15)
-        np.testing.assert_allclose(outs[k]["w_out"], ref["w_out"], rtol=1e-5,
-                                   atol=1e-6 * np.abs(ref["w_out"]).max())
+        np.testing.assert_allclose(
+            outs[k]["w_out"], ref["w_out"], rtol=1e-5, atol=1e-6 * np.abs(ref["w_out"]).max()
+        )
         np.testing.assert_allclose(outs[k]["b_out"], ref["b_out"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(st.h, st2.h)
 
@@ -192,15 +194,18 @@ def test_orthogonal_cycle_jumps_delay_spectra():
         ev = np.linalg.eigvals(W)
         np.testing.assert_allclose(np.abs(ev), sr, rtol=1e-5)  # every eigenvalue on the circle
     # the cycle's eigenvalues are sr times the n-th roots of unity
-    W = matrices.dense_matrix("cycle", esn.EchoState(1, n, spectral_radius=sr, topology="cycle")
-                              .init(jax.random.key(0)))
+    W = matrices.dense_matrix(
+        "cycle", esn.EchoState(1, n, spectral_radius=sr, topology="cycle").init(jax.random.key(0))
+    )
     np.testing.assert_allclose(np.sort(np.angle(np.linalg.eigvals(W / sr) ** n)), 0, atol=1e-4)
     assert np.count_nonzero(W) == n and np.allclose(W[np.arange(1, n), np.arange(n - 1)], sr)
     c = esn.EchoState(1, n, spectral_radius=sr, topology="jumps", jump_size=3, jump_weight=0.4)
     W = matrices.dense_matrix("jumps", c.init(jax.random.key(0)), 3)
     assert abs(np.max(np.abs(np.linalg.eigvals(W))) - sr) < 1e-5
-    assert np.allclose(W - np.diag(np.diag(W, -1), -1) - np.diag([W[0, -1]], n - 1),
-                       (W - np.diag(np.diag(W, -1), -1) - np.diag([W[0, -1]], n - 1)).T)
+    assert np.allclose(
+        W - np.diag(np.diag(W, -1), -1) - np.diag([W[0, -1]], n - 1),
+        (W - np.diag(np.diag(W, -1), -1) - np.diag([W[0, -1]], n - 1)).T,
+    )
     c = esn.EchoState(1, n, spectral_radius=0.7, topology="delay")
     W = matrices.dense_matrix("delay", c.init(jax.random.key(0)))
     np.testing.assert_allclose(W, np.diag(np.full(n - 1, 0.7), -1), atol=1e-7)
@@ -224,8 +229,9 @@ def test_user_w_and_uniform_sparse():
 @pytest.mark.parametrize("topo", ["cycle", "jumps", "delay", "orthogonal"])
 def test_structured_run_matches_dense_loop(topo, data):
     us, _ = data
-    c = esn.EchoState(I, 12, spectral_radius=0.9, leak_rate=0.6, topology=topo, jump_size=4,
-                      bias_scaling=0.1)
+    c = esn.EchoState(
+        I, 12, spectral_radius=0.9, leak_rate=0.6, topology=topo, jump_size=4, bias_scaling=0.1
+    )
     p = c.init(jax.random.key(2))
     _, hs = esn.harvest(c, p, us[:60])
     ref = np_run(matrices.dense_matrix(topo, p, 4), p, us[:60], 0.6)
@@ -283,18 +289,32 @@ def test_batched_predict_and_generate_equal_one_by_one(cell, params, data):
 def test_sweep_every_ridge_and_shared_scalings_equal_fits_one_by_one(data):
     us, ys = data
     base = esn.EchoState(I, 12, leak_rate=1.0, density=0.5, bias_scaling=0.1)
-    table = esn.sweep(base, us[:200], ys[:200], us[200:], ys[200:], washout=20, chunk_size=64,
-                      spectral_radius=[0.5, 1.1], leak_rate=[0.4], input_scaling=[0.3, 1.0],
-                      bias_scaling=[0.0, 0.5], ridge=[1e-7, 1e-4, 1e-1], seeds=[3])
+    table = esn.sweep(
+        base,
+        us[:200],
+        ys[:200],
+        us[200:],
+        ys[200:],
+        washout=20,
+        chunk_size=64,
+        spectral_radius=[0.5, 1.1],
+        leak_rate=[0.4],
+        input_scaling=[0.3, 1.0],
+        bias_scaling=[0.0, 0.5],
+        ridge=[1e-7, 1e-4, 1e-1],
+        seeds=[3],
+    )
     assert table["nrmse"].shape == (24,)
     for m in range(24):
-        c = dataclasses.replace(base, spectral_radius=float(table["spectral_radius"][m]),
-                                leak_rate=float(table["leak_rate"][m]),
-                                input_scaling=float(table["input_scaling"][m]),
-                                bias_scaling=float(table["bias_scaling"][m]))
+        c = dataclasses.replace(
+            base,
+            spectral_radius=float(table["spectral_radius"][m]),
+            leak_rate=float(table["leak_rate"][m]),
+            input_scaling=float(table["input_scaling"][m]),
+            bias_scaling=float(table["bias_scaling"][m]),
+        )
         p = c.init(jax.random.key(int(table["seed"][m])))
-        r, st = esn.fit_ridge(c, p, us[:200], ys[:200], ridge=float(table["ridge"][m]),
-                              washout=20)
+        r, st = esn.fit_ridge(c, p, us[:200], ys[:200], ridge=float(table["ridge"][m]), washout=20)
         _, pred = esn.predict(c, p, r, us[200:], st)
         ref = float(metrics.nrmse(pred, jnp.asarray(ys[200:])))
         assert abs(table["nrmse"][m] - ref) <= 2e-3 * ref + 1e-6, (m, table["nrmse"][m], ref)
@@ -304,25 +324,47 @@ def test_sweep_every_ridge_and_shared_scalings_equal_fits_one_by_one(data):
 def test_sweep_free_run_equals_generate():
     s = (np.sin(np.arange(500) / 6.0) * 0.8)[:, None].astype(np.float32)
     base = esn.EchoState(1, 16, leak_rate=0.5, density=0.5)
-    table = esn.sweep(base, s[:299], s[1:300], s[299:-1], s[300:], washout=30,
-                      spectral_radius=[0.7, 0.95], leak_rate=[0.5], ridge=[1e-6, 1e-3],
-                      seeds=[0], free_run=25)
+    table = esn.sweep(
+        base,
+        s[:299],
+        s[1:300],
+        s[299:-1],
+        s[300:],
+        washout=30,
+        spectral_radius=[0.7, 0.95],
+        leak_rate=[0.5],
+        ridge=[1e-6, 1e-3],
+        seeds=[0],
+        free_run=25,
+    )
     for m in range(4):
         c = dataclasses.replace(base, spectral_radius=float(table["spectral_radius"][m]))
         p = c.init(jax.random.key(0))
-        r, st = esn.fit_ridge(c, p, s[:299], s[1:300], ridge=float(table["ridge"][m]),
-                              washout=30)
+        r, st = esn.fit_ridge(c, p, s[:299], s[1:300], ridge=float(table["ridge"][m]), washout=30)
         _, g = esn.generate(c, p, r, st, 25)
         ref = np.sqrt(np.mean((np.asarray(g, np.float64) - s[299:324]) ** 2)) / np.std(s[299:-1])
-        assert abs(table["nrmse_free"][m] - ref) <= 1e-3 * ref + 1e-5, (m, table["nrmse_free"][m], ref)
+        assert abs(table["nrmse_free"][m] - ref) <= 1e-3 * ref + 1e-5, (
+            m,
+            table["nrmse_free"][m],
+            ref,
+        )
 
 
 def test_random_search_draws_log_uniform_in_range(data):
     us, ys = data
     base = esn.EchoState(I, 8, density=0.5)
-    t = esn.random_search(base, us[:150], ys[:150], us[150:], ys[150:], n_samples=6, seed=1,
-                          ranges={"spectral_radius": (0.1, 1.0), "input_scaling": (0.01, 1.0)},
-                          ridge=[1e-4, 1e-2], washout=10)
+    t = esn.random_search(
+        base,
+        us[:150],
+        ys[:150],
+        us[150:],
+        ys[150:],
+        n_samples=6,
+        seed=1,
+        ranges={"spectral_radius": (0.1, 1.0), "input_scaling": (0.01, 1.0)},
+        ridge=[1e-4, 1e-2],
+        washout=10,
+    )
     assert t["nrmse"].shape == (12,)
     assert np.all((t["spectral_radius"] >= 0.1) & (t["spectral_radius"] <= 1.0))
     assert np.all(t["leak_rate"] == base.leak_rate)
@@ -330,8 +372,16 @@ def test_random_search_draws_log_uniform_in_range(data):
     ref = np.exp(rng.uniform(np.log(0.1), np.log(1.0), 6))
     np.testing.assert_allclose(t["spectral_radius"][::2], ref)
     with pytest.raises(ValueError, match="ranges key"):
-        esn.random_search(base, us[:150], ys[:150], us[150:], ys[150:], n_samples=2,
-                          ranges={"density": (0.1, 1.0)}, ridge=[1e-4])
+        esn.random_search(
+            base,
+            us[:150],
+            ys[:150],
+            us[150:],
+            ys[150:],
+            n_samples=2,
+            ranges={"density": (0.1, 1.0)},
+            ridge=[1e-4],
+        )
 
 
 # --------------------------------------------------------------------------- tasks
@@ -342,8 +392,12 @@ def test_narma_high_orders_use_atiya_parlos_coefficients(order):
     u, y = narma(800, order=order, seed=2)
     yt = np.concatenate([[0.0], y])
     for t in range(order - 1, 800):
-        expect = (0.2 * yt[t] + 0.004 * yt[t] * yt[t - order + 1: t + 1].sum()
-                  + 1.5 * u[t - order + 1] * u[t] + 0.001)
+        expect = (
+            0.2 * yt[t]
+            + 0.004 * yt[t] * yt[t - order + 1 : t + 1].sum()
+            + 1.5 * u[t - order + 1] * u[t]
+            + 0.001
+        )
         assert abs(y[t] - expect) < 1e-12
     u2, y2 = narma(300, order=order, coefficients=(0.3, 0.05, 1.5, 0.01), saturate=True)
     assert np.abs(y2).max() < 1
@@ -357,8 +411,15 @@ def test_lorenz_rk4_matches_scipy():
     def f(_, s):
         return [10 * (s[1] - s[0]), s[0] * (28 - s[2]) - s[1], s[0] * s[1] - 8 / 3 * s[2]]
 
-    ref = solve_ivp(f, (0, 2.0), [1.0, 2.0, 3.0], t_eval=np.arange(1, 201) * 0.01,
-                    rtol=1e-11, atol=1e-11, method="DOP853").y.T
+    ref = solve_ivp(
+        f,
+        (0, 2.0),
+        [1.0, 2.0, 3.0],
+        t_eval=np.arange(1, 201) * 0.01,
+        rtol=1e-11,
+        atol=1e-11,
+        method="DOP853",
+    ).y.T
     np.testing.assert_allclose(x, ref, rtol=1e-4, atol=2e-4)  # RK4, h = 0.005
 
 

@@ -28,7 +28,12 @@ from rnnjax.reservoir.drivers import (
     predict,
     ridge_stats,
 )
-from rnnjax.reservoir.freezing import RESERVOIR_KEYS, freeze_reservoir, frozen_labels, trainable_mask
+from rnnjax.reservoir.freezing import (
+    RESERVOIR_KEYS,
+    freeze_reservoir,
+    frozen_labels,
+    trainable_mask,
+)
 from rnnjax.reservoir.matrices import TOPOLOGIES, dense_matrix
 from rnnjax.reservoir.nvar import NVAR, nvar_features
 from rnnjax.reservoir.readouts import (

@@ -173,20 +173,41 @@ class EchoState:
                     f"w can be supplied for the dense topologies {matrices.DENSE}; "
                     f"got topology={self.topology!r}"
                 )
-            w = checks.floating_array("w", w, 2, f" (N, N) = ({self.hidden_size}, "
-                                      f"{self.hidden_size})")
+            w = checks.floating_array(
+                "w", w, 2, f" (N, N) = ({self.hidden_size}, {self.hidden_size})"
+            )
             if w.shape != (self.hidden_size, self.hidden_size):
-                raise ValueError(f"w must have shape (N, N) = ({self.hidden_size}, "
-                                 f"{self.hidden_size}); got {checks.describe(w)}")
-            rec = {"w": _scale_given(jnp.asarray(w, dt), 1.0 if sr is None else sr,
-                                     scale=sr is not None)}
+                raise ValueError(
+                    f"w must have shape (N, N) = ({self.hidden_size}, "
+                    f"{self.hidden_size}); got {checks.describe(w)}"
+                )
+            rec = {
+                "w": _scale_given(
+                    jnp.asarray(w, dt), 1.0 if sr is None else sr, scale=sr is not None
+                )
+            }
         else:
-            rec = matrices.draw(k_w, self.topology, self.hidden_size, spectral_radius=sr,
-                                density=self.density, jump_size=self.jump_size,
-                                jump_weight=self.jump_weight, dtype=dt)
-        rest = _init_rest(k_rest, self.input_density, self.input_scaling, self.bias_scaling,
-                          self.feedback_scaling, N=self.hidden_size, I=self.input_size,
-                          F=self.feedback_size, dtype=dt)
+            rec = matrices.draw(
+                k_w,
+                self.topology,
+                self.hidden_size,
+                spectral_radius=sr,
+                density=self.density,
+                jump_size=self.jump_size,
+                jump_weight=self.jump_weight,
+                dtype=dt,
+            )
+        rest = _init_rest(
+            k_rest,
+            self.input_density,
+            self.input_scaling,
+            self.bias_scaling,
+            self.feedback_scaling,
+            N=self.hidden_size,
+            I=self.input_size,
+            F=self.feedback_size,
+            dtype=dt,
+        )
         return {"w_in": rest["w_in"], **rec, "b": rest["b"], "w_fb": rest["w_fb"]}
 
     def initial_state(self, dtype=jnp.float32) -> EchoStateState:
@@ -237,8 +258,9 @@ def _scale_given(w, sr, *, scale):
 
 
 @functools.partial(jax.jit, static_argnames=("N", "I", "F", "dtype"))
-def _init_rest(key, input_density, input_scaling, bias_scaling, feedback_scaling,
-               *, N, I, F, dtype):  # noqa: E741
+def _init_rest(
+    key, input_density, input_scaling, bias_scaling, feedback_scaling, *, N, I, F, dtype
+):  # noqa: E741
     """The input, bias and feedback weights, drawn in the parameter dtype (never below
     float32), compiled once per shape: the scalings and densities are traced."""
     dd = matrices._draw_dtype(dtype)
@@ -253,9 +275,16 @@ def _init_rest(key, input_density, input_scaling, bias_scaling, feedback_scaling
 def runtime(cell: EchoState) -> EchoState:
     """The cell with its init-only fields reset: the jitted runs key their cache on this,
     so cells that differ only in how their weights were drawn share one compilation."""
-    return dataclasses.replace(cell, spectral_radius=None, input_scaling=1.0, bias_scaling=0.0,
-                               density=1.0, input_density=1.0, feedback_scaling=1.0,
-                               jump_weight=0.5)
+    return dataclasses.replace(
+        cell,
+        spectral_radius=None,
+        input_scaling=1.0,
+        bias_scaling=0.0,
+        density=1.0,
+        input_density=1.0,
+        feedback_scaling=1.0,
+        jump_weight=0.5,
+    )
 
 
 # --------------------------------------------------------------------------- engine cell

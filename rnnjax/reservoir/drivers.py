@@ -63,7 +63,9 @@ def check_series(name: str, x, size: int, what: str, T=None):
     if x.ndim != 2 or x.shape[1] != size:
         raise ValueError(f"{name} must have shape (T, {size}) ({what}); got {checks.describe(x)}")
     if T is not None and x.shape[0] != T:
-        raise ValueError(f"{name} must have T = {T} steps (as the inputs); got {checks.describe(x)}")
+        raise ValueError(
+            f"{name} must have T = {T} steps (as the inputs); got {checks.describe(x)}"
+        )
     return x
 
 
@@ -75,7 +77,8 @@ def check_cell(cell) -> None:
 def check_reservoir_params(cell, params) -> None:
     if not isinstance(params, dict):
         raise TypeError(
-            f"params must be the dict made by EchoState.init; got {type(params).__name__}")
+            f"params must be the dict made by EchoState.init; got {type(params).__name__}"
+        )
     expected = jax.eval_shape(cell.init, jax.random.key(0))
     checks.params("params", expected, params, owner=repr(cell))
 
@@ -89,8 +92,10 @@ def prepare(cell, params, us, state, key, name="us", batch=False):
     if batch and getattr(us, "ndim", 0) == 3:
         us = checks.floating_array(name, us)
         if us.shape[-1] != cell.input_size:
-            raise ValueError(f"{name} must have shape (B, T, {cell.input_size}) or (T, "
-                             f"{cell.input_size}); got {checks.describe(us)}")
+            raise ValueError(
+                f"{name} must have shape (B, T, {cell.input_size}) or (T, "
+                f"{cell.input_size}); got {checks.describe(us)}"
+            )
     else:
         us = check_series(name, us, cell.input_size, "I = cell.input_size")
     lead = us.shape[:-2]
@@ -99,15 +104,19 @@ def prepare(cell, params, us, state, key, name="us", batch=False):
         state = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, lead + a.shape), want)
     else:
         if not isinstance(state, EchoStateState):
-            raise ValueError(f"state must be an EchoStateState with h {want.h.shape} and y "
-                             f"{want.y.shape}; got {type(state).__name__}")
+            raise ValueError(
+                f"state must be an EchoStateState with h {want.h.shape} and y "
+                f"{want.y.shape}; got {type(state).__name__}"
+            )
         sb = tuple(jnp.shape(state.h))[:-1]
         if sb not in ((), lead):
-            raise ValueError(f"state must have batch shape () or {lead}; got h "
-                             f"{jnp.shape(state.h)}")
+            raise ValueError(
+                f"state must have batch shape () or {lead}; got h {jnp.shape(state.h)}"
+            )
         state = checks.state("state", want, state, sb, dtype=dtype)
-        state = jax.tree_util.tree_map(lambda a, w: jnp.broadcast_to(a, lead + w.shape),
-                                       state, want)
+        state = jax.tree_util.tree_map(
+            lambda a, w: jnp.broadcast_to(a, lead + w.shape), state, want
+        )
     if key is not None and not isinstance(key, jax.Array):
         raise TypeError(f"key must be a jax PRNG key (jax.random.key); got {type(key).__name__}")
     return jnp.asarray(us, dtype), state
@@ -115,16 +124,14 @@ def prepare(cell, params, us, state, key, name="us", batch=False):
 
 def prepare_targets(cell, us, ys, teacher, washout, dtype):
     T = us.shape[0]
-    ys = check_series("ys", ys, ys.shape[1] if getattr(ys, "ndim", 0) == 2 else -1,
-                      "O outputs", T)
+    ys = check_series("ys", ys, ys.shape[1] if getattr(ys, "ndim", 0) == 2 else -1, "O outputs", T)
     checks.integer("washout", washout, 0)
     if washout >= T:
         raise ValueError(f"washout must be smaller than T = {T} (no samples left); got {washout}")
     if teacher is None and cell.feedback_size:
         teacher = ys
     if cell.feedback_size:
-        teacher = check_series("teacher", teacher, cell.feedback_size,
-                               "F = cell.feedback_size", T)
+        teacher = check_series("teacher", teacher, cell.feedback_size, "F = cell.feedback_size", T)
         return jnp.asarray(teacher, dtype)
     return None
 
@@ -221,29 +228,76 @@ def _harvest_jit(cell, params, us, state, teacher, key):
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _stats_jit(cell, params, us, ys, teacher, state, washout, key, *, chunk, precision,
-               with_input):
-    mom, st = stats_run(cell, params, us, ys, teacher, state, washout, chunk,
-                        ro.accum_dtype(precision), key, with_input)
+def _stats_jit(cell, params, us, ys, teacher, state, washout, key, *, chunk, precision, with_input):
+    mom, st = stats_run(
+        cell,
+        params,
+        us,
+        ys,
+        teacher,
+        state,
+        washout,
+        chunk,
+        ro.accum_dtype(precision),
+        key,
+        with_input,
+    )
     return ro.acc_to_stats(mom), st
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _fit_jit(cell, params, us, ys, teacher, state, washout, ridge, key, *, chunk, precision,
-             with_input=False):
-    mom, state = stats_run(cell, params, us, ys, teacher, state, washout, chunk,
-                           ro.accum_dtype(precision), key, with_input)
+def _fit_jit(
+    cell, params, us, ys, teacher, state, washout, ridge, key, *, chunk, precision, with_input=False
+):
+    mom, state = stats_run(
+        cell,
+        params,
+        us,
+        ys,
+        teacher,
+        state,
+        washout,
+        chunk,
+        ro.accum_dtype(precision),
+        key,
+        with_input,
+    )
     readout, info = ro.acc_solve(mom, ridge)
     return readout, state, info
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("splits",))
-def _fit_many_jit(cell, params, us, ys, teacher, state, washout, ridges, key, *, chunk,
-                  precision, with_input, splits):
+def _fit_many_jit(
+    cell,
+    params,
+    us,
+    ys,
+    teacher,
+    state,
+    washout,
+    ridges,
+    key,
+    *,
+    chunk,
+    precision,
+    with_input,
+    splits,
+):
     """One run, one eigendecomposition; target block ``k`` (columns ``splits[k]``) gets
     ridge ``ridges[k]``."""
-    mom, state = stats_run(cell, params, us, ys, teacher, state, washout, chunk,
-                           ro.accum_dtype(precision), key, with_input)
+    mom, state = stats_run(
+        cell,
+        params,
+        us,
+        ys,
+        teacher,
+        state,
+        washout,
+        chunk,
+        ro.accum_dtype(precision),
+        key,
+        with_input,
+    )
     outs = ro.acc_solve_many(mom, ridges, splits)
     return outs, state
 
@@ -279,17 +333,29 @@ def harvest(cell, params, us, state=None, *, teacher=None, key=None):
     """
     us, state = prepare(cell, params, us, state, key)
     if cell.feedback_size and teacher is not None:
-        teacher = check_series("teacher", teacher, cell.feedback_size, "F = cell.feedback_size",
-                               us.shape[0])
+        teacher = check_series(
+            "teacher", teacher, cell.feedback_size, "F = cell.feedback_size", us.shape[0]
+        )
         teacher = jnp.asarray(teacher, us.dtype)
     else:
         teacher = None
     return _harvest_jit(runtime(cell), params, us, state, teacher, key)
 
 
-def ridge_stats(cell, params, us, ys, state=None, *, washout: int = 0, teacher=None,
-                key=None, chunk_size: int = 1024, precision: str = "float64",
-                include_input: bool = False):
+def ridge_stats(
+    cell,
+    params,
+    us,
+    ys,
+    state=None,
+    *,
+    washout: int = 0,
+    teacher=None,
+    key=None,
+    chunk_size: int = 1024,
+    precision: str = "float64",
+    include_input: bool = False,
+):
     """Accumulate ``Z^T Z`` and ``Z^T Y`` chunk by chunk while running the reservoir.
 
     Only ``chunk_size`` states exist at a time, so memory is ``O(chunk_size * N + N^2)``
@@ -314,13 +380,36 @@ def ridge_stats(cell, params, us, ys, state=None, *, washout: int = 0, teacher=N
     us, state = prepare(cell, params, us, state, key)
     teacher = prepare_targets(cell, us, ys, teacher, washout, us.dtype)
     with ro.x64(precision):
-        return _stats_jit(runtime(cell), params, us, ys, teacher, state, washout, key,
-                          chunk=chunk_size, precision=precision, with_input=include_input)
+        return _stats_jit(
+            runtime(cell),
+            params,
+            us,
+            ys,
+            teacher,
+            state,
+            washout,
+            key,
+            chunk=chunk_size,
+            precision=precision,
+            with_input=include_input,
+        )
 
 
-def fit_ridge(cell, params, us, ys, state=None, *, ridge: float, washout: int = 0,
-              teacher=None, key=None, chunk_size: int = 1024, precision: str = "float64",
-              include_input: bool = False):
+def fit_ridge(
+    cell,
+    params,
+    us,
+    ys,
+    state=None,
+    *,
+    ridge: float,
+    washout: int = 0,
+    teacher=None,
+    key=None,
+    chunk_size: int = 1024,
+    precision: str = "float64",
+    include_input: bool = False,
+):
     """Fit a ridge readout by teacher forcing: run, accumulate, solve, in one jitted call.
 
     The solve centres the accumulated sums and uses a checked Cholesky with an
@@ -355,15 +444,38 @@ def fit_ridge(cell, params, us, ys, state=None, *, ridge: float, washout: int = 
     teacher = prepare_targets(cell, us, ys, teacher, washout, us.dtype)
     with ro.x64(precision):
         readout, state, info = _fit_jit(
-            runtime(cell), params, us, ys, teacher, state, washout, ridge, key,
-            chunk=chunk_size, precision=precision, with_input=include_input)
+            runtime(cell),
+            params,
+            us,
+            ys,
+            teacher,
+            state,
+            washout,
+            ridge,
+            key,
+            chunk=chunk_size,
+            precision=precision,
+            with_input=include_input,
+        )
     ro.check_solution(readout, info, ridge)
     return readout, state
 
 
-def fit_readouts(cell, params, us, targets: Mapping, state=None, *, ridge, washout: int = 0,
-                 teacher=None, key=None, chunk_size: int = 1024, precision: str = "float64",
-                 include_input: bool = False):
+def fit_readouts(
+    cell,
+    params,
+    us,
+    targets: Mapping,
+    state=None,
+    *,
+    ridge,
+    washout: int = 0,
+    teacher=None,
+    key=None,
+    chunk_size: int = 1024,
+    precision: str = "float64",
+    include_input: bool = False,
+):
     """Several readouts fitted on ONE reservoir run and one eigendecomposition.
 
     Args:
@@ -389,8 +501,9 @@ def fit_readouts(cell, params, us, targets: Mapping, state=None, *, ridge, washo
     checks.integer("chunk_size", chunk_size, 1)
     checks.boolean("include_input", include_input)
     if not isinstance(targets, Mapping) or not targets:
-        raise TypeError(f"targets must be a non-empty dict {{name: ys (T, O)}}; got "
-                        f"{checks.describe(targets)}")
+        raise TypeError(
+            f"targets must be a non-empty dict {{name: ys (T, O)}}; got {checks.describe(targets)}"
+        )
     names = list(targets)
     ridges = ridge if isinstance(ridge, Mapping) else {k: ridge for k in names}
     if set(ridges) != set(names):
@@ -399,9 +512,13 @@ def fit_readouts(cell, params, us, targets: Mapping, state=None, *, ridge, washo
     us, state = prepare(cell, params, us, state, key)
     cols, splits, a = [], [], 0
     for k in names:
-        y = check_series(f"targets[{k!r}]", targets[k],
-                         targets[k].shape[1] if getattr(targets[k], "ndim", 0) == 2 else -1,
-                         "O outputs", us.shape[0])
+        y = check_series(
+            f"targets[{k!r}]",
+            targets[k],
+            targets[k].shape[1] if getattr(targets[k], "ndim", 0) == 2 else -1,
+            "O outputs",
+            us.shape[0],
+        )
         cols.append(jnp.asarray(y, us.dtype))
         splits.append((a, a + y.shape[1]))
         a += y.shape[1]
@@ -411,9 +528,20 @@ def fit_readouts(cell, params, us, targets: Mapping, state=None, *, ridge, washo
     teacher = prepare_targets(cell, us, ys, teacher, washout, us.dtype)
     with ro.x64(precision):
         outs, state = _fit_many_jit(
-            runtime(cell), params, us, ys, teacher, state, washout,
-            jnp.asarray(rs, ro.accum_dtype(precision)), key, chunk=chunk_size,
-            precision=precision, with_input=include_input, splits=tuple(splits))
+            runtime(cell),
+            params,
+            us,
+            ys,
+            teacher,
+            state,
+            washout,
+            jnp.asarray(rs, ro.accum_dtype(precision)),
+            key,
+            chunk=chunk_size,
+            precision=precision,
+            with_input=include_input,
+            splits=tuple(splits),
+        )
     result = {}
     for k, r, out in zip(names, rs, outs):
         if not np.all(np.isfinite(np.asarray(out["w_out"]))):
@@ -451,8 +579,10 @@ def _predict_jit(cell, params, readout, us, state, teacher, key):
 
 @functools.partial(jax.jit, static_argnames=("cell",))
 def _predict_batch_jit(cell, params, readout, us, state, teacher, key):
-    return jax.vmap(lambda u, s, t: _predict_jit(cell, params, readout, u, s, t, key),
-                    in_axes=(0, 0, None if teacher is None else 0))(us, state, teacher)
+    return jax.vmap(
+        lambda u, s, t: _predict_jit(cell, params, readout, u, s, t, key),
+        in_axes=(0, 0, None if teacher is None else 0),
+    )(us, state, teacher)
 
 
 def predict(cell, params, readout, us, state=None, *, teacher=None, key=None):
@@ -495,8 +625,10 @@ def predict(cell, params, readout, us, state=None, *, teacher=None, key=None):
         if teacher is not None:
             teacher = checks.floating_array("teacher", teacher)
             if teacher.shape != us.shape[:-1] + (cell.feedback_size,):
-                raise ValueError(f"teacher must have shape {us.shape[:-1] + (cell.feedback_size,)}"
-                                 f" (as us, F); got {checks.describe(teacher)}")
+                raise ValueError(
+                    f"teacher must have shape {us.shape[:-1] + (cell.feedback_size,)}"
+                    f" (as us, F); got {checks.describe(teacher)}"
+                )
             teacher = jnp.asarray(teacher, us.dtype)
     else:
         teacher = None
@@ -532,8 +664,10 @@ def _generate_jit(cell, params, readout, state, inputs, *, n):
 
 @functools.partial(jax.jit, static_argnames=("cell", "n"))
 def _generate_batch_jit(cell, params, readout, state, inputs, *, n):
-    return jax.vmap(lambda s, i: _generate_jit(cell, params, readout, s, i, n=n),
-                    in_axes=(0, None if inputs is None else 0))(state, inputs)
+    return jax.vmap(
+        lambda s, i: _generate_jit(cell, params, readout, s, i, n=n),
+        in_axes=(0, None if inputs is None else 0),
+    )(state, inputs)
 
 
 def generate(cell, params, readout, state, n: int, *, inputs=None):
@@ -572,18 +706,22 @@ def generate(cell, params, readout, state, n: int, *, inputs=None):
     checks.integer("n", n, 1)
     check_cell(cell)
     if not isinstance(state, EchoStateState):
-        raise ValueError(f"state must be an EchoStateState (e.g. from fit_ridge); got "
-                         f"{type(state).__name__}")
+        raise ValueError(
+            f"state must be an EchoStateState (e.g. from fit_ridge); got {type(state).__name__}"
+        )
     batch = tuple(jnp.shape(state.h))[:-1]
     if len(batch) > 1:
         raise ValueError(f"state may have one batch axis; got h {jnp.shape(state.h)}")
-    dummy = jnp.zeros(batch + (1, cell.input_size),
-                      jnp.result_type(*jax.tree_util.tree_leaves(params)))
+    dummy = jnp.zeros(
+        batch + (1, cell.input_size), jnp.result_type(*jax.tree_util.tree_leaves(params))
+    )
     _, state = prepare(cell, params, dummy, state, None, batch=True)
     O, with_input = ro.check_readout(readout, cell.hidden_size, cell.input_size)
     if with_input:
-        raise ValueError("generate needs a readout of the states alone (no include_input): "
-                         "a free run from a state has no last input to read")
+        raise ValueError(
+            "generate needs a readout of the states alone (no include_input): "
+            "a free run from a state has no last input to read"
+        )
     if inputs is None:
         if O != cell.input_size:
             raise ValueError(
@@ -593,8 +731,10 @@ def generate(cell, params, readout, state, n: int, *, inputs=None):
     else:
         inputs = checks.floating_array("inputs", inputs)
         if inputs.shape != batch + (n, cell.input_size):
-            raise ValueError(f"inputs must have shape {batch + (n, cell.input_size)} (n, I); "
-                             f"got {checks.describe(inputs)}")
+            raise ValueError(
+                f"inputs must have shape {batch + (n, cell.input_size)} (n, I); "
+                f"got {checks.describe(inputs)}"
+            )
         inputs = jnp.asarray(inputs, state.h.dtype)
     if cell.feedback_size and O != cell.feedback_size:
         raise ValueError(f"readout O = {O} must equal cell.feedback_size = {cell.feedback_size}")
@@ -643,9 +783,21 @@ def _rls_jit(cell, params, us, ys, teacher, state, washout, delta, forgetting, k
     return {"w_out": W[:-1], "b_out": W[-1]}, st
 
 
-def fit_rls(cell, params, us, ys, state=None, *, washout: int = 0, delta: float = 1.0,
-            forgetting: float = 1.0, feedback: str = "teacher", teacher=None, key=None,
-            precision: str = "float64"):
+def fit_rls(
+    cell,
+    params,
+    us,
+    ys,
+    state=None,
+    *,
+    washout: int = 0,
+    delta: float = 1.0,
+    forgetting: float = 1.0,
+    feedback: str = "teacher",
+    teacher=None,
+    key=None,
+    precision: str = "float64",
+):
     r"""Online readout by recursive least squares (FORCE-style with output feedback).
 
     With features :math:`z_t = [h_t, 1]`, ``P_0 = I / delta`` and forgetting factor
@@ -680,8 +832,19 @@ def fit_rls(cell, params, us, ys, state=None, *, washout: int = 0, delta: float 
     us, state = prepare(cell, params, us, state, key)
     teacher = prepare_targets(cell, us, ys, teacher, washout, us.dtype)
     with ro.x64(precision):
-        return _rls_jit(runtime(cell), params, us, ys, teacher, state, washout, delta,
-                        forgetting, key, force=feedback == "output")
+        return _rls_jit(
+            runtime(cell),
+            params,
+            us,
+            ys,
+            teacher,
+            state,
+            washout,
+            delta,
+            forgetting,
+            key,
+            force=feedback == "output",
+        )
 
 
 # --------------------------------------------------------------------------- diagnostics

@@ -52,8 +52,9 @@ def trainable_mask(params, frozen: Sequence[str] = ("reservoir",)):
     return jax.tree_util.tree_map(lambda s: s == "trainable", frozen_labels(params, frozen))
 
 
-def freeze_reservoir(optimizer: optax.GradientTransformation, params,
-                     frozen: Sequence[str] = ("reservoir",)) -> optax.GradientTransformation:
+def freeze_reservoir(
+    optimizer: optax.GradientTransformation, params, frozen: Sequence[str] = ("reservoir",)
+) -> optax.GradientTransformation:
     """Wrap ``optimizer`` so that reservoir weights get zero updates.
 
     ``optax.multi_transform({"trainable": optimizer, "frozen": optax.set_to_zero()},

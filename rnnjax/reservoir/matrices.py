@@ -170,8 +170,17 @@ def _dense_draw(key, density, sr, *, topology, N, dtype, scale):
     return w.astype(dtype)
 
 
-def draw(key, topology: str, N: int, *, spectral_radius, density: float = 1.0,
-         jump_size: int = 0, jump_weight: float = 0.5, dtype=jnp.float32) -> dict:
+def draw(
+    key,
+    topology: str,
+    N: int,
+    *,
+    spectral_radius,
+    density: float = 1.0,
+    jump_size: int = 0,
+    jump_weight: float = 0.5,
+    dtype=jnp.float32,
+) -> dict:
     """Draw ``W`` of one topology: ``{"w": ...}`` (plus ``"w_jump"`` for ``"jumps"``).
 
     Args:
@@ -197,8 +206,17 @@ def draw(key, topology: str, N: int, *, spectral_radius, density: float = 1.0,
     dt = jnp.dtype(dtype)
     if topology in DENSE:
         sr = 1.0 if spectral_radius is None else spectral_radius
-        return {"w": _dense_draw(key, density, sr, topology=topology, N=N, dtype=dt,
-                                 scale=spectral_radius is not None)}
+        return {
+            "w": _dense_draw(
+                key,
+                density,
+                sr,
+                topology=topology,
+                N=N,
+                dtype=dt,
+                scale=spectral_radius is not None,
+            )
+        }
     r = 1.0 if spectral_radius is None else float(spectral_radius)
     w = np.full(N, r, np.float64)
     if topology == "delay":

@@ -97,8 +97,9 @@ class NVAR:
         """Features ``(T, F)`` of inputs ``(T, I)`` (zeros before the first step)."""
         us = checks.floating_array("us", us, 2, f" (T, {self.input_size})")
         if us.shape[1] != self.input_size:
-            raise ValueError(f"us must have shape (T, {self.input_size}); got "
-                             f"{checks.describe(us)}")
+            raise ValueError(
+                f"us must have shape (T, {self.input_size}); got {checks.describe(us)}"
+            )
         return _features_jit(self, us)
 
     def _lin_window(self, window):
@@ -107,8 +108,16 @@ class NVAR:
         rows = [window[-1 - j * self.stride] for j in range(self.delay)]
         return jnp.concatenate(rows)
 
-    def fit(self, us, ys, *, ridge: float, washout=None, residual: bool = False,
-            precision: str = "float64"):
+    def fit(
+        self,
+        us,
+        ys,
+        *,
+        ridge: float,
+        washout=None,
+        residual: bool = False,
+        precision: str = "float64",
+    ):
         """Fit the ridge readout of the features.
 
         Args:
@@ -139,8 +148,9 @@ class NVAR:
             raise ValueError(f"residual=True needs ys (T, I = {self.input_size}); got O = {O}")
         with ro.x64(precision):
             acc = ro.accum_dtype(precision)
-            readout, info = _fit_jit(self, jnp.asarray(us, acc), jnp.asarray(ys, acc),
-                                     washout, ridge, residual=residual)
+            readout, info = _fit_jit(
+                self, jnp.asarray(us, acc), jnp.asarray(ys, acc), washout, ridge, residual=residual
+            )
         ro.check_solution(readout, info, ridge, "NVAR readout")
         return readout
 
@@ -163,15 +173,18 @@ class NVAR:
         history = checks.floating_array("history", history, 2, " (W, I)")
         W = self.warmup + 1
         if history.shape[0] < W or history.shape[1] != self.input_size:
-            raise ValueError(f"history must have shape (>= {W}, {self.input_size}); got "
-                             f"{checks.describe(history)}")
+            raise ValueError(
+                f"history must have shape (>= {W}, {self.input_size}); got "
+                f"{checks.describe(history)}"
+            )
         O, _ = ro.check_readout(readout, self.feature_size)
         if O != self.input_size:
             raise ValueError(f"forecast feeds the output back: needs O = I = {self.input_size}")
         with ro.x64("float64" if readout["w_out"].dtype == jnp.float64 else "float32"):
             dt = readout["w_out"].dtype
-            return np.asarray(_forecast_jit(self, readout, jnp.asarray(history[-W:], dt),
-                                            n=n, residual=residual))
+            return np.asarray(
+                _forecast_jit(self, readout, jnp.asarray(history[-W:], dt), n=n, residual=residual)
+            )
 
 
 def _monomials(nvar: NVAR, lin):
@@ -184,8 +197,12 @@ def _features_jit(nvar, us):
     T = us.shape[0]
     padded = jnp.concatenate([jnp.zeros((nvar.warmup,) + us.shape[1:], us.dtype), us])
     lin = jnp.concatenate(
-        [padded[nvar.warmup - j * nvar.stride: nvar.warmup - j * nvar.stride + T]
-         for j in range(nvar.delay)], axis=1)
+        [
+            padded[nvar.warmup - j * nvar.stride : nvar.warmup - j * nvar.stride + T]
+            for j in range(nvar.delay)
+        ],
+        axis=1,
+    )
     return jnp.concatenate([lin, _monomials(nvar, lin)], axis=1)
 
 
@@ -195,8 +212,9 @@ def _fit_jit(nvar, us, ys, washout, ridge, *, residual):
     target = ys - us if residual else ys
     m = jnp.arange(us.shape[0]) >= washout
     F, O = Fz.shape[1], target.shape[1]
-    G, Z = ro.add_stats(jnp.zeros((F + 1, F + 1), us.dtype), jnp.zeros((F + 1, O), us.dtype),
-                        Fz, target, m)
+    G, Z = ro.add_stats(
+        jnp.zeros((F + 1, F + 1), us.dtype), jnp.zeros((F + 1, O), us.dtype), Fz, target, m
+    )
     return ro.solve(ro.RidgeStats(G, Z), ridge)
 
 

@@ -31,7 +31,6 @@ Shapes: ``T`` time, ``N`` reservoir size, ``I`` input size, ``F`` features
 from __future__ import annotations
 
 import contextlib
-import functools
 import warnings
 from typing import NamedTuple
 
@@ -199,8 +198,7 @@ def svd_weights(sv, V, P, ridge):
     keep = keep & (d > 0)
     f = jnp.where(keep, sv / jnp.where(keep, d, 1.0), 0.0)
     W = V @ (f[:, None] * P)
-    cond = (jnp.max(sv) ** 2 + ridge) / jnp.maximum(jnp.min(jnp.where(keep, d, jnp.inf)),
-                                                     tol * tol)
+    cond = (jnp.max(sv) ** 2 + ridge) / jnp.maximum(jnp.min(jnp.where(keep, d, jnp.inf)), tol * tol)
     return W, jnp.sum(~keep), cond
 
 
@@ -514,12 +512,15 @@ def readout_apply(readout, hs, us=None):
     N = hs.shape[-1]
     rows = jnp.shape(readout["w_out"])[0] if isinstance(readout, dict) and "w_out" in readout else N
     if us is None and rows != N:
-        raise ValueError(f"the readout has {rows} rows but hs has N = {N}: a readout fitted "
-                         "with include_input=True needs its inputs, pass us")
+        raise ValueError(
+            f"the readout has {rows} rows but hs has N = {N}: a readout fitted "
+            "with include_input=True needs its inputs, pass us"
+        )
     I = 0 if us is None else jnp.shape(us)[-1]  # noqa: E741
     _, with_input = check_readout(readout, N, I)
     if us is not None and not with_input:
-        raise ValueError("us was given but the readout has no input rows (fit without "
-                         "include_input)")
+        raise ValueError(
+            "us was given but the readout has no input rows (fit without include_input)"
+        )
     with x64("float64" if readout["w_out"].dtype == jnp.float64 else "float32"):
         return _apply_jit(readout, hs, None if us is None else jnp.asarray(us, hs.dtype))

@@ -54,10 +54,27 @@ def _run_models(cell, p, h0, u, fb_prev, cfg, valid):
     return st.h, H
 
 
-@functools.partial(jax.jit, static_argnames=("cell", "chunk", "precision", "free_run",
-                                             "with_input"))
-def _sweep_jit(cell, params, cfg, ridges, u_tr, y_tr, fbp_tr, u_te, y_te, fbp_te, washout,
-               *, chunk, precision, free_run, with_input):
+@functools.partial(
+    jax.jit, static_argnames=("cell", "chunk", "precision", "free_run", "with_input")
+)
+def _sweep_jit(
+    cell,
+    params,
+    cfg,
+    ridges,
+    u_tr,
+    y_tr,
+    fbp_tr,
+    u_te,
+    y_te,
+    fbp_te,
+    washout,
+    *,
+    chunk,
+    precision,
+    free_run,
+    with_input,
+):
     accum = ro.accum_dtype(precision)
     dt = u_tr.dtype
     S = jax.tree_util.tree_leaves(params)[0].shape[0]
@@ -87,11 +104,11 @@ def _sweep_jit(cell, params, cfg, ridges, u_tr, y_tr, fbp_tr, u_te, y_te, fbp_te
         return (h, mom), None
 
     h0 = jnp.zeros((S, G, N), dt)
-    mom0 = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (S * G,) + a.shape),
-                                  ro.acc_init(F, O, accum))
+    mom0 = jax.tree_util.tree_map(
+        lambda a: jnp.broadcast_to(a, (S * G,) + a.shape), ro.acc_init(F, O, accum)
+    )
     fb = None if fbp_tr is None else drivers.padded_chunks(fbp_tr, C, n)
-    xs = (jnp.arange(n), drivers.padded_chunks(u_tr, C, n), drivers.padded_chunks(y_tr, C, n),
-          fb)
+    xs = (jnp.arange(n), drivers.padded_chunks(u_tr, C, n), drivers.padded_chunks(y_tr, C, n), fb)
     (h, mom), _ = jax.lax.scan(body, (h0, mom0), xs)
     outs = jax.lax.map(lambda a: ro.acc_solve_many(a, ridges), mom)
     W = outs["w_out"].reshape(S, G, R, F, O)
@@ -103,7 +120,8 @@ def _sweep_jit(cell, params, cfg, ridges, u_tr, y_tr, fbp_tr, u_te, y_te, fbp_te
     if with_input:
         Fte = jnp.concatenate(
             [Fte, jnp.broadcast_to(u_te[None, :, None].astype(accum), Fte.shape[:-1] + (I,))],
-            axis=-1)
+            axis=-1,
+        )
     pred = jnp.einsum("stgf,sgrfo->sgrto", Fte, W) + b[:, :, :, None, :]
     target = y_te.astype(accum)
     err = jnp.mean(jnp.square(pred - target[None, None, None]), axis=(-2, -1))
@@ -163,8 +181,9 @@ def _prepare_data(cell, u_train, y_train, u_test, y_test, washout, free_run):
         raise ValueError(f"washout must be smaller than T = {T}; got {washout}")
     checks.integer("free_run", free_run, 0, u_test.shape[0])
     if free_run and O != cell.input_size:
-        raise ValueError(f"free_run feeds the output back as input: needs O = I = "
-                         f"{cell.input_size}; got O = {O}")
+        raise ValueError(
+            f"free_run feeds the output back as input: needs O = I = {cell.input_size}; got O = {O}"
+        )
     fbp_tr = fbp_te = None
     if cell.feedback_size:
         if O != cell.feedback_size:
@@ -176,8 +195,7 @@ def _prepare_data(cell, u_train, y_train, u_test, y_test, washout, free_run):
     return cast(u_train), cast(y_train), fbp_tr, cast(u_test), cast(y_test), fbp_te
 
 
-def _run(cell, data, cfg, ridges, seeds, washout, chunk_size, precision, free_run,
-         include_input):
+def _run(cell, data, cfg, ridges, seeds, washout, chunk_size, precision, free_run, include_input):
     checks.integer("chunk_size", chunk_size, 1)
     drivers.check_precision(precision)
     checks.boolean("include_input", include_input)
@@ -187,15 +205,29 @@ def _run(cell, data, cfg, ridges, seeds, washout, chunk_size, precision, free_ru
     u_tr, y_tr, fbp_tr, u_te, y_te, fbp_te = data
     with ro.x64(precision):
         one, free = _sweep_jit(
-            runtime(unit), params, jnp.asarray(cfg, u_tr.dtype),
-            jnp.asarray(ridges, ro.accum_dtype(precision)), u_tr, y_tr, fbp_tr, u_te, y_te,
-            fbp_te, washout, chunk=chunk_size, precision=precision, free_run=free_run,
-            with_input=include_input)
+            runtime(unit),
+            params,
+            jnp.asarray(cfg, u_tr.dtype),
+            jnp.asarray(ridges, ro.accum_dtype(precision)),
+            u_tr,
+            y_tr,
+            fbp_tr,
+            u_te,
+            y_te,
+            fbp_te,
+            washout,
+            chunk=chunk_size,
+            precision=precision,
+            free_run=free_run,
+            with_input=include_input,
+        )
         one = np.asarray(one, np.float64)
         free = None if free is None else np.asarray(free, np.float64)
     S, G, R = len(seeds), cfg.shape[0], len(ridges)
-    table = {name: np.broadcast_to(cfg[None, :, None, k], (S, G, R)).reshape(-1)
-             for k, name in enumerate(AXES)}
+    table = {
+        name: np.broadcast_to(cfg[None, :, None, k], (S, G, R)).reshape(-1)
+        for k, name in enumerate(AXES)
+    }
     table["ridge"] = np.broadcast_to(np.asarray(ridges)[None, None, :], (S, G, R)).reshape(-1)
     table["seed"] = np.broadcast_to(np.asarray(seeds)[:, None, None], (S, G, R)).reshape(-1)
     table["nrmse"] = one.reshape(-1)
@@ -204,12 +236,25 @@ def _run(cell, data, cfg, ridges, seeds, washout, chunk_size, precision, free_ru
     return table
 
 
-def sweep(cell, u_train, y_train, u_test, y_test, *, spectral_radius: Sequence[float],
-          leak_rate: Sequence[float], ridge: Sequence[float], seeds: Sequence[int],
-          input_scaling: Optional[Sequence[float]] = None,
-          bias_scaling: Optional[Sequence[float]] = None, washout: int = 0,
-          chunk_size: int = 1024, precision: str = "float64", free_run: int = 0,
-          include_input: bool = False) -> dict:
+def sweep(
+    cell,
+    u_train,
+    y_train,
+    u_test,
+    y_test,
+    *,
+    spectral_radius: Sequence[float],
+    leak_rate: Sequence[float],
+    ridge: Sequence[float],
+    seeds: Sequence[int],
+    input_scaling: Optional[Sequence[float]] = None,
+    bias_scaling: Optional[Sequence[float]] = None,
+    washout: int = 0,
+    chunk_size: int = 1024,
+    precision: str = "float64",
+    free_run: int = 0,
+    include_input: bool = False,
+) -> dict:
     """Fit and score a grid of reservoirs in one jitted call (see the module doc).
 
     The grid is ``seeds x spectral_radius x leak_rate x input_scaling x bias_scaling x
@@ -251,10 +296,12 @@ def sweep(cell, u_train, y_train, u_test, y_test, *, spectral_radius: Sequence[f
     axes = {
         "spectral_radius": _values("spectral_radius", spectral_radius, 0.0),
         "leak_rate": _values("leak_rate", leak_rate, 0.0, 1.0, lo_open=True),
-        "input_scaling": _values("input_scaling", [cell.input_scaling] if input_scaling is None
-                                 else input_scaling, 0.0),
-        "bias_scaling": _values("bias_scaling", [cell.bias_scaling] if bias_scaling is None
-                                else bias_scaling, 0.0),
+        "input_scaling": _values(
+            "input_scaling", [cell.input_scaling] if input_scaling is None else input_scaling, 0.0
+        ),
+        "bias_scaling": _values(
+            "bias_scaling", [cell.bias_scaling] if bias_scaling is None else bias_scaling, 0.0
+        ),
     }
     ridges = _values("ridge", ridge, 0.0)
     seeds = [checks.integer("seeds", s, 0) for s in np.atleast_1d(seeds).tolist()]
@@ -262,15 +309,29 @@ def sweep(cell, u_train, y_train, u_test, y_test, *, spectral_radius: Sequence[f
         raise ValueError("seeds must be a non-empty sequence")
     cfg = np.array(list(itertools.product(*(axes[a] for a in AXES))), np.float64)
     data = _prepare_data(cell, u_train, y_train, u_test, y_test, washout, free_run)
-    return _run(cell, data, cfg, ridges, seeds, washout, chunk_size, precision, free_run,
-                include_input)
+    return _run(
+        cell, data, cfg, ridges, seeds, washout, chunk_size, precision, free_run, include_input
+    )
 
 
-def random_search(cell, u_train, y_train, u_test, y_test, *, n_samples: int,
-                  ranges: Mapping[str, tuple], ridge: Sequence[float],
-                  seeds: Sequence[int] = (0,), seed: int = 0, washout: int = 0,
-                  chunk_size: int = 1024, precision: str = "float64", free_run: int = 0,
-                  include_input: bool = False) -> dict:
+def random_search(
+    cell,
+    u_train,
+    y_train,
+    u_test,
+    y_test,
+    *,
+    n_samples: int,
+    ranges: Mapping[str, tuple],
+    ridge: Sequence[float],
+    seeds: Sequence[int] = (0,),
+    seed: int = 0,
+    washout: int = 0,
+    chunk_size: int = 1024,
+    precision: str = "float64",
+    free_run: int = 0,
+    include_input: bool = False,
+) -> dict:
     """Random search: ``n_samples`` configurations drawn log-uniformly, run as one sweep.
 
     Each hyperparameter named in ``ranges`` (any of ``"spectral_radius"``,
@@ -297,11 +358,17 @@ def random_search(cell, u_train, y_train, u_test, y_test, *, n_samples: int,
     drivers.check_cell(cell)
     n_samples = checks.integer("n_samples", n_samples, 1)
     if not isinstance(ranges, Mapping) or not ranges:
-        raise TypeError(f"ranges must be a non-empty dict {{name: (lo, hi)}}; got "
-                        f"{checks.describe(ranges)}")
+        raise TypeError(
+            f"ranges must be a non-empty dict {{name: (lo, hi)}}; got {checks.describe(ranges)}"
+        )
     rng = np.random.default_rng(checks.integer("seed", seed, 0))
-    cfg = np.tile(np.array([cell.spectral_radius or 1.0, cell.leak_rate, cell.input_scaling,
-                            cell.bias_scaling], np.float64), (n_samples, 1))
+    cfg = np.tile(
+        np.array(
+            [cell.spectral_radius or 1.0, cell.leak_rate, cell.input_scaling, cell.bias_scaling],
+            np.float64,
+        ),
+        (n_samples, 1),
+    )
     for name, rg in ranges.items():
         checks.choice("ranges key", name, AXES)
         try:
@@ -316,5 +383,6 @@ def random_search(cell, u_train, y_train, u_test, y_test, *, n_samples: int,
     ridges = _values("ridge", ridge, 0.0)
     seeds = [checks.integer("seeds", s, 0) for s in np.atleast_1d(seeds).tolist()]
     data = _prepare_data(cell, u_train, y_train, u_test, y_test, washout, free_run)
-    return _run(cell, data, cfg, ridges, seeds, washout, chunk_size, precision, free_run,
-                include_input)
+    return _run(
+        cell, data, cfg, ridges, seeds, washout, chunk_size, precision, free_run, include_input
+    )

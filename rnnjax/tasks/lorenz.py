@@ -34,9 +34,17 @@ def _rhs(s, sigma, rho, beta):
     return np.array([sigma * (y - x), x * (rho - z) - y, x * y - beta * z])
 
 
-def lorenz63(n_samples: int, *, dt: float = 0.025, substeps: int = 1, discard: int = 1000,
-             x0=(1.0, 1.0, 1.0), sigma: float = 10.0, rho: float = 28.0,
-             beta: float = 8.0 / 3.0) -> np.ndarray:
+def lorenz63(
+    n_samples: int,
+    *,
+    dt: float = 0.025,
+    substeps: int = 1,
+    discard: int = 1000,
+    x0=(1.0, 1.0, 1.0),
+    sigma: float = 10.0,
+    rho: float = 28.0,
+    beta: float = 8.0 / 3.0,
+) -> np.ndarray:
     """A Lorenz-63 trajectory ``(T, 3)`` sampled every ``dt`` (RK4, ``substeps`` per sample).
 
     Example:
@@ -66,8 +74,9 @@ def lorenz63(n_samples: int, *, dt: float = 0.025, substeps: int = 1, discard: i
     return out
 
 
-def valid_prediction_time(pred, truth, dt: float, *, threshold: float = 0.4,
-                          lyapunov_exponent: float = LYAPUNOV_EXPONENT) -> float:
+def valid_prediction_time(
+    pred, truth, dt: float, *, threshold: float = 0.4, lyapunov_exponent: float = LYAPUNOV_EXPONENT
+) -> float:
     r"""Valid prediction time in Lyapunov times (Pathak et al. 2018).
 
     The first step ``k`` at which the normalised error
@@ -83,8 +92,9 @@ def valid_prediction_time(pred, truth, dt: float, *, threshold: float = 0.4,
     """
     pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
     if pred.shape != truth.shape or pred.ndim != 2:
-        raise ValueError(f"pred and truth must have the same shape (T, D); got {pred.shape} "
-                         f"and {truth.shape}")
+        raise ValueError(
+            f"pred and truth must have the same shape (T, D); got {pred.shape} and {truth.shape}"
+        )
     dt = checks.number("dt", dt, 0.0, min_open=True)
     scale = np.sqrt(np.mean(np.sum(truth**2, axis=1)))
     err = np.linalg.norm(pred - truth, axis=1) / scale

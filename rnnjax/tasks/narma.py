@@ -69,9 +69,16 @@ def _narma_once(u: np.ndarray, order: int, coef, saturate: bool) -> np.ndarray:
     return y[1:]
 
 
-def narma(n_samples: int, order: int = 10, *, seed: int = 0, bound: float = 1.0,
-          max_tries: int = 10, coefficients: Optional[Sequence[float]] = None,
-          saturate: bool = False):
+def narma(
+    n_samples: int,
+    order: int = 10,
+    *,
+    seed: int = 0,
+    bound: float = 1.0,
+    max_tries: int = 10,
+    coefficients: Optional[Sequence[float]] = None,
+    saturate: bool = False,
+):
     """Generate a NARMA-``order`` input/target pair.
 
     Args:

@@ -116,16 +116,19 @@ def _sweep_jit(
 
     # one-step test, teacher-forced, from the training's final states
     _, Hte = jax.vmap(lambda p, h0: _run_models(cell, p, h0, u_te, fbp_te, cfg, None))(params, h)
-    Fte = Hte.astype(accum)  # (S, T', G, N)
-    if with_input:
-        Fte = jnp.concatenate(
-            [Fte, jnp.broadcast_to(u_te[None, :, None].astype(accum), Fte.shape[:-1] + (I,))],
-            axis=-1,
-        )
-    pred = jnp.einsum("stgf,sgrfo->sgrto", Fte, W) + b[:, :, :, None, :]
     target = y_te.astype(accum)
-    err = jnp.mean(jnp.square(pred - target[None, None, None]), axis=(-2, -1))
-    one_step = jnp.sqrt(err / jnp.var(target))  # (S, G, R)
+    Hm = jnp.moveaxis(Hte, 2, 1).reshape(S * G, u_te.shape[0], N)  # (S G, T', N)
+
+    def score(args):  # one model at a time: only (T', F) features in the readout dtype
+        hm, w, bb = args
+        f = hm.astype(accum)
+        if with_input:
+            f = jnp.concatenate([f, u_te.astype(accum)], axis=-1)
+        pred = jnp.einsum("tf,rfo->rto", f, w) + bb[:, None, :]
+        return jnp.mean(jnp.square(pred - target[None]), axis=(-2, -1))
+
+    err = jax.lax.map(score, (Hm, W.reshape(S * G, R, F, O), b.reshape(S * G, R, O)))
+    one_step = jnp.sqrt(err.reshape(S, G, R) / jnp.var(target))  # (S, G, R)
     if not free_run:
         return one_step, None
 

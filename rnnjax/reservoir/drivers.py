@@ -58,15 +58,8 @@ def check_precision(precision: str) -> str:
 
 
 def check_series(name: str, x, size: int, what: str, T=None):
-    """A ``(T, size)`` floating array (``T`` steps when given)."""
-    x = checks.floating_array(name, x, shape_hint=f" (T, {size}) ({what})")
-    if x.ndim != 2 or x.shape[1] != size:
-        raise ValueError(f"{name} must have shape (T, {size}) ({what}); got {checks.describe(x)}")
-    if T is not None and x.shape[0] != T:
-        raise ValueError(
-            f"{name} must have T = {T} steps (as the inputs); got {checks.describe(x)}"
-        )
-    return x
+    """A ``(T, size)`` floating array (``T`` steps when given): :func:`rnnjax.checks.series`."""
+    return checks.series(name, x, size, what, T)
 
 
 def check_cell(cell) -> None:

@@ -197,7 +197,7 @@ def sweep_compare(u_tr, y_tr, u_te, y_te, quick):
     for m in idx:
         sr, lr, ins = (float(table[k][m]) for k in ("spectral_radius", "leak_rate",
                                                       "input_scaling"))
-        res = Reservoir(N, lr=lr, W=W0 * sr, Win=Win0 * ins, bias=np.zeros((N, 1)))
+        res = Reservoir(N, lr=lr, W=W0 * sr, Win=Win0 * ins, bias=0.0)
         model = res >> Ridge(ridge=RIDGE)
         model.fit(u_tr, y_tr, warmup=WARMUP)
         pred = model.run(u_te)

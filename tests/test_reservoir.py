@@ -333,11 +333,11 @@ def test_sweep_free_run_equals_generate():
         washout=30,
         spectral_radius=[0.7, 0.95],
         leak_rate=[0.5],
-        ridge=[1e-6, 1e-3],
+        ridge=[1e-8, 1e-6, 1e-4, 1e-3, 1e-2],
         seeds=[0],
         free_run=25,
     )
-    for m in range(4):
+    for m in range(10):  # 5 ridges: the one-eigendecomposition path
         c = dataclasses.replace(base, spectral_radius=float(table["spectral_radius"][m]))
         p = c.init(jax.random.key(0))
         r, st = esn.fit_ridge(c, p, s[:299], s[1:300], ridge=float(table["ridge"][m]), washout=30)

@@ -23,8 +23,8 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+import rnnjax.reservoir.matrices as matrices
 from rnnjax import checks
-from rnnjax.reservoir import matrices
 
 __all__ = ["EchoState", "EchoStateState", "Drive", "DriveState", "runtime"]
 

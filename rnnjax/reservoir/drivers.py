@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import rnnjax.reservoir.readouts as ro
 from rnnjax import checks, engine
-from rnnjax.reservoir import readouts as ro
 from rnnjax.reservoir.cell import Drive, DriveState, EchoState, EchoStateState, runtime
 
 __all__ = [

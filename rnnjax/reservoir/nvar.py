@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import rnnjax.reservoir.readouts as ro
 from rnnjax import checks
-from rnnjax.reservoir import readouts as ro
 
 __all__ = ["NVAR", "nvar_features"]
 
@@ -133,7 +133,7 @@ class NVAR:
         Returns:
           Readout ``{"w_out": (F, O), "b_out": (O,)}``.
         """
-        from rnnjax.reservoir import drivers
+        import rnnjax.reservoir.drivers as drivers
 
         drivers.check_precision(precision)
         ridge = ro.check_ridge(ridge)

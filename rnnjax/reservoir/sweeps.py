@@ -34,9 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import rnnjax.reservoir.drivers as drivers
+import rnnjax.reservoir.readouts as ro
 from rnnjax import checks, engine
-from rnnjax.reservoir import drivers
-from rnnjax.reservoir import readouts as ro
 from rnnjax.reservoir.cell import Drive, DriveState, runtime
 
 __all__ = ["sweep", "random_search", "AXES"]

@@ -1,6 +1,8 @@
-"""Echo state network quality: Mackey-Glass, NARMA-10, memory capacity, and a vmapped sweep.
+"""Echo state network quality: Mackey-Glass, NARMA-10, float32 readouts, memory capacity,
+the Jaeger & Haas 84-step protocol, NG-RC against an ESN on Lorenz-63, and a sweep.
 
-One seeded command:  python experiments/esn_quality.py   (about 2-4 minutes on 2 CPU cores)
+One seeded command:  python experiments/esn_quality.py [--quick]
+(full: about 15 minutes on 2 shared CPU cores; --quick: fewer sizes and seeds, about 5)
 
 Writes results/esn_quality.json and results/esn_quality.png, prints a table.
 NRMSE everywhere is RMSE / population std of the targets of the segment scored
@@ -30,6 +32,32 @@ Memory capacity (Jaeger 2002): u ~ U[-0.5, 0.5] i.i.d., K = 2N delays (4N for li
   2500 train / 1500 test steps, washout K, ridge 1e-9, MC = sum_k r^2 on the test
   segment. Linear reservoirs (identity activation, spectral radius 0.95, dense) and tanh
   reservoirs (spectral radius 0.95, input scaling 0.1, density 0.1), N in 10, 20, 50, 100.
+Float32 against float64 readout: NARMA-10 (input centred, N units, spectral radius 0.9,
+  leak 1, input scaling 0.5, bias scaling 0.1, density 0.1; 4000 train with washout 100,
+  1000 test) and Mackey-Glass tau=30 (the tau=17 ESN above; 4000 train, 1000 test), at
+  N = 300 and 1000 and ridge 1e-4, 1e-6, 1e-8, same reservoir and states; the ratio
+  NRMSE(float32 readout) / NRMSE(float64 readout). Target: <= 1.1.
+Linear orthogonal reservoir memory capacity: identity activation, topology "orthogonal",
+  spectral radius 1 - 5/N, K = 4N delays, 100N training steps, 5000 test steps, ridge
+  1e-12. Target: MC >= 0.97 N at N = 50, 100, 200.
+Jaeger & Haas (2004) Mackey-Glass tau=17, 84-step prediction: series sampled every time
+  unit (rnnjax.tasks.mackey_glass), teacher y = tanh(s - 1); N = 1000, density 0.01,
+  spectral radius 0.8, no leak, constant input 1 with input scaling 0.02 (J&H's bias
+  input), output feedback W_fb ~ U(-1, 1); 3000 teacher-forced training steps, the first
+  1000 washed out, ridge (float64 readout) chosen from 1e-8..1e-12 on a validation
+  segment; then 100 test segments (starts every 20 steps of the teacher-forced test run),
+  each a free run of 84 steps with the output fed back (one batched generate call).
+  NRMSE84 = sqrt(mean over segments of (yhat_84 - y_84)^2) / std(y). Target: <= 4e-4;
+  published: about 10^-4.2 = 6.3e-5.
+NG-RC against an ESN on Lorenz-63 (rnnjax.tasks.lorenz: RK4, dt = 0.025, one RK4 step per
+  sample, 1000 samples of transient discarded), standardised with the training
+  mean/std. Both models see the same 400 training samples (10 time units) after a 200
+  sample warm-up. NVAR: delay 2, stride 1, order 2 (28 features with the constant),
+  increments as targets; ridge chosen on a 400-step validation free run. ESN: N = 300, one
+  random search of 24 configurations x 4 ridges (spectral radius, leak, input scaling
+  log-uniform) scored by a 100-step validation free run, the best refitted. Test: free runs
+  from 10 starts (every 200 samples), valid prediction time (normalised error > 0.4,
+  Pathak et al. 2018) in Lyapunov times (lambda_max = 0.9056); mean [min, max].
 Sweep: 64 Mackey-Glass reservoirs (4 spectral radii x 4 leak rates x 2 ridges x 2 seeds)
   at N = 100 fitted and scored (one-step NRMSE on the test segment) in one call; timed
   once compiled (best of 3; first call reported separately) against the same 64 fits one
@@ -38,10 +66,12 @@ Sweep: 64 Mackey-Glass reservoirs (4 spectral radii x 4 leak rates x 2 ridges x 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -133,6 +163,150 @@ def memory_run(N, linear, seed=0):
     return float(metrics.memory_capacity(pred, jnp.asarray(tg[2500:])))
 
 
+def float32_readout_run(quick):
+    """NRMSE of the float32 readout over that of the float64 readout, same states."""
+    u, y = narma(5000, seed=0)
+    nu = ((u - 0.25)[:, None].astype(np.float32), y[:, None].astype(np.float32))
+    s = mackey_glass(5001, tau=30) - 1.0
+    mg = (s[:-1, None].astype(np.float32), s[1:, None].astype(np.float32))
+    rows = []
+    for task, (uu, yy) in (("NARMA-10", nu), ("Mackey-Glass tau=30", mg)):
+        for N in ((300,) if quick else (300, 1000)):
+            if task == "NARMA-10":
+                cell = esn.EchoState(1, N, spectral_radius=0.9, leak_rate=1.0, input_scaling=0.5,
+                                     bias_scaling=0.1, density=0.1)
+            else:
+                cell = mg_cell(N)
+            params = cell.init(jax.random.key(0))
+            for ridge in (1e-4, 1e-6, 1e-8):
+                e = {}
+                for prec in ("float64", "float32"):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        ro, st = esn.fit_ridge(cell, params, uu[:4000], yy[:4000], ridge=ridge,
+                                               washout=100, precision=prec)
+                    _, pred = esn.predict(cell, params, ro, uu[4000:], st)
+                    e[prec] = float(metrics.nrmse(pred, jnp.asarray(yy[4000:])))
+                rows.append({"task": task, "N": N, "ridge": ridge, "nrmse_f64": e["float64"],
+                             "nrmse_f32": e["float32"], "ratio": e["float32"] / e["float64"]})
+                r = rows[-1]
+                print(f"  {task:>20} N={N:>5} ridge={ridge:.0e} | float64 {r['nrmse_f64']:.4e} "
+                      f"float32 {r['nrmse_f32']:.4e} | ratio {r['ratio']:.3f}", flush=True)
+    worst = max(r["ratio"] for r in rows)
+    print(f"  target: float32 within 1.1x of float64 -> worst ratio {worst:.3f} "
+          f"({'met' if worst <= 1.1 else 'NOT met'})")
+    return {"rows": rows, "worst_ratio": worst}
+
+
+def orthogonal_memory_run():
+    out = {}
+    for N in (50, 100, 200):
+        K, Ttr = 4 * N, 100 * N
+        cell = esn.EchoState(1, N, spectral_radius=1 - 5 / N, topology="orthogonal",
+                             activation="identity", input_scaling=0.1)
+        params = cell.init(jax.random.key(0))
+        u, tg = memory_task(Ttr + 5000, K, seed=0)
+        u, tg = u[:, None].astype(np.float32), tg.astype(np.float32)
+        ro, st = esn.fit_ridge(cell, params, u[:Ttr], tg[:Ttr], ridge=1e-12, washout=K)
+        _, pred = esn.predict(cell, params, ro, u[Ttr:], st)
+        mc = float(metrics.memory_capacity(pred, jnp.asarray(tg[Ttr:])))
+        out[N] = {"mc": mc, "fraction": mc / N}
+        print(f"  N={N:>4}: MC {mc:.2f} = {mc / N:.3f} N  (target >= 0.97 N: "
+              f"{'met' if mc >= 0.97 * N else 'NOT met'})", flush=True)
+    return out
+
+
+def jaeger_haas_run(quick):
+    s = mackey_glass(3000 + 400 + 2100, tau=17)
+    y = np.tanh(s - 1.0)[:, None].astype(np.float32)
+    u = np.ones_like(y)
+    std = float(np.std(y))
+    cell = esn.EchoState(1, 1000, spectral_radius=0.8, density=0.01, input_scaling=0.02,
+                         feedback_size=1, feedback_scaling=1.0)
+    params = cell.init(jax.random.key(0))
+
+    def nrmse84(ro, st, t0, n_seg):
+        _, hs = esn.harvest(cell, params, u[t0:t0 + 20 * n_seg], st, teacher=y[t0:t0 + 20 * n_seg])
+        starts = np.arange(n_seg) * 20
+        states = esn.EchoStateState(h=hs[starts], y=jnp.asarray(y[t0 + starts]))
+        ones = np.ones((n_seg, 84, 1), np.float32)
+        _, gen = esn.generate(cell, params, ro, states, 84, inputs=ones)
+        true = np.stack([y[t0 + t: t0 + t + 84, 0] for t in starts])
+        gen = np.asarray(gen, np.float64)[:, :, 0]
+        return float(np.sqrt(np.mean((gen[:, -1] - true[:, -1]) ** 2)) / std)
+
+    val = {}
+    for ridge in ((1e-10,) if quick else (1e-8, 1e-9, 1e-10, 1e-11, 1e-12)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ro, st = esn.fit_ridge(cell, params, u[:3000], y[:3000], ridge=ridge, washout=1000)
+        val[ridge] = nrmse84(ro, st, 3000, 10)  # validation: 10 segments in [3000, 3284)
+    ridge = min(val, key=val.get)
+    ro, st = esn.fit_ridge(cell, params, u[:3000], y[:3000], ridge=ridge, washout=1000)
+    st, _ = esn.harvest(cell, params, u[3000:3400], st, teacher=y[3000:3400])
+    n_seg = 30 if quick else 100
+    test = nrmse84(ro, st, 3400, n_seg)
+    print("  validation NRMSE84 by ridge: " + ", ".join(f"{k:.0e}: {v:.2e}" for k, v in val.items()))
+    print(f"  test NRMSE84 over {n_seg} segments (ridge {ridge:.0e}): {test:.2e}  (target <= 4e-4: "
+          f"{'met' if test <= 4e-4 else 'NOT met'}; published 6.3e-5)", flush=True)
+    return {"validation": {str(k): v for k, v in val.items()}, "ridge": ridge,
+            "nrmse84_test": test, "segments": n_seg}
+
+
+def lorenz_run(quick):
+    from rnnjax.reservoir import NVAR
+    from rnnjax.tasks.lorenz import lorenz63, valid_prediction_time
+
+    dt = 0.025
+    x = lorenz63(3200, dt=dt)
+    mu, sd = x[200:600].mean(0), x[200:600].std(0)
+    z = ((x - mu) / sd).astype(np.float64)
+    starts = 1000 + 200 * np.arange(10)
+    horizon = 400
+    out = {}
+    # NVAR: ridge chosen on a validation free run from 600
+    m = NVAR(3, delay=2, stride=1, order=2)
+    best = None
+    for ridge in (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0):
+        ro = m.fit(z[200:599], z[201:600], ridge=ridge, residual=True)
+        v = valid_prediction_time(m.forecast(ro, z[:600], 400), z[600:1000], dt)
+        if best is None or v > best[0]:
+            best = (v, ridge, ro)
+    vpts = [valid_prediction_time(m.forecast(best[2], z[:t], horizon), z[t:t + horizon], dt)
+            for t in starts]
+    out["nvar"] = {"ridge": best[1], "vpt": vpts, "mean": float(np.mean(vpts))}
+    print(f"  NVAR (k=2, s=1, p=2, ridge {best[1]:.0e}): VPT {np.mean(vpts):.2f} "
+          f"[{np.min(vpts):.2f}, {np.max(vpts):.2f}] Lyapunov times", flush=True)
+    # ESN: random search scored by a validation free run
+    zf = z.astype(np.float32)
+    cell = esn.EchoState(3, 300, spectral_radius=0.9, leak_rate=0.5, input_scaling=0.3,
+                         bias_scaling=0.5, density=0.1)
+    table = esn.random_search(cell, zf[:599], zf[1:600], zf[599:799], zf[600:800],
+                              n_samples=8 if quick else 24, seed=0, washout=200,
+                              ranges={"spectral_radius": (0.2, 1.5), "leak_rate": (0.05, 1.0),
+                                      "input_scaling": (0.02, 1.0)},
+                              ridge=[1e-8, 1e-6, 1e-4, 1e-2], free_run=100)
+    k = int(np.nanargmin(table["nrmse_free"]))
+    c = dataclasses.replace(cell, spectral_radius=float(table["spectral_radius"][k]),
+                            leak_rate=float(table["leak_rate"][k]),
+                            input_scaling=float(table["input_scaling"][k]))
+    params = c.init(jax.random.key(0))
+    ro, st = esn.fit_ridge(c, params, zf[:599], zf[1:600], ridge=float(table["ridge"][k]),
+                           washout=200)
+    _, hs = esn.harvest(c, params, zf[599:starts[-1] - 1], st)  # state after z[t - 1]
+    states = esn.EchoStateState(h=hs[starts - 600], y=jnp.zeros((len(starts), 0), jnp.float32))
+    _, gen = esn.generate(c, params, ro, states, horizon)
+    vpts = [valid_prediction_time(np.asarray(gen[i]), z[t:t + horizon], dt)
+            for i, t in enumerate(starts)]
+    cfg = {a: float(table[a][k]) for a in ("spectral_radius", "leak_rate", "input_scaling",
+                                           "ridge")}
+    out["esn"] = {"config": cfg, "vpt": vpts, "mean": float(np.mean(vpts)), "N": 300}
+    print(f"  ESN N=300 ({', '.join(f'{a}={v:.3g}' for a, v in cfg.items())}): VPT "
+          f"{np.mean(vpts):.2f} [{np.min(vpts):.2f}, {np.max(vpts):.2f}] Lyapunov times",
+          flush=True)
+    return out
+
+
 def sweep_run():
     u_tr, y_tr, u_te, y_te = mg_data(17)
     cell = mg_cell(100)
@@ -177,13 +351,19 @@ def sweep_run():
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer sizes, seeds and segments")
+    args = ap.parse_args()
+    quick = args.quick
     t0 = time.perf_counter()
     results = {"mackey_glass_17": {}, "mackey_glass_30": {}, "memory_capacity": {}}
-    print(f"jax {jax.__version__} ({jax.default_backend()}), load {os.getloadavg()[0]:.1f}")
-    print("\nMackey-Glass tau=17 (3 seeds: mean [min, max])")
+    print(f"jax {jax.__version__} ({jax.default_backend()}), load {os.getloadavg()[0]:.1f}"
+          f"{', quick preset' if quick else ''}")
+    seeds = (0,) if quick else (0, 1, 2)
+    print(f"\nMackey-Glass tau=17 ({len(seeds)} seeds: mean [min, max])")
     print(f"{'N':>5} | {'NRMSE one-step':>28} | {'NRMSE 84th step':>28} | {'NRMSE steps 1..84':>28}")
-    for N in (100, 500, 2000):
-        runs = [mackey_glass_run(N, seed) for seed in (0, 1, 2)]
+    for N in ((100, 500) if quick else (100, 500, 2000)):
+        runs = [mackey_glass_run(N, seed) for seed in seeds]
         row = {}
         for k in ("nrmse_1", "nrmse_84", "nrmse_1to84"):
             v = np.array([r[k] for r in runs])
@@ -204,16 +384,24 @@ def main():
     results["narma10"] = nr
     print(f"  N=200, {nr['models_swept']} models swept in {nr['sweep_s']:.1f} s; chosen on "
           f"validation: {nr['config']}; test NRMSE {nr['nrmse_test']:.3f}", flush=True)
+    print("\nFloat32 against float64 readout (same reservoir and states)")
+    results["float32_readout"] = float32_readout_run(quick)
     print("\nMemory capacity (bound: MC <= N)")
     print(f"{'N':>5} | {'linear':>8} | {'tanh':>8}")
     for N in (10, 20, 50, 100):
         lin, nl = memory_run(N, True), memory_run(N, False)
         results["memory_capacity"][N] = {"linear": lin, "tanh": nl}
         print(f"{N:>5} | {lin:>8.2f} | {nl:>8.2f}", flush=True)
+    print("Linear orthogonal reservoir (spectral radius 1 - 5/N, K = 4N, 100N training steps)")
+    results["memory_capacity_orthogonal"] = orthogonal_memory_run()
+    print("\nJaeger & Haas (2004): Mackey-Glass tau=17, 84-step free run, N=1000, feedback")
+    results["jaeger_haas"] = jaeger_haas_run(quick)
+    print("\nLorenz-63: NG-RC (NVAR) against an ESN, same 400 training samples")
+    results["lorenz"] = lorenz_run(quick)
     print("\nSweep: Mackey-Glass, N=100")
     sw = sweep_run()
     results["sweep"] = sw
-    print(f"  {sw['models']} reservoirs in one vmapped call: {sw['sweep_s']:.2f} s compiled "
+    print(f"  {sw['models']} reservoirs in one call: {sw['sweep_s']:.2f} s compiled "
           f"({sw['sweep_first_call_s']:.2f} s first call); the same "
           f"fits one by one: {sw['loop_s']:.2f} s; max |difference| {sw['max_abs_diff_vs_loop']:.1e}")
     best = int(np.argmin(sw["table"]["nrmse"]))

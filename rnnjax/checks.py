@@ -43,6 +43,7 @@ __all__ = [
     "valid_tokens",
     "learning_rate",
     "step_position",
+    "series",
 ]
 
 
@@ -406,6 +407,18 @@ def params(name: str, expected, value, owner: str = "") -> None:
             raise ValueError(f"{name} must have the shapes{of} {shapes(expected)}; got {shapes(value)}")
         if not jnp.issubdtype(jnp.result_type(g), jnp.floating):
             raise TypeError(f"{name} must hold floating arrays; got {describe(g)}")
+
+
+def series(name: str, x, size: int, what: str = "", T: Optional[int] = None):
+    """A time series ``(T, size)`` of a floating dtype (``T`` steps when given): the
+    inputs, targets and teacher signals of the reservoir drivers."""
+    hint = f" (T, {size})" + (f" ({what})" if what else "")
+    x = floating_array(name, x, shape_hint=hint)
+    if x.ndim != 2 or x.shape[1] != size:
+        raise ValueError(f"{name} must have shape{hint}; got {describe(x)}")
+    if T is not None and x.shape[0] != T:
+        raise ValueError(f"{name} must have T = {T} steps (as the inputs); got {describe(x)}")
+    return x
 
 
 def token_ids(name: str, ids, vocab_size: int):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from rnnjax.cells.base import Cell
 
-__all__ = ["MinGRU", "MinGRUState", "log_g"]
+__all__ = ["MinGRU", "MinGRUState", "g"]
 
 
 class MinGRUState(NamedTuple):
@@ -19,10 +19,10 @@ class MinGRUState(NamedTuple):
     h: jax.Array
 
 
-def log_g(x):
-    r""":math:`\log g(x)` with :math:`g(x) = x + 1/2` for :math:`x \ge 0` and
-    :math:`\sigma(x)` below: a positive, continuous activation, evaluated in log space."""
-    return jnp.where(x >= 0, jnp.log(jax.nn.relu(x) + 0.5), -jax.nn.softplus(-x))
+def g(x):
+    r""":math:`g(x) = x + 1/2` for :math:`x \ge 0`, :math:`\sigma(x)` below: the positive,
+    continuous activation of the log-space minGRU and minLSTM."""
+    return jnp.where(x >= 0, x + 0.5, jax.nn.sigmoid(x))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +42,21 @@ class MinGRU(Cell):
         \end{aligned}
 
     with :math:`g(x) = x + 1/2` for :math:`x \ge 0`, :math:`\sigma(x)` below (the paper's
-    positive activation of the log-space version). The coefficients are formed in log
-    space, :math:`\log a_t = -\mathrm{softplus}(k_t)`,
-    :math:`\log b_t = -\mathrm{softplus}(-k_t) + \log g(\cdot)`, so neither ``1 - z``
-    nor ``z`` loses precision when saturated; the parallel scans
-    (:func:`rnnjax.parallel.linear_scan`) only multiply and add coefficients, never
-    divide by a cumulative product (the instability the paper's log-space form avoids).
+    positive activation of the log-space version).
+
+    Log space. The paper's log-space form has three parts: the positive activation
+    :math:`g`; the coefficients as exponentials of log-sigmoids,
+    :math:`a_t = \exp(-\mathrm{softplus}(k_t))`,
+    :math:`b_t = \exp(-\mathrm{softplus}(-k_t) + \log g)`; and a scan in log space
+    (cumulative sums of :math:`\log a_t` and a log-cumulative-sum-exp). This cell keeps
+    the first; it forms the same coefficients as :math:`a_t = \sigma(-k_t)`,
+    :math:`b_t = \sigma(k_t)\, g` (equal to float32 rounding, 5e-7 measured, neither
+    saturating nor cancelling: :math:`\sigma(-k)` rather than :math:`1 - \sigma(k)`,
+    and five times cheaper in a training step on CPU than the log-sigmoid form); and
+    replaces the log-space scan by multiply-add scans (:func:`rnnjax.parallel.linear_scan`)
+    that never divide by a cumulative product and do not lose precision with ``T`` (the
+    log-space scan's cumulative sums grow like ``T`` and, in float32, cost relative
+    precision ``~ T * 1e-7`` in ``h``).
 
     Run it in parallel with ``rj.ScanConfig(method="parallel")`` (or ``"auto"``); step by
     step (``step``, the default sequential method) it gives the same numbers.
@@ -92,9 +101,7 @@ class MinGRU(Cell):
         """``(a, b)`` of ``h_t = a_t h_{t-1} + b_t`` from projected inputs ``(..., 2H)``."""
         H = self.hidden_size
         k, pre = xp[..., :H], xp[..., H:]
-        a = jnp.exp(-jax.nn.softplus(k))
-        b = jnp.exp(-jax.nn.softplus(-k) + log_g(pre))
-        return a, b
+        return jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * g(pre)
 
     def recur(self, params, state: MinGRUState, xp):
         """The recurrent part of a step, given ``xp = project(params, x)``."""

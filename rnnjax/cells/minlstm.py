@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from rnnjax import checks
 from rnnjax.cells.base import Cell
-from rnnjax.cells.mingru import log_g
+from rnnjax.cells.mingru import g
 
 __all__ = ["MinLSTM", "MinLSTMState"]
 
@@ -38,9 +38,11 @@ class MinLSTM(Cell):
         \qquad y_t = h_t
         \end{aligned}
 
-    In log space: with :math:`d_t = \mathrm{softplus}(-k_f) - \mathrm{softplus}(-k_i)`
-    (:math:`= \log i_t - \log f_t`), :math:`\log f'_t = -\mathrm{softplus}(d_t)` and
-    :math:`\log i'_t = -\mathrm{softplus}(-d_t)`; :math:`g` as in :class:`MinGRU`.
+    The normalised gates come from the log-space difference
+    :math:`d_t = \mathrm{softplus}(-k_f) - \mathrm{softplus}(-k_i) = \log i_t - \log f_t`:
+    :math:`f'_t = \sigma(-d_t)`, :math:`i'_t = \sigma(d_t)` (the paper's
+    :math:`\exp(-\mathrm{softplus}(\pm d_t))`), exact even where both gates underflow;
+    :math:`g` and the scans as in :class:`MinGRU`.
 
     Params: ``w_ih`` ``(I, 3H)`` with blocks ``[f | i | h]``, ``b`` ``(3H,)`` (the ``f``
     block starts at ``forget_bias``). State: :class:`MinLSTMState` ``(h,)``.
@@ -89,9 +91,7 @@ class MinLSTM(Cell):
         H = self.hidden_size
         kf, ki, pre = xp[..., :H], xp[..., H : 2 * H], xp[..., 2 * H :]
         d = jax.nn.softplus(-kf) - jax.nn.softplus(-ki)
-        a = jnp.exp(-jax.nn.softplus(d))
-        b = jnp.exp(-jax.nn.softplus(-d) + log_g(pre))
-        return a, b
+        return jax.nn.sigmoid(-d), jax.nn.sigmoid(d) * g(pre)
 
     def recur(self, params, state: MinLSTMState, xp):
         """The recurrent part of a step, given ``xp = project(params, x)``."""

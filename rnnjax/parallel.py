@@ -234,6 +234,7 @@ def linear_scan(a, b, h0, *, scan: str = "auto", chunk: Optional[int] = None):
       [1.0, 1.5, 1.75, 1.875]
     """
     checks.choice("scan", scan, SCANS)
+    a, b, h0 = jnp.asarray(a), jnp.asarray(b), jnp.asarray(h0)
     if a.shape[0] == 0:
         return b
     scan = default_scan() if scan == "auto" else scan
@@ -349,7 +350,7 @@ def _diag_masked(params):
     only through these matrices; for any other cell it is still a valid linear step)."""
 
     def mask(w):
-        if getattr(w, "ndim", 0) != 2:
+        if getattr(w, "ndim", 0) != 2 or 0 in w.shape:
             return w
         r, c = w.shape
         i = np.arange(r)[:, None]

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import checks
-from rnnjax.cells.base import Cell
+from rnnjax.cells.base import Cell, lead
 
 __all__ = ["LRU", "LRUState"]
 
@@ -138,8 +138,9 @@ class LRU(Cell):
         lam, gamma = self._lambda(params)
         dt = jnp.promote_types(xp.dtype, gamma.dtype)
         xp = xp.astype(dt)
-        b = jax.lax.complex(gamma.astype(dt) * xp[..., :N], gamma.astype(dt) * xp[..., N:])
-        a = jnp.broadcast_to(lam.astype(b.dtype), b.shape)
+        gamma = lead(gamma.astype(dt), xp.ndim)
+        b = jax.lax.complex(gamma * xp[..., :N], gamma * xp[..., N:])
+        a = jnp.broadcast_to(lead(lam.astype(b.dtype), b.ndim), b.shape)
         return a, b
 
     def recur(self, params, state: LRUState, xp):

@@ -132,7 +132,11 @@ class _Layer:
             resets = None if resets is None else _time_first(resets, nb)
         keys = None
         if key is not None:
-            keys = key if not batch else jax.random.split(key, math.prod(batch)).reshape(batch)
+            if batch:  # typed keys split to (n,), raw uint32 keys to (n, 2)
+                keys = jax.random.split(key, math.prod(batch))
+                keys = keys.reshape(tuple(batch) + keys.shape[1:])
+            else:
+                keys = key
         state, ys = self._run(params, xs, length, state, resets, keys)
         if batch and not time_major:
             ys = jnp.moveaxis(ys, 0, nb)

@@ -24,16 +24,19 @@ import warnings
 
 import jax
 import numpy as np
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax import parallel
 
-import repro_common as rc
-
 SEED, I, H, TOL = 0, 4, 16, 1e-5
 RHOS = (0.5, 0.9, 1.0, 1.1, 1.5, 2.0, 3.0, 5.0)
-VARIANTS = {"deer": ("full", None), "deer_damped": ("full", 0.0),
-            "qdeer": ("diag", None), "qdeer_damped": ("diag", 0.0)}
+VARIANTS = {
+    "deer": ("full", None),
+    "deer_damped": ("full", 0.0),
+    "qdeer": ("diag", None),
+    "qdeer_damped": ("diag", 0.0),
+}
 
 
 def main():
@@ -43,8 +46,14 @@ def main():
     p0 = cell.init(jax.random.key(SEED))
     xs = jax.random.normal(jax.random.key(SEED + 1), (T, I))
     solvers = {
-        name: jax.jit(lambda p, j=j, d=d: parallel.solve(cell, p, xs, options=parallel.ParallelOptions(
-            jacobian=j, damping=d, tol=TOL, max_iter=T)))
+        name: jax.jit(
+            lambda p, j=j, d=d: parallel.solve(
+                cell,
+                p,
+                xs,
+                options=parallel.ParallelOptions(jacobian=j, damping=d, tol=TOL, max_iter=T),
+            )
+        )
         for name, (j, d) in VARIANTS.items()
     }
     rows = []
@@ -57,11 +66,18 @@ def main():
                 warnings.simplefilter("ignore", parallel.NotConvergedWarning)
                 _, _, info = jax.block_until_ready(f(p))
                 jax.effects_barrier()
-            row[name] = {"iterations": int(info.iterations), "converged": bool(info.converged),
-                         "residual": float(info.residual), "seconds": time.perf_counter() - t0}
+            row[name] = {
+                "iterations": int(info.iterations),
+                "converged": bool(info.converged),
+                "residual": float(info.residual),
+                "seconds": time.perf_counter() - t0,
+            }
         rows.append(row)
-        print(rho, {k: (v["iterations"], v["converged"]) for k, v in row.items() if k != "rho"},
-              flush=True)
+        print(
+            rho,
+            {k: (v["iterations"], v["converged"]) for k, v in row.items() if k != "rho"},
+            flush=True,
+        )
     out = {"seed": SEED, "I": I, "H": H, "T": T, "tol": TOL, "rows": rows}
     fig = None
     try:

@@ -28,14 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax.models import SequenceModel
 from rnnjax.tasks.language import MarkovSource
 from rnnjax.tasks.long_range import ADDING_BASELINE_MSE, adding_problem
 from rnnjax.train import Trainer
-
-import repro_common as rc
 
 SEED, H, BATCH, N_TEST = 0, 64, 32, 500
 VOCAB, EMBED, SEQ_LEN, EVAL_BATCHES, EVAL_LEN = 30, 32, 64, 8, 256
@@ -58,8 +57,10 @@ def perplexity(model, params, source):
         _, logits = model.apply_batch(params, inputs)
         return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
 
-    nll = [np.asarray(ce(params, jnp.asarray(b["inputs"]), jnp.asarray(b["targets"])))[:, 1:]
-           for b in (source.batch(i, BATCH, EVAL_LEN, seed=SEED + 1000) for i in range(EVAL_BATCHES))]
+    nll = [
+        np.asarray(ce(params, jnp.asarray(b["inputs"]), jnp.asarray(b["targets"])))[:, 1:]
+        for b in (source.batch(i, BATCH, EVAL_LEN, seed=SEED + 1000) for i in range(EVAL_BATCHES))
+    ]
     return float(np.exp(np.concatenate([n.ravel() for n in nll]).mean()))
 
 
@@ -68,38 +69,67 @@ def main():
     add_T, add_steps, lm_steps = (20, 60, 30) if args.quick else (200, 1000, 600)
     eval_every = 20 if args.quick else 100
     key = jax.random.key(SEED)
-    out = {"seed": SEED, "H": H, "batch": BATCH, "adding": {"T": add_T, "steps": add_steps,
-           "baseline_mse": ADDING_BASELINE_MSE}, "language_model": {"steps": lm_steps}}
+    out = {
+        "seed": SEED,
+        "H": H,
+        "batch": BATCH,
+        "adding": {"T": add_T, "steps": add_steps, "baseline_mse": ADDING_BASELINE_MSE},
+        "language_model": {"steps": lm_steps},
+    }
     test = rc.to_jnp(adding_problem(N_TEST, add_T, seed=(SEED + 1, add_T)))
     for name, layer in layers(2).items():
-        trainer = Trainer(SequenceModel(layer, output_size=1, head="final"), loss="mse",
-                          learning_rate=3e-3, clip_norm=1.0)
-        state, log = rc.train(trainer, key, lambda i: adding_problem(BATCH, add_T, seed=(SEED, add_T, i)),
-                              add_steps, eval_batch=test, eval_every=eval_every,
-                              solved=lambda m: m["loss"] < 0.01)
-        out["adding"][name] = {"steps_to_solve": log["steps_to_solve"],
-                               "final_test_mse": log["eval"][-1]["loss"],
-                               "test_mse_curve": [e["loss"] for e in log["eval"]],
-                               "eval_steps": log["eval_steps"], "seconds": log["seconds"],
-                               "params": rc.param_count(state.params)}
-        print(f"adding T={add_T} {name}: solved at {log['steps_to_solve']}, final MSE "
-              f"{log['eval'][-1]['loss']:.4f}, {log['seconds']:.1f} s", flush=True)
+        trainer = Trainer(
+            SequenceModel(layer, output_size=1, head="final"),
+            loss="mse",
+            learning_rate=3e-3,
+            clip_norm=1.0,
+        )
+        state, log = rc.train(
+            trainer,
+            key,
+            lambda i: adding_problem(BATCH, add_T, seed=(SEED, add_T, i)),
+            add_steps,
+            eval_batch=test,
+            eval_every=eval_every,
+            solved=lambda m: m["loss"] < 0.01,
+        )
+        out["adding"][name] = {
+            "steps_to_solve": log["steps_to_solve"],
+            "final_test_mse": log["eval"][-1]["loss"],
+            "test_mse_curve": [e["loss"] for e in log["eval"]],
+            "eval_steps": log["eval_steps"],
+            "seconds": log["seconds"],
+            "params": rc.param_count(state.params),
+        }
+        print(
+            f"adding T={add_T} {name}: solved at {log['steps_to_solve']}, final MSE "
+            f"{log['eval'][-1]['loss']:.4f}, {log['seconds']:.1f} s",
+            flush=True,
+        )
 
     source = MarkovSource(vocab_size=VOCAB, order=2, concentration=0.1, seed=SEED)
     out["language_model"]["perplexity_bound"] = source.perplexity_bound
     schedule = optax.schedules.warmup_cosine_decay_schedule(
-        0.0, 1e-2, warmup_steps=min(100, lm_steps // 3), decay_steps=lm_steps, end_value=1e-3)
+        0.0, 1e-2, warmup_steps=min(100, lm_steps // 3), decay_steps=lm_steps, end_value=1e-3
+    )
     for name, layer in layers(EMBED).items():
         model = SequenceModel(layer, output_size=VOCAB, vocab_size=VOCAB)
         trainer = Trainer(model, optimizer="adam", learning_rate=schedule, clip_norm=1.0)
-        state, log = rc.train(trainer, key, lambda i: source.batch(i, BATCH, SEQ_LEN, seed=SEED),
-                              lm_steps)
+        state, log = rc.train(
+            trainer, key, lambda i: source.batch(i, BATCH, SEQ_LEN, seed=SEED), lm_steps
+        )
         ppl = perplexity(model, state.params, source)
-        out["language_model"][name] = {"perplexity": ppl, "seconds": log["seconds"],
-                                       "train_loss_curve": log["train_loss"][:: max(1, lm_steps // 100)],
-                                       "params": rc.param_count(state.params)}
-        print(f"language model {name}: perplexity {ppl:.3f} (bound {source.perplexity_bound:.3f}), "
-              f"{log['seconds']:.1f} s", flush=True)
+        out["language_model"][name] = {
+            "perplexity": ppl,
+            "seconds": log["seconds"],
+            "train_loss_curve": log["train_loss"][:: max(1, lm_steps // 100)],
+            "params": rc.param_count(state.params),
+        }
+        print(
+            f"language model {name}: perplexity {ppl:.3f} (bound {source.perplexity_bound:.3f}), "
+            f"{log['seconds']:.1f} s",
+            flush=True,
+        )
     fig = None
     try:
         import matplotlib

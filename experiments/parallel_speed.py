@@ -34,23 +34,28 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax import parallel
-
-import repro_common as rc
 
 SEED, I, TOL = 0, 32, 1e-5
 
 
 def configs(kind):
     seq = rj.ScanConfig()
-    par = lambda j: rj.ScanConfig(method="parallel",  # noqa: E731
-                                  parallel=parallel.ParallelOptions(jacobian=j, tol=TOL))
+    par = lambda j: rj.ScanConfig(
+        method="parallel",  # noqa: E731
+        parallel=parallel.ParallelOptions(jacobian=j, tol=TOL),
+    )
     return {
-        "gru": (rj.GRU, seq), "mingru": (rj.MinGRU, par("auto")), "lru": (rj.LRU, par("auto")),
-        "gru_deer": (rj.GRU, par("full")), "gru_qdeer": (rj.GRU, par("diag")),
-        "lstm_deer": (rj.LSTM, par("full")), "lstm_qdeer": (rj.LSTM, par("diag")),
+        "gru": (rj.GRU, seq),
+        "mingru": (rj.MinGRU, par("auto")),
+        "lru": (rj.LRU, par("auto")),
+        "gru_deer": (rj.GRU, par("full")),
+        "gru_qdeer": (rj.GRU, par("diag")),
+        "lstm_deer": (rj.LSTM, par("full")),
+        "lstm_qdeer": (rj.LSTM, par("diag")),
     }[kind]
 
 
@@ -79,8 +84,9 @@ def measure(kind, B, T, H, reps):
     p = cell.init(jax.random.key(SEED))
     xs = jax.random.normal(jax.random.key(SEED + 1), (B, T, I))
     fwd = jax.jit(lambda p, x: rj.unroll_batch(cell, p, x, config=cfg)[1])
-    step = jax.jit(jax.value_and_grad(
-        lambda p, x: jnp.sum(rj.unroll_batch(cell, p, x, config=cfg)[1] ** 2)))
+    step = jax.jit(
+        jax.value_and_grad(lambda p, x: jnp.sum(rj.unroll_batch(cell, p, x, config=cfg)[1] ** 2))
+    )
     out = {"kind": kind, "B": B, "T": T, "H": H}
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -92,8 +98,11 @@ def measure(kind, B, T, H, reps):
     if kind.endswith("deer"):
         _, ys, info = parallel.solve(cell, p, xs, options=cfg.parallel)
         ref = rj.unroll_batch(cell, p, xs)[1]
-        out.update(iterations=int(info.iterations), residual=float(info.residual),
-                   max_dev_from_sequential=float(jnp.max(jnp.abs(ys - ref))))
+        out.update(
+            iterations=int(info.iterations),
+            residual=float(info.residual),
+            max_dev_from_sequential=float(jnp.max(jnp.abs(ys - ref))),
+        )
     print({k: (round(v, 5) if isinstance(v, float) else v) for k, v in out.items()}, flush=True)
     return out
 
@@ -125,8 +134,12 @@ def main():
     if args.quick:
         grid, kinds, reps = [(1, 256, 32)], list(KINDS), 2
     elif args.full:
-        grid = [(B, T, H) for B in (1, 16) for H in (32, 64, 128, 256)
-                for T in (256, 1024, 4096, 16384, 65536)]
+        grid = [
+            (B, T, H)
+            for B in (1, 16)
+            for H in (32, 64, 128, 256)
+            for T in (256, 1024, 4096, 16384, 65536)
+        ]
         kinds, reps = list(KINDS), 3
     else:
         grid, kinds, reps = [(1, T, 64) for T in (256, 1024, 4096, 16384)], list(KINDS), 3
@@ -142,9 +155,14 @@ def main():
     tT, tH = (512, 32) if args.quick else (16384, 64)
     g = by.get(("gru", 1, tT, tH)) or measure("gru", 1, tT, tH, reps)
     m = by.get(("mingru", 1, tT, tH)) or measure("mingru", 1, tT, tH, reps)
-    out["targets"]["mingru_vs_gru_train"] = {"B": 1, "T": tT, "H": tH,
-                                              "gru_s": g["train_s"], "mingru_s": m["train_s"],
-                                              "speedup": g["train_s"] / m["train_s"]}
+    out["targets"]["mingru_vs_gru_train"] = {
+        "B": 1,
+        "T": tT,
+        "H": tH,
+        "gru_s": g["train_s"],
+        "mingru_s": m["train_s"],
+        "speedup": g["train_s"] / m["train_s"],
+    }
     cross = None
     for T in sorted({r["T"] for r in rows if r["B"] == 1 and r["H"] == tH}):
         q, s = by.get(("gru_qdeer", 1, T, tH)), by.get(("gru", 1, T, tH))
@@ -152,13 +170,15 @@ def main():
             cross = T
     out["targets"]["gru_qdeer_crossover_T"] = cross
     out["targets"]["gru_qdeer_max_dev"] = max(
-        (r["max_dev_from_sequential"] for r in rows if r["kind"] == "gru_qdeer"), default=None)
+        (r["max_dev_from_sequential"] for r in rows if r["kind"] == "gru_qdeer"), default=None
+    )
     lT = 100 if args.quick else 1000
     torch_s = torch_lstm_train(1, lT, 64, reps)
     lstm = {k: measure(k, 1, lT, 64, reps) for k in ("lstm_deer", "lstm_qdeer")}
     lstm_seq = measure_lstm_seq(1, lT, 64, reps)
     out["targets"]["lstm_B1_T%d" % lT] = {
-        "torch_train_s": torch_s, "sequential_train_s": lstm_seq,
+        "torch_train_s": torch_s,
+        "sequential_train_s": lstm_seq,
         **{f"{k}_train_s": v["train_s"] for k, v in lstm.items()},
         **{f"{k}_iterations": v["iterations"] for k, v in lstm.items()},
         **({f"{k}_vs_torch": v["train_s"] / torch_s for k, v in lstm.items()} if torch_s else {}),
@@ -174,8 +194,11 @@ def main():
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for ax, key in zip(axes, ("forward_s", "train_s")):
             for kind in kinds:
-                pts = sorted((r["T"], r[key]) for r in rows
-                             if r["kind"] == kind and r["B"] == 1 and r["H"] == grid[0][2])
+                pts = sorted(
+                    (r["T"], r[key])
+                    for r in rows
+                    if r["kind"] == kind and r["B"] == 1 and r["H"] == grid[0][2]
+                )
                 if pts:
                     ax.loglog(*zip(*pts), marker="o", label=kind)
             ax.set_xlabel("T"), ax.set_ylabel("seconds"), ax.legend(fontsize=7)

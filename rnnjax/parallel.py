@@ -53,7 +53,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -440,14 +440,17 @@ def run_newton(body, options, params, s0, xs, m_seq, rec_fixed):
             J = _jacobian_full(lin, Hp)
             JT = jnp.swapaxes(J, -1, -2)
             a = jnp.concatenate([jnp.zeros_like(JT[:1]), JT[1:][::-1]], axis=0)
-            lam = linear_scan(a, gH[::-1], jnp.zeros_like(h0), scan=options.scan,
-                              chunk=options.chunk)[::-1]
+            lam = linear_scan(
+                a, gH[::-1], jnp.zeros_like(h0), scan=options.scan, chunk=options.chunk
+            )[::-1]
         else:
+
             def back(lam_next, inp):
                 hp, xt, mt, g = inp
                 _, vj = jax.vjp(
-                    lambda h: f_all(p, s, rf, h[None], xt[None],
-                                    jax.tree_util.tree_map(lambda a: a[None], mt))[0][0],
+                    lambda h: f_all(
+                        p, s, rf, h[None], xt[None], jax.tree_util.tree_map(lambda a: a[None], mt)
+                    )[0][0],
                     hp,
                 )
                 lam_t = g + vj(lam_next)[0]
@@ -526,8 +529,9 @@ def _newton(f_all, opts, params, s0, xs, m_seq, rec_fixed):
 
     def sequential():
         def sbody(h, inp):
-            hn = f_all(params, s0, rec_fixed, h[None], *jax.tree_util.tree_map(
-                lambda a: a[None], inp))[0][0]
+            hn = f_all(
+                params, s0, rec_fixed, h[None], *jax.tree_util.tree_map(lambda a: a[None], inp)
+            )[0][0]
             return hn, hn
 
         return jax.lax.scan(sbody, h0, (xs, m_seq))[1]
@@ -552,8 +556,18 @@ def _warn(converged, res, k, tol):
 # --------------------------------------------------------------------------- solve
 
 
-def solve(cell, params, xs, length=None, state=None, reverse=False, *, resets=None,
-          options: Optional[ParallelOptions] = None, time_major: bool = False):
+def solve(
+    cell,
+    params,
+    xs,
+    length=None,
+    state=None,
+    reverse=False,
+    *,
+    resets=None,
+    options: Optional[ParallelOptions] = None,
+    time_major: bool = False,
+):
     """:func:`rnnjax.unroll_batch` with ``method="parallel"``, returning the diagnostics.
 
     The same semantics (lengths, reverse, resets, any number of batch axes, also none:
@@ -600,8 +614,9 @@ def solve(cell, params, xs, length=None, state=None, reverse=False, *, resets=No
     )
     xs, valid, resets, order = sequence.prepare(xs, length, resets, reverse)
     config = engine.ScanConfig(method="parallel", parallel=options)
-    state, ys, info = engine.run(cell, params, state, xs, valid=valid, resets=resets,
-                                 config=config, return_info=True)
+    state, ys, info = engine.run(
+        cell, params, state, xs, valid=valid, resets=resets, config=config, return_info=True
+    )
     ys = sequence.restore_order(ys, order)
     if one:
         return jax.tree_util.tree_map(lambda a: a[0], state), ys[:, 0], info

@@ -1,3 +1,4 @@
+# ruff: noqa: B023  (loop-local lambdas are called at once, inside their iteration)
 """Parallel in time: the linear cells (MinGRU, MinLSTM, LRU) and the Newton solve of the
 nonlinear cells, against independent references.
 
@@ -94,8 +95,9 @@ def _run_all(cell, cfg, per_example, p, xs, s0):
                 xs, jnp.asarray(LENGTHS), s0, r
             )
         else:
-            st, ys = rj.unroll_batch(cell, p, xs, jnp.asarray(LENGTHS), s0, rev, resets=r,
-                                     config=cfg)
+            st, ys = rj.unroll_batch(
+                cell, p, xs, jnp.asarray(LENGTHS), s0, rev, resets=r, config=cfg
+            )
         out.append((st, ys))
     return out
 
@@ -124,9 +126,11 @@ def _loss(cell, cfg, per_example, p, xs, s0):
 
 # every cell with the associative scan; the other scans with MinGRU (slow-marked for the
 # others: the scans are also checked against each other on full matrices below)
-LOOP_CASES = [(n, s) if (s == "associative" or n == "mingru") else
-              pytest.param(n, s, marks=pytest.mark.slow)
-              for n in sorted(LINEAR) for s in ("associative", "chunked", "sequential")]
+LOOP_CASES = [
+    (n, s) if (s == "associative" or n == "mingru") else pytest.param(n, s, marks=pytest.mark.slow)
+    for n in sorted(LINEAR)
+    for s in ("associative", "chunked", "sequential")
+]
 
 
 @pytest.mark.parametrize("name,scan", LOOP_CASES)
@@ -138,15 +142,18 @@ def test_linear_cells_against_python_loop(name, scan):
         p = _params(cell)
         xs, s0 = _data(cell)
         cfg = _par(scan=scan, chunk=2)
-        _check_against_loop(cell, jax.jit(functools.partial(_run_all, cell, cfg, False))(p, xs, s0),
-                            p, xs, s0)
+        _check_against_loop(
+            cell, jax.jit(functools.partial(_run_all, cell, cfg, False))(p, xs, s0), p, xs, s0
+        )
         if scan == "sequential":  # the sequential method: the cell's step in lax.scan
             outs = jax.jit(functools.partial(_run_all, cell, None, True))(p, xs, s0)
             _check_against_loop(cell, outs, p, xs, s0)
 
 
-@pytest.mark.parametrize("name", [n if n == "mingru" else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in sorted(LINEAR)])
+@pytest.mark.parametrize(
+    "name",
+    [n if n == "mingru" else pytest.param(n, marks=pytest.mark.slow) for n in sorted(LINEAR)],
+)
 def test_linear_cells_derivatives_parallel_equal_sequential(name):
     """grad, jvp, forward-over-reverse and reverse-over-reverse Hessian-vector products
     (parameters, inputs, initial state) of the parallel path equal autodiff of the
@@ -162,15 +169,27 @@ def test_linear_cells_derivatives_parallel_equal_sequential(name):
 
         def derivs(cfg):
             def f(p, xs, s0):
-                st, ys = rj.unroll_batch(cell, p, xs, jnp.asarray(LENGTHS), s0, True,
-                                         resets=jnp.asarray(RESETS), config=cfg)
+                st, ys = rj.unroll_batch(
+                    cell,
+                    p,
+                    xs,
+                    jnp.asarray(LENGTHS),
+                    s0,
+                    True,
+                    resets=jnp.asarray(RESETS),
+                    config=cfg,
+                )
                 return jnp.sum(jnp.sin(ys)) + jnp.sum(jnp.cos(st.h))
 
             g = jax.grad(f, argnums=(0, 1, 2))
             val, tan = jax.jvp(f, args, v)
             fwd_rev = jax.jvp(g, args, v)[1]
-            rev_rev = jax.grad(lambda *a: jax.tree_util.tree_reduce(
-                jnp.add, jax.tree_util.tree_map(jnp.vdot, g(*a), v)), argnums=(0, 1, 2))(*args)
+            rev_rev = jax.grad(
+                lambda *a: jax.tree_util.tree_reduce(
+                    jnp.add, jax.tree_util.tree_map(jnp.vdot, g(*a), v)
+                ),
+                argnums=(0, 1, 2),
+            )(*args)
             return val, tan, g(*args), fwd_rev, rev_rev
 
         ref = jax.jit(lambda: derivs(rj.ScanConfig(backward="reference")))()
@@ -188,37 +207,64 @@ def test_linear_scan_all_scans_agree_and_finite_differences_order_2():
         b = jax.lax.complex(*(jax.random.normal(kk, (7, 2, 3), jnp.float64) for kk in k[2:]))
         ref = parallel.linear_scan(a, b, b[0], scan="sequential")
         for scan in ("associative", "chunked"):
-            np.testing.assert_allclose(parallel.linear_scan(a, b, b[0], scan=scan, chunk=3), ref,
-                                       rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(
+                parallel.linear_scan(a, b, b[0], scan=scan, chunk=3), ref, rtol=1e-12, atol=1e-12
+            )
         a = 0.4 * jax.random.normal(jax.random.key(4), (5, 2, 3, 3), jnp.float64)
         b = jax.random.normal(jax.random.key(5), (5, 2, 3), jnp.float64)
         h0 = jnp.ones((2, 3), jnp.float64)
         ref = parallel.linear_scan(a, b, h0, scan="sequential")
         for scan in ("associative", "chunked"):
-            np.testing.assert_allclose(parallel.linear_scan(a, b, h0, scan=scan, chunk=4), ref,
-                                       rtol=1e-12, atol=1e-12)
-            check_grads(jax.jit(lambda a, b, h: jnp.sum(jnp.sin(parallel.linear_scan(
-                a, b, h, scan=scan, chunk=4)))), (a, b, h0), order=2, modes=("fwd", "rev"),
-                atol=1e-5, rtol=1e-5)
+            np.testing.assert_allclose(
+                parallel.linear_scan(a, b, h0, scan=scan, chunk=4), ref, rtol=1e-12, atol=1e-12
+            )
+            check_grads(
+                jax.jit(
+                    lambda a, b, h: jnp.sum(
+                        jnp.sin(parallel.linear_scan(a, b, h, scan=scan, chunk=4))
+                    )
+                ),
+                (a, b, h0),
+                order=2,
+                modes=("fwd", "rev"),
+                atol=1e-5,
+                rtol=1e-5,
+            )
 
 
 def test_linear_cells_in_layers_with_dropout_and_zoneout():
     """Stacked bidirectional MinGRU/MinLSTM layers with input, recurrent and between-layer
     dropout and sampled zoneout (and zoneout's expectation without a key), and an LRU
     layer: parallel equals sequential in values and gradients."""
+
     def net(cfg):
         return rj.Stacked(
-            [rj.Bidirectional(rj.Recurrent(rj.MinGRU(I, H, dtype=jnp.float64), input_dropout=0.2,
-                                           recurrent_dropout=0.3, zoneout=0.2, config=cfg)),
-             rj.Recurrent(rj.MinLSTM(2 * H, H), recurrent_dropout=0.2,
-                          recurrent_dropout_mode="per_step", zoneout=0.3, config=cfg),
-             rj.Recurrent(rj.LRU(H, 2), config=cfg)],
+            [
+                rj.Bidirectional(
+                    rj.Recurrent(
+                        rj.MinGRU(I, H, dtype=jnp.float64),
+                        input_dropout=0.2,
+                        recurrent_dropout=0.3,
+                        zoneout=0.2,
+                        config=cfg,
+                    )
+                ),
+                rj.Recurrent(
+                    rj.MinLSTM(2 * H, H),
+                    recurrent_dropout=0.2,
+                    recurrent_dropout_mode="per_step",
+                    zoneout=0.3,
+                    config=cfg,
+                ),
+                rj.Recurrent(rj.LRU(H, 2), config=cfg),
+            ],
             dropout=0.2,
         )
 
     with jax.enable_x64(True):
-        params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64),
-                                        net(None).init(jax.random.key(0)))
+        params = jax.tree_util.tree_map(
+            lambda a: a.astype(jnp.float64), net(None).init(jax.random.key(0))
+        )
         xs = jax.random.normal(jax.random.key(1), (3, T, I), jnp.float64)
         length, resets = jnp.array([T, 3, 0]), jnp.asarray(RESETS[1:])
         key = jax.random.key(2)
@@ -228,8 +274,12 @@ def test_linear_cells_in_layers_with_dropout_and_zoneout():
             return jnp.sum(jnp.sin(ys)) + jnp.sum(st[2].h ** 2), ys
 
         for k in (key, None):
-            (v1, y1), g1 = jax.jit(jax.value_and_grad(lambda p: f(p, _par(), k), has_aux=True))(params)
-            (v2, y2), g2 = jax.jit(jax.value_and_grad(lambda p: f(p, None, k), has_aux=True))(params)
+            (v1, y1), g1 = jax.jit(jax.value_and_grad(lambda p: f(p, _par(), k), has_aux=True))(
+                params
+            )
+            (v2, y2), g2 = jax.jit(jax.value_and_grad(lambda p: f(p, None, k), has_aux=True))(
+                params
+            )
             np.testing.assert_allclose(y1, y2, rtol=1e-10, atol=1e-12)
             for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
                 np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
@@ -244,8 +294,9 @@ def test_lru_refuses_masks_on_its_complex_state_in_parallel():
     layer.apply(p, jnp.ones((T, I)))  # no key: no mask, fine
     zoned = lambda cfg: rj.Recurrent(rj.LRU(I, H), zoneout=0.3, config=cfg)  # noqa: E731
     xs = jax.random.normal(jax.random.key(1), (T, I))
-    np.testing.assert_allclose(zoned(_par()).apply(p, xs)[1], zoned(None).apply(p, xs)[1],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        zoned(_par()).apply(p, xs)[1], zoned(None).apply(p, xs)[1], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_linear_cells_mixed_precision_and_linen():
@@ -267,16 +318,21 @@ def test_linear_cells_mixed_precision_and_linen():
         variables = net.init(jax.random.key(0), xs)
         (state,), out = net.apply(variables, xs, jnp.array([T, 2]))
         seq = rl.Recurrent(H, cell=cls, bidirectional=True)
-        np.testing.assert_allclose(out, seq.apply(variables, xs, jnp.array([T, 2]))[1],
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            out, seq.apply(variables, xs, jnp.array([T, 2]))[1], rtol=1e-5, atol=1e-6
+        )
 
 
 # --------------------------------------------------------------------------- Newton
 
 
-NEWTON_CASES = [(n, j) if (n, j) in (("gru", "diag"), ("lstm_proj", "full"), ("gru_cho", "full"))
-                else pytest.param(n, j, marks=pytest.mark.slow)
-                for n in sorted(NONLINEAR) for j in ("full", "diag")]
+NEWTON_CASES = [
+    (n, j)
+    if (n, j) in (("gru", "diag"), ("lstm_proj", "full"), ("gru_cho", "full"))
+    else pytest.param(n, j, marks=pytest.mark.slow)
+    for n in sorted(NONLINEAR)
+    for j in ("full", "diag")
+]
 
 
 @pytest.mark.parametrize("name,jacobian", NEWTON_CASES)
@@ -291,8 +347,12 @@ def test_newton_against_python_loop_and_sequential_gradients(name, jacobian):
         outs = jax.jit(functools.partial(_run_all, cell, cfg, False))(p, xs, s0)
         _check_against_loop(cell, outs, p, xs, s0, rtol=1e-9, atol=1e-10)
         g = jax.jit(jax.grad(lambda *a: _loss(cell, cfg, False, *a), argnums=(0, 1, 2)))(p, xs, s0)
-        ref = jax.jit(jax.grad(lambda *a: _loss(cell, rj.ScanConfig(backward="reference"), False,
-                                                *a), argnums=(0, 1, 2)))(p, xs, s0)
+        ref = jax.jit(
+            jax.grad(
+                lambda *a: _loss(cell, rj.ScanConfig(backward="reference"), False, *a),
+                argnums=(0, 1, 2),
+            )
+        )(p, xs, s0)
         for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(ref)):
             np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-9)
 
@@ -305,19 +365,39 @@ def test_newton_in_regularised_stacked_bidirectional_layers():
 
     def net(c):
         return rj.Stacked(
-            [rj.Bidirectional(rj.Recurrent(rj.GRU(I, H), input_dropout=0.2, recurrent_dropout=0.3,
-                                           zoneout=0.2, config=c)),
-             rj.Recurrent(rj.LSTM(2 * H, 3), recurrent_dropout=0.2,
-                          recurrent_dropout_mode="per_step", zoneout=0.3, config=c)],
-            dropout=0.2)
+            [
+                rj.Bidirectional(
+                    rj.Recurrent(
+                        rj.GRU(I, H),
+                        input_dropout=0.2,
+                        recurrent_dropout=0.3,
+                        zoneout=0.2,
+                        config=c,
+                    )
+                ),
+                rj.Recurrent(
+                    rj.LSTM(2 * H, 3),
+                    recurrent_dropout=0.2,
+                    recurrent_dropout_mode="per_step",
+                    zoneout=0.3,
+                    config=c,
+                ),
+            ],
+            dropout=0.2,
+        )
 
     with jax.enable_x64(True):
-        p = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), net(None).init(jax.random.key(0)))
+        p = jax.tree_util.tree_map(
+            lambda a: a.astype(jnp.float64), net(None).init(jax.random.key(0))
+        )
         xs = jax.random.normal(jax.random.key(1), (3, T, I), jnp.float64)
         length, resets = jnp.array([T, 3, 0]), jnp.asarray(RESETS[1:])
         for k in (jax.random.key(2), None):
-            f = lambda p, c: jnp.sum(jnp.sin(  # noqa: E731
-                net(c).apply_batch(p, xs, length, resets=resets, key=k)[1]))
+            f = lambda p, c: jnp.sum(
+                jnp.sin(  # noqa: E731
+                    net(c).apply_batch(p, xs, length, resets=resets, key=k)[1]
+                )
+            )
             va, ga = jax.jit(jax.value_and_grad(lambda p: f(p, cfg)))(p)
             vb, gb = jax.jit(jax.value_and_grad(lambda p: f(p, None)))(p)
             np.testing.assert_allclose(va, vb, rtol=1e-10)
@@ -388,8 +468,11 @@ def test_newton_that_does_not_converge_falls_back_and_flags_it():
         _, ys2 = rj.unroll(cell, p, xs, config=rj.ScanConfig(method="parallel", parallel=opts))
         jax.effects_barrier()
     np.testing.assert_allclose(ys2, ref, rtol=1e-6, atol=1e-6)
-    g = jax.grad(lambda p: jnp.sum(rj.unroll(cell, p, xs, config=rj.ScanConfig(
-        method="parallel", parallel=opts))[1]))
+    g = jax.grad(
+        lambda p: jnp.sum(
+            rj.unroll(cell, p, xs, config=rj.ScanConfig(method="parallel", parallel=opts))[1]
+        )
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", parallel.NotConvergedWarning)
         gp = g(p)
@@ -403,10 +486,15 @@ def test_damping_converges_where_undamped_newton_fails():
     xs = jax.random.normal(jax.random.key(1), (200, I))  # long enough to overflow undamped
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", parallel.NotConvergedWarning)
-        _, _, plain = parallel.solve(cell, p, xs, options=parallel.ParallelOptions(
-            jacobian="full", max_iter=xs.shape[0]))
-        _, ys, damped = parallel.solve(cell, p, xs, options=parallel.ParallelOptions(
-            jacobian="full", max_iter=xs.shape[0], damping=0.0))
+        _, _, plain = parallel.solve(
+            cell, p, xs, options=parallel.ParallelOptions(jacobian="full", max_iter=xs.shape[0])
+        )
+        _, ys, damped = parallel.solve(
+            cell,
+            p,
+            xs,
+            options=parallel.ParallelOptions(jacobian="full", max_iter=xs.shape[0], damping=0.0),
+        )
     assert not bool(plain.converged) and bool(damped.converged)
     assert float(damped.residual) <= 1e-5
     # chaotic: float32 rounding grows along the sequence in any evaluation order; the
@@ -431,8 +519,12 @@ def test_config_and_options_checks_and_auto(monkeypatch):
     with pytest.raises(ValueError, match="damping"):
         parallel.ParallelOptions(damping=-1.0)
     with pytest.raises(TypeError, match="options must be"):
-        parallel.solve(rj.GRU(1, 2), rj.GRU(1, 2).init(jax.random.key(0)), jnp.ones((3, 1)),
-                       options={"tol": 1e-3})
+        parallel.solve(
+            rj.GRU(1, 2),
+            rj.GRU(1, 2).init(jax.random.key(0)),
+            jnp.ones((3, 1)),
+            options={"tol": 1e-3},
+        )
     with pytest.raises(ValueError, match="r_min must be smaller than r_max"):
         rj.LRU(2, 3, r_min=0.99, r_max=0.9)
     routes = []
@@ -446,8 +538,12 @@ def test_config_and_options_checks_and_auto(monkeypatch):
     auto = rj.ScanConfig(method="auto")
     for cell in (rj.MinGRU(1, 2), rj.GRU(1, 2), rj.LRU(1, 2)):
         rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((3, 1)), config=auto)
-    rj.unroll(rj.GRU(1, 2), rj.GRU(1, 2).init(jax.random.key(0)), jnp.ones((3, 1)),
-              config=rj.ScanConfig(method="parallel"))
+    rj.unroll(
+        rj.GRU(1, 2),
+        rj.GRU(1, 2).init(jax.random.key(0)),
+        jnp.ones((3, 1)),
+        config=rj.ScanConfig(method="parallel"),
+    )
     assert routes == [("linear", "MinGRU"), ("linear", "LRU"), ("newton", "GRU")]
     assert parallel.default_scan("cpu") == "sequential"
     assert parallel.default_scan("gpu") == "associative"

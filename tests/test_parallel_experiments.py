@@ -17,11 +17,24 @@ EXPERIMENTS = os.path.join(ROOT, "experiments")
 
 
 def _run(name, tmp_path):
-    env = dict(os.environ, MPLBACKEND="Agg",
-               PYTHONPATH=os.pathsep.join([EXPERIMENTS, ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        MPLBACKEND="Agg",
+        PYTHONPATH=os.pathsep.join([EXPERIMENTS, ROOT, os.environ.get("PYTHONPATH", "")]),
+    )
     proc = subprocess.run(
-        [sys.executable, os.path.join(EXPERIMENTS, name + ".py"), "--quick", "--out", str(tmp_path)],
-        cwd=EXPERIMENTS, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            os.path.join(EXPERIMENTS, name + ".py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=EXPERIMENTS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(tmp_path / f"{name}_quick.json") as f:

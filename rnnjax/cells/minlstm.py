@@ -6,7 +6,6 @@ import dataclasses
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from rnnjax import checks
 from rnnjax.cells.base import Cell

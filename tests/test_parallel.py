@@ -198,6 +198,7 @@ def test_linear_cells_derivatives_parallel_equal_sequential(name):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_linear_scan_all_scans_agree_and_finite_differences_order_2():
     """The three scans agree on diagonal (complex) and full coefficients; check_grads of
     order 2, forward and reverse mode, of the associative and chunked scans."""
@@ -405,6 +406,7 @@ def test_newton_in_regularised_stacked_bidirectional_layers():
                 np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_newton_echo_state_per_example_and_random_configs():
     """EchoState (a cell without a kernel) per example under vmap; random small SimpleRNN
     and GRU configurations in float32 at the default tolerance."""

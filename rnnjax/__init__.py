@@ -21,6 +21,7 @@ from rnnjax import (
     interop,
     metrics,
     models,
+    parallel,
     schedules,
     seq2seq,
     train,
@@ -29,6 +30,7 @@ from rnnjax.attention import AdditiveAttention, DotAttention, GeneralAttention
 from rnnjax.decoding import beam_search, generate, greedy_decode, sample
 from rnnjax.diagnostics import gradient_norms_through_time, pascanu_bound
 from rnnjax.cells import GRU, LSTM, GRUState, LSTMState, SimpleRNN, SimpleRNNState
+from rnnjax.cells import LRU, LRUState, MinGRU, MinGRUState, MinLSTM, MinLSTMState
 from rnnjax.engine import ScanConfig
 from rnnjax.esn import EchoState, EchoStateState
 from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked, dropout
@@ -63,6 +65,7 @@ __all__ = [
     "fused",
     "esn",
     "models",
+    "parallel",
     "train",
     "distributed",
     "checkpoint",
@@ -80,6 +83,12 @@ __all__ = [
     "LSTMState",
     "GRU",
     "GRUState",
+    "MinGRU",
+    "MinGRUState",
+    "MinLSTM",
+    "MinLSTMState",
+    "LRU",
+    "LRUState",
     "EchoState",
     "EchoStateState",
     # sequences and layers

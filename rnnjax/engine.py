@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from rnnjax import checks
+from rnnjax import parallel as par
 
 __all__ = ["ScanConfig", "run", "resolve_backward", "default_projection"]
 
@@ -74,10 +75,16 @@ class ScanConfig:
       remat: ``None``/``False`` (keep the activations), ``True`` (chunks of
         ``ceil(sqrt(T))`` steps) or an int ``k >= 1`` (chunks of ``k`` steps): memory
         ``O(T / k + k)`` states for one more forward pass. Reference path only.
-      method: ``"sequential"`` (default) evaluates step after step. ``"parallel"`` and
-        ``"auto"`` are reserved for cells with a parallel form; a cell without one
-        raises.
+      method: ``"sequential"`` (default) evaluates step after step. ``"parallel"``
+        evaluates the whole sequence at once (:mod:`rnnjax.parallel`): a parallel scan
+        for cells with a linear form (MinGRU, MinLSTM, LRU), Newton iterations (DEER)
+        for the others. ``"auto"``: parallel for cells with a linear form, sequential
+        for the others (on two CPU cores the Newton solve measured slower than the
+        sequential scan; see the README's "Parallel in time").
       unroll: steps per loop iteration of ``lax.scan`` (an int >= 1).
+      parallel: a :class:`rnnjax.parallel.ParallelOptions` (default ``ParallelOptions()``)
+        for ``method="parallel"``: the linear scan, the Newton Jacobians, tolerance,
+        iteration cap and damping.
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -94,6 +101,7 @@ class ScanConfig:
     remat: Union[None, bool, int] = None
     method: str = "sequential"
     unroll: int = 1
+    parallel: Any = None
 
     def __post_init__(self):
         checks.choice("backward", self.backward, BACKWARDS)
@@ -103,6 +111,11 @@ class ScanConfig:
         if not (r is None or isinstance(r, bool)):
             checks.integer("remat", r, 1)
         checks.integer("unroll", self.unroll, 1)
+        if self.parallel is not None and not isinstance(self.parallel, par.ParallelOptions):
+            raise TypeError(
+                "parallel must be an rnnjax.parallel.ParallelOptions or None; got "
+                f"{checks.describe(self.parallel)}"
+            )
 
 
 def default_projection(backend: Optional[str] = None) -> str:
@@ -197,14 +210,13 @@ def _zero_invalid(ys, valid):
 # --------------------------------------------------------------------------- reference
 
 
-def _reference(cell, hoist, zrate, unroll, remat, params, s0, xs, m_seq, rec_fixed, batched):
+def _body(cell, hoist, zrate, params, s0, rec_fixed, batched):
+    """One step of the reference scan: ``(carry, (x, masks)) -> (carry, y)``."""
+
     def one(s, x):
         return cell.recur(params, s, x if hoist else cell.project(params, x))
 
     step = jax.vmap(one) if batched else one
-    proj = jax.vmap(functools.partial(cell.project, params)) if batched else functools.partial(
-        cell.project, params
-    )
 
     def body(carry, inp):
         x, m = inp
@@ -215,6 +227,15 @@ def _reference(cell, hoist, zrate, unroll, remat, params, s0, xs, m_seq, rec_fix
         if zoned:
             y = new.h
         return new, _zero_invalid(y, m.get("valid"))
+
+    return body
+
+
+def _reference(cell, hoist, zrate, unroll, remat, params, s0, xs, m_seq, rec_fixed, batched):
+    proj = jax.vmap(functools.partial(cell.project, params)) if batched else functools.partial(
+        cell.project, params
+    )
+    body = _body(cell, hoist, zrate, params, s0, rec_fixed, batched)
 
     inputs = jax.vmap(proj)(xs) if hoist else xs
     T = xs.shape[0]
@@ -333,6 +354,7 @@ def run(
     rec_mask=None,
     zoneout: Any = 0.0,
     config: Optional[ScanConfig] = None,
+    return_info: bool = False,
 ):
     """Run ``cell`` over time-major inputs in processing order.
 
@@ -349,10 +371,13 @@ def run(
       zoneout: a rate ``z`` in ``[0, 1)`` (the expectation, deterministic), or a pytree of
         bool keep masks shaped like the state with a leading ``T``.
       config: a :class:`ScanConfig` (default ``ScanConfig()``).
+      return_info: also return the Newton solve's :class:`rnnjax.parallel.NewtonInfo`
+        (``None`` unless the Newton path ran).
 
     Returns:
       ``(state, ys)``: the state after the last valid step, outputs ``(T, *B, O)`` in
-      processing order, zero where ``valid`` is false.
+      processing order, zero where ``valid`` is false (and ``info`` with
+      ``return_info``).
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -365,13 +390,7 @@ def run(
       (5, 4, 3)
     """
     config = ScanConfig() if config is None else config
-    if config.method != "sequential":
-        parallel = getattr(cell, "parallel_form", None)
-        if parallel is None:
-            raise ValueError(
-                f"config.method={config.method!r} needs a cell with a parallel form; "
-                f"{type(cell).__name__} has none (use method='sequential')"
-            )
+    route = _parallel_route(cell, config)
     T = xs.shape[0]
     batch = tuple(xs.shape[1:-1])
     n = math.prod(batch)
@@ -393,7 +412,8 @@ def run(
         out_size = jax.eval_shape(
             lambda: cell.step(params, cell.initial_state(), jnp.zeros((cell.input_size,), xs.dtype))
         )[1]
-        return state, jnp.zeros((0,) + batch + out_size.shape, jax.tree_util.tree_leaves(state)[0].dtype)
+        ys = jnp.zeros((0,) + batch + out_size.shape, jax.tree_util.tree_leaves(state)[0].dtype)
+        return (state, ys, None) if return_info else (state, ys)
     if batched and len(batch) > 1:  # one flat batch axis inside
         flat = lambda a, k: a.reshape(a.shape[:k] + (n,) + a.shape[k + len(batch):])  # noqa: E731
         xs = flat(xs, 1)
@@ -404,7 +424,12 @@ def run(
     m_seq = {"valid": valid, "reset": resets, "rec": rec_step, "keep": keep}
     m_seq = {k: v for k, v in m_seq.items() if v is not None}
     hoist = (default_projection() if config.projection == "auto" else config.projection) == "hoist"
-    if resolve_backward(cell, config) == "fused":
+    info = None
+    if route is not None:
+        st, ys, info = _run_parallel(
+            route, cell, config, hoist, zrate, params, state, xs, m_seq, rec_fixed, batched
+        )
+    elif resolve_backward(cell, config) == "fused":
         st, ys = _fused(cell, hoist, zrate, params, state, xs, m_seq, rec_fixed)
     else:
         st, ys = _reference(
@@ -414,4 +439,37 @@ def run(
     if batched and len(batch) > 1:
         ys = ys.reshape((T,) + batch + ys.shape[2:])
         st = jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), st)
+    if return_info:
+        return st, ys, info
     return st, ys
+
+
+# --------------------------------------------------------------------------- parallel
+
+
+def _parallel_route(cell, config: ScanConfig) -> Optional[str]:
+    """``None`` (sequential), ``"linear"`` (parallel scan of a linear form) or ``"newton"``."""
+    form = getattr(cell, "parallel_form", None)
+    if config.method == "sequential":
+        return None
+    if form is not None:
+        return "linear"
+    if config.method == "auto":
+        return None
+    return "newton"
+
+
+def _run_parallel(route, cell, config, hoist, zrate, params, s0, xs, m_seq, rec_fixed, batched):
+    """The parallel strategies (:mod:`rnnjax.parallel`); returns ``(state, ys, info)``
+    (``info``: :class:`rnnjax.parallel.NewtonInfo`, or ``None`` for linear forms)."""
+    options = config.parallel or par.ParallelOptions()
+    if route == "linear":
+        st, ys = par.run_linear(
+            cell, cell.parallel_form(), options, zrate, params, s0, xs, m_seq, rec_fixed
+        )
+        return st, ys, None
+
+    def body(params, s0, rec_fixed, carry, inp):
+        return _body(cell, False, zrate, params, s0, rec_fixed, batched)(carry, inp)
+
+    return par.run_newton(body, options, params, s0, xs, m_seq, rec_fixed)

@@ -43,7 +43,7 @@ from rnnjax import cells
 from rnnjax import initializers as inits
 from rnnjax import layers as rl
 
-__all__ = ["RNN", "LSTM", "GRU", "EchoState", "build_network"]
+__all__ = ["RNN", "LSTM", "GRU", "EchoState", "Recurrent", "build_network"]
 
 _RATES = ("dropout", "input_dropout", "recurrent_dropout", "zoneout")
 
@@ -440,3 +440,38 @@ class EchoState(_Base):
             ).value
             for i, layer in enumerate(net.layers)
         )
+
+
+class Recurrent(_Recurrent):
+    """Layers of any rnnjax cell class as a linen module (a new cell needs no new module).
+
+    Attributes: those of :class:`RNN` (but ``nonlinearity``), and
+
+      cell: the cell class, called as ``cell(input_size, hidden_size, **options,
+        kernel_init=..., recurrent_init=..., param_dtype=..., dtype=...)``, e.g.
+        :class:`rnnjax.MinGRU`, :class:`rnnjax.MinLSTM`, :class:`rnnjax.LRU`.
+      options: the cell's other hyperparameters as ``(name, value)`` pairs (hashable).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj, rnnjax.linen as rl
+      >>> net = rl.Recurrent(8, cell=rj.MinGRU, num_layers=2,
+      ...                    config=rj.ScanConfig(method="parallel"))
+      >>> xs = jnp.ones((2, 5, 3))
+      >>> variables = net.init(jax.random.key(0), xs)
+      >>> _, ys = net.apply(variables, xs, jnp.array([5, 2]))
+      >>> ys.shape
+      (2, 5, 8)
+    """
+
+    cell: Any = None
+    options: tuple = ()
+
+    @nn.nowrap
+    def make_cell(self, input_size: int):
+        """The cell of a layer with ``input_size`` inputs."""
+        if not callable(self.cell):
+            raise TypeError(
+                f"cell must be an rnnjax cell class (e.g. rnnjax.MinGRU); got {self.cell!r}"
+            )
+        return self.cell(input_size, self.hidden_size, **dict(self.options),
+                         **self._cell_kwargs())

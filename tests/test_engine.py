@@ -269,9 +269,6 @@ def test_scan_config_checks():
         engine.resolve_backward(rj.EchoState(1, 4), rj.ScanConfig(backward="fused"))
     with pytest.raises(ValueError, match="remat is done by the reference"):
         engine.resolve_backward(rj.LSTM(1, 4), rj.ScanConfig(backward="fused", remat=2))
-    with pytest.raises(ValueError, match="needs a cell with a parallel form"):
-        rj.unroll(rj.LSTM(1, 4), rj.LSTM(1, 4).init(jax.random.key(0)), jnp.ones((3, 1)),
-                  config=rj.ScanConfig(method="parallel"))
     with pytest.raises(TypeError, match="config must be an rnnjax.ScanConfig"):
         rj.unroll(rj.LSTM(1, 4), rj.LSTM(1, 4).init(jax.random.key(0)), jnp.ones((3, 1)),
                   config={"remat": 2})

@@ -10,7 +10,10 @@ path, its kernel) plus a re-export in this file and in :mod:`rnnjax`.
 
 from rnnjax.cells.base import Cell, Kernel
 from rnnjax.cells.gru import GRU, GRUState
+from rnnjax.cells.lru import LRU, LRUState
 from rnnjax.cells.lstm import LSTM, LSTMState
+from rnnjax.cells.mingru import MinGRU, MinGRUState
+from rnnjax.cells.minlstm import MinLSTM, MinLSTMState
 from rnnjax.cells.simple_rnn import SimpleRNN, SimpleRNNState
 
 __all__ = [
@@ -22,4 +25,10 @@ __all__ = [
     "LSTMState",
     "GRU",
     "GRUState",
+    "MinGRU",
+    "MinGRUState",
+    "MinLSTM",
+    "MinLSTMState",
+    "LRU",
+    "LRUState",
 ]

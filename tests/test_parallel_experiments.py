@@ -1,0 +1,70 @@
+"""Smoke test of the parallel-in-time experiments: each ``--quick`` preset runs in a
+subprocess and writes its JSON with the expected figures.
+
+Marked slow: on the shared 2-core CPU the presets took 25 s to 2.5 min each (over the
+30 s a default-run test may take)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = os.path.join(ROOT, "experiments")
+
+
+def _run(name, tmp_path):
+    env = dict(
+        os.environ,
+        MPLBACKEND="Agg",
+        PYTHONPATH=os.pathsep.join([EXPERIMENTS, ROOT, os.environ.get("PYTHONPATH", "")]),
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(EXPERIMENTS, name + ".py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=EXPERIMENTS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / f"{name}_quick.json") as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_parallel_speed_quick(tmp_path):
+    out = _run("parallel_speed", tmp_path)
+    kinds = {r["kind"] for r in out["rows"]}
+    assert {"gru", "mingru", "lru", "gru_deer", "gru_qdeer", "lstm_deer", "lstm_qdeer"} <= kinds
+    for r in out["rows"]:
+        assert r["train_s"] > 0 and not r["fell_back"]
+        if r["kind"].endswith("deer"):
+            assert r["max_dev_from_sequential"] < 1e-4 and r["iterations"] >= 1
+    assert out["targets"]["mingru_vs_gru_train"]["speedup"] > 0
+
+
+@pytest.mark.slow
+def test_parallel_convergence_quick(tmp_path):
+    out = _run("parallel_convergence", tmp_path)
+    rows = {r["rho"]: r for r in out["rows"]}
+    assert rows[0.5]["deer"]["converged"] and rows[0.5]["deer"]["iterations"] < 10
+    assert all(r["deer_damped"]["converged"] for r in out["rows"])
+    assert not rows[5.0]["deer"]["converged"]  # chaotic: undamped DEER fails
+
+
+@pytest.mark.slow
+def test_parallel_quality_quick(tmp_path):
+    out = _run("parallel_quality", tmp_path)
+    for name in ("mingru", "minlstm", "lru", "gru", "lstm"):
+        assert math.isfinite(out["adding"][name]["final_test_mse"])
+        assert math.isfinite(out["language_model"][name]["perplexity"])

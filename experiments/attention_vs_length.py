@@ -63,8 +63,10 @@ def train(model, cfg, log_every=100):
     for i in range(cfg["steps"]):
         d = tasks.reversal(BATCH, 1, L, N_SYMBOLS, seed=rng)
         src, src_len, tgt, tgt_len = (jnp.asarray(a) for a in d)
-        state, m = trainer.train_step(state, {"inputs": src, "input_length": src_len,
-                                              "targets": tgt, "target_length": tgt_len})
+        state, m = trainer.train_step(
+            state,
+            {"inputs": src, "input_length": src_len, "targets": tgt, "target_length": tgt_len},
+        )
         if i % log_every == 0 or i == cfg["steps"] - 1:
             log.append({"step": i, "loss": float(m["loss"]), "time_s": time.perf_counter() - t0})
     return state.params, log, time.perf_counter() - t0
@@ -76,13 +78,16 @@ def evaluate(model, params, cfg):
     rows = []
     for length in range(1, L + 1):
         d = tasks.reversal(n, length, length, N_SYMBOLS, seed=rng, pad_to=L)
-        out = greedy_decode(model, params, jnp.asarray(d.src), jnp.asarray(d.src_len),
-                            max_len=L + 1)
-        rows.append({
-            "length": length,
-            "token_acc": float(tasks.token_accuracy(out.tokens, d.tgt, d.tgt_len)),
-            "seq_acc": float(tasks.sequence_accuracy(out.tokens, d.tgt, d.tgt_len)),
-        })
+        out = greedy_decode(
+            model, params, jnp.asarray(d.src), jnp.asarray(d.src_len), max_len=L + 1
+        )
+        rows.append(
+            {
+                "length": length,
+                "token_acc": float(tasks.token_accuracy(out.tokens, d.tgt, d.tgt_len)),
+                "seq_acc": float(tasks.sequence_accuracy(out.tokens, d.tgt, d.tgt_len)),
+            }
+        )
     return rows
 
 
@@ -93,27 +98,54 @@ def main():
     preset = "quick" if args.quick else "default"
     cfg = PRESETS[preset]
     vocab = N_SYMBOLS + len(tasks.SPECIALS)
-    results = {"config": dict(cfg, preset=preset, seed=SEED, n_symbols=N_SYMBOLS, embed=EMBED,
-                              hidden=HIDDEN, batch=BATCH, lr=LR, cell="gru", task="reversal",
-                              decoding="greedy", backend=jax.default_backend()),
-               "models": {}}
+    results = {
+        "config": dict(
+            cfg,
+            preset=preset,
+            seed=SEED,
+            n_symbols=N_SYMBOLS,
+            embed=EMBED,
+            hidden=HIDDEN,
+            batch=BATCH,
+            lr=LR,
+            cell="gru",
+            task="reversal",
+            decoding="greedy",
+            backend=jax.default_backend(),
+        ),
+        "models": {},
+    }
     for name, attention in [("no_attention", None), ("additive_attention", "additive")]:
-        model = Seq2Seq.build(src_vocab=vocab, tgt_vocab=vocab, embed_size=EMBED,
-                              hidden_size=HIDDEN, cell="gru", attention=attention)
+        model = Seq2Seq.build(
+            src_vocab=vocab,
+            tgt_vocab=vocab,
+            embed_size=EMBED,
+            hidden_size=HIDDEN,
+            cell="gru",
+            attention=attention,
+        )
         params, log, secs = train(model, cfg)
         rows = evaluate(model, params, cfg)
         results["models"][name] = {"train_log": log, "train_time_s": secs, "by_length": rows}
-        print(f"{name}: trained {cfg['steps']} steps in {secs:.1f} s, final loss "
-              f"{log[-1]['loss']:.4f}")
+        print(
+            f"{name}: trained {cfg['steps']} steps in {secs:.1f} s, final loss "
+            f"{log[-1]['loss']:.4f}"
+        )
 
     print(f"\nreversal, greedy decoding, {cfg['n_eval']} held-out sources per length")
-    print(f"{'length':>6} | {'tok acc (none)':>14} {'seq acc (none)':>14} | "
-          f"{'tok acc (attn)':>14} {'seq acc (attn)':>14}")
-    a, b = results["models"]["no_attention"]["by_length"], \
-        results["models"]["additive_attention"]["by_length"]
+    print(
+        f"{'length':>6} | {'tok acc (none)':>14} {'seq acc (none)':>14} | "
+        f"{'tok acc (attn)':>14} {'seq acc (attn)':>14}"
+    )
+    a, b = (
+        results["models"]["no_attention"]["by_length"],
+        results["models"]["additive_attention"]["by_length"],
+    )
     for ra, rb in zip(a, b):
-        print(f"{ra['length']:>6} | {ra['token_acc']:>14.3f} {ra['seq_acc']:>14.3f} | "
-              f"{rb['token_acc']:>14.3f} {rb['seq_acc']:>14.3f}")
+        print(
+            f"{ra['length']:>6} | {ra['token_acc']:>14.3f} {ra['seq_acc']:>14.3f} | "
+            f"{rb['token_acc']:>14.3f} {rb['seq_acc']:>14.3f}"
+        )
 
     os.makedirs(RESULTS, exist_ok=True)
     stem = os.path.join(RESULTS, "attention_vs_length" + ("_quick" if args.quick else ""))
@@ -130,14 +162,14 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    labels = {"no_attention": "encoder-decoder (fixed context)",
-              "additive_attention": "encoder-decoder + additive attention"}
+    labels = {
+        "no_attention": "encoder-decoder (fixed context)",
+        "additive_attention": "encoder-decoder + additive attention",
+    }
     for name, res in results["models"].items():
         x = [r["length"] for r in res["by_length"]]
-        axes[0].plot(x, [r["token_acc"] for r in res["by_length"]], "o-", ms=3,
-                     label=labels[name])
-        axes[1].plot(x, [r["seq_acc"] for r in res["by_length"]], "o-", ms=3,
-                     label=labels[name])
+        axes[0].plot(x, [r["token_acc"] for r in res["by_length"]], "o-", ms=3, label=labels[name])
+        axes[1].plot(x, [r["seq_acc"] for r in res["by_length"]], "o-", ms=3, label=labels[name])
     for ax, title in zip(axes, ["token accuracy", "sequence accuracy (exact match)"]):
         ax.set_xlabel("source length")
         ax.set_ylabel(title)
@@ -145,8 +177,10 @@ def plot(results, path):
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower left", fontsize=8)
     c = results["config"]
-    fig.suptitle(f"Reversal, trained on lengths 1..{c['max_len']} ({c['steps']} steps, "
-                 f"GRU H={c['hidden']}); greedy decoding of held-out sources")
+    fig.suptitle(
+        f"Reversal, trained on lengths 1..{c['max_len']} ({c['steps']} steps, "
+        f"GRU H={c['hidden']}); greedy decoding of held-out sources"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -233,8 +233,17 @@ RESULT_KEYS = {
     "gflops": dict,
     "peak_fraction": dict,
 }
-RATIO_KEYS = {"shape": dict, "cell": str, "impl": str, "peer": str, "mode": str, "median": _NUM,
-              "min": _NUM, "max": _NUM, "of_medians": _NUM}
+RATIO_KEYS = {
+    "shape": dict,
+    "cell": str,
+    "impl": str,
+    "peer": str,
+    "mode": str,
+    "median": _NUM,
+    "min": _NUM,
+    "max": _NUM,
+    "of_medians": _NUM,
+}
 
 
 def _check_keys(where: str, obj, spec: dict) -> list:
@@ -260,8 +269,11 @@ def validate_report(report: dict) -> list:
       computed from.
     """
     errors = _check_keys("report", report, REPORT_SCHEMA)
-    if not isinstance(report, dict) or not isinstance(report.get("results"), list) \
-            or not isinstance(report.get("ratios"), list):
+    if (
+        not isinstance(report, dict)
+        or not isinstance(report.get("results"), list)
+        or not isinstance(report.get("ratios"), list)
+    ):
         return errors
     index = {}
     for n, r in enumerate(report["results"]):
@@ -294,7 +306,9 @@ def validate_report(report: dict) -> list:
             errors.append(f"{where} cannot be recomputed from the times: {e}")
             continue
         if not math.isclose(expect["median"], q["median"], rel_tol=1e-9):
-            errors.append(f"{where}.median {q['median']} does not match the times ({expect['median']})")
+            errors.append(
+                f"{where}.median {q['median']} does not match the times ({expect['median']})"
+            )
     return errors
 
 

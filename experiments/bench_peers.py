@@ -19,7 +19,6 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import rnnjax as rj
 from experiments.bench_core import Shape, time_call
@@ -59,7 +58,9 @@ def _jax_runner(impl, apply, params, xs, extra_memory=None) -> Runner:
         try:
             m = compiled[name].memory_analysis()
             memory[f"{name}_xla_bytes"] = int(
-                m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+                m.temp_size_in_bytes
+                + m.argument_size_in_bytes
+                + m.output_size_in_bytes
                 - m.alias_size_in_bytes
             )
         except Exception:  # noqa: BLE001 - not every backend reports it
@@ -113,7 +114,11 @@ def _esn(cell_name, shape: Shape, dtype_name: str) -> Runner:
     cf = fwd.lower(params, xs).compile()
     compile_s = {"fwd": time.perf_counter() - t0}
     m = cf.memory_analysis()
-    memory = {"fwd_xla_bytes": int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)}
+    memory = {
+        "fwd_xla_bytes": int(
+            m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+        )
+    }
     return Runner("rnnjax", lambda: jax.block_until_ready(cf(params, xs)), None, compile_s, memory)
 
 
@@ -243,7 +248,12 @@ def cudnn_lstm_weights(params: dict, input_size: int, hidden_size: int):
             f"w_ih {params['w_ih'].shape}, w_hh {params['w_hh'].shape}"
         )
     return jnp.concatenate(
-        [params["w_ih"].T.ravel(), params["w_hh"].T.ravel(), params["b"], jnp.zeros_like(params["b"])]
+        [
+            params["w_ih"].T.ravel(),
+            params["w_hh"].T.ravel(),
+            params["b"],
+            jnp.zeros_like(params["b"]),
+        ]
     )
 
 
@@ -285,7 +295,6 @@ def available(backend: str) -> list:
     """The implementations that can run on ``backend`` here (torch only on CPU: the
     benchmark compares on one device)."""
     return [name for name, (_, _, ok) in IMPLS.items() if ok(backend)]
-
 
 
 def build(impl: str, cell_name: str, shape: Shape, dtype_name: str) -> Runner:

@@ -48,8 +48,10 @@ def rnnjax_rows(B, T, I, H):
     key = jax.random.key(2)
     plain = rj.Stacked([rj.LSTM(I, H), rj.LSTM(H, H)])
     drop = rj.Stacked(
-        [rj.Recurrent(rj.LSTM(I, H), recurrent_dropout=0.25),
-         rj.Recurrent(rj.LSTM(H, H), recurrent_dropout=0.25)],
+        [
+            rj.Recurrent(rj.LSTM(I, H), recurrent_dropout=0.25),
+            rj.Recurrent(rj.LSTM(H, H), recurrent_dropout=0.25),
+        ],
         dropout=0.2,
     )
     params = plain.init(jax.random.key(0))
@@ -60,7 +62,9 @@ def rnnjax_rows(B, T, I, H):
     for name, cell in (("LSTM", rj.LSTM), ("GRU", rj.GRU)):
         for dt, label in ((jnp.float32, "float32"), (jnp.bfloat16, "bfloat16")):
             layer = rj.Recurrent(cell(I, H, param_dtype=dt))
-            rows[f"rnnjax {name} {label}"] = _compiled(layer, layer.init(jax.random.key(0)), xs, None)
+            rows[f"rnnjax {name} {label}"] = _compiled(
+                layer, layer.init(jax.random.key(0)), xs, None
+            )
     return rows
 
 
@@ -105,23 +109,30 @@ def measure(rounds: int = 7, shape=SHAPE) -> dict:
     def ratio(a, b):
         return float(np.median(np.array(times[a]) / np.array(times[b])))
 
-    out = {"shape": dict(zip("BTIH", shape)), "rounds": rounds,
-           "median_s": {k: float(np.median(v)) for k, v in times.items()}}
+    out = {
+        "shape": dict(zip("BTIH", shape)),
+        "rounds": rounds,
+        "median_s": {k: float(np.median(v)) for k, v in times.items()},
+    }
     out["ratios"] = {
-        "dropout / no dropout (target <= 1.1)": ratio("rnnjax 2-layer LSTM, dropout",
-                                                      "rnnjax 2-layer LSTM"),
+        "dropout / no dropout (target <= 1.1)": ratio(
+            "rnnjax 2-layer LSTM, dropout", "rnnjax 2-layer LSTM"
+        ),
         "LSTM bfloat16 / float32": ratio("rnnjax LSTM bfloat16", "rnnjax LSTM float32"),
         "GRU bfloat16 / float32": ratio("rnnjax GRU bfloat16", "rnnjax GRU float32"),
     }
     if "torch 2-layer LSTM, dropout" in times:
         out["ratios"]["dropout: rnnjax / torch (target <= 1.0)"] = ratio(
-            "rnnjax 2-layer LSTM, dropout", "torch 2-layer LSTM, dropout")
+            "rnnjax 2-layer LSTM, dropout", "torch 2-layer LSTM, dropout"
+        )
     return out
 
 
 def report(out: dict) -> str:
-    lines = [f"Regularised and bfloat16 rows, training step, B,T,I,H = "
-             f"{','.join(str(v) for v in out['shape'].values())} ({out['rounds']} rounds)"]
+    lines = [
+        f"Regularised and bfloat16 rows, training step, B,T,I,H = "
+        f"{','.join(str(v) for v in out['shape'].values())} ({out['rounds']} rounds)"
+    ]
     for k, v in out["median_s"].items():
         lines.append(f"  {k:<34} {1e3 * v:9.2f} ms")
     for k, v in out["ratios"].items():

@@ -22,8 +22,17 @@ import rnnjax as rj
 from experiments import bench_core as core
 from experiments import bench_peers as peers
 
-__all__ = ["run", "matmul_peak", "quality_task", "bidirectional_compile", "remat_memory", "flax_modules",
-           "measure_shape", "ratio_rows", "targets"]
+__all__ = [
+    "run",
+    "matmul_peak",
+    "quality_task",
+    "bidirectional_compile",
+    "remat_memory",
+    "flax_modules",
+    "measure_shape",
+    "ratio_rows",
+    "targets",
+]
 
 
 def environment() -> dict:
@@ -144,21 +153,23 @@ def measure_shape(shape, cell, impls, dtype_name, preset, peak_gflops, log=print
         gf = {"fwd": fl["fwd"] / statistics.median(fwd) / 1e9}
         if train:
             gf["train"] = fl["train"] / statistics.median(train) / 1e9
-        out.append({
-            "shape": core.shape_dict(shape),
-            "cell": cell,
-            "impl": impl,
-            "dtype": dtype_name,
-            "fwd_s": fwd,
-            "train_s": train,
-            "fwd_summary": core.summarize(fwd),
-            "train_summary": core.summarize(train) if train else None,
-            "compile_s": r.compile_s,
-            "memory": memory[impl],
-            "flops": fl,
-            "gflops": gf,
-            "peak_fraction": {k: v / peak_gflops for k, v in gf.items()},
-        })
+        out.append(
+            {
+                "shape": core.shape_dict(shape),
+                "cell": cell,
+                "impl": impl,
+                "dtype": dtype_name,
+                "fwd_s": fwd,
+                "train_s": train,
+                "fwd_summary": core.summarize(fwd),
+                "train_summary": core.summarize(train) if train else None,
+                "compile_s": r.compile_s,
+                "memory": memory[impl],
+                "flops": fl,
+                "gflops": gf,
+                "peak_fraction": {k: v / peak_gflops for k, v in gf.items()},
+            }
+        )
     return out
 
 
@@ -180,8 +191,16 @@ def ratio_rows(results: list) -> list:
                 if not ours[key] or not theirs[key]:
                     continue
                 q = core.paired_ratios(ours[key], theirs[key])
-                rows.append({"shape": ours["shape"], "cell": cell, "impl": "rnnjax", "peer": peer,
-                             "mode": mode, **q})
+                rows.append(
+                    {
+                        "shape": ours["shape"],
+                        "cell": cell,
+                        "impl": "rnnjax",
+                        "peer": peer,
+                        "mode": mode,
+                        **q,
+                    }
+                )
     return rows
 
 
@@ -218,8 +237,11 @@ def _nrmse(pred, target):
 def _gradient_model(cell_name, us, ys, n_train, budget_s, seed, H=32, window=100, batch=16):
     cell = {"lstm": rj.LSTM, "gru": rj.GRU}[cell_name](1, H)
     k1, k2 = jax.random.split(jax.random.key(seed))
-    params = {"cell": cell.init(k1), "w_out": jax.random.normal(k2, (H, 1)) / math.sqrt(H),
-              "b_out": jnp.zeros((1,))}
+    params = {
+        "cell": cell.init(k1),
+        "w_out": jax.random.normal(k2, (H, 1)) / math.sqrt(H),
+        "b_out": jnp.zeros((1,)),
+    }
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-3))
     opt_state = opt.init(params)
     us_tr, ys_tr = jnp.asarray(us[:n_train]), jnp.asarray(ys[:n_train])
@@ -263,8 +285,14 @@ def _gradient_model(cell_name, us, ys, n_train, budget_s, seed, H=32, window=100
         jax.block_until_ready(loss)
         elapsed += time.perf_counter() - t
         steps += 1
-    return {"model": f"{cell_name} H={H} (adam, clip 1.0)", "compile_s": compile_s,
-            "train_s": elapsed, "steps": steps, "nrmse": curve[-1][1], "curve": curve}
+    return {
+        "model": f"{cell_name} H={H} (adam, clip 1.0)",
+        "compile_s": compile_s,
+        "train_s": elapsed,
+        "steps": steps,
+        "nrmse": curve[-1][1],
+        "curve": curve,
+    }
 
 
 def _esn_model(us, ys, n_train, N, seed):
@@ -272,19 +300,38 @@ def _esn_model(us, ys, n_train, N, seed):
 
     def once(s):
         t0 = time.perf_counter()
-        cell = esn.EchoState(1, N, spectral_radius=0.95, leak_rate=0.3, input_scaling=1.0,
-                             density=0.1, input_density=0.2)
+        cell = esn.EchoState(
+            1,
+            N,
+            spectral_radius=0.95,
+            leak_rate=0.3,
+            input_scaling=1.0,
+            density=0.1,
+            input_density=0.2,
+        )
         params = cell.init(jax.random.key(s))
-        readout, state = esn.fit_ridge(cell, params, jnp.asarray(us[:n_train]),
-                                       jnp.asarray(ys[:n_train]), ridge=1e-7, washout=100)
+        readout, state = esn.fit_ridge(
+            cell,
+            params,
+            jnp.asarray(us[:n_train]),
+            jnp.asarray(ys[:n_train]),
+            ridge=1e-7,
+            washout=100,
+        )
         _, pred = esn.predict(cell, params, readout, jnp.asarray(us[n_train:]), state)
         pred = np.asarray(pred)
         return time.perf_counter() - t0, _nrmse(pred, ys[n_train:])
 
     cold, _ = once(seed)  # includes compilation
     warm, err = once(seed)
-    return {"model": f"esn N={N} (ridge 1e-7, float64 readout)", "compile_s": max(0.0, cold - warm),
-            "train_s": warm, "steps": 1, "nrmse": err, "curve": [[warm, err, 1]]}
+    return {
+        "model": f"esn N={N} (ridge 1e-7, float64 readout)",
+        "compile_s": max(0.0, cold - warm),
+        "train_s": warm,
+        "steps": 1,
+        "nrmse": err,
+        "curve": [[warm, err, 1]],
+    }
 
 
 def quality_task(preset, seed, log=print) -> dict:
@@ -292,11 +339,18 @@ def quality_task(preset, seed, log=print) -> dict:
     same wall-clock budget (training time; compile time recorded apart)."""
     series = _mackey_glass(preset.quality_series)
     us, ys, n_train = _split(series)
-    out = {"budget_s": preset.quality_budget_s, "n_train": n_train, "n_test": len(us) - n_train,
-           "preprocessing": "tau=17, dt=0.1, every 10th sample, 1000 discarded; centred by the "
-                            "training mean; inputs u[t], targets u[t+1]", "models": []}
+    out = {
+        "budget_s": preset.quality_budget_s,
+        "n_train": n_train,
+        "n_test": len(us) - n_train,
+        "preprocessing": "tau=17, dt=0.1, every 10th sample, 1000 discarded; centred by the "
+        "training mean; inputs u[t], targets u[t+1]",
+        "models": [],
+    }
     for cell_name in ("lstm", "gru"):
-        out["models"].append(_gradient_model(cell_name, us, ys, n_train, preset.quality_budget_s, seed))
+        out["models"].append(
+            _gradient_model(cell_name, us, ys, n_train, preset.quality_budget_s, seed)
+        )
         log(f"  quality {cell_name}: NRMSE {out['models'][-1]['nrmse']:.3g}")
     if peers.has_esn():
         for N in preset.esn_sizes:
@@ -323,8 +377,16 @@ def bidirectional_compile(Ts=(128, 4096), B=8, I=32, H=64) -> list:
         t0, c0 = time.perf_counter(), time.process_time()
         step.lower(params, xs).compile()
         # CPU seconds too: on a loaded machine the wall time mostly measures the queue
-        rows.append({"T": T, "B": B, "I": I, "H": H, "compile_s": time.perf_counter() - t0,
-                     "compile_cpu_s": time.process_time() - c0})
+        rows.append(
+            {
+                "T": T,
+                "B": B,
+                "I": I,
+                "H": H,
+                "compile_s": time.perf_counter() - t0,
+                "compile_cpu_s": time.process_time() - c0,
+            }
+        )
     return rows
 
 
@@ -337,15 +399,22 @@ def remat_memory(T=10000, B=4, I=32, H=64) -> dict:
     out = {"T": T, "B": B, "I": I, "H": H}
     for name, remat in (("default", None), ("remat", True)):
         config = rj.ScanConfig(remat=remat)
-        step = jax.jit(jax.grad(lambda p, x: jnp.mean(rj.unroll_batch(cell, p, x, config=config)[1] ** 2)))
+        step = jax.jit(
+            jax.grad(lambda p, x: jnp.mean(rj.unroll_batch(cell, p, x, config=config)[1] ** 2))
+        )
         compiled = step.lower(params, xs).compile()
         m = compiled.memory_analysis()
         jax.block_until_ready(compiled(params, xs))
-        t = min(core.time_call(lambda: jax.block_until_ready(compiled(params, xs))) for _ in range(2))
-        out[name] = {"temp_bytes": int(m.temp_size_in_bytes),
-                     "total_bytes": int(m.temp_size_in_bytes + m.argument_size_in_bytes
-                                        + m.output_size_in_bytes),
-                     "train_s": t}
+        t = min(
+            core.time_call(lambda: jax.block_until_ready(compiled(params, xs))) for _ in range(2)
+        )
+        out[name] = {
+            "temp_bytes": int(m.temp_size_in_bytes),
+            "total_bytes": int(
+                m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+            ),
+            "train_s": t,
+        }
     out["peak_ratio"] = out["remat"]["total_bytes"] / out["default"]["total_bytes"]
     out["time_ratio"] = out["remat"]["train_s"] / out["default"]["train_s"]
     return out
@@ -382,8 +451,12 @@ def regularised(quick: bool = False) -> dict:
 
 def _ratio(ratios, shape, cell, peer, mode="train"):
     for q in ratios:
-        if (q["shape"] == core.shape_dict(shape) and q["cell"] == cell and q["peer"] == peer
-                and q["mode"] == mode):
+        if (
+            q["shape"] == core.shape_dict(shape)
+            and q["cell"] == cell
+            and q["peer"] == peer
+            and q["mode"] == mode
+        ):
             return q["of_medians"]
     return None
 
@@ -402,44 +475,84 @@ def targets(report) -> list:
     for s in defaults:
         lim = 0.5 if s == core.Shape(1, 1000, 32, 64) else 1.0
         r = _ratio(ratios, s, "lstm", "torch")
-        rows.append({"target": f"LSTM <= {lim}x torch at {s.label()}", "value": r,
-                     "met": None if r is None else r <= lim})
+        rows.append(
+            {
+                "target": f"LSTM <= {lim}x torch at {s.label()}",
+                "value": r,
+                "met": None if r is None else r <= lim,
+            }
+        )
         r = _ratio(ratios, s, "gru", "torch")
-        rows.append({"target": f"GRU <= 0.8x torch at {s.label()}", "value": r,
-                     "met": None if r is None else r <= 0.8})
+        rows.append(
+            {
+                "target": f"GRU <= 0.8x torch at {s.label()}",
+                "value": r,
+                "met": None if r is None else r <= 0.8,
+            }
+        )
     for s in defaults[:3]:
         for cell in ("lstm", "gru"):
             rs = [x for x in (_ratio(ratios, s, cell, p) for p in ("flax", "equinox")) if x]
             r = max(rs) if rs else None  # against the best (fastest) peer: the largest ratio
-            rows.append({"target": f"{cell.upper()} <= 0.8x best Flax/Equinox at {s.label()}",
-                         "value": r, "met": None if r is None else r <= 0.8})
+            rows.append(
+                {
+                    "target": f"{cell.upper()} <= 0.8x best Flax/Equinox at {s.label()}",
+                    "value": r,
+                    "met": None if r is None else r <= 0.8,
+                }
+            )
     if core.DEFAULT_SHAPES[3] in shapes:
         for res in report["results"]:
-            if res["impl"] == "rnnjax" and res["cell"] in ("lstm", "gru") and \
-                    res["shape"] == core.shape_dict(core.DEFAULT_SHAPES[3]):
+            if (
+                res["impl"] == "rnnjax"
+                and res["cell"] in ("lstm", "gru")
+                and res["shape"] == core.shape_dict(core.DEFAULT_SHAPES[3])
+            ):
                 f = res["peak_fraction"].get("train")
-                rows.append({"target": f"{res['cell'].upper()} >= 85% of matmul peak at "
-                             f"{core.DEFAULT_SHAPES[3].label()}", "value": f, "met": f >= 0.85})
+                rows.append(
+                    {
+                        "target": f"{res['cell'].upper()} >= 85% of matmul peak at "
+                        f"{core.DEFAULT_SHAPES[3].label()}",
+                        "value": f,
+                        "met": f >= 0.85,
+                    }
+                )
     for c in report.get("compile_bidirectional", []):
-        rows.append({"target": f"2-layer bidirectional LSTM compiles < 2 s at T={c['T']}",
-                     "value": c["compile_s"], "met": c["compile_s"] < 2.0})
+        rows.append(
+            {
+                "target": f"2-layer bidirectional LSTM compiles < 2 s at T={c['T']}",
+                "value": c["compile_s"],
+                "met": c["compile_s"] < 2.0,
+            }
+        )
     fm = report.get("flax_modules")
     if fm:
         for name in ("linen", "nnx split", "nnx.jit"):
             r = fm["ratio_to_functional"][name]
-            rows.append({"target": f"Flax {name} within 5% of the functional layer (2-layer BiLSTM)",
-                         "value": r, "met": r <= 1.05})
+            rows.append(
+                {
+                    "target": f"Flax {name} within 5% of the functional layer (2-layer BiLSTM)",
+                    "value": r,
+                    "met": r <= 1.05,
+                }
+            )
     reg = report.get("regularised")
     if reg and tuple(reg["shape"].values()) == bench_regularised_shape():
         for k, v in reg["ratios"].items():
             if "target <=" in k:
                 lim = float(k.split("target <=")[1].strip(" )"))
-                rows.append({"target": k.split(" (target")[0] + f" <= {lim}", "value": v,
-                             "met": v <= lim})
+                rows.append(
+                    {"target": k.split(" (target")[0] + f" <= {lim}", "value": v, "met": v <= lim}
+                )
     rm = report.get("remat")
     if rm and rm["T"] == 10000:
-        rows.append({"target": f"remat peak memory <= 1/4 of default at T={rm['T']}",
-                     "value": rm["peak_ratio"], "met": rm["peak_ratio"] <= 0.25})
+        rows.append(
+            {
+                "target": f"remat peak memory <= 1/4 of default at T={rm['T']}",
+                "value": rm["peak_ratio"],
+                "met": rm["peak_ratio"] <= 0.25,
+            }
+        )
     return rows
 
 
@@ -455,41 +568,73 @@ def _fmt_ms(summary):
 def print_tables(report, console):
     from rich.table import Table
 
-    t = Table(title=f"Timings ({report['config']['dtype']}, {report['environment']['backend']}, "
-                    f"matmul peak {report['matmul_peak']['gflops']:.1f} GFLOP/s), ms: median \\[q1-q3]")
-    for col in ("shape", "cell", "impl", "fwd ms", "train ms", "compile s (train)", "XLA MB (train)",
-                "GFLOP/s (train)", "% peak"):
+    t = Table(
+        title=f"Timings ({report['config']['dtype']}, {report['environment']['backend']}, "
+        f"matmul peak {report['matmul_peak']['gflops']:.1f} GFLOP/s), ms: median \\[q1-q3]"
+    )
+    for col in (
+        "shape",
+        "cell",
+        "impl",
+        "fwd ms",
+        "train ms",
+        "compile s (train)",
+        "XLA MB (train)",
+        "GFLOP/s (train)",
+        "% peak",
+    ):
         t.add_column(col, justify="right" if "ms" in col or "/" in col or "%" in col else "left")
     for r in report["results"]:
         mem = r["memory"].get("train_xla_bytes") or r["memory"].get("fwd_xla_bytes")
         gf = r["gflops"].get("train", r["gflops"]["fwd"])
         pf = r["peak_fraction"].get("train", r["peak_fraction"]["fwd"])
         comp = r["compile_s"].get("train", r["compile_s"].get("fwd"))
-        t.add_row(core.Shape(**r["shape"]).label(), r["cell"], r["impl"], _fmt_ms(r["fwd_summary"]),
-                  _fmt_ms(r["train_summary"]), "-" if comp is None else f"{comp:.2f}",
-                  "-" if mem is None else f"{mem / 2**20:.1f}", f"{gf:.1f}", f"{100 * pf:.0f}%")
+        t.add_row(
+            core.Shape(**r["shape"]).label(),
+            r["cell"],
+            r["impl"],
+            _fmt_ms(r["fwd_summary"]),
+            _fmt_ms(r["train_summary"]),
+            "-" if comp is None else f"{comp:.2f}",
+            "-" if mem is None else f"{mem / 2**20:.1f}",
+            f"{gf:.1f}",
+            f"{100 * pf:.0f}%",
+        )
     console.print(t)
     for reference in (False, True):
         rows = [q for q in report["ratios"] if is_reference(q["peer"]) == reference]
         if not rows:
             continue
         if reference:
-            title = ("rnnjax time / reference time (not a peer: rnnjax itself with its fast paths "
-                     "off, the reference scan differentiated by autodiff): median \\[min-max]; < 1: "
-                     "the fast path gains")
+            title = (
+                "rnnjax time / reference time (not a peer: rnnjax itself with its fast paths "
+                "off, the reference scan differentiated by autodiff): median \\[min-max]; < 1: "
+                "the fast path gains"
+            )
         else:
-            title = ("rnnjax time / peer time (paired rounds): median \\[min-max]; < 1 means rnnjax is "
-                     "faster")
+            title = (
+                "rnnjax time / peer time (paired rounds): median \\[min-max]; < 1 means rnnjax is "
+                "faster"
+            )
         t = Table(title=title)
-        for col in ("shape", "cell", "reference" if reference else "peer", "train (fwd+bwd)", "forward"):
+        for col in (
+            "shape",
+            "cell",
+            "reference" if reference else "peer",
+            "train (fwd+bwd)",
+            "forward",
+        ):
             t.add_column(col)
         seen = {}
         for q in rows:
-            seen.setdefault((core.Shape(**q["shape"]).label(), q["cell"], impl_label(q["peer"])),
-                            {})[q["mode"]] = q
+            seen.setdefault(
+                (core.Shape(**q["shape"]).label(), q["cell"], impl_label(q["peer"])), {}
+            )[q["mode"]] = q
         for (shape, cell, peer), modes in seen.items():
-            cells = [f"{m['median']:.2f} [{m['min']:.2f}-{m['max']:.2f}]" if m else "-"
-                     for m in (modes.get("train"), modes.get("fwd"))]
+            cells = [
+                f"{m['median']:.2f} [{m['min']:.2f}-{m['max']:.2f}]" if m else "-"
+                for m in (modes.get("train"), modes.get("fwd"))
+            ]
             t.add_row(shape, cell, peer, *cells)
         console.print(t)
     q = report.get("quality")
@@ -498,20 +643,30 @@ def print_tables(report, console):
         for col in ("model", "train s", "steps", "compile s", "NRMSE"):
             t.add_column(col)
         for m in q["models"]:
-            t.add_row(m["model"], f"{m['train_s']:.2f}", str(m["steps"]), f"{m['compile_s']:.2f}",
-                      f"{m['nrmse']:.3g}")
+            t.add_row(
+                m["model"],
+                f"{m['train_s']:.2f}",
+                str(m["steps"]),
+                f"{m['compile_s']:.2f}",
+                f"{m['nrmse']:.3g}",
+            )
         console.print(t)
     if not report["targets"]:
-        console.print("Performance targets: not judged (they were set for the default shapes; "
-                      "run without --quick and --shape to judge them).")
+        console.print(
+            "Performance targets: not judged (they were set for the default shapes; "
+            "run without --quick and --shape to judge them)."
+        )
         return
     t = Table(title="Performance targets (judged only where they were set)")
     for col in ("target", "measured", "met"):
         t.add_column(col)
     for row in report["targets"]:
         v = row["value"]
-        t.add_row(row["target"], "-" if v is None else f"{v:.3g}",
-                  {True: "yes", False: "NO", None: "not measured"}[row["met"]])
+        t.add_row(
+            row["target"],
+            "-" if v is None else f"{v:.3g}",
+            {True: "yes", False: "NO", None: "not measured"}[row["met"]],
+        )
     console.print(t)
 
 
@@ -529,8 +684,9 @@ def impl_label(impl: str) -> str:
 def _ratio_axis(ax, rows, title, color_of, right):
     """Horizontal bars of the median ratio with its range, the axis limited to the medians:
     a range past the edge is drawn to the edge with its end written there."""
-    labels = [f"{q['cell']} {core.Shape(**q['shape']).label()}  vs {impl_label(q['peer'])}"
-              for q in rows]
+    labels = [
+        f"{q['cell']} {core.Shape(**q['shape']).label()}  vs {impl_label(q['peer'])}" for q in rows
+    ]
     y = np.arange(len(rows))
     med = np.array([q["median"] for q in rows], float)
     lo = np.array([q["min"] for q in rows], float)
@@ -539,8 +695,15 @@ def _ratio_axis(ax, rows, title, color_of, right):
     ax.hlines(y, np.minimum(lo, right), np.minimum(hi, right), color="k", lw=1.2)
     for yi, h in zip(y, hi):
         if h > right:
-            ax.annotate(f"{h:.2g}", (right, yi), xytext=(-2, 3), textcoords="offset points",
-                        ha="right", va="bottom", fontsize=9)
+            ax.annotate(
+                f"{h:.2g}",
+                (right, yi),
+                xytext=(-2, 3),
+                textcoords="offset points",
+                ha="right",
+                va="bottom",
+                fontsize=9,
+            )
     ax.axvline(1.0, color="k", lw=1, ls="--")
     ax.set_xlim(0, right)
     ax.set_yticks(y, labels, fontsize=9)
@@ -561,22 +724,38 @@ def plot(report, path):
     n_left = len(peer_rows) + len(ref_rows)
     height = max(4.8, 0.32 * n_left + 1.8)
     fig = plt.figure(figsize=(15, height))
-    grid = fig.add_gridspec(2 if ref_rows else 1, 2, width_ratios=(1.15, 1),
-                            height_ratios=(max(len(peer_rows), 1), len(ref_rows)) if ref_rows else None)
+    grid = fig.add_gridspec(
+        2 if ref_rows else 1,
+        2,
+        width_ratios=(1.15, 1),
+        height_ratios=(max(len(peer_rows), 1), len(ref_rows)) if ref_rows else None,
+    )
     ax = fig.add_subplot(grid[0, 0])
     # one x scale for peers and reference, set by the medians (not the ranges)
     right = max([1.3 * q["median"] for q in train] + [1.5])
-    _ratio_axis(ax, peer_rows, "Speed against the peers, training step (< 1: rnnjax faster)",
-                lambda m: "tab:green" if m <= 1 else "tab:orange", right)
+    _ratio_axis(
+        ax,
+        peer_rows,
+        "Speed against the peers, training step (< 1: rnnjax faster)",
+        lambda m: "tab:green" if m <= 1 else "tab:orange",
+        right,
+    )
     if ref_rows:
         ax_r = fig.add_subplot(grid[1, 0])
-        _ratio_axis(ax_r, ref_rows, "Reference, not a peer: rnnjax with its fast paths off "
-                    "(< 1: the fast path gains)", lambda m: "0.6", right)
-        ax_r.set_xlabel("rnnjax time / other time (bar: median of paired rounds; line: range)",
-                        fontsize=9)
+        _ratio_axis(
+            ax_r,
+            ref_rows,
+            "Reference, not a peer: rnnjax with its fast paths off (< 1: the fast path gains)",
+            lambda m: "0.6",
+            right,
+        )
+        ax_r.set_xlabel(
+            "rnnjax time / other time (bar: median of paired rounds; line: range)", fontsize=9
+        )
     else:
-        ax.set_xlabel("rnnjax time / peer time (bar: median of paired rounds; line: range)",
-                      fontsize=9)
+        ax.set_xlabel(
+            "rnnjax time / peer time (bar: median of paired rounds; line: range)", fontsize=9
+        )
     ax = fig.add_subplot(grid[:, 1])
     q = report.get("quality")
     if q:
@@ -616,30 +795,48 @@ def run(args) -> dict:
     t_start = time.perf_counter()
     report = {
         "environment": env,
-        "config": {"preset": preset.name, "dtype": args.dtype, "shapes": [core.shape_dict(s) for s in shapes],
-                   "cells": cells, "impls": impls, "min_reps": preset.min_reps,
-                   "max_reps": preset.max_reps, "round_budget_s": preset.budget_s, "seed": args.seed,
-                   "fused_projection": rj.engine.default_projection()},
+        "config": {
+            "preset": preset.name,
+            "dtype": args.dtype,
+            "shapes": [core.shape_dict(s) for s in shapes],
+            "cells": cells,
+            "impls": impls,
+            "min_reps": preset.min_reps,
+            "max_reps": preset.max_reps,
+            "round_budget_s": preset.budget_s,
+            "seed": args.seed,
+            "fused_projection": rj.engine.default_projection(),
+        },
         "results": [],
         "errors": [],
     }
     jobs = [(s, c) for s in shapes for c in cells]
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         task = progress.add_task("matmul peak", total=len(jobs) + 6)
         # a peak is the best the machine does: many repetitions, so that background load
         # on this shared machine is unlikely to hit them all
-        report["matmul_peak"] = matmul_peak(256 if args.quick else 1024, args.dtype,
-                                            reps=5 if args.quick else 25)
+        report["matmul_peak"] = matmul_peak(
+            256 if args.quick else 1024, args.dtype, reps=5 if args.quick else 25
+        )
         progress.advance(task)
         log = progress.console.print
         for n, (shape, cell) in enumerate(jobs):
             progress.update(task, description=f"{cell} {shape.label()}")
             if not console.is_terminal:  # no live bar: one line per step
-                log(f"[{n + 1}/{len(jobs)}] {cell} {shape.label()} ({time.perf_counter() - t_start:.0f} s)")
+                log(
+                    f"[{n + 1}/{len(jobs)}] {cell} {shape.label()} ({time.perf_counter() - t_start:.0f} s)"
+                )
             try:
-                report["results"] += measure_shape(shape, cell, impls, args.dtype, preset,
-                                                   report["matmul_peak"]["gflops"], log=log)
+                report["results"] += measure_shape(
+                    shape, cell, impls, args.dtype, preset, report["matmul_peak"]["gflops"], log=log
+                )
             except Exception as e:  # noqa: BLE001 - keep going, record it
                 report["errors"].append(f"{cell} {shape.label()}: {traceback.format_exc(limit=3)}")
                 log(f"  {cell} {shape.label()} failed: {type(e).__name__}: {e}")
@@ -679,6 +876,12 @@ def run(args) -> dict:
         from experiments import bench_regularised
 
         console.print(bench_regularised.report(report["regularised"]))
-    console.print(f"wrote {args.out}/benchmark.json and {args.out}/benchmark.png in {report['wall_s']:.0f} s"
-                  + (f"; {len(report['errors'])} problem(s) recorded under 'errors'" if report["errors"] else ""))
+    console.print(
+        f"wrote {args.out}/benchmark.json and {args.out}/benchmark.png in {report['wall_s']:.0f} s"
+        + (
+            f"; {len(report['errors'])} problem(s) recorded under 'errors'"
+            if report["errors"]
+            else ""
+        )
+    )
     return report

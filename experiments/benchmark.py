@@ -50,14 +50,32 @@ def _parse(argv):
     ap = argparse.ArgumentParser(
         prog="python -m experiments.benchmark",
         description=__doc__.split("\n")[0] + " Default preset: the four default shapes, "
-        "about 3 minutes on 2 idle cores (several times longer on shared cores).")
+        "about 3 minutes on 2 idle cores (several times longer on shared cores).",
+    )
     group = ap.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="one tiny shape, a smoke run: about 1.5-2 minutes on 2 cores")
-    group.add_argument("--full", action="store_true", help="more shapes and repetitions: far longer than the default")
-    ap.add_argument("--shape", action="append", type=parse_shape, metavar="B,T,I,H",
-                    help="benchmark this shape (repeatable; replaces the preset's shapes)")
-    ap.add_argument("--backend", choices=("cpu", "gpu", "tpu"), default=None,
-                    help="JAX backend (default: what JAX finds)")
+    group.add_argument(
+        "--quick",
+        action="store_true",
+        help="one tiny shape, a smoke run: about 1.5-2 minutes on 2 cores",
+    )
+    group.add_argument(
+        "--full",
+        action="store_true",
+        help="more shapes and repetitions: far longer than the default",
+    )
+    ap.add_argument(
+        "--shape",
+        action="append",
+        type=parse_shape,
+        metavar="B,T,I,H",
+        help="benchmark this shape (repeatable; replaces the preset's shapes)",
+    )
+    ap.add_argument(
+        "--backend",
+        choices=("cpu", "gpu", "tpu"),
+        default=None,
+        help="JAX backend (default: what JAX finds)",
+    )
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     ap.add_argument("--out", default="results", help="output folder (default: results)")
     ap.add_argument("--seed", type=int, default=0)

@@ -94,8 +94,16 @@ def mg_data(tau):
 
 
 def mg_cell(N, **kw):
-    return esn.EchoState(1, N, spectral_radius=0.95, leak_rate=0.3, input_scaling=1.0,
-                         density=0.1, input_density=0.2, **kw)
+    return esn.EchoState(
+        1,
+        N,
+        spectral_radius=0.95,
+        leak_rate=0.3,
+        input_scaling=1.0,
+        density=0.1,
+        input_density=0.2,
+        **kw,
+    )
 
 
 def mackey_glass_run(N, seed, tau=17, free_run=True):
@@ -129,24 +137,36 @@ def narma_run():
     u = (u - 0.25)[:, None].astype(np.float32)
     y = y[:, None].astype(np.float32)
     tr, va, te = slice(0, 4000), slice(4000, 5000), slice(5000, 7000)
-    cell = esn.EchoState(1, 200, spectral_radius=0.9, leak_rate=1.0, input_scaling=0.5,
-                         bias_scaling=0.2, density=0.1)
-    grid = dict(spectral_radius=[0.7, 0.9, 1.0], leak_rate=[0.5, 1.0], ridge=[1e-8, 1e-6, 1e-4],
-                seeds=[0, 1])
+    cell = esn.EchoState(
+        1, 200, spectral_radius=0.9, leak_rate=1.0, input_scaling=0.5, bias_scaling=0.2, density=0.1
+    )
+    grid = dict(
+        spectral_radius=[0.7, 0.9, 1.0],
+        leak_rate=[0.5, 1.0],
+        ridge=[1e-8, 1e-6, 1e-4],
+        seeds=[0, 1],
+    )
     t = time.perf_counter()
     table = esn.sweep(cell, u[tr], y[tr], u[va], y[va], washout=200, **grid)
     sweep_s = time.perf_counter() - t
     best = int(np.argmin(table["nrmse"]))
     cfg = {k: float(table[k][best]) for k in ("spectral_radius", "leak_rate", "ridge")}
     cfg["seed"] = int(table["seed"][best])
-    c = dataclasses.replace(cell, spectral_radius=cfg["spectral_radius"], leak_rate=cfg["leak_rate"])
+    c = dataclasses.replace(
+        cell, spectral_radius=cfg["spectral_radius"], leak_rate=cfg["leak_rate"]
+    )
     params = c.init(jax.random.key(cfg["seed"]))
     readout, state = esn.fit_ridge(c, params, u[tr], y[tr], ridge=cfg["ridge"], washout=200)
     st, _ = esn.harvest(c, params, u[va], state)
     _, pred = esn.predict(c, params, readout, u[te], st)
-    return {"nrmse_test": float(metrics.nrmse(pred, jnp.asarray(y[te]))),
-            "nrmse_val_best": float(table["nrmse"][best]), "config": cfg,
-            "models_swept": int(len(table["nrmse"])), "sweep_s": sweep_s, "N": 200}
+    return {
+        "nrmse_test": float(metrics.nrmse(pred, jnp.asarray(y[te]))),
+        "nrmse_val_best": float(table["nrmse"][best]),
+        "config": cfg,
+        "models_swept": int(len(table["nrmse"])),
+        "sweep_s": sweep_s,
+        "N": 200,
+    }
 
 
 def memory_run(N, linear, seed=0):
@@ -171,10 +191,17 @@ def float32_readout_run(quick):
     mg = (s[:-1, None].astype(np.float32), s[1:, None].astype(np.float32))
     rows = []
     for task, (uu, yy) in (("NARMA-10", nu), ("Mackey-Glass tau=30", mg)):
-        for N in ((300,) if quick else (300, 1000)):
+        for N in (300,) if quick else (300, 1000):
             if task == "NARMA-10":
-                cell = esn.EchoState(1, N, spectral_radius=0.9, leak_rate=1.0, input_scaling=0.5,
-                                     bias_scaling=0.1, density=0.1)
+                cell = esn.EchoState(
+                    1,
+                    N,
+                    spectral_radius=0.9,
+                    leak_rate=1.0,
+                    input_scaling=0.5,
+                    bias_scaling=0.1,
+                    density=0.1,
+                )
             else:
                 cell = mg_cell(N)
             params = cell.init(jax.random.key(0))
@@ -183,18 +210,38 @@ def float32_readout_run(quick):
                 for prec in ("float64", "float32"):
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", RuntimeWarning)
-                        ro, st = esn.fit_ridge(cell, params, uu[:4000], yy[:4000], ridge=ridge,
-                                               washout=100, precision=prec)
+                        ro, st = esn.fit_ridge(
+                            cell,
+                            params,
+                            uu[:4000],
+                            yy[:4000],
+                            ridge=ridge,
+                            washout=100,
+                            precision=prec,
+                        )
                     _, pred = esn.predict(cell, params, ro, uu[4000:], st)
                     e[prec] = float(metrics.nrmse(pred, jnp.asarray(yy[4000:])))
-                rows.append({"task": task, "N": N, "ridge": ridge, "nrmse_f64": e["float64"],
-                             "nrmse_f32": e["float32"], "ratio": e["float32"] / e["float64"]})
+                rows.append(
+                    {
+                        "task": task,
+                        "N": N,
+                        "ridge": ridge,
+                        "nrmse_f64": e["float64"],
+                        "nrmse_f32": e["float32"],
+                        "ratio": e["float32"] / e["float64"],
+                    }
+                )
                 r = rows[-1]
-                print(f"  {task:>20} N={N:>5} ridge={ridge:.0e} | float64 {r['nrmse_f64']:.4e} "
-                      f"float32 {r['nrmse_f32']:.4e} | ratio {r['ratio']:.3f}", flush=True)
+                print(
+                    f"  {task:>20} N={N:>5} ridge={ridge:.0e} | float64 {r['nrmse_f64']:.4e} "
+                    f"float32 {r['nrmse_f32']:.4e} | ratio {r['ratio']:.3f}",
+                    flush=True,
+                )
     worst = max(r["ratio"] for r in rows)
-    print(f"  target: float32 within 1.1x of float64 -> worst ratio {worst:.3f} "
-          f"({'met' if worst <= 1.1 else 'NOT met'})")
+    print(
+        f"  target: float32 within 1.1x of float64 -> worst ratio {worst:.3f} "
+        f"({'met' if worst <= 1.1 else 'NOT met'})"
+    )
     return {"rows": rows, "worst_ratio": worst}
 
 
@@ -202,8 +249,14 @@ def orthogonal_memory_run():
     out = {}
     for N in (50, 100, 200):
         K, Ttr = 4 * N, 100 * N
-        cell = esn.EchoState(1, N, spectral_radius=1 - 5 / N, topology="orthogonal",
-                             activation="identity", input_scaling=0.1)
+        cell = esn.EchoState(
+            1,
+            N,
+            spectral_radius=1 - 5 / N,
+            topology="orthogonal",
+            activation="identity",
+            input_scaling=0.1,
+        )
         params = cell.init(jax.random.key(0))
         u, tg = memory_task(Ttr + 5000, K, seed=0)
         u, tg = u[:, None].astype(np.float32), tg.astype(np.float32)
@@ -211,8 +264,11 @@ def orthogonal_memory_run():
         _, pred = esn.predict(cell, params, ro, u[Ttr:], st)
         mc = float(metrics.memory_capacity(pred, jnp.asarray(tg[Ttr:])))
         out[N] = {"mc": mc, "fraction": mc / N}
-        print(f"  N={N:>4}: MC {mc:.2f} = {mc / N:.3f} N  (target >= 0.97 N: "
-              f"{'met' if mc >= 0.97 * N else 'NOT met'})", flush=True)
+        print(
+            f"  N={N:>4}: MC {mc:.2f} = {mc / N:.3f} N  (target >= 0.97 N: "
+            f"{'met' if mc >= 0.97 * N else 'NOT met'})",
+            flush=True,
+        )
     return out
 
 
@@ -221,22 +277,31 @@ def jaeger_haas_run(quick):
     y = np.tanh(s - 1.0)[:, None].astype(np.float32)
     u = np.ones_like(y)
     std = float(np.std(y))
-    cell = esn.EchoState(1, 1000, spectral_radius=0.8, density=0.01, input_scaling=0.02,
-                         feedback_size=1, feedback_scaling=1.0)
+    cell = esn.EchoState(
+        1,
+        1000,
+        spectral_radius=0.8,
+        density=0.01,
+        input_scaling=0.02,
+        feedback_size=1,
+        feedback_scaling=1.0,
+    )
     params = cell.init(jax.random.key(0))
 
     def nrmse84(ro, st, t0, n_seg):
-        _, hs = esn.harvest(cell, params, u[t0:t0 + 20 * n_seg], st, teacher=y[t0:t0 + 20 * n_seg])
+        _, hs = esn.harvest(
+            cell, params, u[t0 : t0 + 20 * n_seg], st, teacher=y[t0 : t0 + 20 * n_seg]
+        )
         starts = np.arange(n_seg) * 20
         states = esn.EchoStateState(h=hs[starts], y=jnp.asarray(y[t0 + starts]))
         ones = np.ones((n_seg, 84, 1), np.float32)
         _, gen = esn.generate(cell, params, ro, states, 84, inputs=ones)
-        true = np.stack([y[t0 + t: t0 + t + 84, 0] for t in starts])
+        true = np.stack([y[t0 + t : t0 + t + 84, 0] for t in starts])
         gen = np.asarray(gen, np.float64)[:, :, 0]
         return float(np.sqrt(np.mean((gen[:, -1] - true[:, -1]) ** 2)) / std)
 
     val = {}
-    for ridge in ((1e-10,) if quick else (1e-8, 1e-9, 1e-10, 1e-11, 1e-12)):
+    for ridge in (1e-10,) if quick else (1e-8, 1e-9, 1e-10, 1e-11, 1e-12):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             ro, st = esn.fit_ridge(cell, params, u[:3000], y[:3000], ridge=ridge, washout=1000)
@@ -246,11 +311,20 @@ def jaeger_haas_run(quick):
     st, _ = esn.harvest(cell, params, u[3000:3400], st, teacher=y[3000:3400])
     n_seg = 30 if quick else 100
     test = nrmse84(ro, st, 3400, n_seg)
-    print("  validation NRMSE84 by ridge: " + ", ".join(f"{k:.0e}: {v:.2e}" for k, v in val.items()))
-    print(f"  test NRMSE84 over {n_seg} segments (ridge {ridge:.0e}): {test:.2e}  (target <= 4e-4: "
-          f"{'met' if test <= 4e-4 else 'NOT met'}; published 6.3e-5)", flush=True)
-    return {"validation": {str(k): v for k, v in val.items()}, "ridge": ridge,
-            "nrmse84_test": test, "segments": n_seg}
+    print(
+        "  validation NRMSE84 by ridge: " + ", ".join(f"{k:.0e}: {v:.2e}" for k, v in val.items())
+    )
+    print(
+        f"  test NRMSE84 over {n_seg} segments (ridge {ridge:.0e}): {test:.2e}  (target <= 4e-4: "
+        f"{'met' if test <= 4e-4 else 'NOT met'}; published 6.3e-5)",
+        flush=True,
+    )
+    return {
+        "validation": {str(k): v for k, v in val.items()},
+        "ridge": ridge,
+        "nrmse84_test": test,
+        "segments": n_seg,
+    }
 
 
 def lorenz_run(quick):
@@ -272,46 +346,77 @@ def lorenz_run(quick):
         v = valid_prediction_time(m.forecast(ro, z[:600], 400), z[600:1000], dt)
         if best is None or v > best[0]:
             best = (v, ridge, ro)
-    vpts = [valid_prediction_time(m.forecast(best[2], z[:t], horizon), z[t:t + horizon], dt)
-            for t in starts]
+    vpts = [
+        valid_prediction_time(m.forecast(best[2], z[:t], horizon), z[t : t + horizon], dt)
+        for t in starts
+    ]
     out["nvar"] = {"ridge": best[1], "vpt": vpts, "mean": float(np.mean(vpts))}
-    print(f"  NVAR (k=2, s=1, p=2, ridge {best[1]:.0e}): VPT {np.mean(vpts):.2f} "
-          f"[{np.min(vpts):.2f}, {np.max(vpts):.2f}] Lyapunov times", flush=True)
+    print(
+        f"  NVAR (k=2, s=1, p=2, ridge {best[1]:.0e}): VPT {np.mean(vpts):.2f} "
+        f"[{np.min(vpts):.2f}, {np.max(vpts):.2f}] Lyapunov times",
+        flush=True,
+    )
     # ESN: random search scored by a validation free run
     zf = z.astype(np.float32)
-    cell = esn.EchoState(3, 300, spectral_radius=0.9, leak_rate=0.5, input_scaling=0.3,
-                         bias_scaling=0.5, density=0.1)
-    table = esn.random_search(cell, zf[:599], zf[1:600], zf[599:799], zf[600:800],
-                              n_samples=8 if quick else 24, seed=0, washout=200,
-                              ranges={"spectral_radius": (0.2, 1.5), "leak_rate": (0.05, 1.0),
-                                      "input_scaling": (0.02, 1.0)},
-                              ridge=[1e-8, 1e-6, 1e-4, 1e-2], free_run=100)
+    cell = esn.EchoState(
+        3, 300, spectral_radius=0.9, leak_rate=0.5, input_scaling=0.3, bias_scaling=0.5, density=0.1
+    )
+    table = esn.random_search(
+        cell,
+        zf[:599],
+        zf[1:600],
+        zf[599:799],
+        zf[600:800],
+        n_samples=8 if quick else 24,
+        seed=0,
+        washout=200,
+        ranges={
+            "spectral_radius": (0.2, 1.5),
+            "leak_rate": (0.05, 1.0),
+            "input_scaling": (0.02, 1.0),
+        },
+        ridge=[1e-8, 1e-6, 1e-4, 1e-2],
+        free_run=100,
+    )
     k = int(np.nanargmin(table["nrmse_free"]))
-    c = dataclasses.replace(cell, spectral_radius=float(table["spectral_radius"][k]),
-                            leak_rate=float(table["leak_rate"][k]),
-                            input_scaling=float(table["input_scaling"][k]))
+    c = dataclasses.replace(
+        cell,
+        spectral_radius=float(table["spectral_radius"][k]),
+        leak_rate=float(table["leak_rate"][k]),
+        input_scaling=float(table["input_scaling"][k]),
+    )
     params = c.init(jax.random.key(0))
-    ro, st = esn.fit_ridge(c, params, zf[:599], zf[1:600], ridge=float(table["ridge"][k]),
-                           washout=200)
-    _, hs = esn.harvest(c, params, zf[599:starts[-1] - 1], st)  # state after z[t - 1]
+    ro, st = esn.fit_ridge(
+        c, params, zf[:599], zf[1:600], ridge=float(table["ridge"][k]), washout=200
+    )
+    _, hs = esn.harvest(c, params, zf[599 : starts[-1] - 1], st)  # state after z[t - 1]
     states = esn.EchoStateState(h=hs[starts - 600], y=jnp.zeros((len(starts), 0), jnp.float32))
     _, gen = esn.generate(c, params, ro, states, horizon)
-    vpts = [valid_prediction_time(np.asarray(gen[i]), z[t:t + horizon], dt)
-            for i, t in enumerate(starts)]
-    cfg = {a: float(table[a][k]) for a in ("spectral_radius", "leak_rate", "input_scaling",
-                                           "ridge")}
+    vpts = [
+        valid_prediction_time(np.asarray(gen[i]), z[t : t + horizon], dt)
+        for i, t in enumerate(starts)
+    ]
+    cfg = {
+        a: float(table[a][k]) for a in ("spectral_radius", "leak_rate", "input_scaling", "ridge")
+    }
     out["esn"] = {"config": cfg, "vpt": vpts, "mean": float(np.mean(vpts)), "N": 300}
-    print(f"  ESN N=300 ({', '.join(f'{a}={v:.3g}' for a, v in cfg.items())}): VPT "
-          f"{np.mean(vpts):.2f} [{np.min(vpts):.2f}, {np.max(vpts):.2f}] Lyapunov times",
-          flush=True)
+    print(
+        f"  ESN N=300 ({', '.join(f'{a}={v:.3g}' for a, v in cfg.items())}): VPT "
+        f"{np.mean(vpts):.2f} [{np.min(vpts):.2f}, {np.max(vpts):.2f}] Lyapunov times",
+        flush=True,
+    )
     return out
 
 
 def sweep_run():
     u_tr, y_tr, u_te, y_te = mg_data(17)
     cell = mg_cell(100)
-    grid = dict(spectral_radius=[0.5, 0.8, 0.95, 1.1], leak_rate=[0.1, 0.3, 0.6, 1.0],
-                ridge=[1e-7, 1e-4], seeds=[0, 1])
+    grid = dict(
+        spectral_radius=[0.5, 0.8, 0.95, 1.1],
+        leak_rate=[0.1, 0.3, 0.6, 1.0],
+        ridge=[1e-7, 1e-4],
+        seeds=[0, 1],
+    )
     t = time.perf_counter()
     esn.sweep(cell, u_tr, y_tr, u_te, y_te, washout=WASHOUT, **grid)  # compiles
     compile_s = time.perf_counter() - t
@@ -324,8 +429,10 @@ def sweep_run():
     # the same fits one by one (compiled: cells differing in sr / leak share compilations
     # except for the leak rate, so compile them first)
     models = list(zip(table["spectral_radius"], table["leak_rate"], table["ridge"], table["seed"]))
-    bases = {int(s): dataclasses.replace(cell, spectral_radius=1.0).init(jax.random.key(int(s)))
-             for s in grid["seeds"]}
+    bases = {
+        int(s): dataclasses.replace(cell, spectral_radius=1.0).init(jax.random.key(int(s)))
+        for s in grid["seeds"]
+    }
 
     def loop():
         out = []
@@ -344,10 +451,14 @@ def sweep_run():
         one_by_one = loop()
         loop_s.append(time.perf_counter() - t)
     loop_s = min(loop_s)
-    return {"table": {k: np.asarray(v).tolist() for k, v in table.items()},
-            "sweep_s": sweep_s, "sweep_first_call_s": compile_s, "loop_s": loop_s,
-            "models": len(models),
-            "max_abs_diff_vs_loop": float(np.max(np.abs(np.asarray(one_by_one) - table["nrmse"])))}
+    return {
+        "table": {k: np.asarray(v).tolist() for k, v in table.items()},
+        "sweep_s": sweep_s,
+        "sweep_first_call_s": compile_s,
+        "loop_s": loop_s,
+        "models": len(models),
+        "max_abs_diff_vs_loop": float(np.max(np.abs(np.asarray(one_by_one) - table["nrmse"]))),
+    }
 
 
 def main():
@@ -357,22 +468,32 @@ def main():
     quick = args.quick
     t0 = time.perf_counter()
     results = {"mackey_glass_17": {}, "mackey_glass_30": {}, "memory_capacity": {}}
-    print(f"jax {jax.__version__} ({jax.default_backend()}), load {os.getloadavg()[0]:.1f}"
-          f"{', quick preset' if quick else ''}")
+    print(
+        f"jax {jax.__version__} ({jax.default_backend()}), load {os.getloadavg()[0]:.1f}"
+        f"{', quick preset' if quick else ''}"
+    )
     seeds = (0,) if quick else (0, 1, 2)
     print(f"\nMackey-Glass tau=17 ({len(seeds)} seeds: mean [min, max])")
-    print(f"{'N':>5} | {'NRMSE one-step':>28} | {'NRMSE 84th step':>28} | {'NRMSE steps 1..84':>28}")
-    for N in ((100, 500) if quick else (100, 500, 2000)):
+    print(
+        f"{'N':>5} | {'NRMSE one-step':>28} | {'NRMSE 84th step':>28} | {'NRMSE steps 1..84':>28}"
+    )
+    for N in (100, 500) if quick else (100, 500, 2000):
         runs = [mackey_glass_run(N, seed) for seed in seeds]
         row = {}
         for k in ("nrmse_1", "nrmse_84", "nrmse_1to84"):
             v = np.array([r[k] for r in runs])
-            row[k] = {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max()),
-                      "per_seed": v.tolist()}
+            row[k] = {
+                "mean": float(v.mean()),
+                "min": float(v.min()),
+                "max": float(v.max()),
+                "per_seed": v.tolist(),
+            }
         row["example"] = runs[0]["example"]
         results["mackey_glass_17"][N] = row
-        cells = [f"{row[k]['mean']:.2e} [{row[k]['min']:.1e}, {row[k]['max']:.1e}]"
-                 for k in ("nrmse_1", "nrmse_84", "nrmse_1to84")]
+        cells = [
+            f"{row[k]['mean']:.2e} [{row[k]['min']:.1e}, {row[k]['max']:.1e}]"
+            for k in ("nrmse_1", "nrmse_84", "nrmse_1to84")
+        ]
         print(f"{N:>5} | {cells[0]:>28} | {cells[1]:>28} | {cells[2]:>28}", flush=True)
     print("\nMackey-Glass tau=30, one-step NRMSE (seed 0)")
     for N in (100, 500):
@@ -382,8 +503,11 @@ def main():
     print("\nNARMA-10")
     nr = narma_run()
     results["narma10"] = nr
-    print(f"  N=200, {nr['models_swept']} models swept in {nr['sweep_s']:.1f} s; chosen on "
-          f"validation: {nr['config']}; test NRMSE {nr['nrmse_test']:.3f}", flush=True)
+    print(
+        f"  N=200, {nr['models_swept']} models swept in {nr['sweep_s']:.1f} s; chosen on "
+        f"validation: {nr['config']}; test NRMSE {nr['nrmse_test']:.3f}",
+        flush=True,
+    )
     print("\nFloat32 against float64 readout (same reservoir and states)")
     results["float32_readout"] = float32_readout_run(quick)
     print("\nMemory capacity (bound: MC <= N)")
@@ -401,9 +525,11 @@ def main():
     print("\nSweep: Mackey-Glass, N=100")
     sw = sweep_run()
     results["sweep"] = sw
-    print(f"  {sw['models']} reservoirs in one call: {sw['sweep_s']:.2f} s compiled "
-          f"({sw['sweep_first_call_s']:.2f} s first call); the same "
-          f"fits one by one: {sw['loop_s']:.2f} s; max |difference| {sw['max_abs_diff_vs_loop']:.1e}")
+    print(
+        f"  {sw['models']} reservoirs in one call: {sw['sweep_s']:.2f} s compiled "
+        f"({sw['sweep_first_call_s']:.2f} s first call); the same "
+        f"fits one by one: {sw['loop_s']:.2f} s; max |difference| {sw['max_abs_diff_vs_loop']:.1e}"
+    )
     best = int(np.argmin(sw["table"]["nrmse"]))
     print("  best: " + ", ".join(f"{k}={sw['table'][k][best]:.3g}" for k in sw["table"]))
     results["total_s"] = time.perf_counter() - t0
@@ -427,15 +553,24 @@ def plot(results):
     ax[0, 0].set(title="Mackey-Glass tau=17: 84-step free run", xlabel="step", ylabel="s - 1")
     ax[0, 0].legend()
     Ns = sorted(results["mackey_glass_17"])
-    for k, lab in (("nrmse_1", "one-step"), ("nrmse_84", "84th free-run step"),
-                   ("nrmse_1to84", "free-run steps 1..84")):
+    for k, lab in (
+        ("nrmse_1", "one-step"),
+        ("nrmse_84", "84th free-run step"),
+        ("nrmse_1to84", "free-run steps 1..84"),
+    ):
         m = [results["mackey_glass_17"][n][k]["mean"] for n in Ns]
         lo = [results["mackey_glass_17"][n][k]["min"] for n in Ns]
         hi = [results["mackey_glass_17"][n][k]["max"] for n in Ns]
-        ax[0, 1].errorbar(Ns, m, yerr=[np.subtract(m, lo), np.subtract(hi, m)], marker="o",
-                          capsize=3, label=lab)
-    ax[0, 1].set(xscale="log", yscale="log", title="Mackey-Glass NRMSE vs N (3 seeds)",
-                 xlabel="N", ylabel="NRMSE")
+        ax[0, 1].errorbar(
+            Ns, m, yerr=[np.subtract(m, lo), np.subtract(hi, m)], marker="o", capsize=3, label=lab
+        )
+    ax[0, 1].set(
+        xscale="log",
+        yscale="log",
+        title="Mackey-Glass NRMSE vs N (3 seeds)",
+        xlabel="N",
+        ylabel="NRMSE",
+    )
     ax[0, 1].legend()
     Ns = sorted(results["memory_capacity"])
     ax[1, 0].plot(Ns, Ns, "k:", label="MC = N")
@@ -450,11 +585,16 @@ def plot(results):
         i, j = srs.index(sr), lrs.index(lr)
         grid[i, j] = min(grid[i, j], e)
     im = ax[1, 1].imshow(np.log10(grid), origin="lower", cmap="viridis")
-    ax[1, 1].set(xticks=range(len(lrs)), xticklabels=[f"{v:g}" for v in lrs],
-                 yticks=range(len(srs)), yticklabels=[f"{v:g}" for v in srs], xlabel="leak rate",
-                 ylabel="spectral radius",
-                 title=f"Sweep, N=100: log10 one-step NRMSE\n(best over ridge, seed; "
-                       f"{results['sweep']['models']} models, one call)")
+    ax[1, 1].set(
+        xticks=range(len(lrs)),
+        xticklabels=[f"{v:g}" for v in lrs],
+        yticks=range(len(srs)),
+        yticklabels=[f"{v:g}" for v in srs],
+        xlabel="leak rate",
+        ylabel="spectral radius",
+        title=f"Sweep, N=100: log10 one-step NRMSE\n(best over ridge, seed; "
+        f"{results['sweep']['models']} models, one call)",
+    )
     fig.colorbar(im, ax=ax[1, 1])
     fig.tight_layout()
     fig.savefig(OUT_PNG, dpi=110)

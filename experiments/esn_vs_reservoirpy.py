@@ -84,8 +84,15 @@ def run_size(N, u_tr, y_tr, u_te, y_te):
     reservoirpy.set_seed(SEED)
     # ---------------------------------------------------------------- ReservoirPy
     t = time.perf_counter()
-    res = Reservoir(N, lr=LR, sr=SR, input_scaling=IN_SCALE, rc_connectivity=DENSITY,
-                    input_connectivity=IN_DENSITY, seed=SEED)
+    res = Reservoir(
+        N,
+        lr=LR,
+        sr=SR,
+        input_scaling=IN_SCALE,
+        rc_connectivity=DENSITY,
+        input_connectivity=IN_DENSITY,
+        seed=SEED,
+    )
     res.initialize(u_tr[:1])
     row["rpy_init_s"] = time.perf_counter() - t
 
@@ -120,12 +127,21 @@ def run_size(N, u_tr, y_tr, u_te, y_te):
     cell = esn.EchoState(1, N, spectral_radius=None, leak_rate=LR)
     W = res.W.toarray() if hasattr(res.W, "toarray") else np.asarray(res.W)
     Win = res.Win.toarray() if hasattr(res.Win, "toarray") else np.asarray(res.Win)
-    bias = np.broadcast_to(np.asarray(res.bias, np.float64).ravel(), (N,)) if np.size(res.bias) else np.zeros(N)
+    bias = (
+        np.broadcast_to(np.asarray(res.bias, np.float64).ravel(), (N,))
+        if np.size(res.bias)
+        else np.zeros(N)
+    )
     # ReservoirPy scales its sparse W with ARPACK's largest eigenvalue; check it exactly
     from rnnjax.diagnostics import spectral_radius
+
     row["rpy_actual_sr"] = float(spectral_radius(jnp.asarray(W, jnp.float32)))
-    params = {"w_in": jnp.asarray(Win.T, jnp.float32), "w": jnp.asarray(W, jnp.float32),
-              "b": jnp.asarray(bias, jnp.float32), "w_fb": jnp.zeros((0, N), jnp.float32)}
+    params = {
+        "w_in": jnp.asarray(Win.T, jnp.float32),
+        "w": jnp.asarray(W, jnp.float32),
+        "b": jnp.asarray(bias, jnp.float32),
+        "w_fb": jnp.zeros((0, N), jnp.float32),
+    }
     u32, y32 = jnp.asarray(u_tr, jnp.float32), jnp.asarray(y_tr, jnp.float32)
     fit = lambda: esn.fit_ridge(cell, params, u32, y32, ridge=RIDGE, washout=WARMUP)
     t = time.perf_counter()
@@ -136,8 +152,15 @@ def run_size(N, u_tr, y_tr, u_te, y_te):
     _, gen = esn.generate(cell, params, ro, state, N_FREE)
     row["rnnjax_nrmse_84"] = nrmse(gen, np.concatenate([y_tr[-1:], y_te])[:N_FREE], scale)
     # rnnjax's own initialisation (eigenvalue scaling), timed
-    own = esn.EchoState(1, N, spectral_radius=SR, leak_rate=LR, input_scaling=IN_SCALE,
-                        density=DENSITY, input_density=IN_DENSITY)
+    own = esn.EchoState(
+        1,
+        N,
+        spectral_radius=SR,
+        leak_rate=LR,
+        input_scaling=IN_SCALE,
+        density=DENSITY,
+        input_density=IN_DENSITY,
+    )
     own.init(jax.random.key(0))  # compile the init once
     row["rnnjax_init_s"], _ = best_time(lambda: own.init(jax.random.key(SEED)), repeats=1)
 
@@ -168,20 +191,39 @@ def run_size(N, u_tr, y_tr, u_te, y_te):
     return row
 
 
-SWEEP = dict(spectral_radius=[0.5, 0.8, 0.95, 1.1], leak_rate=[0.1, 0.3, 0.6, 1.0],
-             input_scaling=[0.3, 0.6, 1.0, 1.5])
+SWEEP = dict(
+    spectral_radius=[0.5, 0.8, 0.95, 1.1],
+    leak_rate=[0.1, 0.3, 0.6, 1.0],
+    input_scaling=[0.3, 0.6, 1.0, 1.5],
+)
 
 
 def sweep_compare(u_tr, y_tr, u_te, y_te, quick):
     """64 configurations at N=500: one rnnjax sweep against a ReservoirPy loop."""
     N = 500
     scale = float(np.std(y_te))
-    cell = esn.EchoState(1, N, spectral_radius=SR, leak_rate=LR, input_scaling=IN_SCALE,
-                         density=DENSITY, input_density=IN_DENSITY)
+    cell = esn.EchoState(
+        1,
+        N,
+        spectral_radius=SR,
+        leak_rate=LR,
+        input_scaling=IN_SCALE,
+        density=DENSITY,
+        input_density=IN_DENSITY,
+    )
     u32, y32 = np.asarray(u_tr, np.float32), np.asarray(y_tr, np.float32)
     ue32, ye32 = np.asarray(u_te, np.float32), np.asarray(y_te, np.float32)
-    run = lambda: esn.sweep(cell, u32, y32, ue32, ye32, washout=WARMUP, ridge=[RIDGE],  # noqa: E731
-                            seeds=[SEED], **SWEEP)
+    run = lambda: esn.sweep(
+        cell,
+        u32,
+        y32,
+        ue32,
+        ye32,
+        washout=WARMUP,
+        ridge=[RIDGE],  # noqa: E731
+        seeds=[SEED],
+        **SWEEP,
+    )
     t = time.perf_counter()
     table = run()
     first = time.perf_counter() - t
@@ -195,19 +237,27 @@ def sweep_compare(u_tr, y_tr, u_te, y_te, quick):
     diffs = []
     t = time.perf_counter()
     for m in idx:
-        sr, lr, ins = (float(table[k][m]) for k in ("spectral_radius", "leak_rate",
-                                                      "input_scaling"))
+        sr, lr, ins = (
+            float(table[k][m]) for k in ("spectral_radius", "leak_rate", "input_scaling")
+        )
         res = Reservoir(N, lr=lr, W=W0 * sr, Win=Win0 * ins, bias=0.0)
         model = res >> Ridge(ridge=RIDGE)
         model.fit(u_tr, y_tr, warmup=WARMUP)
         pred = model.run(u_te)
         diffs.append(abs(nrmse(pred, y_te, scale) / table["nrmse"][m] - 1))
     loop = (time.perf_counter() - t) * M / len(idx)
-    row = {"N": N, "models": M, "rnnjax_compiled_s": compiled, "rnnjax_first_call_s": first,
-           "rpy_loop_s": loop, "rpy_models_timed": int(len(idx)),
-           "speedup_compiled": loop / compiled, "speedup_with_compile": loop / first,
-           "max_rel_nrmse_diff": float(max(diffs)),
-           "best": {k: float(table[k][int(np.argmin(table["nrmse"]))]) for k in table}}
+    row = {
+        "N": N,
+        "models": M,
+        "rnnjax_compiled_s": compiled,
+        "rnnjax_first_call_s": first,
+        "rpy_loop_s": loop,
+        "rpy_models_timed": int(len(idx)),
+        "speedup_compiled": loop / compiled,
+        "speedup_with_compile": loop / first,
+        "max_rel_nrmse_diff": float(max(diffs)),
+        "best": {k: float(table[k][int(np.argmin(table["nrmse"]))]) for k in table},
+    }
     return row
 
 
@@ -221,47 +271,66 @@ def main():
     u, y = s[:-1, None], s[1:, None]
     u_tr, y_tr, u_te, y_te = u[:N_TRAIN], y[:N_TRAIN], u[N_TRAIN:], y[N_TRAIN:]
     rows = []
-    print(f"reservoirpy {reservoirpy.__version__}, jax {jax.__version__} ({jax.default_backend()}), "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    hdr = (f"{'N':>5} | {'rpy fit s':>9} {'rnnjax fit s':>12} {'speedup':>7} {'run s':>6} "
-           f"{'bound':>6} {'compile s':>9} | "
-           f"{'rpy NRMSE1':>10} {'rnnjax NRMSE1':>13} | {'rpy NRMSE84':>11} {'rnnjax NRMSE84':>14} | "
-           f"{'rpy init s':>10} {'rnnjax init s':>13}")
+    print(
+        f"reservoirpy {reservoirpy.__version__}, jax {jax.__version__} ({jax.default_backend()}), "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+    )
+    hdr = (
+        f"{'N':>5} | {'rpy fit s':>9} {'rnnjax fit s':>12} {'speedup':>7} {'run s':>6} "
+        f"{'bound':>6} {'compile s':>9} | "
+        f"{'rpy NRMSE1':>10} {'rnnjax NRMSE1':>13} | {'rpy NRMSE84':>11} {'rnnjax NRMSE84':>14} | "
+        f"{'rpy init s':>10} {'rnnjax init s':>13}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for N in [int(n) for n in args.sizes.split(",")]:
         r = run_size(N, u_tr, y_tr, u_te, y_te)
         rows.append(r)
-        print(f"{N:>5} | {r['rpy_fit_s']:>9.3f} {r['rnnjax_fit_s']:>12.3f} {r['speedup_fit']:>6.1f}x "
-              f"{r['rnnjax_run_s']:>6.3f} {r['speedup_bound_run']:>5.1f}x "
-              f"{r['rnnjax_compile_s']:>9.2f} | {r['rpy_nrmse_1']:>10.2e} {r['rnnjax_nrmse_1']:>13.2e} | "
-              f"{r['rpy_nrmse_84']:>11.2e} {r['rnnjax_nrmse_84']:>14.2e} | {r['rpy_init_s']:>10.2f} "
-              f"{r['rnnjax_init_s']:>13.2f}", flush=True)
+        print(
+            f"{N:>5} | {r['rpy_fit_s']:>9.3f} {r['rnnjax_fit_s']:>12.3f} {r['speedup_fit']:>6.1f}x "
+            f"{r['rnnjax_run_s']:>6.3f} {r['speedup_bound_run']:>5.1f}x "
+            f"{r['rnnjax_compile_s']:>9.2f} | {r['rpy_nrmse_1']:>10.2e} {r['rnnjax_nrmse_1']:>13.2e} | "
+            f"{r['rpy_nrmse_84']:>11.2e} {r['rnnjax_nrmse_84']:>14.2e} | {r['rpy_init_s']:>10.2f} "
+            f"{r['rnnjax_init_s']:>13.2f}",
+            flush=True,
+        )
     worst = min(r["speedup_fit"] for r in rows)
     at100 = [r["speedup_fit"] for r in rows if r["N"] == 100]
-    print(f"target: fit never slower than ReservoirPy -> slowest ratio {worst:.2f}x "
-          f"({'met' if worst >= 1 else 'NOT met'}); >= 10x at N=100 -> "
-          + (f"{at100[0]:.1f}x ({'met' if at100[0] >= 10 else 'NOT met'})" if at100 else "n/a"))
+    print(
+        f"target: fit never slower than ReservoirPy -> slowest ratio {worst:.2f}x "
+        f"({'met' if worst >= 1 else 'NOT met'}); >= 10x at N=100 -> "
+        + (f"{at100[0]:.1f}x ({'met' if at100[0] >= 10 else 'NOT met'})" if at100 else "n/a")
+    )
     print("\nSweep: 64 configurations at N=500 (spectral radius x leak x input scaling)")
     sw = sweep_compare(u_tr, y_tr, u_te, y_te, args.quick)
-    print(f"  rnnjax: {sw['rnnjax_compiled_s']:.2f} s compiled, {sw['rnnjax_first_call_s']:.2f} s "
-          f"first call; ReservoirPy loop: {sw['rpy_loop_s']:.1f} s"
-          + (f" (timed over {sw['rpy_models_timed']} models, scaled)" if args.quick else "")
-          + f"; one-step NRMSE max relative difference {sw['max_rel_nrmse_diff']:.1e}")
-    print(f"  target: >= 30x compiled -> {sw['speedup_compiled']:.1f}x "
-          f"({'met' if sw['speedup_compiled'] >= 30 else 'NOT met'}); >= 5x with compile -> "
-          f"{sw['speedup_with_compile']:.1f}x ({'met' if sw['speedup_with_compile'] >= 5 else 'NOT met'})")
+    print(
+        f"  rnnjax: {sw['rnnjax_compiled_s']:.2f} s compiled, {sw['rnnjax_first_call_s']:.2f} s "
+        f"first call; ReservoirPy loop: {sw['rpy_loop_s']:.1f} s"
+        + (f" (timed over {sw['rpy_models_timed']} models, scaled)" if args.quick else "")
+        + f"; one-step NRMSE max relative difference {sw['max_rel_nrmse_diff']:.1e}"
+    )
+    print(
+        f"  target: >= 30x compiled -> {sw['speedup_compiled']:.1f}x "
+        f"({'met' if sw['speedup_compiled'] >= 30 else 'NOT met'}); >= 5x with compile -> "
+        f"{sw['speedup_with_compile']:.1f}x ({'met' if sw['speedup_with_compile'] >= 5 else 'NOT met'})"
+    )
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    meta = {"reservoirpy": reservoirpy.__version__, "jax": jax.__version__,
-            "backend": jax.default_backend(), "cpus": os.cpu_count(),
-            "load_avg_1min_at_end": os.getloadavg()[0],
-            "protocol": __doc__}
+    meta = {
+        "reservoirpy": reservoirpy.__version__,
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "cpus": os.cpu_count(),
+        "load_avg_1min_at_end": os.getloadavg()[0],
+        "protocol": __doc__,
+    }
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": rows, "sweep": sw}, f, indent=1)
     for r in rows:
-        print(f"N={r['N']}: ReservoirPy's W has spectral radius {r['rpy_actual_sr']:.5f} "
-              f"(target {SR}); rnnjax init: {r['rnnjax_init_s']:.2f} s, ReservoirPy init: "
-              f"{r['rpy_init_s']:.2f} s")
+        print(
+            f"N={r['N']}: ReservoirPy's W has spectral radius {r['rpy_actual_sr']:.5f} "
+            f"(target {SR}); rnnjax init: {r['rnnjax_init_s']:.2f} s, ReservoirPy init: "
+            f"{r['rpy_init_s']:.2f} s"
+        )
     print(f"wrote {args.out}")
 
 

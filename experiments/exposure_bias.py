@@ -94,21 +94,34 @@ def train(model, cfg, schedule, seed, log_every=50):
     rng = np.random.default_rng(seed + 1)  # the same batches for every mode
     log, t0 = [], time.perf_counter()
     for i in range(cfg["steps"]):
-        d = TASKS[cfg['task']](BATCH, 1, L, N_SYMBOLS, seed=rng)
+        d = TASKS[cfg["task"]](BATCH, 1, L, N_SYMBOLS, seed=rng)
         src, src_len, tgt, tgt_len = (jnp.asarray(a) for a in d)
         eps = jnp.asarray(1.0 if schedule is None else schedule(i), jnp.float32)
-        state, m = trainer.train_step(state, {"inputs": src, "input_length": src_len,
-                                              "targets": tgt, "target_length": tgt_len,
-                                              "teacher_prob": eps})
+        state, m = trainer.train_step(
+            state,
+            {
+                "inputs": src,
+                "input_length": src_len,
+                "targets": tgt,
+                "target_length": tgt_len,
+                "teacher_prob": eps,
+            },
+        )
         if i % log_every == 0 or i == cfg["steps"] - 1:
-            log.append({"step": i, "loss": float(m["loss"]), "eps": float(eps),
-                        "time_s": time.perf_counter() - t0})
+            log.append(
+                {
+                    "step": i,
+                    "loss": float(m["loss"]),
+                    "eps": float(eps),
+                    "time_s": time.perf_counter() - t0,
+                }
+            )
     return state.params, log, time.perf_counter() - t0
 
 
 def evaluate(model, params, cfg):
     L, n = cfg["max_len"], cfg["n_eval"]
-    d = TASKS[cfg['task']](n, 1, L, N_SYMBOLS, seed=SEED + 12345)  # held out
+    d = TASKS[cfg["task"]](n, 1, L, N_SYMBOLS, seed=SEED + 12345)  # held out
     src, src_len, tgt, tgt_len = (jnp.asarray(a) for a in d)
     logits, _ = jax.jit(model.decode_train_batch)(params, src, src_len, tgt, tgt_len)
     tf_pred = jnp.argmax(logits, -1)
@@ -149,16 +162,40 @@ def main():
         "free_running": schedules.sampling_schedule("constant", value=0.0),
     }
     vocab = N_SYMBOLS + len(tasks.SPECIALS)
-    model = Seq2Seq.build(src_vocab=vocab, tgt_vocab=vocab, embed_size=EMBED,
-                          hidden_size=HIDDEN, cell="gru", attention=attention)
-    results = {"config": dict(cfg, preset=preset, seed=SEED, n_symbols=N_SYMBOLS, embed=EMBED,
-                              hidden=HIDDEN, batch=BATCH, lr=LR, cell="gru",
-                              attention=attention, inverse_sigmoid_k=k,
-                              feed="argmax", backend=jax.default_backend()),
-               "modes": {}}
-    keys = ["teacher_forced_token_acc", "free_running_token_acc", "free_running_seq_acc",
-            "exposure_bias_gap", "free_running_acc_by_position",
-            "teacher_forced_acc_by_position"]
+    model = Seq2Seq.build(
+        src_vocab=vocab,
+        tgt_vocab=vocab,
+        embed_size=EMBED,
+        hidden_size=HIDDEN,
+        cell="gru",
+        attention=attention,
+    )
+    results = {
+        "config": dict(
+            cfg,
+            preset=preset,
+            seed=SEED,
+            n_symbols=N_SYMBOLS,
+            embed=EMBED,
+            hidden=HIDDEN,
+            batch=BATCH,
+            lr=LR,
+            cell="gru",
+            attention=attention,
+            inverse_sigmoid_k=k,
+            feed="argmax",
+            backend=jax.default_backend(),
+        ),
+        "modes": {},
+    }
+    keys = [
+        "teacher_forced_token_acc",
+        "free_running_token_acc",
+        "free_running_seq_acc",
+        "exposure_bias_gap",
+        "free_running_acc_by_position",
+        "teacher_forced_acc_by_position",
+    ]
     for name, schedule in modes.items():
         runs = []
         for seed in range(SEED, SEED + cfg["seeds"]):
@@ -166,28 +203,43 @@ def main():
             res = evaluate(model, params, cfg)
             res.update(seed=seed, train_log=log, train_time_s=secs)
             runs.append(res)
-            print(f"{name}, seed {seed}: {cfg['steps']} steps in {secs:.1f} s, final loss "
-                  f"{log[-1]['loss']:.4f}, free-running seq acc {res['free_running_seq_acc']:.4f}")
+            print(
+                f"{name}, seed {seed}: {cfg['steps']} steps in {secs:.1f} s, final loss "
+                f"{log[-1]['loss']:.4f}, free-running seq acc {res['free_running_seq_acc']:.4f}"
+            )
         results["modes"][name] = {
             "runs": runs,
             "mean": {k: np.mean([r[k] for r in runs], axis=0).tolist() for k in keys},
             "std": {k: np.std([r[k] for r in runs], axis=0).tolist() for k in keys},
         }
 
-    print(f"\n{args.task}, lengths 1..{cfg['max_len']}, attention: {attention}, "
-          f"{cfg['n_eval']} held-out sequences; mean +- std over {cfg['seeds']} seed(s)")
-    cols = ["teacher_forced_token_acc", "free_running_token_acc", "free_running_seq_acc",
-            "exposure_bias_gap"]
-    print(f"{'training mode':<20} " + " ".join(
-        f"{h:>17}" for h in ["TF tok acc", "FR tok acc", "FR seq acc", "gap (TF-FR tok)"]))
+    print(
+        f"\n{args.task}, lengths 1..{cfg['max_len']}, attention: {attention}, "
+        f"{cfg['n_eval']} held-out sequences; mean +- std over {cfg['seeds']} seed(s)"
+    )
+    cols = [
+        "teacher_forced_token_acc",
+        "free_running_token_acc",
+        "free_running_seq_acc",
+        "exposure_bias_gap",
+    ]
+    print(
+        f"{'training mode':<20} "
+        + " ".join(
+            f"{h:>17}" for h in ["TF tok acc", "FR tok acc", "FR seq acc", "gap (TF-FR tok)"]
+        )
+    )
     for name, r in results["modes"].items():
-        print(f"{name:<20} " + " ".join(
-            f"{r['mean'][c]:>9.4f} +- {r['std'][c]:.4f}" for c in cols))
+        print(f"{name:<20} " + " ".join(f"{r['mean'][c]:>9.4f} +- {r['std'][c]:.4f}" for c in cols))
 
     os.makedirs(RESULTS, exist_ok=True)
-    stem = os.path.join(RESULTS, "exposure_bias" + ("" if args.task == "sorting" else "_" + args.task)
-                        + ("_attention" if args.attention else "")
-                        + ("_quick" if args.quick else ""))
+    stem = os.path.join(
+        RESULTS,
+        "exposure_bias"
+        + ("" if args.task == "sorting" else "_" + args.task)
+        + ("_attention" if args.attention else "")
+        + ("_quick" if args.quick else ""),
+    )
     with open(stem + ".json", "w") as f:
         json.dump(results, f, indent=1)
     plot(results, stem + ".png")
@@ -204,14 +256,32 @@ def plot(results, path):
     for (name, r), color in zip(results["modes"].items(), ["C0", "C1", "C2"]):
         for j, run in enumerate(r["runs"]):
             steps = [e["step"] for e in run["train_log"]]
-            axes[0].plot(steps, [e["loss"] for e in run["train_log"]], color=color, lw=1,
-                         alpha=0.8, label=name if j == 0 else None)
+            axes[0].plot(
+                steps,
+                [e["loss"] for e in run["train_log"]],
+                color=color,
+                lw=1,
+                alpha=0.8,
+                label=name if j == 0 else None,
+            )
         m = r["mean"]
         x = np.arange(1, len(m["free_running_acc_by_position"]) + 1)
-        axes[1].plot(x, m["free_running_acc_by_position"], "o-", ms=3, color=color,
-                     label=f"{name}: free running")
-        axes[1].plot(x, m["teacher_forced_acc_by_position"], "--", color=color, alpha=0.6,
-                     label=f"{name}: teacher-forced")
+        axes[1].plot(
+            x,
+            m["free_running_acc_by_position"],
+            "o-",
+            ms=3,
+            color=color,
+            label=f"{name}: free running",
+        )
+        axes[1].plot(
+            x,
+            m["teacher_forced_acc_by_position"],
+            "--",
+            color=color,
+            alpha=0.6,
+            label=f"{name}: teacher-forced",
+        )
     axes[0].set_yscale("log")
     axes[0].set_xlabel("training step")
     axes[0].set_ylabel("training loss (with the mode's feeding)")
@@ -223,8 +293,10 @@ def plot(results, path):
     for ax in axes:
         ax.grid(alpha=0.3)
     c = results["config"]
-    fig.suptitle(f"{c['task'].capitalize()}, lengths 1..{c['max_len']}, {c['steps']} steps, "
-                 f"attention: {c['attention']}, {c['seeds']} seed(s): exposure bias")
+    fig.suptitle(
+        f"{c['task'].capitalize()}, lengths 1..{c['max_len']}, {c['steps']} steps, "
+        f"attention: {c['attention']}, {c['seeds']} seed(s): exposure bias"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

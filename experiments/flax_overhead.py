@@ -60,9 +60,7 @@ def build(seed: int = 0, shape=(B, T, I, H)):
     linen = jax.jit(jax.grad(lambda v, x: _loss(module.apply(v, x, length)[1])))
     nnx_jit = nnx.jit(nnx.grad(lambda m, x: _loss(m(x, length)[1])))
     graphdef, state = nnx.split(nnx_model)
-    nnx_split = jax.jit(
-        jax.grad(lambda s, x: _loss(nnx.merge(graphdef, s)(x, length)[1]))
-    )
+    nnx_split = jax.jit(jax.grad(lambda s, x: _loss(nnx.merge(graphdef, s)(x, length)[1])))
     return {
         "functional": lambda: functional(params, xs),
         "linen": lambda: linen(variables, xs),
@@ -109,8 +107,14 @@ def measure(rounds: int, seed: int = 0, shape=(B, T, I, H)) -> dict:
 
     base = times["functional"]
     return {
-        "shape": {"B": shape[0], "T": shape[1], "I": shape[2], "H": shape[3], "layers": 2,
-                  "bidirectional": True},
+        "shape": {
+            "B": shape[0],
+            "T": shape[1],
+            "I": shape[2],
+            "H": shape[3],
+            "layers": 2,
+            "bidirectional": True,
+        },
         "rounds": rounds,
         "first_call_s": compile_s,
         "median_s": {n: statistics.median(t) for n, t in times.items()},
@@ -130,24 +134,31 @@ def main():
         raise ValueError(f"--rounds must be >= 3; got {args.rounds}")
 
     report = measure(args.rounds)
-    report.update({
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
-    })
+    report.update(
+        {
+            "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()],
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "jax": jax.__version__,
+        }
+    )
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "flax_overhead.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=1)
-    print(f"fwd+bwd, 2-layer bidirectional LSTM, B={B} T={T} I={I} H={H}, "
-          f"{args.rounds} alternating rounds, {jax.default_backend()}")
+    print(
+        f"fwd+bwd, 2-layer bidirectional LSTM, B={B} T={T} I={I} H={H}, "
+        f"{args.rounds} alternating rounds, {jax.default_backend()}"
+    )
     print(f"{'variant':<12} {'first call s':>12} {'median ms':>10} {'ratio':>7}")
     for n in report["median_s"]:
-        print(f"{n:<12} {report['first_call_s'][n]:>12.2f} {1e3 * report['median_s'][n]:>10.2f} "
-              f"{report['ratio_to_functional'][n]:>7.3f}")
+        print(
+            f"{n:<12} {report['first_call_s'][n]:>12.2f} {1e3 * report['median_s'][n]:>10.2f} "
+            f"{report['ratio_to_functional'][n]:>7.3f}"
+        )
     print(f"wrote {path}")
+
 
 if __name__ == "__main__":
     main()

@@ -75,18 +75,38 @@ def main():
     source = MarkovSource(vocab_size=VOCAB, order=ORDER, concentration=ALPHA, seed=SEED)
     H = source.entropy_rate
     bound = source.perplexity_bound
-    print(f"source: order-{ORDER} Markov chain over {VOCAB} symbols, Dirichlet({ALPHA}); "
-          f"entropy rate {H:.4f} nats/symbol, perplexity bound exp(H) = {bound:.4f}")
+    print(
+        f"source: order-{ORDER} Markov chain over {VOCAB} symbols, Dirichlet({ALPHA}); "
+        f"entropy rate {H:.4f} nats/symbol, perplexity bound exp(H) = {bound:.4f}"
+    )
     schedule = optax.schedules.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=LR, warmup_steps=100, decay_steps=STEPS, end_value=LR / 10
     )
-    data = lambda p: {k: jnp.asarray(v) for k, v in source.batch(p, BATCH, SEQ_LEN, seed=SEED).items()}  # noqa: E731
+    data = lambda p: {
+        k: jnp.asarray(v) for k, v in source.batch(p, BATCH, SEQ_LEN, seed=SEED).items()
+    }  # noqa: E731
     results = {
-        "source": {"vocab_size": VOCAB, "order": ORDER, "concentration": ALPHA, "seed": SEED,
-                   "entropy_rate_nats": H, "perplexity_bound": bound},
-        "setup": {"embed": EMBED, "hidden": HIDDEN, "batch": BATCH, "seq_len": SEQ_LEN, "steps": STEPS,
-                  "optimizer": "adam", "peak_lr": LR, "schedule": "warmup_cosine_decay(100)",
-                  "clip_norm": 1.0, "backend": jax.default_backend(), "seed": SEED},
+        "source": {
+            "vocab_size": VOCAB,
+            "order": ORDER,
+            "concentration": ALPHA,
+            "seed": SEED,
+            "entropy_rate_nats": H,
+            "perplexity_bound": bound,
+        },
+        "setup": {
+            "embed": EMBED,
+            "hidden": HIDDEN,
+            "batch": BATCH,
+            "seq_len": SEQ_LEN,
+            "steps": STEPS,
+            "optimizer": "adam",
+            "peak_lr": LR,
+            "schedule": "warmup_cosine_decay(100)",
+            "clip_norm": 1.0,
+            "backend": jax.default_backend(),
+            "seed": SEED,
+        },
         "models": {},
     }
     curves = {}
@@ -97,22 +117,28 @@ def main():
         if os.path.exists(log):
             os.remove(log)
         t0 = time.perf_counter()
-        state, hist = fit(trainer, trainer.init(jax.random.key(SEED)), data, STEPS, log_path=log, progress=True)
+        state, hist = fit(
+            trainer, trainer.init(jax.random.key(SEED)), data, STEPS, log_path=log, progress=True
+        )
         seconds = time.perf_counter() - t0
         ev = evaluate(model, state.params, source)
-        ev.update({
-            "train_seconds": seconds,
-            "steps_per_second": STEPS / seconds,
-            "final_train_loss": float(np.mean([h["loss"] for h in hist[-50:]])),
-            "clipped_fraction": float(np.mean([h["clipped"] for h in hist])),
-            "skipped_steps": int(hist[-1]["nonfinite_total"]),
-            "excess_nats": ev["model_ce_nats"] - H,
-        })
+        ev.update(
+            {
+                "train_seconds": seconds,
+                "steps_per_second": STEPS / seconds,
+                "final_train_loss": float(np.mean([h["loss"] for h in hist[-50:]])),
+                "clipped_fraction": float(np.mean([h["clipped"] for h in hist])),
+                "skipped_steps": int(hist[-1]["nonfinite_total"]),
+                "excess_nats": ev["model_ce_nats"] - H,
+            }
+        )
         results["models"][name] = ev
         curves[name] = [h["loss"] for h in hist]
-        print(f"{name}: held-out perplexity {ev['model_perplexity']:.4f} vs bound exp(H) = {bound:.4f} "
-              f"(true source on the same tokens: {ev['source_empirical_perplexity']:.4f}); "
-              f"{ev['excess_nats']:.4f} nats/symbol above H; {seconds:.1f} s")
+        print(
+            f"{name}: held-out perplexity {ev['model_perplexity']:.4f} vs bound exp(H) = {bound:.4f} "
+            f"(true source on the same tokens: {ev['source_empirical_perplexity']:.4f}); "
+            f"{ev['excess_nats']:.4f} nats/symbol above H; {seconds:.1f} s"
+        )
 
     with open(os.path.join(RESULTS, "language_model.json"), "w") as f:
         json.dump(results, f, indent=2)

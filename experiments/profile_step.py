@@ -47,7 +47,15 @@ import rnnjax as rj  # noqa: E402
 
 CELLS = {"lstm": rj.LSTM, "gru": rj.GRU, "rnn": rj.SimpleRNN}
 # events of the runtime around the program, not operations of it
-_WRAPPERS = ("ThunkExecutor", "block_until_ready", "$", "SlinkyThreadPool", "PjRt", "Pjit", "Execute")
+_WRAPPERS = (
+    "ThunkExecutor",
+    "block_until_ready",
+    "$",
+    "SlinkyThreadPool",
+    "PjRt",
+    "Pjit",
+    "Execute",
+)
 
 
 def top_ops(trace_dir: str, steps: int, n: int = 15) -> list:
@@ -114,16 +122,27 @@ def main(argv=None):
     except ValueError:
         ap.error(f"--shape must be four positive integers B,T,I,H; got {args.shape!r}")
     step_ms, ops = profile(shape, args.cell, args.steps, args.autodiff, args.top)
-    print(f"{args.cell} B,T,I,H={args.shape} ({'autodiff' if args.autodiff else 'rnnjax default'}) "
-          f"on {jax.default_backend()}: one step {step_ms:.2f} ms untraced")
+    print(
+        f"{args.cell} B,T,I,H={args.shape} ({'autodiff' if args.autodiff else 'rnnjax default'}) "
+        f"on {jax.default_backend()}: one step {step_ms:.2f} ms untraced"
+    )
     print(f"{'ms/step':>9} {'calls':>6}  operation")
     for op in ops:
         print(f"{op['ms']:>9.2f} {op['calls']:>6}  {op['name'][:80]}")
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump({"shape": shape, "cell": args.cell, "autodiff": args.autodiff,
-                       "step_ms": step_ms, "top_ops": ops}, f, indent=1)
+            json.dump(
+                {
+                    "shape": shape,
+                    "cell": args.cell,
+                    "autodiff": args.autodiff,
+                    "step_ms": step_ms,
+                    "top_ops": ops,
+                },
+                f,
+                indent=1,
+            )
     return ops
 
 

@@ -18,13 +18,12 @@ Writes ``results/repro_bidirectional.json`` and ``.png``.
 from __future__ import annotations
 
 import jax
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax.models import SequenceModel
 from rnnjax.tasks.tagging import future_blind_bound, future_tagging
 from rnnjax.train import Trainer
-
-import repro_common as rc
 
 SEED = 0
 V, T, MIN_LEN, DELAY, EMBED, BATCH, LR = 4, 20, 10, 1, 16, 32, 1e-2
@@ -34,36 +33,63 @@ def main():
     args = rc.parse(__doc__)
     steps = 40 if args.quick else 1000
     eval_every = 20 if args.quick else 100
-    test_np = future_tagging(1000, T, vocab_size=V, delay=DELAY, min_length=MIN_LEN, seed=(SEED + 1,))
+    test_np = future_tagging(
+        1000, T, vocab_size=V, delay=DELAY, min_length=MIN_LEN, seed=(SEED + 1,)
+    )
     bound = future_blind_bound(test_np["length"], vocab_size=V, delay=DELAY)
     test = rc.to_jnp(test_np)
-    out = {"seed": SEED, "V": V, "T": T, "min_length": MIN_LEN, "delay": DELAY, "steps": steps,
-           "future_blind_bound": bound, "chance": 1 / V, "runs": {}}
-    layers = {"bidirectional_lstm": rj.Bidirectional(rj.LSTM(EMBED, 32)),
-              "unidirectional_lstm": rj.LSTM(EMBED, 64)}
+    out = {
+        "seed": SEED,
+        "V": V,
+        "T": T,
+        "min_length": MIN_LEN,
+        "delay": DELAY,
+        "steps": steps,
+        "future_blind_bound": bound,
+        "chance": 1 / V,
+        "runs": {},
+    }
+    layers = {
+        "bidirectional_lstm": rj.Bidirectional(rj.LSTM(EMBED, 32)),
+        "unidirectional_lstm": rj.LSTM(EMBED, 64),
+    }
     curves = {}
     for name, layer in layers.items():
         model = SequenceModel(layer, output_size=V, vocab_size=V, head="per_step")
         trainer = Trainer(model, loss="cross_entropy", learning_rate=LR, clip_norm=1.0)
         state, log = rc.train(
-            trainer, jax.random.key(SEED),
-            lambda i: future_tagging(BATCH, T, vocab_size=V, delay=DELAY, min_length=MIN_LEN, seed=(SEED, i)),
-            steps, eval_batch=test, eval_every=eval_every, solved=lambda m: m["accuracy"] > 0.99)
+            trainer,
+            jax.random.key(SEED),
+            lambda i: future_tagging(
+                BATCH, T, vocab_size=V, delay=DELAY, min_length=MIN_LEN, seed=(SEED, i)
+            ),
+            steps,
+            eval_batch=test,
+            eval_every=eval_every,
+            solved=lambda m: m["accuracy"] > 0.99,
+        )
         acc = log["eval"][-1]["accuracy"]
-        out["runs"][name] = {"test_accuracy": acc, "best_test_accuracy": max(e["accuracy"] for e in log["eval"]),
-                             "test_loss": log["eval"][-1]["loss"], "steps_to_99pct": log["steps_to_solve"],
-                             "params": rc.param_count(state.params), "seconds": log["seconds"]}
+        out["runs"][name] = {
+            "test_accuracy": acc,
+            "best_test_accuracy": max(e["accuracy"] for e in log["eval"]),
+            "test_loss": log["eval"][-1]["loss"],
+            "steps_to_99pct": log["steps_to_solve"],
+            "params": rc.param_count(state.params),
+            "seconds": log["seconds"],
+        }
         curves[name] = (log["eval_steps"], [e["accuracy"] for e in log["eval"]])
         print(name, out["runs"][name], flush=True)
     r = out["runs"]
     # the bound holds in expectation; 1000 x ~15 tokens give a standard error of ~0.004
     out["claims"] = {
         "bidirectional_solves(>0.99)": r["bidirectional_lstm"]["test_accuracy"] > 0.99,
-        "unidirectional_at_most_bound(+0.01)": r["unidirectional_lstm"]["best_test_accuracy"] <= bound + 0.01,
+        "unidirectional_at_most_bound(+0.01)": r["unidirectional_lstm"]["best_test_accuracy"]
+        <= bound + 0.01,
     }
     fig = None
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

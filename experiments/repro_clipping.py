@@ -24,12 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax.models import SequenceModel
 from rnnjax.tasks.long_range import ADDING_BASELINE_MSE, adding_problem
-
-import repro_common as rc
 
 SEED = 0
 H, T, BATCH, LR, SCALES, CLIP = 32, 50, 32, 0.05, (1.5, 2.0, 3.0), 1.0
@@ -50,7 +49,9 @@ def run(model, params, tx, steps):
 
     losses, norms = [], []
     for i in range(steps):
-        params, opt_state, loss, gn = step(params, opt_state, rc.to_jnp(adding_problem(BATCH, T, seed=(SEED, i))))
+        params, opt_state, loss, gn = step(
+            params, opt_state, rc.to_jnp(adding_problem(BATCH, T, seed=(SEED, i)))
+        )
         losses.append(loss)
         norms.append(gn)
     losses = np.asarray(jax.device_get(losses), np.float64)
@@ -64,8 +65,18 @@ def main():
     model = SequenceModel(rj.SimpleRNN(2, H), output_size=1, head="final")
     base = model.init(jax.random.key(SEED))
     test = rc.to_jnp(adding_problem(1000, T, seed=(SEED + 1, 0)))
-    out = {"seed": SEED, "H": H, "T": T, "batch": BATCH, "lr": LR, "w_hh_scales": list(SCALES),
-           "clip_norm": CLIP, "steps": steps, "baseline_mse": ADDING_BASELINE_MSE, "runs": {}}
+    out = {
+        "seed": SEED,
+        "H": H,
+        "T": T,
+        "batch": BATCH,
+        "lr": LR,
+        "w_hh_scales": list(SCALES),
+        "clip_norm": CLIP,
+        "steps": steps,
+        "baseline_mse": ADDING_BASELINE_MSE,
+        "runs": {},
+    }
     curves = {}
     runs = [(scale, clip) for scale in SCALES for clip in (False, True)]
     for scale, clip in runs:
@@ -95,11 +106,14 @@ def main():
     out["claims"] = {
         "unclipped_diverges": {s: r[f"unclipped@{s}"]["diverged"] for s in SCALES},
         "clipped_stays_stable": {s: not r[f"clipped@{s}"]["diverged"] for s in SCALES},
-        "clipped_test_mse_below_baseline": {s: r[f"clipped@{s}"]["trained_below_baseline"] for s in SCALES},
+        "clipped_test_mse_below_baseline": {
+            s: r[f"clipped@{s}"]["trained_below_baseline"] for s in SCALES
+        },
     }
     fig = None
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

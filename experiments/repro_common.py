@@ -35,8 +35,9 @@ def save(args, name: str, result: dict, fig=None) -> str:
     """Write ``<out>/<name>[_quick].json`` (and ``.png`` of ``fig``); return the JSON path."""
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, name + ("_quick" if args.quick else ""))
-    result = dict(result, quick=bool(args.quick), jax_version=jax.__version__,
-                  backend=jax.default_backend())
+    result = dict(
+        result, quick=bool(args.quick), jax_version=jax.__version__, backend=jax.default_backend()
+    )
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=2, default=float)
     if fig is not None:
@@ -78,9 +79,12 @@ class Progress:
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / done * (self.total - done) if done else float("nan")
         shown = format_metrics({k: float(v) for k, v in metrics.items()}, names=list(metrics))
-        print(f"[{self.label}] {done}/{self.total}  {shown + '  ' if shown else ''}"
-              f"elapsed {elapsed:.1f} s  eta {eta:.1f} s",
-              file=self.stream or sys.stdout, flush=True)
+        print(
+            f"[{self.label}] {done}/{self.total}  {shown + '  ' if shown else ''}"
+            f"elapsed {elapsed:.1f} s  eta {eta:.1f} s",
+            file=self.stream or sys.stdout,
+            flush=True,
+        )
 
 
 def progress(label: str, total: int, every: int = None) -> Progress:
@@ -92,8 +96,18 @@ def to_jnp(batch: dict) -> dict:
     return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
-def train(trainer, key, batch_fn, steps: int, *, eval_batch=None, eval_every: int = 100,
-          solved=None, log_every: int = 0, label: str = "train"):
+def train(
+    trainer,
+    key,
+    batch_fn,
+    steps: int,
+    *,
+    eval_batch=None,
+    eval_every: int = 100,
+    solved=None,
+    log_every: int = 0,
+    label: str = "train",
+):
     """Train ``steps`` updates on ``batch_fn(step)``; evaluate on ``eval_batch`` every
     ``eval_every`` steps. ``solved(metrics) -> bool`` marks the first evaluation step at
     which the task counts as solved (training goes on to ``steps``). Progress lines
@@ -115,7 +129,10 @@ def train(trainer, key, batch_fn, steps: int, *, eval_batch=None, eval_every: in
         log["grad_norm"].append(m["grad_norm"])
         shown = {}
         if eval_batch is not None and ((i + 1) % eval_every == 0 or i + 1 == steps):
-            ev = {k: float(v) for k, v in jax.device_get(trainer.evaluate(state.params, eval_batch)).items()}
+            ev = {
+                k: float(v)
+                for k, v in jax.device_get(trainer.evaluate(state.params, eval_batch)).items()
+            }
             log["eval_steps"].append(i + 1)
             log["eval"].append(ev)
             if solved is not None and log["steps_to_solve"] is None and solved(ev):

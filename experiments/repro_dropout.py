@@ -27,22 +27,25 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax.models import SequenceModel
 from rnnjax.tasks.language import MarkovSource
 from rnnjax.train import Trainer
 
-import repro_common as rc
-
 SEED = 0
 E, H, N_TRAIN, N_TEST, L, LR = 32, 128, 16, 64, 64, 3e-3
 
 
 def layer(recurrent=0.0, mode="variational", between=0.0):
-    return rj.Stacked([rj.Recurrent(rj.LSTM(E, H), recurrent_dropout=recurrent, recurrent_dropout_mode=mode),
-                       rj.Recurrent(rj.LSTM(H, H), recurrent_dropout=recurrent, recurrent_dropout_mode=mode)],
-                      dropout=between)
+    return rj.Stacked(
+        [
+            rj.Recurrent(rj.LSTM(E, H), recurrent_dropout=recurrent, recurrent_dropout_mode=mode),
+            rj.Recurrent(rj.LSTM(H, H), recurrent_dropout=recurrent, recurrent_dropout_mode=mode),
+        ],
+        dropout=between,
+    )
 
 
 VARIANTS = {
@@ -61,31 +64,51 @@ def main():
     train_np = src.batch(0, N_TRAIN, L, seed=SEED)
     train = rc.to_jnp(train_np)
     test = rc.to_jnp(src.batch(0, N_TEST, L, seed=SEED + 1000))
-    out = {"seed": SEED, "steps": steps, "train_tokens": N_TRAIN * L, "entropy_rate_nats": src.entropy_rate,
-           "runs": {}}
+    out = {
+        "seed": SEED,
+        "steps": steps,
+        "train_tokens": N_TRAIN * L,
+        "entropy_rate_nats": src.entropy_rate,
+        "runs": {},
+    }
     curves = {}
     for name, lay in VARIANTS.items():
-        trainer = Trainer(SequenceModel(lay, output_size=30, vocab_size=30), learning_rate=LR, clip_norm=1.0)
+        trainer = Trainer(
+            SequenceModel(lay, output_size=30, vocab_size=30), learning_rate=LR, clip_norm=1.0
+        )
 
-        state, log = rc.train(trainer, jax.random.key(SEED), lambda i: train_np, steps, eval_batch=test,
-                              eval_every=eval_every)
+        state, log = rc.train(
+            trainer,
+            jax.random.key(SEED),
+            lambda i: train_np,
+            steps,
+            eval_batch=test,
+            eval_every=eval_every,
+        )
         # training loss without dropout at each evaluation point is costly; take the final one
         tr = float(trainer.evaluate(state.params, train)["loss"])
         held = [e["loss"] for e in log["eval"]]
-        out["runs"][name] = {"final_train_loss": tr, "final_heldout_loss": held[-1], "best_heldout_loss": min(held),
-                             "best_heldout_step": log["eval_steps"][int(np.argmin(held))],
-                             "generalisation_gap": held[-1] - tr, "seconds": log["seconds"]}
+        out["runs"][name] = {
+            "final_train_loss": tr,
+            "final_heldout_loss": held[-1],
+            "best_heldout_loss": min(held),
+            "best_heldout_step": log["eval_steps"][int(np.argmin(held))],
+            "generalisation_gap": held[-1] - tr,
+            "seconds": log["seconds"],
+        }
         curves[name] = (log["eval_steps"], held, log["train_loss"])
         print(name, out["runs"][name], flush=True)
     r = out["runs"]
     out["claims"] = {
-        "between_layers_beats_none_heldout": r["between_layers"]["final_heldout_loss"] < r["none"]["final_heldout_loss"],
+        "between_layers_beats_none_heldout": r["between_layers"]["final_heldout_loss"]
+        < r["none"]["final_heldout_loss"],
         "variational_beats_naive_heldout": r["variational_recurrent"]["final_heldout_loss"]
         < r["naive_per_step_recurrent"]["final_heldout_loss"],
     }
     fig = None
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

@@ -19,13 +19,12 @@ Writes ``results/repro_init.json`` and ``.png``.
 from __future__ import annotations
 
 import jax
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax.models import SequenceModel
 from rnnjax.tasks.long_range import ADDING_BASELINE_MSE, adding_problem
 from rnnjax.train import Trainer
-
-import repro_common as rc
 
 SEED = 0
 H, BATCH, LR, STEPS = 64, 32, 3e-3, 2000
@@ -41,21 +40,48 @@ def main():
         "forget_bias_1_gaussian_w_hh": rj.LSTM(2, H, forget_bias=1.0, recurrent_init="gaussian"),
     }
     test = rc.to_jnp(adding_problem(500, T, seed=(SEED + 1, T)))
-    out = {"seed": SEED, "T": T, "H": H, "lr": LR, "steps": steps, "baseline_mse": ADDING_BASELINE_MSE, "runs": {}}
+    out = {
+        "seed": SEED,
+        "T": T,
+        "H": H,
+        "lr": LR,
+        "steps": steps,
+        "baseline_mse": ADDING_BASELINE_MSE,
+        "runs": {},
+    }
     for name, cell in variants.items():
-        trainer = Trainer(SequenceModel(cell, output_size=1, head="final"), loss="mse", learning_rate=LR,
-                          clip_norm=1.0)
-        _, log = rc.train(trainer, jax.random.key(SEED), lambda i: adding_problem(BATCH, T, seed=(SEED, T, i)),
-                          steps, eval_batch=test, eval_every=eval_every, solved=lambda m: m["loss"] < 0.01)
-        out["runs"][name] = {"steps_to_solve": log["steps_to_solve"], "final_test_mse": log["eval"][-1]["loss"],
-                             "best_test_mse": min(e["loss"] for e in log["eval"]),
-                             "eval_steps": log["eval_steps"], "test_mse_curve": [e["loss"] for e in log["eval"]],
-                             "seconds": log["seconds"]}
-        print(f"{name}: solve step {log['steps_to_solve']}, final test MSE {log['eval'][-1]['loss']:.4f} "
-              f"({log['seconds']:.0f} s)", flush=True)
+        trainer = Trainer(
+            SequenceModel(cell, output_size=1, head="final"),
+            loss="mse",
+            learning_rate=LR,
+            clip_norm=1.0,
+        )
+        _, log = rc.train(
+            trainer,
+            jax.random.key(SEED),
+            lambda i: adding_problem(BATCH, T, seed=(SEED, T, i)),
+            steps,
+            eval_batch=test,
+            eval_every=eval_every,
+            solved=lambda m: m["loss"] < 0.01,
+        )
+        out["runs"][name] = {
+            "steps_to_solve": log["steps_to_solve"],
+            "final_test_mse": log["eval"][-1]["loss"],
+            "best_test_mse": min(e["loss"] for e in log["eval"]),
+            "eval_steps": log["eval_steps"],
+            "test_mse_curve": [e["loss"] for e in log["eval"]],
+            "seconds": log["seconds"],
+        }
+        print(
+            f"{name}: solve step {log['steps_to_solve']}, final test MSE {log['eval'][-1]['loss']:.4f} "
+            f"({log['seconds']:.0f} s)",
+            flush=True,
+        )
     fig = None
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
@@ -64,7 +90,11 @@ def main():
             ax.semilogy(r["eval_steps"], r["test_mse_curve"], label=name)
         ax.axhline(ADDING_BASELINE_MSE, ls="--", c="k", label="baseline 1/6")
         ax.axhline(0.01, ls=":", c="gray", label="solved (0.01)")
-        ax.set_xlabel("step"), ax.set_ylabel("test MSE"), ax.set_title(f"LSTM initialisation, adding T={T}")
+        (
+            ax.set_xlabel("step"),
+            ax.set_ylabel("test MSE"),
+            ax.set_title(f"LSTM initialisation, adding T={T}"),
+        )
         ax.legend(fontsize=8)
     except ImportError:
         pass

@@ -36,14 +36,13 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax.esn import EchoState
 from rnnjax.models import SequenceModel
 from rnnjax.tasks.long_range import ADDING_BASELINE_MSE, adding_problem, copy_baseline, copy_task
 from rnnjax.train import Trainer
-
-import repro_common as rc
 
 SEED = 0
 H, BATCH, LR, CLIP, N_TEST, EMBED = 64, 32, 3e-3, 1.0, 500, 16
@@ -76,11 +75,21 @@ def esn_states(cell, params, xs, final_only=False):
 def main():
     args = rc.parse(__doc__, {"--t400": "the adding problem at T = 400 only"})
     t400 = args.t400
-    add_T, copy_T, steps = ((20,), 10, 60) if args.quick else ((400,) if t400 else (100, 200), 50, 1500)
+    add_T, copy_T, steps = (
+        ((20,), 10, 60) if args.quick else ((400,) if t400 else (100, 200), 50, 1500)
+    )
     eval_every = 20 if args.quick else 100
     esn_train = 200 if args.quick else ESN_TRAIN
-    out = {"seed": SEED, "H": H, "batch": BATCH, "lr": LR, "clip": CLIP, "steps": steps,
-           "adding": {}, "copy": {}}
+    out = {
+        "seed": SEED,
+        "H": H,
+        "batch": BATCH,
+        "lr": LR,
+        "clip": CLIP,
+        "steps": steps,
+        "adding": {},
+        "copy": {},
+    }
     key = jax.random.key(SEED)
 
     # ------------------------------------------------------------------ adding problem
@@ -88,17 +97,34 @@ def main():
         test = rc.to_jnp(adding_problem(N_TEST, T, seed=(SEED + 1, T)))
         res = {"T": T, "baseline_mse": ADDING_BASELINE_MSE}
         for name, cell in cells(2).items():
-            trainer = Trainer(SequenceModel(cell, output_size=1, head="final"), loss="mse",
-                              learning_rate=LR, clip_norm=CLIP)
-            _, log = rc.train(trainer, key, lambda i, T=T: adding_problem(BATCH, T, seed=(SEED, T, i)),
-                              steps, eval_batch=test, eval_every=eval_every,
-                              solved=lambda m: m["loss"] < 0.01)
-            res[name] = {"steps_to_solve": log["steps_to_solve"], "final_test_mse": log["eval"][-1]["loss"],
-                         "best_test_mse": min(e["loss"] for e in log["eval"]),
-                         "test_mse_curve": [e["loss"] for e in log["eval"]], "eval_steps": log["eval_steps"],
-                         "seconds": log["seconds"]}
-            print(f"adding T={T} {name}: solve step {log['steps_to_solve']}, final test MSE "
-                  f"{log['eval'][-1]['loss']:.4f} ({log['seconds']:.0f} s)", flush=True)
+            trainer = Trainer(
+                SequenceModel(cell, output_size=1, head="final"),
+                loss="mse",
+                learning_rate=LR,
+                clip_norm=CLIP,
+            )
+            _, log = rc.train(
+                trainer,
+                key,
+                lambda i, T=T: adding_problem(BATCH, T, seed=(SEED, T, i)),
+                steps,
+                eval_batch=test,
+                eval_every=eval_every,
+                solved=lambda m: m["loss"] < 0.01,
+            )
+            res[name] = {
+                "steps_to_solve": log["steps_to_solve"],
+                "final_test_mse": log["eval"][-1]["loss"],
+                "best_test_mse": min(e["loss"] for e in log["eval"]),
+                "test_mse_curve": [e["loss"] for e in log["eval"]],
+                "eval_steps": log["eval_steps"],
+                "seconds": log["seconds"],
+            }
+            print(
+                f"adding T={T} {name}: solve step {log['steps_to_solve']}, final test MSE "
+                f"{log['eval'][-1]['loss']:.4f} ({log['seconds']:.0f} s)",
+                flush=True,
+            )
         esn = EchoState(2, ESN_N, spectral_radius=0.95, input_scaling=1.0, density=0.1)
         p = esn.init(key)
         t0 = time.perf_counter()
@@ -106,9 +132,16 @@ def main():
         s_tr = esn_states(esn, p, tr["inputs"], final_only=True)
         W = ridge_fit(np.asarray(s_tr.h), tr["targets"])
         s_te = esn_states(esn, p, test["inputs"], final_only=True)
-        mse = float(np.mean((ridge_apply(W, np.asarray(s_te.h)) - np.asarray(test["targets"])) ** 2))
-        res["esn"] = {"test_mse": mse, "solved": mse < 0.01, "N": ESN_N, "train_sequences": esn_train,
-                      "seconds": time.perf_counter() - t0}
+        mse = float(
+            np.mean((ridge_apply(W, np.asarray(s_te.h)) - np.asarray(test["targets"])) ** 2)
+        )
+        res["esn"] = {
+            "test_mse": mse,
+            "solved": mse < 0.01,
+            "N": ESN_N,
+            "train_sequences": esn_train,
+            "seconds": time.perf_counter() - t0,
+        }
         print(f"adding T={T} esn: test MSE {mse:.4f}", flush=True)
         out["adding"][str(T)] = res
 
@@ -126,19 +159,32 @@ def main():
     for name, cell in cells(EMBED).items():
         model = SequenceModel(cell, output_size=V, vocab_size=V, head="per_step")
         trainer = Trainer(model, loss="cross_entropy", learning_rate=LR, clip_norm=CLIP)
-        state, log = rc.train(trainer, key,
-                              lambda i: copy_task(BATCH, T, n_symbols=N_SYM, n_copy=N_COPY, seed=(SEED, T, i)),
-                              steps, eval_batch=test, eval_every=eval_every,
-                              solved=lambda m: m["loss"] < 0.1 * base)
+        state, log = rc.train(
+            trainer,
+            key,
+            lambda i: copy_task(BATCH, T, n_symbols=N_SYM, n_copy=N_COPY, seed=(SEED, T, i)),
+            steps,
+            eval_batch=test,
+            eval_every=eval_every,
+            solved=lambda m: m["loss"] < 0.1 * base,
+        )
         _, logits = jax.jit(model.apply_batch)(state.params, test["inputs"])
         pred = np.asarray(jnp.argmax(logits, -1))[:, -N_COPY:]
         recall = float(np.mean(pred == np.asarray(test["targets"])[:, -N_COPY:]))
-        res[name] = {"steps_to_solve": log["steps_to_solve"], "final_test_ce": log["eval"][-1]["loss"],
-                     "best_test_ce": min(e["loss"] for e in log["eval"]), "recall_accuracy": recall,
-                     "test_ce_curve": [e["loss"] for e in log["eval"]], "eval_steps": log["eval_steps"],
-                     "seconds": log["seconds"]}
-        print(f"copy T={T} {name}: solve step {log['steps_to_solve']}, final CE "
-              f"{log['eval'][-1]['loss']:.4f} (baseline {base:.4f}), recall acc {recall:.3f}", flush=True)
+        res[name] = {
+            "steps_to_solve": log["steps_to_solve"],
+            "final_test_ce": log["eval"][-1]["loss"],
+            "best_test_ce": min(e["loss"] for e in log["eval"]),
+            "recall_accuracy": recall,
+            "test_ce_curve": [e["loss"] for e in log["eval"]],
+            "eval_steps": log["eval_steps"],
+            "seconds": log["seconds"],
+        }
+        print(
+            f"copy T={T} {name}: solve step {log['steps_to_solve']}, final CE "
+            f"{log['eval'][-1]['loss']:.4f} (baseline {base:.4f}), recall acc {recall:.3f}",
+            flush=True,
+        )
     esn = EchoState(V, ESN_N, spectral_radius=0.95, input_scaling=1.0, density=0.1)
     p = esn.init(key)
     tr = copy_task(esn_train // 4, T, n_symbols=N_SYM, n_copy=N_COPY, seed=(SEED + 2, T))
@@ -148,14 +194,19 @@ def main():
     s_te = np.asarray(esn_states(esn, p, onehot[np.asarray(test["inputs"])])[1])
     pred = ridge_apply(W, s_te.reshape(-1, ESN_N)).reshape(N_TEST, L, V).argmax(-1)[:, -N_COPY:]
     recall = float(np.mean(pred == np.asarray(test["targets"])[:, -N_COPY:]))
-    res["esn"] = {"recall_accuracy": recall, "N": ESN_N, "train_sequences": esn_train // 4,
-                  "note": "ridge readout: no probabilities, so no cross-entropy; recall accuracy only"}
+    res["esn"] = {
+        "recall_accuracy": recall,
+        "N": ESN_N,
+        "train_sequences": esn_train // 4,
+        "note": "ridge readout: no probabilities, so no cross-entropy; recall accuracy only",
+    }
     print(f"copy T={T} esn: recall acc {recall:.3f}", flush=True)
     out["copy"][str(T)] = res
 
     fig = None
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

@@ -33,6 +33,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax.esn import EchoState
@@ -40,8 +41,6 @@ from rnnjax.models import SequenceModel
 from rnnjax.tasks.digits import load_digit_sequences
 from rnnjax.tasks.language import MarkovSource
 from rnnjax.train import Trainer
-
-import repro_common as rc
 
 SEED = 0
 H, N, RIDGE, STEPS = 64, 500, 1e-3, 1000
@@ -82,10 +81,28 @@ def main():
     ceiling = float(np.mean(best == x[:, 2:]))
     digits = load_digit_sequences("rows", seed=SEED)
     tasks = {
-        "digits_rows": dict(train=digits["train"], test=digits["test"], head="final", vocab=None, I=8, O=10,
-                            batch=64, leak=1.0),
-        "markov_lm": dict(train=lm_train, test=lm_test, head="per_step", vocab=30, I=16, O=30, batch=32,
-                          leak=0.5, ceiling=ceiling, fresh=lambda i: src.batch(i + 1, 32, 64, seed=SEED)),
+        "digits_rows": dict(
+            train=digits["train"],
+            test=digits["test"],
+            head="final",
+            vocab=None,
+            I=8,
+            O=10,
+            batch=64,
+            leak=1.0,
+        ),
+        "markov_lm": dict(
+            train=lm_train,
+            test=lm_test,
+            head="per_step",
+            vocab=30,
+            I=16,
+            O=30,
+            batch=32,
+            leak=0.5,
+            ceiling=ceiling,
+            fresh=lambda i: src.batch(i + 1, 32, 64, seed=SEED),
+        ),
     }
     for tname, t in tasks.items():
         res = {"ceiling_accuracy": t.get("ceiling")}
@@ -94,13 +111,30 @@ def main():
             model = SequenceModel(cell, output_size=t["O"], vocab_size=t["vocab"], head=t["head"])
             trainer = Trainer(model, learning_rate=3e-3, clip_norm=1.0)
             batch_fn = t.get("fresh") or sample_batches(t["train"], t["batch"], SEED)
-            state, log = rc.train(trainer, key, batch_fn, steps,
-                                  eval_batch=test, eval_every=steps, label=f"{tname} {name}")
-            res[name] = {"test_accuracy": log["eval"][-1]["accuracy"], "trained_params": rc.param_count(state.params),
-                         "all_params": rc.param_count(state.params), "train_seconds": log["seconds"]}
+            state, log = rc.train(
+                trainer,
+                key,
+                batch_fn,
+                steps,
+                eval_batch=test,
+                eval_every=steps,
+                label=f"{tname} {name}",
+            )
+            res[name] = {
+                "test_accuracy": log["eval"][-1]["accuracy"],
+                "trained_params": rc.param_count(state.params),
+                "all_params": rc.param_count(state.params),
+                "train_seconds": log["seconds"],
+            }
             print(tname, name, res[name], flush=True)
-        esn = EchoState(t["O"] if t["vocab"] else t["I"], N, spectral_radius=0.9, leak_rate=t["leak"],
-                        input_scaling=1.0, density=0.1)
+        esn = EchoState(
+            t["O"] if t["vocab"] else t["I"],
+            N,
+            spectral_radius=0.9,
+            leak_rate=t["leak"],
+            input_scaling=1.0,
+            density=0.1,
+        )
         t0 = time.perf_counter()
         p = esn.init(key)
         run = jax.jit(lambda x: rj.unroll_batch(esn, p, x))
@@ -116,8 +150,12 @@ def main():
         fit_s = time.perf_counter() - t0
         pred = ridge_apply(W, feats(t["test"]["inputs"])).argmax(-1)
         acc = float(np.mean(pred == np.asarray(t["test"]["targets"]).reshape(-1)))
-        res["esn"] = {"test_accuracy": acc, "trained_params": int(W.size),
-                      "all_params": int(W.size + rc.param_count(p)), "train_seconds": fit_s}
+        res["esn"] = {
+            "test_accuracy": acc,
+            "trained_params": int(W.size),
+            "all_params": int(W.size + rc.param_count(p)),
+            "train_seconds": fit_s,
+        }
         print(tname, "esn", res["esn"], flush=True)
         out["tasks"][tname] = res
     rc.save(args, "repro_lstm_gru_esn", out)

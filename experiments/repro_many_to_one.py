@@ -21,12 +21,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax.models import SequenceModel
 from rnnjax.train import Trainer
-
-import repro_common as rc
 
 SEED = 0
 V, T, MIN_LEN, EMBED, H, BATCH, LR, LAG = 4, 30, 5, 16, 64, 32, 1e-2, 2
@@ -37,7 +36,9 @@ def data(n, seed, head, garbage_padding=False):
     x = rng.integers(0, V, size=(n, T)).astype(np.int32)
     length = rng.integers(MIN_LEN, T + 1, size=n).astype(np.int32)
     real = np.arange(T)[None, :] < length[:, None]
-    x = np.where(real, x, rng.integers(0, V, size=(n, T)) if garbage_padding else 0).astype(np.int32)
+    x = np.where(real, x, rng.integers(0, V, size=(n, T)) if garbage_padding else 0).astype(
+        np.int32
+    )
     if head == "final":
         y = x[:, 0].copy()
     else:
@@ -51,16 +52,32 @@ def main():
     steps = 40 if args.quick else 600
     eval_every = 20 if args.quick else 100
     out = {"seed": SEED, "V": V, "T": T, "min_length": MIN_LEN, "steps": steps, "runs": {}}
-    for head, what in (("final", "many_to_one_first_token"), ("per_step", "many_to_many_lag2_tagging")):
+    for head, what in (
+        ("final", "many_to_one_first_token"),
+        ("per_step", "many_to_many_lag2_tagging"),
+    ):
         model = SequenceModel(rj.GRU(EMBED, H), output_size=V, vocab_size=V, head=head)
         trainer = Trainer(model, loss="cross_entropy", learning_rate=LR, clip_norm=1.0)
         test_np = data(1000, (SEED + 1,), head)
         test = rc.to_jnp(test_np)
-        state, log = rc.train(trainer, jax.random.key(SEED), lambda i: data(BATCH, (SEED, i), head), steps,
-                              eval_batch=test, eval_every=eval_every, solved=lambda m: m["accuracy"] > 0.99)
+        state, log = rc.train(
+            trainer,
+            jax.random.key(SEED),
+            lambda i: data(BATCH, (SEED, i), head),
+            steps,
+            eval_batch=test,
+            eval_every=eval_every,
+            solved=lambda m: m["accuracy"] > 0.99,
+        )
         # padding invariance on the trained model: same real tokens, random padding
-        garbage = dict(test_np, inputs=np.where(np.arange(T)[None, :] < test_np["length"][:, None], test_np["inputs"],
-                                                np.random.default_rng(7).integers(0, V, size=(1000, T))).astype(np.int32))
+        garbage = dict(
+            test_np,
+            inputs=np.where(
+                np.arange(T)[None, :] < test_np["length"][:, None],
+                test_np["inputs"],
+                np.random.default_rng(7).integers(0, V, size=(1000, T)),
+            ).astype(np.int32),
+        )
         apply = jax.jit(model.apply_batch)
         _, o1 = apply(state.params, test["inputs"], test["length"])
         _, o2 = apply(state.params, jnp.asarray(garbage["inputs"]), test["length"])
@@ -73,8 +90,11 @@ def main():
             # best input-blind guess: 0 at t < 2 (always right), else the majority class
             chance = float(((t < LAG) & mask).sum() + 0.25 * ((t >= LAG) & mask).sum()) / mask.sum()
         out["runs"][what] = {
-            "head": head, "test_accuracy": log["eval"][-1]["accuracy"], "test_loss": log["eval"][-1]["loss"],
-            "steps_to_99pct": log["steps_to_solve"], "chance_accuracy": chance,
+            "head": head,
+            "test_accuracy": log["eval"][-1]["accuracy"],
+            "test_loss": log["eval"][-1]["loss"],
+            "steps_to_99pct": log["steps_to_solve"],
+            "chance_accuracy": chance,
             "padding_invariant_outputs_max_abs_diff": float(jnp.max(jnp.abs(o1 - o2))),
             "padding_invariant_loss_diff": abs(float(ev2["loss"]) - log["eval"][-1]["loss"]),
             "seconds": log["seconds"],

@@ -26,12 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax.models import SequenceModel
 from rnnjax.tasks.language import MarkovSource
-
-import repro_common as rc
 
 SEED, V, T, B = 0, 30, 128, 16
 
@@ -57,7 +56,9 @@ def _padded_batches(pairs):
 def _packed_batches(pairs):
     xs, resets, length, index = rj.pack(pairs, row_length=T)
     xs, resets, length = np.asarray(xs), np.asarray(resets), np.asarray(length)
-    return [(xs[i : i + B], length[i : i + B], resets[i : i + B]) for i in range(0, len(xs), B)], index
+    return [
+        (xs[i : i + B], length[i : i + B], resets[i : i + B]) for i in range(0, len(xs), B)
+    ], index
 
 
 def main():
@@ -109,18 +110,31 @@ def main():
             jax.block_until_ready(step(params, opt_state, x, n, r))
         t0 = time.perf_counter()
         for i, (x, n, r) in enumerate(batches):
-            params, opt_state, loss = step(params, opt_state, jnp.asarray(x), jnp.asarray(n),
-                                           None if r is None else jnp.asarray(r))
+            params, opt_state, loss = step(
+                params,
+                opt_state,
+                jnp.asarray(x),
+                jnp.asarray(n),
+                None if r is None else jnp.asarray(r),
+            )
             if (i + 1) % 8 == 0:
                 print(f"  {name}: batch {i + 1}/{len(batches)} loss {float(loss):.3f}", flush=True)
         jax.block_until_ready(params)
         secs = time.perf_counter() - t0
         computed = sum(a[0].shape[0] * T for a in batches)
-        out[name] = {"batches": len(batches), "seconds": secs, "tokens_per_second": real / secs,
-                     "real_share": real / computed, "test_perplexity": perplexity(params)}
-        print(f"{name}: {len(batches)} batches, {real / secs:,.0f} real tokens/s, "
-              f"{100 * real / computed:.0f}% of computed steps real, "
-              f"test perplexity {out[name]['test_perplexity']:.2f}", flush=True)
+        out[name] = {
+            "batches": len(batches),
+            "seconds": secs,
+            "tokens_per_second": real / secs,
+            "real_share": real / computed,
+            "test_perplexity": perplexity(params),
+        }
+        print(
+            f"{name}: {len(batches)} batches, {real / secs:,.0f} real tokens/s, "
+            f"{100 * real / computed:.0f}% of computed steps real, "
+            f"test perplexity {out[name]['test_perplexity']:.2f}",
+            flush=True,
+        )
     out["speedup"] = out["packed"]["tokens_per_second"] / out["padded"]["tokens_per_second"]
 
     # exactness: per-sequence losses, packed against padded, same parameters
@@ -132,8 +146,10 @@ def main():
         _, ce = loss_fn(init, jnp.asarray(x), jnp.asarray(n), None)
         per_padded += [float(ce[j, : n[j]].sum()) for j in range(len(n))]
     out["max_abs_loss_difference"] = float(np.max(np.abs(np.array(per_packed) - per_padded)))
-    print(f"packed / padded real tokens per second: {out['speedup']:.2f}x; per-sequence loss "
-          f"difference packed vs padded: {out['max_abs_loss_difference']:.2e}")
+    print(
+        f"packed / padded real tokens per second: {out['speedup']:.2f}x; per-sequence loss "
+        f"difference packed vs padded: {out['max_abs_loss_difference']:.2e}"
+    )
 
     import matplotlib
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax.models import SequenceModel
 from rnnjax.tasks.digits import load_digit_sequences
 from rnnjax.train import Trainer
-
-import repro_common as rc
 
 SEED = 0
 H, BATCH, LR, STEPS = 64, 64, 3e-3, 1000
@@ -35,7 +34,7 @@ def batches(train, seed):
 
     def fn(i):
         perm = np.random.default_rng((seed, i // per_epoch)).permutation(n)
-        idx = perm[(i % per_epoch) * BATCH:(i % per_epoch + 1) * BATCH]
+        idx = perm[(i % per_epoch) * BATCH : (i % per_epoch + 1) * BATCH]
         return {"inputs": train["inputs"][idx], "targets": train["targets"][idx]}
 
     return fn
@@ -50,19 +49,39 @@ def main():
         data = load_digit_sequences(mode, seed=SEED)
         I = data["train"]["inputs"].shape[-1]
         test = rc.to_jnp(data["test"])
-        for name, cell in (("lstm", rj.LSTM(I, H)), ("gru", rj.GRU(I, H)), ("rnn", rj.SimpleRNN(I, H))):
-            trainer = Trainer(SequenceModel(cell, output_size=10, head="final"), learning_rate=LR, clip_norm=1.0)
-            _, log = rc.train(trainer, jax.random.key(SEED), batches(data["train"], SEED), steps,
-                              eval_batch=test, eval_every=eval_every)
+        for name, cell in (
+            ("lstm", rj.LSTM(I, H)),
+            ("gru", rj.GRU(I, H)),
+            ("rnn", rj.SimpleRNN(I, H)),
+        ):
+            trainer = Trainer(
+                SequenceModel(cell, output_size=10, head="final"), learning_rate=LR, clip_norm=1.0
+            )
+            _, log = rc.train(
+                trainer,
+                jax.random.key(SEED),
+                batches(data["train"], SEED),
+                steps,
+                eval_batch=test,
+                eval_every=eval_every,
+            )
             accs = [e["accuracy"] for e in log["eval"]]
             out["runs"][f"{mode}/{name}"] = {
-                "T": int(data["train"]["inputs"].shape[1]), "test_accuracy": accs[-1], "best_test_accuracy": max(accs),
-                "eval_steps": log["eval_steps"], "accuracy_curve": accs, "seconds": log["seconds"]}
-            print(f"{mode}/{name}: test accuracy {accs[-1]:.4f} (best {max(accs):.4f}, {log['seconds']:.0f} s)",
-                  flush=True)
+                "T": int(data["train"]["inputs"].shape[1]),
+                "test_accuracy": accs[-1],
+                "best_test_accuracy": max(accs),
+                "eval_steps": log["eval_steps"],
+                "accuracy_curve": accs,
+                "seconds": log["seconds"],
+            }
+            print(
+                f"{mode}/{name}: test accuracy {accs[-1]:.4f} (best {max(accs):.4f}, {log['seconds']:.0f} s)",
+                flush=True,
+            )
     fig = None
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

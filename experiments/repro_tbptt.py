@@ -30,13 +30,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax.models import SequenceModel
 from rnnjax.tasks.language import MarkovSource
 from rnnjax.train import Trainer
-
-import repro_common as rc
 
 SEED = 0
 EPOCH, LAG_STEPS = 150, 300
@@ -53,7 +52,16 @@ def main():
     if args.quick:
         T, B, epoch, ks, lag_T, lags, lag_ks, lag_steps = 32, 8, 10, (4, 32), 16, (6,), (4, 16), 20
     else:
-        T, B, epoch, ks, lag_T, lags, lag_ks, lag_steps = 128, 16, EPOCH, (4, 16, 32, 128), 64, (2, 6, 12, 24), (4, 8, 16, 64), LAG_STEPS
+        T, B, epoch, ks, lag_T, lags, lag_ks, lag_steps = (
+            128,
+            16,
+            EPOCH,
+            (4, 16, 32, 128),
+            64,
+            (2, 6, 12, 24),
+            (4, 8, 16, 64),
+            LAG_STEPS,
+        )
     key = jax.random.key(SEED)
     out = {"seed": SEED, "language_model": {}, "dependency_length": {}}
 
@@ -64,8 +72,11 @@ def main():
     out["language_model"]["T"], out["language_model"]["batches_per_epoch"] = T, epoch
     data = [rc.to_jnp(src.batch(i, B, T, seed=SEED)) for i in range(epoch + 1)]
     for k in ks:
-        trainer = Trainer(SequenceModel(rj.LSTM(32, 128), output_size=30, vocab_size=30),
-                          learning_rate=3e-3, clip_norm=1.0)
+        trainer = Trainer(
+            SequenceModel(rj.LSTM(32, 128), output_size=30, vocab_size=30),
+            learning_rate=3e-3,
+            clip_norm=1.0,
+        )
         state = trainer.init(key)
         t0 = time.perf_counter()
         warm, _ = trainer.tbptt_step(state, data[-1], k)  # compile (discarded update)
@@ -77,9 +88,17 @@ def main():
         jax.block_until_ready(state.params)
         epoch_s = time.perf_counter() - t0
         ppl = float(trainer.evaluate(state.params, test)["perplexity"])
-        out["language_model"][f"k={k}"] = {"k": k, "heldout_perplexity": ppl, "seconds_per_epoch": epoch_s,
-                                           "compile_seconds": compile_s, "updates": epoch * (T // k)}
-        print(f"LM k={k}: perplexity {ppl:.3f} (bound {src.perplexity_bound:.3f}), epoch {epoch_s:.1f} s", flush=True)
+        out["language_model"][f"k={k}"] = {
+            "k": k,
+            "heldout_perplexity": ppl,
+            "seconds_per_epoch": epoch_s,
+            "compile_seconds": compile_s,
+            "updates": epoch * (T // k),
+        }
+        print(
+            f"LM k={k}: perplexity {ppl:.3f} (bound {src.perplexity_bound:.3f}), epoch {epoch_s:.1f} s",
+            flush=True,
+        )
 
     # (b) dependency length
     for d in lags:
@@ -90,22 +109,33 @@ def main():
             state = trainer.init(key)
             report = rc.progress(f"lag d={d} k={k}", lag_steps)
             for i in range(lag_steps):
-                state, m = trainer.tbptt_step(state, rc.to_jnp(lag_batch(16, lag_T, d, (SEED, d, i))), k)
+                state, m = trainer.tbptt_step(
+                    state, rc.to_jnp(lag_batch(16, lag_T, d, (SEED, d, i))), k
+                )
                 report(i + 1, loss=m["loss"][-1])
             _, logits = jax.jit(model.apply_batch)(state.params, jnp.asarray(test_np["inputs"]))
-            acc = float(np.mean(np.asarray(jnp.argmax(logits, -1))[:, d:] == test_np["targets"][:, d:]))
-            out["dependency_length"][f"d={d},k={k}"] = {"lag": d, "k": k, "heldout_accuracy": acc,
-                                                        "learnt": acc > 0.9}
+            acc = float(
+                np.mean(np.asarray(jnp.argmax(logits, -1))[:, d:] == test_np["targets"][:, d:])
+            )
+            out["dependency_length"][f"d={d},k={k}"] = {
+                "lag": d,
+                "k": k,
+                "heldout_accuracy": acc,
+                "learnt": acc > 0.9,
+            }
             print(f"lag d={d} k={k}: accuracy {acc:.3f}", flush=True)
     dl = out["dependency_length"]
     out["claims"] = {
         # (b): lags >= k stay near chance, lags well below k are learnt
-        "lags_at_least_k_not_learnt": all(not v["learnt"] for v in dl.values() if v["lag"] >= v["k"]),
+        "lags_at_least_k_not_learnt": all(
+            not v["learnt"] for v in dl.values() if v["lag"] >= v["k"]
+        ),
         "lags_below_k_learnt": {key_: v["learnt"] for key_, v in dl.items() if v["lag"] < v["k"]},
     }
     fig = None
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
@@ -119,9 +149,18 @@ def main():
         a1b.set_ylabel("seconds per epoch", color="C1")
         a1.set_title("language model: perplexity and time vs k")
         for d in lags:
-            a2.plot(lag_ks, [dl[f"d={d},k={k}"]["heldout_accuracy"] for k in lag_ks], "o-", label=f"lag {d}")
+            a2.plot(
+                lag_ks,
+                [dl[f"d={d},k={k}"]["heldout_accuracy"] for k in lag_ks],
+                "o-",
+                label=f"lag {d}",
+            )
         a2.axhline(0.25, ls="--", c="k", label="chance")
-        a2.set_xscale("log", base=2), a2.set_xlabel("truncation k"), a2.set_ylabel("held-out accuracy")
+        (
+            a2.set_xscale("log", base=2),
+            a2.set_xlabel("truncation k"),
+            a2.set_ylabel("held-out accuracy"),
+        )
         a2.set_title("delayed copy: lag vs truncation"), a2.legend()
     except ImportError:
         pass

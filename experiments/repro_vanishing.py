@@ -28,11 +28,10 @@ import jax
 jax.config.update("jax_enable_x64", True)  # noqa: E402 - before any array is made
 import jax.numpy as jnp
 import numpy as np
+import repro_common as rc
 
 import rnnjax as rj
 from rnnjax.diagnostics import gradient_norms_through_time, pascanu_bound
-
-import repro_common as rc
 
 SEED = 0
 H, I = 64, 8
@@ -46,12 +45,23 @@ def main():
     k_x, k_p = jax.random.split(key)
     xs = jax.random.normal(k_x, (n_seq, T, I), jnp.float64)
     cells = {"rnn": rj.SimpleRNN(I, H), "lstm": rj.LSTM(I, H, forget_bias=1.0), "gru": rj.GRU(I, H)}
-    out = {"seed": SEED, "T": T, "H": H, "I": I, "sequences": n_seq, "scales": list(SCALES), "runs": {}}
+    out = {
+        "seed": SEED,
+        "T": T,
+        "H": H,
+        "I": I,
+        "sequences": n_seq,
+        "scales": list(SCALES),
+        "runs": {},
+    }
     curves = {}
     for name, cell in cells.items():
         base = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), cell.init(k_p))
-        norms_fn = jax.jit(jax.vmap(lambda p, x, cell=cell: gradient_norms_through_time(cell, p, x).h,
-                                    in_axes=(None, 0)))
+        norms_fn = jax.jit(
+            jax.vmap(
+                lambda p, x, cell=cell: gradient_norms_through_time(cell, p, x).h, in_axes=(None, 0)
+            )
+        )
         for scale in SCALES:
             p = dict(base, w_hh=base["w_hh"] * scale)
             g = np.asarray(norms_fn(p, xs), np.float64)  # (n_seq, T)
@@ -61,13 +71,24 @@ def main():
             ok = np.isfinite(mean_log)
             lags = np.arange(T)
             slope = float(-np.polyfit(lags[ok], mean_log[ok], 1)[0])
-            ratios = {f"lag_{k}": float(np.exp(mean_log[k] - mean_log[0])) for k in (10, 50, T - 1) if k < T}
+            ratios = {
+                f"lag_{k}": float(np.exp(mean_log[k] - mean_log[0]))
+                for k in (10, 50, T - 1)
+                if k < T
+            }
             below = np.nonzero(mean_log < mean_log[0] + np.log(1e-3))[0]
             horizon = int(below.min()) if below.size else None
-            block = p["w_hh"] if name == "rnn" else p["w_hh"][:, :H] if name == "lstm" else p["w_hh"][:, 2 * H:]
+            block = (
+                p["w_hh"]
+                if name == "rnn"
+                else p["w_hh"][:, :H]
+                if name == "lstm"
+                else p["w_hh"][:, 2 * H :]
+            )
             b = pascanu_bound(p["w_hh"]) if name == "rnn" else pascanu_bound(block)
             out["runs"][f"{name}@{scale}"] = {
-                "cell": name, "scale": scale,
+                "cell": name,
+                "scale": scale,
                 "sigma_max_w_hh_block": float(b.sigma_max),
                 "pascanu_vanishing_guaranteed": bool(b.vanishing) if name == "rnn" else None,
                 "ratio_to_last": ratios,
@@ -75,18 +96,25 @@ def main():
                 "lag_to_fall_1e-3": horizon,
             }
             curves[(name, scale)] = np.exp(mean_log)
-            print(f"{name:5s} scale {scale:4.1f}: decay/step {slope:+.3f}  lag to 1e-3 {horizon}  "
-                  f"ratios {', '.join(f'{k}={v:.2e}' for k, v in ratios.items())}")
+            print(
+                f"{name:5s} scale {scale:4.1f}: decay/step {slope:+.3f}  lag to 1e-3 {horizon}  "
+                f"ratios {', '.join(f'{k}={v:.2e}' for k, v in ratios.items())}"
+            )
     r = out["runs"]
     out["claims"] = {
-        "rnn_vanishes_below_1": all(r[f"rnn@{s}"]["log_decay_per_step_back"] > 0 for s in SCALES if s < 1),
-        "rnn_grows_well_above_1": all(r[f"rnn@{s}"]["log_decay_per_step_back"] < 0 for s in SCALES if s > 1.2),
+        "rnn_vanishes_below_1": all(
+            r[f"rnn@{s}"]["log_decay_per_step_back"] > 0 for s in SCALES if s < 1
+        ),
+        "rnn_grows_well_above_1": all(
+            r[f"rnn@{s}"]["log_decay_per_step_back"] < 0 for s in SCALES if s > 1.2
+        ),
         "lstm_flatter_than_rnn_at_scale_1": r["lstm@1.0"]["log_decay_per_step_back"]
         < r["rnn@1.0"]["log_decay_per_step_back"],
     }
     fig = None
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

@@ -88,8 +88,9 @@ def test_masked_softmax_empty_row_is_zero_with_finite_gradient():
     scores = jnp.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
     mask = jnp.array([[True, True, False], [False, False, False]])
     w = masked_softmax(scores, mask)
-    np.testing.assert_allclose(np.asarray(w[0]), _np_softmax(np.array([1.0, 2.0])).tolist() + [0.0],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(w[0]), _np_softmax(np.array([1.0, 2.0])).tolist() + [0.0], rtol=1e-6
+    )
     assert (np.asarray(w[1]) == 0).all()
     g = jax.grad(lambda s: jnp.sum(masked_softmax(s, mask) * jnp.arange(3.0)[None, :]))(scores)
     assert np.isfinite(np.asarray(g)).all()

@@ -31,7 +31,7 @@ def _dot_flops(jaxpr) -> int:
             total += 2 * math.prod(eqn.outvars[0].aval.shape) * k
         times = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
         for v in eqn.params.values():
-            for sub in (v if isinstance(v, (list, tuple)) else [v]):
+            for sub in v if isinstance(v, (list, tuple)) else [v]:
                 if hasattr(sub, "eqns"):  # a Jaxpr
                     total += times * _dot_flops(sub)
                 elif hasattr(getattr(sub, "jaxpr", None), "eqns"):  # a ClosedJaxpr
@@ -70,7 +70,9 @@ def test_flop_counts_match_the_jaxpr(name, make):
 
 
 def test_flop_count_esn_and_errors():
-    assert core.flops("esn", TINY, True) == core.flops("esn", TINY, False) == 2 * 2 * 3 * 4 * (5 + 4)
+    assert (
+        core.flops("esn", TINY, True) == core.flops("esn", TINY, False) == 2 * 2 * 3 * 4 * (5 + 4)
+    )
     with pytest.raises(ValueError, match="cell"):
         core.flops("transformer", TINY, True)
 
@@ -135,8 +137,9 @@ def tiny_report():
     pytest.importorskip("torch")
     preset = core.Preset("test", (TINY,), 2, 2, 0.0, 0.1, 1500, 100, cells=("lstm",))
     impls = [i for i in peers.available("cpu") if i in ("rnnjax", "torch")]
-    results = run.measure_shape(TINY, "lstm", impls, "float32", preset, peak_gflops=100.0,
-                                log=lambda *a: None)
+    results = run.measure_shape(
+        TINY, "lstm", impls, "float32", preset, peak_gflops=100.0, log=lambda *a: None
+    )
     report = {
         "environment": run.environment(),
         "config": {"preset": "test", "dtype": "float32", "shapes": [core.shape_dict(TINY)]},
@@ -152,7 +155,9 @@ def test_report_schema_holds_for_a_real_measurement(tiny_report):
     r = tiny_report["results"][0]
     assert len(r["fwd_s"]) == len(r["train_s"]) == 2
     assert r["flops"]["train"] == core.flops("lstm", TINY, True)
-    assert r["gflops"]["train"] == pytest.approx(r["flops"]["train"] / statistics.median(r["train_s"]) / 1e9)
+    assert r["gflops"]["train"] == pytest.approx(
+        r["flops"]["train"] / statistics.median(r["train_s"]) / 1e9
+    )
     assert r["peak_fraction"]["train"] == pytest.approx(r["gflops"]["train"] / 100.0)
     assert r["memory"]["train_xla_bytes"] > 0
     assert {q["peer"] for q in tiny_report["ratios"]} == {"torch"}
@@ -180,18 +185,37 @@ def test_targets_read_the_right_ratios():
     s1, s3 = core.DEFAULT_SHAPES[0], core.DEFAULT_SHAPES[2]
 
     def q(shape, cell, peer, value):
-        return {"shape": core.shape_dict(shape), "cell": cell, "impl": "rnnjax", "peer": peer,
-                "mode": "train", "median": value, "min": value, "max": value, "of_medians": value}
+        return {
+            "shape": core.shape_dict(shape),
+            "cell": cell,
+            "impl": "rnnjax",
+            "peer": peer,
+            "mode": "train",
+            "median": value,
+            "min": value,
+            "max": value,
+            "of_medians": value,
+        }
 
     report = {
         "config": {"shapes": [core.shape_dict(s1), core.shape_dict(s3)]},
         "results": [],
-        "ratios": [q(s1, "lstm", "torch", 0.9), q(s3, "lstm", "torch", 0.6),
-                   q(s1, "lstm", "flax", 0.5), q(s1, "lstm", "equinox", 0.85)],
+        "ratios": [
+            q(s1, "lstm", "torch", 0.9),
+            q(s3, "lstm", "torch", 0.6),
+            q(s1, "lstm", "flax", 0.5),
+            q(s1, "lstm", "equinox", 0.85),
+        ],
         "compile_bidirectional": [{"T": 128, "compile_s": 1.5}, {"T": 4096, "compile_s": 2.5}],
         "remat": {"T": 10000, "peak_ratio": 0.2},
-        "flax_modules": {"ratio_to_functional": {"functional": 1.0, "linen": 1.03,
-                                                 "nnx split": 1.06, "nnx.jit": 1.2}},
+        "flax_modules": {
+            "ratio_to_functional": {
+                "functional": 1.0,
+                "linen": 1.03,
+                "nnx split": 1.06,
+                "nnx.jit": 1.2,
+            }
+        },
     }
     rows = {r["target"]: r for r in run.targets(report)}
     flax = "Flax {} within 5% of the functional layer (2-layer BiLSTM)"
@@ -225,8 +249,9 @@ def test_cudnn_weight_layout_against_jax_reference():
     assert w.shape == (jrnn.get_num_params_in_lstm(I, H, 1, False),)
     W_ih, W_hh, b_ih, b_hh = jrnn.unpack_lstm_weights(w, I, H, 1, False)
     zeros = jnp.zeros((1, B, H))
-    ys, h, c = jrnn.lstm_ref(xs, zeros, zeros, W_ih, W_hh, b_ih, b_hh,
-                             jnp.full((B,), T, jnp.int32), I, H, 1, 0.0, False)
+    ys, h, c = jrnn.lstm_ref(
+        xs, zeros, zeros, W_ih, W_hh, b_ih, b_hh, jnp.full((B,), T, jnp.int32), I, H, 1, 0.0, False
+    )
     st, ys_rj = rj.unroll_batch(cell, p, xs)
     np.testing.assert_allclose(np.asarray(ys), np.asarray(ys_rj), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(c[0]), np.asarray(st.c), rtol=1e-5, atol=1e-6)
@@ -244,7 +269,12 @@ def test_quick_run_end_to_end(tmp_path):
         assert core.validate_report(json.load(f)) == []
     assert (tmp_path / "benchmark.png").stat().st_size > 10_000
     assert report["quality"]["models"]
-    assert set(report["flax_modules"]["ratio_to_functional"]) == {"functional", "linen", "nnx.jit", "nnx split"}
+    assert set(report["flax_modules"]["ratio_to_functional"]) == {
+        "functional",
+        "linen",
+        "nnx.jit",
+        "nnx split",
+    }
 
 
 def test_profile_step_names_the_operations_of_a_step(tmp_path):
@@ -257,9 +287,24 @@ def test_profile_step_names_the_operations_of_a_step(tmp_path):
     out = tmp_path / "profile.json"
     T = 12
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.profile_step", "--shape", f"2,{T},3,4", "--cell", "lstm",
-         "--steps", "2", "--top", "40", "--json", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "experiments.profile_step",
+            "--shape",
+            f"2,{T},3,4",
+            "--cell",
+            "lstm",
+            "--steps",
+            "2",
+            "--top",
+            "40",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -270,8 +315,12 @@ def test_profile_step_names_the_operations_of_a_step(tmp_path):
     assert any(op["name"].startswith("while") for op in ops)  # the scans
     assert any(op["calls"] == T for op in ops)  # per-step operations inside them
     assert not any(op["name"].startswith(("ThunkExecutor", "Pjit")) for op in ops)
-    bad = subprocess.run([sys.executable, "-m", "experiments.profile_step", "--shape", "2,3"],
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "experiments.profile_step", "--shape", "2,3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "--shape must be four positive integers" in bad.stderr
 
 
@@ -279,8 +328,17 @@ def test_profile_step_names_the_operations_of_a_step(tmp_path):
 
 
 def _ratio(shape, cell, peer, median, lo, hi, mode="train"):
-    return {"shape": core.shape_dict(shape), "cell": cell, "impl": "rnnjax", "peer": peer,
-            "mode": mode, "median": median, "min": lo, "max": hi, "of_medians": median}
+    return {
+        "shape": core.shape_dict(shape),
+        "cell": cell,
+        "impl": "rnnjax",
+        "peer": peer,
+        "mode": mode,
+        "median": median,
+        "min": lo,
+        "max": hi,
+        "of_medians": median,
+    }
 
 
 def test_targets_are_judged_only_where_they_were_set():
@@ -300,8 +358,9 @@ def test_targets_are_judged_only_where_they_were_set():
     names = [r["target"] for r in run.targets(default)]
     assert f"LSTM <= 1.0x torch at {s1.label()}" in names
     assert not any("remat" in n for n in names)  # set for T=10000, measured at T=1000
-    custom = dict(base, config={"preset": "default",
-                                "shapes": [core.shape_dict(core.Shape(3, 5, 7, 9))]})
+    custom = dict(
+        base, config={"preset": "default", "shapes": [core.shape_dict(core.Shape(3, 5, 7, 9))]}
+    )
     assert not any("torch at" in r["target"] for r in run.targets(custom))
 
 
@@ -327,8 +386,11 @@ def test_reference_rows_are_labelled_and_drawn_apart(tmp_path):
     plt.close(fig)
     report = {
         "config": {"dtype": "float32", "preset": "quick", "shapes": [core.shape_dict(s)]},
-        "environment": {"backend": "cpu"}, "matmul_peak": {"gflops": 100.0},
-        "results": [], "ratios": rows, "targets": [],
+        "environment": {"backend": "cpu"},
+        "matmul_peak": {"gflops": 100.0},
+        "results": [],
+        "ratios": rows,
+        "targets": [],
     }
     run.plot(report, tmp_path / "b.png")
     assert (tmp_path / "b.png").stat().st_size > 10_000

@@ -17,7 +17,11 @@ def _sigmoid(x):
 def test_param_shapes_and_state_names():
     lstm = rj.LSTM(I, H)
     p = lstm.init(jax.random.key(0))
-    assert {k: v.shape for k, v in p.items()} == {"w_ih": (I, 4 * H), "w_hh": (H, 4 * H), "b": (4 * H,)}
+    assert {k: v.shape for k, v in p.items()} == {
+        "w_ih": (I, 4 * H),
+        "w_hh": (H, 4 * H),
+        "b": (4 * H,),
+    }
     assert lstm.initial_state()._fields == ("h", "c")
     proj = rj.LSTM(I, 5, proj_size=2)
     p = proj.init(jax.random.key(0))
@@ -31,7 +35,13 @@ def test_param_shapes_and_state_names():
 
 @pytest.mark.parametrize(
     "cell",
-    [rj.SimpleRNN(I, H), rj.LSTM(I, H), rj.LSTM(I, 6, proj_size=3), rj.GRU(I, H), rj.GRU(I, H, reset_after=False)],
+    [
+        rj.SimpleRNN(I, H),
+        rj.LSTM(I, H),
+        rj.LSTM(I, 6, proj_size=3),
+        rj.GRU(I, H),
+        rj.GRU(I, H, reset_after=False),
+    ],
 )
 def test_step_is_recur_of_project(cell):
     p = cell.init(jax.random.key(0))
@@ -134,7 +144,9 @@ def test_lstm_proj_against_float64_reference():
         i, f, g, o = np.split(x @ p["w_ih"] + h @ p["w_hh"] + p["b"], 4)
         c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
         h = (_sigmoid(o) * np.tanh(c)) @ p["w_hr"]
-    state, _ = rj.unroll(cell, {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}, jnp.asarray(xs, jnp.float32))
+    state, _ = rj.unroll(
+        cell, {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}, jnp.asarray(xs, jnp.float32)
+    )
     np.testing.assert_allclose(state.h, h, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(state.c, c, rtol=1e-5, atol=1e-6)
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
-from rnnjax.checkpoint import CheckpointError, Checkpointer, check_finite, load_config
+from rnnjax.checkpoint import Checkpointer, CheckpointError, check_finite, load_config
 from rnnjax.models import SequenceModel
-from rnnjax.train import TrainState, Trainer, fit
+from rnnjax.train import Trainer, TrainState, fit
 
 V, E, H, B, T, K = 5, 3, 4, 2, 4, 2
 N = 7  # batches of the whole run
@@ -20,8 +20,10 @@ N = 7  # batches of the whole run
 
 def data(position):
     r = np.random.default_rng((7, position))
-    return {"inputs": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
-            "targets": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32)}
+    return {
+        "inputs": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
+        "targets": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
+    }
 
 
 def tree_equal(a, b):
@@ -37,8 +39,9 @@ def trainer():
 
 @pytest.fixture(scope="module")
 def uninterrupted(trainer):
-    state, hist = fit(trainer, trainer.init(jax.random.key(0)), data, N,
-                      tbptt=K, stateful=True, progress=False)
+    state, hist = fit(
+        trainer, trainer.init(jax.random.key(0)), data, N, tbptt=K, stateful=True, progress=False
+    )
     return state, hist
 
 
@@ -58,18 +61,30 @@ def test_kill_and_resume_equals_uninterrupted_run(trainer, uninterrupted, tmp_pa
 
     ckpt = Checkpointer(directory, save_every=2, keep_last=2, config=trainer.config())
     with pytest.raises(Killed):
-        fit(trainer, trainer.init(jax.random.key(0)), data, N, tbptt=K, stateful=True,
-            checkpointer=ckpt, progress=False, callback=kill)
+        fit(
+            trainer,
+            trainer.init(jax.random.key(0)),
+            data,
+            N,
+            tbptt=K,
+            stateful=True,
+            checkpointer=ckpt,
+            progress=False,
+            callback=kill,
+        )
     ckpt.close()
     del ckpt
 
-    resumed = Checkpointer(directory, save_every=2, keep_last=2, config=trainer.config(), create=False)
+    resumed = Checkpointer(
+        directory, save_every=2, keep_last=2, config=trainer.config(), create=False
+    )
     assert resumed.latest_step() == 4
     state = resumed.restore(trainer.abstract_state(batch_size=B))
     assert isinstance(state, TrainState) and isinstance(state.carry, rj.LSTMState)
     assert int(state.position) == 4 and int(state.step) == 4 * (T // K)
-    state, hist = fit(trainer, state, data, N, tbptt=K, stateful=True, checkpointer=resumed,
-                      progress=False)
+    state, hist = fit(
+        trainer, state, data, N, tbptt=K, stateful=True, checkpointer=resumed, progress=False
+    )
     assert [h["loss"] for h in hist] == [h["loss"] for h in full_hist[4:]]
     assert tree_equal(state, full_state)
     assert resumed.latest_step() == N
@@ -115,8 +130,15 @@ def test_save_every_n(trainer, tmp_path):
 
 def test_non_finite_state_is_refused(trainer, tmp_path):
     state = trainer.init(jax.random.key(0))
-    bad = state._replace(params=dict(state.params, head={"w": state.params["head"]["w"].at[0, 0].set(jnp.nan),
-                                                         "b": state.params["head"]["b"]}))
+    bad = state._replace(
+        params=dict(
+            state.params,
+            head={
+                "w": state.params["head"]["w"].at[0, 0].set(jnp.nan),
+                "b": state.params["head"]["b"],
+            },
+        )
+    )
     with Checkpointer(tmp_path / "c") as ckpt:
         with pytest.raises(ValueError, match=r"non-finite.*params\['head'\]\['w'\]"):
             ckpt.save(bad, force=True)
@@ -158,14 +180,18 @@ def _saved(trainer, directory):
 
 
 def _data_files(directory):
-    files = [f for f in glob.glob(os.path.join(directory, "1", "state", "**", "d", "*"), recursive=True)
-             if os.path.isfile(f)]
+    files = [
+        f
+        for f in glob.glob(os.path.join(directory, "1", "state", "**", "d", "*"), recursive=True)
+        if os.path.isfile(f)
+    ]
     assert files
     return sorted(files, key=os.path.getsize)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "delete_metadata", "delete_state",
-                                    "digest", "delete_integrity"])
+@pytest.mark.parametrize(
+    "damage", ["truncate", "flip", "delete_metadata", "delete_state", "digest", "delete_integrity"]
+)
 def test_damaged_checkpoint_is_a_clear_error(trainer, tmp_path, damage):
     directory = str(tmp_path / "c")
     _saved(trainer, directory)
@@ -194,7 +220,9 @@ def test_damaged_checkpoint_is_a_clear_error(trainer, tmp_path, damage):
 
         shutil.rmtree(os.path.join(directory, "1", "state"))
     ckpt = Checkpointer(directory, create=False)
-    with pytest.raises((CheckpointError, FileNotFoundError), match=os.path.join(directory, "1")) as err:
+    with pytest.raises(
+        (CheckpointError, FileNotFoundError), match=os.path.join(directory, "1")
+    ) as err:
         ckpt.restore(trainer.abstract_state())
     if damage == "digest":
         assert "SHA-256" in str(err.value)
@@ -234,14 +262,20 @@ def test_sigkill_and_resume_equals_uninterrupted_run(trainer, uninterrupted, tmp
 
     assert make_trainer() == trainer
     directory = str(tmp_path / "run")
-    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), directory=directory, kill_at=kill_at)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    script = KILL_SCRIPT.format(
+        tests=os.path.dirname(__file__), directory=directory, kill_at=kill_at
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == -9, proc.stderr[-3000:]
     ckpt = Checkpointer(directory, save_every=2, keep_last=2, create=False)
     assert ckpt.latest_step() in (2, 4)
     state = ckpt.restore(trainer.abstract_state(batch_size=B))
     start = int(state.position)
-    state, hist = fit(trainer, state, data, N, tbptt=K, stateful=True, checkpointer=ckpt, progress=False)
+    state, hist = fit(
+        trainer, state, data, N, tbptt=K, stateful=True, checkpointer=ckpt, progress=False
+    )
     full_state, full_hist = uninterrupted
     assert [h["loss"] for h in hist] == [h["loss"] for h in full_hist[start:]]
     assert tree_equal(state, full_state)

@@ -8,7 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax.decoding import beam_search, greedy_decode, length_penalty
+import rnnjax as rj
+from rnnjax.decoding import (
+    beam_search,
+    filter_logits,
+    generate,
+    greedy_decode,
+    length_penalty,
+    sample,
+)
 from rnnjax.seq2seq import Seq2Seq
 
 SV, E, H, S = 7, 3, 5, 4
@@ -16,8 +24,14 @@ SV, E, H, S = 7, 3, 5, 4
 
 @pytest.fixture(scope="module")
 def setup():
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=6, embed_size=E, hidden_size=H,
-                          attention="additive", bidirectional=True)
+    model = Seq2Seq.build(
+        src_vocab=SV,
+        tgt_vocab=6,
+        embed_size=E,
+        hidden_size=H,
+        attention="additive",
+        bidirectional=True,
+    )
     params = jax.jit(model.init)(jax.random.key(0))
     params["out"]["w"] = 4.0 * params["out"]["w"]  # peaked: EOS gets chosen sometimes
     src = jax.random.randint(jax.random.key(1), (6, S), 3, SV)
@@ -25,7 +39,11 @@ def setup():
     return model, params, src, src_len
 
 
-def _greedy_loop(model, params, src, src_len, max_len, _cache={}):
+_GREEDY_CACHE = {}
+
+
+def _greedy_loop(model, params, src, src_len, max_len):
+    _cache = _GREEDY_CACHE
     if model not in _cache:
         _cache[model] = jax.jit(model.encode), jax.jit(model.step)
     encode, step = _cache[model]
@@ -64,13 +82,19 @@ def test_beam_width_one_equals_greedy(setup, alpha):
     np.testing.assert_array_equal(np.asarray(b.lengths[:, 0]), np.asarray(g.lengths))
     np.testing.assert_allclose(np.asarray(b.log_probs[:, 0]), np.asarray(g.log_probs), rtol=1e-5)
     lp = np.asarray(length_penalty(g.lengths, alpha))
-    np.testing.assert_allclose(np.asarray(b.scores[:, 0]), np.asarray(g.log_probs) / lp,
-                               rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(b.scores[:, 0]), np.asarray(g.log_probs) / lp, rtol=1e-5)
 
 
 def test_beam_width_one_equals_greedy_with_luong_wiring():
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=6, embed_size=E, hidden_size=H, cell="lstm",
-                          attention="dot", wiring="luong")
+    model = Seq2Seq.build(
+        src_vocab=SV,
+        tgt_vocab=6,
+        embed_size=E,
+        hidden_size=H,
+        cell="lstm",
+        attention="dot",
+        wiring="luong",
+    )
     params = jax.jit(model.init)(jax.random.key(3))
     params["out"]["w"] = 4.0 * params["out"]["w"]
     src = jax.random.randint(jax.random.key(4), (4, S), 3, SV)
@@ -97,8 +121,16 @@ def _all_sequences(V, eos, L):
 
 @pytest.fixture(scope="module")
 def small():
-    model = Seq2Seq.build(src_vocab=5, tgt_vocab=4, embed_size=2, hidden_size=3,
-                          attention="general", pad_id=0, bos_id=1, eos_id=2)
+    model = Seq2Seq.build(
+        src_vocab=5,
+        tgt_vocab=4,
+        embed_size=2,
+        hidden_size=3,
+        attention="general",
+        pad_id=0,
+        bos_id=1,
+        eos_id=2,
+    )
     params = model.init(jax.random.key(7))
     params["out"]["w"] = 2.0 * params["out"]["w"]
     src = jax.random.randint(jax.random.key(8), (5, 3), 3, 5)
@@ -116,8 +148,11 @@ def test_beam_search_finds_the_best_sequence_by_enumeration(small, alpha):
         tgt[i, : len(s)] = s
     lens = np.array([len(s) for s in seqs], np.int32)
     # independent scores: teacher-forced log-probabilities of every hypothesis
-    score_all = jax.jit(jax.vmap(
-        lambda s, sl: jax.vmap(lambda t, n: model.log_prob(params, s, sl, t, n))(tgt, lens)))
+    score_all = jax.jit(
+        jax.vmap(
+            lambda s, sl: jax.vmap(lambda t, n: model.log_prob(params, s, sl, t, n))(tgt, lens)
+        )
+    )
     logps = np.asarray(score_all(src, src_len), np.float64)
     norm = logps / ((5.0 + lens) / 6.0) ** alpha
     K = 48  # more than the 40 candidates of the last step: exhaustive
@@ -133,8 +168,9 @@ def test_beam_search_finds_the_best_sequence_by_enumeration(small, alpha):
         # the whole ranked list: every hypothesis once, in order of score
         finite = np.isfinite(np.asarray(beam.scores[b]))
         assert finite.sum() == len(seqs)
-        np.testing.assert_allclose(np.asarray(beam.scores[b])[finite], np.sort(norm[b])[::-1],
-                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(beam.scores[b])[finite], np.sort(norm[b])[::-1], rtol=1e-4, atol=1e-6
+        )
         g_norm = float(greedy.log_probs[b]) / ((5.0 + int(greedy.lengths[b])) / 6.0) ** alpha
         assert float(beam.scores[b, 0]) >= g_norm - 1e-5
         beaten += float(beam.scores[b, 0]) > g_norm + 1e-5
@@ -178,16 +214,14 @@ def test_bad_input_errors(setup):
 # ----------------------------------------------------------------------------------------
 # generation for a language model (SequenceModel) and sampling for every model
 
-import rnnjax as rj
-from rnnjax.decoding import filter_logits, generate, sample
-
 LV = 6
 
 
 @pytest.fixture(scope="module")
 def lm():
-    model = rj.SequenceModel(rj.Stacked([rj.LSTM(4, 8), rj.GRU(8, 8)]), output_size=LV,
-                             vocab_size=LV)
+    model = rj.SequenceModel(
+        rj.Stacked([rj.LSTM(4, 8), rj.GRU(8, 8)]), output_size=LV, vocab_size=LV
+    )
     params = jax.jit(model.init)(jax.random.key(3))
     params["head"]["w"] = 3.0 * params["head"]["w"]  # peaked enough that tokens vary
     prompt = jnp.array([[1, 2, 3, 4], [5, 4, 0, 0], [2, 0, 0, 0]])
@@ -227,8 +261,7 @@ def test_lm_greedy_equals_a_hand_written_loop(lm):
     for b in range(prompt.shape[0]):
         toks, lps = _lm_greedy_loop(model, params, prompt[b], int(prompt_len[b]), L)
         assert np.asarray(out.tokens[b]).tolist() == toks
-        np.testing.assert_allclose(np.asarray(out.token_log_probs[b]), lps, rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(np.asarray(out.token_log_probs[b]), lps, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(float(out.log_probs[b]), sum(lps), rtol=1e-5)
     assert out.lengths.tolist() == [L] * 3  # no end token: every sequence runs to max_len
 
@@ -273,15 +306,22 @@ def test_top_p_one_and_top_k_vocab_are_plain_sampling(lm):
 
 def test_sampled_log_probs_equal_recomputed_ones(lm):
     model, params, prompt, prompt_len = lm
-    out = sample(model, params, prompt, prompt_len, key=jax.random.key(5), max_len=5,
-                 temperature=1.5, top_k=4)
+    out = sample(
+        model,
+        params,
+        prompt,
+        prompt_len,
+        key=jax.random.key(5),
+        max_len=5,
+        temperature=1.5,
+        top_k=4,
+    )
     for b in range(prompt.shape[0]):
         n = int(prompt_len[b])
         seq = list(np.asarray(prompt[b, :n])) + np.asarray(out.tokens[b]).tolist()
         lp = _lm_logprobs(model, params, seq)
         want = [lp[n - 1 + t, seq[n + t]] for t in range(5)]
-        np.testing.assert_allclose(np.asarray(out.token_log_probs[b]), want, rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(np.asarray(out.token_log_probs[b]), want, rtol=1e-5, atol=1e-6)
 
 
 def _chi2_ok(counts, probs, n):
@@ -354,8 +394,7 @@ def test_lm_beam_width_one_is_greedy_and_beam_log_probs_are_the_model_s(lm):
             lp = _lm_logprobs(model, params, seq)
             want = sum(lp[n - 1 + t, seq[n + t]] for t in range(4))
             np.testing.assert_allclose(float(beam.log_probs[b, k]), want, rtol=1e-5)
-            np.testing.assert_allclose(float(beam.token_log_probs[b, k].sum()), want,
-                                       rtol=1e-5)
+            np.testing.assert_allclose(float(beam.token_log_probs[b, k].sum()), want, rtol=1e-5)
 
 
 def test_seq2seq_sampling_log_probs_equal_teacher_forced_ones(setup):
@@ -365,8 +404,9 @@ def test_seq2seq_sampling_log_probs_equal_teacher_forced_ones(setup):
     for b in range(src.shape[0]):
         n = int(out.lengths[b])
         ce, _ = token_losses(params, src[b], src_len[b], out.tokens[b], n)
-        np.testing.assert_allclose(-np.asarray(ce[:n]), np.asarray(out.token_log_probs[b, :n]),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            -np.asarray(ce[:n]), np.asarray(out.token_log_probs[b, :n]), rtol=1e-5, atol=1e-6
+        )
         assert (np.asarray(out.tokens[b, n:]) == model.pad_id).all()
         if n < 5:
             assert int(out.tokens[b, n - 1]) == model.eos_id
@@ -397,8 +437,7 @@ def test_generation_errors(lm):
 def test_lm_with_zoneout_generates_like_its_deterministic_apply():
     """Without a key zoneout takes its expectation: one step of generation must run the
     layer (not the bare cell) to give what apply gives."""
-    model = rj.SequenceModel(rj.Recurrent(rj.GRU(4, 6), zoneout=0.4), output_size=LV,
-                             vocab_size=LV)
+    model = rj.SequenceModel(rj.Recurrent(rj.GRU(4, 6), zoneout=0.4), output_size=LV, vocab_size=LV)
     params = model.init(jax.random.key(8))
     params["head"]["w"] = 3.0 * params["head"]["w"]
     prompt = jnp.array([[1, 2, 3]])

@@ -45,7 +45,9 @@ def test_largest_singular_value_matches_numpy_and_bounds_radius(mats):
 
 
 def test_bad_shapes_raise():
-    with pytest.raises(ValueError, match=r"w must be a square matrix of shape \(N, N\); got shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"w must be a square matrix of shape \(N, N\); got shape \(2, 3\)"
+    ):
         spectral_radius(jnp.zeros((2, 3)))
     with pytest.raises(ValueError, match="w must be a matrix"):
         largest_singular_value(jnp.zeros(3))

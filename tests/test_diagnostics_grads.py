@@ -19,7 +19,7 @@ T, I, H = 6, 3, 5
 
 
 def _loss_sq(state):
-    return 0.5 * jnp.sum(state.h ** 2) + jnp.sum(state.h[:2])
+    return 0.5 * jnp.sum(state.h**2) + jnp.sum(state.h[:2])
 
 
 def _reference(cell, params, xs, loss_fn):
@@ -97,10 +97,12 @@ def test_bound_holds_for_contracting_rnn():
         b = pascanu_bound(p["w_hh"])
         np.testing.assert_allclose(float(b.sigma_max), scale, rtol=1e-5)
         assert bool(b.vanishing)
-        g = np.asarray(gradient_norms_through_time(cell, p, jax.random.normal(jax.random.key(5), (20, I))).h)
+        g = np.asarray(
+            gradient_norms_through_time(cell, p, jax.random.normal(jax.random.key(5), (20, I))).h
+        )
         envelope = float(b.eta) ** np.arange(19, -1, -1) * g[-1]
         assert np.all(g <= envelope * (1 + 1e-4) + 1e-7)
-        assert g[0] < g[-1] * scale ** 10
+        assert g[0] < g[-1] * scale**10
 
 
 def test_spectral_figures_equal_numpy():
@@ -108,10 +110,16 @@ def test_spectral_figures_equal_numpy():
     for n in (1, 4, 17):
         w = rng.normal(size=(n, n)).astype(np.float32)
         w64 = w.astype(np.float64)
-        np.testing.assert_allclose(float(spectral_radius(jnp.asarray(w))),
-                                   np.max(np.abs(np.linalg.eigvals(w64))), rtol=1e-5)
-        np.testing.assert_allclose(float(largest_singular_value(jnp.asarray(w))),
-                                   np.linalg.svd(w64, compute_uv=False)[0], rtol=1e-5)
+        np.testing.assert_allclose(
+            float(spectral_radius(jnp.asarray(w))),
+            np.max(np.abs(np.linalg.eigvals(w64))),
+            rtol=1e-5,
+        )
+        np.testing.assert_allclose(
+            float(largest_singular_value(jnp.asarray(w))),
+            np.linalg.svd(w64, compute_uv=False)[0],
+            rtol=1e-5,
+        )
         for nl, gamma in (("tanh", 1.0), ("sigmoid", 0.25), (0.5, 0.5)):
             b = pascanu_bound(jnp.asarray(w), nl)
             s = np.linalg.svd(w64, compute_uv=False)[0]
@@ -120,7 +128,9 @@ def test_spectral_figures_equal_numpy():
     # under jit
     w = jnp.asarray(rng.normal(size=(6, 6)), jnp.float32)
     b = jax.jit(pascanu_bound, static_argnums=1)(w, "sigmoid")
-    np.testing.assert_allclose(float(b.sigma_max), np.linalg.svd(np.asarray(w, np.float64), compute_uv=False)[0], rtol=1e-5)
+    np.testing.assert_allclose(
+        float(b.sigma_max), np.linalg.svd(np.asarray(w, np.float64), compute_uv=False)[0], rtol=1e-5
+    )
 
 
 def test_errors():

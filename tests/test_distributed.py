@@ -70,12 +70,15 @@ SCRIPT = textwrap.dedent(
 
 
 def _run_four_devices(*args):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True,
-                          env=env, timeout=600)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True, env=env, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
-    return json.loads(line[len("RESULT"):])
+    return json.loads(line[len("RESULT") :])
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +123,12 @@ def test_single_device_helpers():
 
 
 def test_initialize_is_a_no_op_for_one_process(monkeypatch):
-    for v in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "OMPI_COMM_WORLD_SIZE"):
+    for v in (
+        "JAX_COORDINATOR_ADDRESS",
+        "SLURM_JOB_ID",
+        "TPU_WORKER_HOSTNAMES",
+        "OMPI_COMM_WORLD_SIZE",
+    ):
         monkeypatch.delenv(v, raising=False)
     called = []
     monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: called.append(kw))

@@ -172,8 +172,12 @@ def test_derivatives_fused_equal_reference(name, per_example):
             g = jax.grad(f, argnums=(0, 1, 2))
             val, tan = jax.jvp(f, args, v)
             fwd_rev = jax.jvp(lambda *a: g(*a), args, v)[1]
-            rev_rev = jax.grad(lambda *a: jax.tree_util.tree_reduce(
-                jnp.add, jax.tree_util.tree_map(jnp.vdot, g(*a), v)), argnums=(0, 1, 2))(*args)
+            rev_rev = jax.grad(
+                lambda *a: jax.tree_util.tree_reduce(
+                    jnp.add, jax.tree_util.tree_map(jnp.vdot, g(*a), v)
+                ),
+                argnums=(0, 1, 2),
+            )(*args)
             return val, tan, g(*args), fwd_rev, rev_rev
 
         ref = jax.jit(lambda: derivs("reference"))()
@@ -184,8 +188,10 @@ def test_derivatives_fused_equal_reference(name, per_example):
 # two cells in the default run (the LSTM and the GRU of Cho et al., whose kernels have
 # the most terms); the others are slow-marked: the fused-vs-reference test above covers
 # them in every variant
-FD_CELLS = [n if n in ("lstm_proj", "gru_cho") else pytest.param(n, marks=pytest.mark.slow)
-            for n in sorted(CELLS)]
+FD_CELLS = [
+    n if n in ("lstm_proj", "gru_cho") else pytest.param(n, marks=pytest.mark.slow)
+    for n in sorted(CELLS)
+]
 
 
 @pytest.mark.parametrize("name", FD_CELLS)
@@ -199,9 +205,10 @@ def test_fused_finite_differences_order_2(name):
         xs, s0 = _data(cell)
 
         def f(p, xs, s0):
-            st, ys = rj.unroll_batch(cell, p, xs, jnp.asarray(LENGTHS), s0, True,
-                                     resets=jnp.asarray(RESETS), config=cfg)
-            return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf ** 2) for leaf in st)
+            st, ys = rj.unroll_batch(
+                cell, p, xs, jnp.asarray(LENGTHS), s0, True, resets=jnp.asarray(RESETS), config=cfg
+            )
+            return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf**2) for leaf in st)
 
         check_grads(f, (p, xs, s0), order=2, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
 
@@ -220,8 +227,10 @@ def test_no_gradient_crosses_a_reset():
 def test_jacfwd_and_hessian_through_fused_layers():
     """Stacked bidirectional layers, fused: jacfwd and hessian equal the reference's."""
     net = lambda b: rj.Stacked(  # noqa: E731
-        [rj.Bidirectional(rj.Recurrent(rj.GRU(2, 3), config=rj.ScanConfig(backward=b))),
-         rj.Recurrent(rj.LSTM(6, 2), config=rj.ScanConfig(backward=b))]
+        [
+            rj.Bidirectional(rj.Recurrent(rj.GRU(2, 3), config=rj.ScanConfig(backward=b))),
+            rj.Recurrent(rj.LSTM(6, 2), config=rj.ScanConfig(backward=b)),
+        ]
     )
     with jax.enable_x64(True):
         params = jax.tree_util.tree_map(
@@ -233,8 +242,9 @@ def test_jacfwd_and_hessian_through_fused_layers():
             return net(b).apply_batch(params, x, length=jnp.array([4, 2]))[1].sum()
 
         for d in (jax.jacfwd, jax.hessian):
-            _tree_close(jax.jit(d(lambda x: f(x, "fused")))(xs),
-                        jax.jit(d(lambda x: f(x, "reference")))(xs))
+            _tree_close(
+                jax.jit(d(lambda x: f(x, "fused")))(xs), jax.jit(d(lambda x: f(x, "reference")))(xs)
+            )
 
 
 def test_config_changes_the_program_under_one_jit():
@@ -270,8 +280,12 @@ def test_scan_config_checks():
     with pytest.raises(ValueError, match="remat is done by the reference"):
         engine.resolve_backward(rj.LSTM(1, 4), rj.ScanConfig(backward="fused", remat=2))
     with pytest.raises(TypeError, match="config must be an rnnjax.ScanConfig"):
-        rj.unroll(rj.LSTM(1, 4), rj.LSTM(1, 4).init(jax.random.key(0)), jnp.ones((3, 1)),
-                  config={"remat": 2})
+        rj.unroll(
+            rj.LSTM(1, 4),
+            rj.LSTM(1, 4).init(jax.random.key(0)),
+            jnp.ones((3, 1)),
+            config={"remat": 2},
+        )
     with pytest.raises(TypeError, match="rnnjax.fused.options was removed"):
         rj.fused.options(remat=True)
     assert engine.resolve_backward(rj.LSTM(1, 4), rj.ScanConfig()) == "fused"
@@ -300,10 +314,12 @@ def test_regularised_layers_run_the_fused_engine_natively_batched(fused_calls):
     key = jax.random.key(0)
     net = rj.Stacked(
         [
-            rj.Bidirectional(rj.Recurrent(rj.LSTM(I, H, proj_size=2), input_dropout=0.2,
-                                          recurrent_dropout=0.25)),
-            rj.Recurrent(rj.GRU(4, H), recurrent_dropout=0.1, recurrent_dropout_mode="per_step",
-                         zoneout=0.3),
+            rj.Bidirectional(
+                rj.Recurrent(rj.LSTM(I, H, proj_size=2), input_dropout=0.2, recurrent_dropout=0.25)
+            ),
+            rj.Recurrent(
+                rj.GRU(4, H), recurrent_dropout=0.1, recurrent_dropout_mode="per_step", zoneout=0.3
+            ),
         ],
         dropout=0.2,
     )
@@ -331,8 +347,10 @@ def test_echo_state_runs_in_the_engine_natively_batched(monkeypatch):
 def test_batched_dropout_draws_the_streams_of_each_example():
     """apply_batch with a key equals apply of each example with its split key."""
     layer = rj.Stacked(
-        [rj.Recurrent(rj.LSTM(I, H), input_dropout=0.3, recurrent_dropout=0.3, zoneout=0.2),
-         rj.GRU(H, H)],
+        [
+            rj.Recurrent(rj.LSTM(I, H), input_dropout=0.3, recurrent_dropout=0.3, zoneout=0.2),
+            rj.GRU(H, H),
+        ],
         dropout=0.4,
     )
     params = layer.init(jax.random.key(0))
@@ -365,10 +383,17 @@ def test_step_refuses_broadcasting():
 def test_regularised_layer_derivatives_fused_equal_reference(mode):
     """Input and recurrent dropout, sampled zoneout, resets, reverse: the fused engine's
     values and derivatives (grad, jvp, Hessian-vector product) equal the reference's."""
+
     def layer(backward):
-        return rj.Recurrent(rj.LSTM(I, H), reverse=True, input_dropout=0.2, recurrent_dropout=0.3,
-                            recurrent_dropout_mode=mode, zoneout=0.25,
-                            config=rj.ScanConfig(backward=backward))
+        return rj.Recurrent(
+            rj.LSTM(I, H),
+            reverse=True,
+            input_dropout=0.2,
+            recurrent_dropout=0.3,
+            recurrent_dropout_mode=mode,
+            zoneout=0.25,
+            config=rj.ScanConfig(backward=backward),
+        )
 
     with jax.enable_x64(True):
         p = _params(rj.LSTM(I, H))
@@ -378,14 +403,18 @@ def test_regularised_layer_derivatives_fused_equal_reference(mode):
 
         def f(p, xs, backward):
             st, ys = layer(backward).apply_batch(p, xs, length, resets=resets, key=key)
-            return jnp.sum(jnp.sin(ys)) + jnp.sum(st.c ** 2)
+            return jnp.sum(jnp.sin(ys)) + jnp.sum(st.c**2)
 
         v = jax.tree_util.tree_map(lambda a: jnp.ones_like(a) * 0.1, (p, xs))
 
         def derivs(backward):
             g = jax.grad(lambda p, x: f(p, x, backward), argnums=(0, 1))
-            return (f(p, xs, backward), g(p, xs), jax.jvp(lambda p, x: f(p, x, backward), (p, xs), v),
-                    jax.jvp(g, (p, xs), v)[1])
+            return (
+                f(p, xs, backward),
+                g(p, xs),
+                jax.jvp(lambda p, x: f(p, x, backward), (p, xs), v),
+                jax.jvp(g, (p, xs), v)[1],
+            )
 
         _tree_close(jax.jit(lambda: derivs("fused"))(), jax.jit(lambda: derivs("reference"))())
 
@@ -405,6 +434,8 @@ class JitOrNot(chex.TestCase):
             return rj.unroll_batch(cell, p, xs, length, reverse=True, resets=resets)
 
         got = run(p, xs, jnp.array([T, 3]))
-        ref = [_loop(cell, p, xs[b], n, cell.initial_state(), True,
-                     np.asarray(resets[b])) for b, n in enumerate((T, 3))]
+        ref = [
+            _loop(cell, p, xs[b], n, cell.initial_state(), True, np.asarray(resets[b]))
+            for b, n in enumerate((T, 3))
+        ]
         chex.assert_trees_all_close(got[1], jnp.stack([r[1] for r in ref]), rtol=1e-5, atol=1e-6)

@@ -17,7 +17,9 @@ def _perturbed_params(cell, seed=0):
     """Non-trivial parameters: every bias non-zero, so a dropped bias term shows."""
     p = cell.init(jax.random.key(seed))
     keys = jax.random.split(jax.random.key(seed + 100), len(p))
-    return {k: v + 0.3 * jax.random.normal(kk, v.shape) for (k, v), kk in zip(sorted(p.items()), keys)}
+    return {
+        k: v + 0.3 * jax.random.normal(kk, v.shape) for (k, v), kk in zip(sorted(p.items()), keys)
+    }
 
 
 def _close(a, b, tol=2e-5):
@@ -35,7 +37,7 @@ def test_time_major_and_several_batch_axes(cell):
 
     def loss(p, xs, cfg):
         st, ys = rj.unroll_batch(cell, p, xs, length, reverse=True, time_major=True, config=cfg)
-        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(l ** 2) for l in st), (st, ys)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(l**2) for l in st), (st, ys)
 
     got = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(p, xs, FUSED)
     ref = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(p, xs, REFERENCE)
@@ -43,8 +45,13 @@ def test_time_major_and_several_batch_axes(cell):
     (_, (st, ys)), _ = got
     assert ys.shape == (T, 2, 3, H)
     assert np.all(np.asarray(ys[:, 0, 0]) == 0.0) and np.all(np.asarray(ys[3:, 1, 0]) == 0.0)
-    one = jax.vmap(jax.vmap(lambda x, n: rj.unroll(cell, p, x, n, reverse=True),
-                            in_axes=(1, 0), out_axes=(0, 1)), in_axes=(1, 0), out_axes=(0, 1))
+    one = jax.vmap(
+        jax.vmap(
+            lambda x, n: rj.unroll(cell, p, x, n, reverse=True), in_axes=(1, 0), out_axes=(0, 1)
+        ),
+        in_axes=(1, 0),
+        out_axes=(0, 1),
+    )
     _close((st, ys), one(xs, length))
 
 
@@ -55,8 +62,9 @@ def test_per_example_gradients_under_vmap():
     xs = jax.random.normal(jax.random.key(1), (3, T, I))
 
     def per_example(p, xs, cfg):
-        return jax.vmap(jax.grad(lambda p, x: jnp.sum(rj.unroll(cell, p, x, config=cfg)[1] ** 2)),
-                        (None, 0))(p, xs)
+        return jax.vmap(
+            jax.grad(lambda p, x: jnp.sum(rj.unroll(cell, p, x, config=cfg)[1] ** 2)), (None, 0)
+        )(p, xs)
 
     got, ref = per_example(p, xs, FUSED), per_example(p, xs, REFERENCE)
     assert all(a.shape[0] == 3 for a in jax.tree_util.tree_leaves(got))
@@ -86,7 +94,9 @@ def test_remat_saves_memory():
     xs = jnp.ones((2, 900, 4))
 
     def size(cfg):
-        step = jax.jit(jax.grad(lambda p: jnp.mean(rj.unroll_batch(cell, p, xs, config=cfg)[1] ** 2)))
+        step = jax.jit(
+            jax.grad(lambda p: jnp.mean(rj.unroll_batch(cell, p, xs, config=cfg)[1] ** 2))
+        )
         return step.lower(p).compile().memory_analysis().temp_size_in_bytes
 
     default, remat = size(FUSED), size(rj.ScanConfig(remat=True))
@@ -178,9 +188,14 @@ def test_fused_against_pytorch(name):
     g, gx = jax.grad(loss, argnums=(0, 1))(p, xs)
     np.testing.assert_allclose(np.asarray(ys), yt.detach().numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(gx), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(g["w_hh"]).T, m.weight_hh_l0.grad.numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(g["w_ih"]).T, m.weight_ih_l0.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(g["w_hh"]).T, m.weight_hh_l0.grad.numpy(), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.asarray(g["w_ih"]).T, m.weight_ih_l0.grad.numpy(), rtol=1e-4, atol=1e-5
+    )
     np.testing.assert_allclose(np.asarray(g["b"]), m.bias_ih_l0.grad.numpy(), rtol=1e-4, atol=1e-5)
     if name == "gru":
-        np.testing.assert_allclose(np.asarray(g["b_hn"]), m.bias_hh_l0.grad.numpy()[2 * H :],
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(g["b_hn"]), m.bias_hh_l0.grad.numpy()[2 * H :], rtol=1e-4, atol=1e-5
+        )

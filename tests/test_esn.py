@@ -21,8 +21,9 @@ N, I, T = 24, 2, 400
 
 @pytest.fixture(scope="module")
 def cell():
-    return esn.EchoState(I, N, spectral_radius=0.9, leak_rate=0.4, bias_scaling=0.2,
-                         density=0.5, input_density=0.8)
+    return esn.EchoState(
+        I, N, spectral_radius=0.9, leak_rate=0.4, bias_scaling=0.2, density=0.5, input_density=0.8
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +99,24 @@ def test_harvest_matches_loop(cell, params, data):
 
 
 def test_weights_sparsity_and_scalings():
-    cell = esn.EchoState(3, 200, spectral_radius=None, density=0.1, input_density=0.3,
-                         input_scaling=0.5, bias_scaling=0.25, feedback_size=2,
-                         feedback_scaling=0.1)
+    cell = esn.EchoState(
+        3,
+        200,
+        spectral_radius=None,
+        density=0.1,
+        input_density=0.3,
+        input_scaling=0.5,
+        bias_scaling=0.25,
+        feedback_size=2,
+        feedback_scaling=0.1,
+    )
     p = cell.init(jax.random.key(0))
     assert {k: v.shape for k, v in p.items()} == {
-        "w_in": (3, 200), "w": (200, 200), "b": (200,), "w_fb": (2, 200)}
+        "w_in": (3, 200),
+        "w": (200, 200),
+        "b": (200,),
+        "w_fb": (2, 200),
+    }
     assert abs(float(jnp.mean(p["w"] != 0)) - 0.1) < 0.01
     assert abs(float(jnp.mean(p["w_in"] != 0)) - 0.3) < 0.05
     assert float(jnp.abs(p["w_in"]).max()) <= 0.5
@@ -174,7 +187,9 @@ def test_chunked_xtx_equals_direct(cell, params, data, chunk):
     Z = np.concatenate([np.asarray(hs, np.float64), np.ones((T, 1))], 1)[washout:]
     # the states come from another compiled scan: equal to float32 rounding (~1e-7)
     np.testing.assert_allclose(stats.xtx, Z.T @ Z, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(stats.xty, Z.T @ ys[washout:].astype(np.float64), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        stats.xty, Z.T @ ys[washout:].astype(np.float64), rtol=1e-5, atol=1e-5
+    )
     assert float(stats.xtx[-1, -1]) == T - washout
     # the final state is the state after the last real step, not after chunk padding
     np.testing.assert_allclose(state.h, final.h, rtol=1e-6, atol=1e-6)
@@ -201,8 +216,16 @@ def test_fit_is_one_compiled_function(cell, params, data):
 
 def test_noise_is_chunking_invariant(params, data):
     us, ys = data
-    noisy = esn.EchoState(I, N, spectral_radius=0.9, leak_rate=0.4, bias_scaling=0.2,
-                          density=0.5, input_density=0.8, noise=0.05)
+    noisy = esn.EchoState(
+        I,
+        N,
+        spectral_radius=0.9,
+        leak_rate=0.4,
+        bias_scaling=0.2,
+        density=0.5,
+        input_density=0.8,
+        noise=0.05,
+    )
     key = jax.random.key(7)
     _, clean = esn.harvest(noisy, params, us)
     _, hs = esn.harvest(noisy, params, us, key=key)
@@ -246,8 +269,9 @@ def test_generate_equals_python_loop():
 
 
 def test_output_feedback_teacher_forcing_matches_loop():
-    cell = esn.EchoState(1, 16, spectral_radius=0.8, leak_rate=0.7, feedback_size=1,
-                         feedback_scaling=0.5)
+    cell = esn.EchoState(
+        1, 16, spectral_radius=0.8, leak_rate=0.7, feedback_size=1, feedback_scaling=0.5
+    )
     p = cell.init(jax.random.key(4))
     rng = np.random.default_rng(1)
     us = rng.uniform(-1, 1, (60, 1)).astype(np.float32)
@@ -273,8 +297,17 @@ def test_rls_equals_ridge_with_penalised_bias(cell, params, data):
 @pytest.mark.slow
 def test_force_learning_with_feedback_learns_a_sine():
     """FORCE: no input, output fed back; the free run afterwards continues the sine."""
-    cell = esn.EchoState(1, 100, spectral_radius=0.9, leak_rate=0.5, feedback_size=1,
-                         input_scaling=0.0, feedback_scaling=0.5, bias_scaling=0.2, density=0.2)
+    cell = esn.EchoState(
+        1,
+        100,
+        spectral_radius=0.9,
+        leak_rate=0.5,
+        feedback_size=1,
+        input_scaling=0.0,
+        feedback_scaling=0.5,
+        bias_scaling=0.2,
+        density=0.2,
+    )
     p = cell.init(jax.random.key(5))
     ys = (0.5 * np.sin(np.arange(1000) / 6.0))[:, None].astype(np.float32)
     us = np.zeros((1000, 1), np.float32)
@@ -308,14 +341,25 @@ def test_sweep_equals_fits_one_by_one(data):
     # 16 models, 4 distinct cells (sr x leak) for the one-by-one reference
     table = esn.sweep(base, us[:300], ys[:300], us[300:], ys[300:], washout=20, chunk_size=64, **kw)
     assert table["nrmse"].shape == (16,)
-    assert len({(r["spectral_radius"], r["leak_rate"], r["ridge"], r["seed"]) for r in
-                [dict(zip(table, v)) for v in zip(*table.values())]}) == 16
+    assert (
+        len(
+            {
+                (r["spectral_radius"], r["leak_rate"], r["ridge"], r["seed"])
+                for r in [dict(zip(table, v)) for v in zip(*table.values())]
+            }
+        )
+        == 16
+    )
     for m in range(16):
-        c = dataclasses.replace(base, spectral_radius=float(table["spectral_radius"][m]),
-                                leak_rate=float(table["leak_rate"][m]))
+        c = dataclasses.replace(
+            base,
+            spectral_radius=float(table["spectral_radius"][m]),
+            leak_rate=float(table["leak_rate"][m]),
+        )
         p = c.init(jax.random.key(int(table["seed"][m])))
-        readout, state = esn.fit_ridge(c, p, us[:300], ys[:300], ridge=float(table["ridge"][m]),
-                                       washout=20)
+        readout, state = esn.fit_ridge(
+            c, p, us[:300], ys[:300], ridge=float(table["ridge"][m]), washout=20
+        )
         _, pred = esn.predict(c, p, readout, us[300:], state)
         ref = float(metrics.nrmse(pred, jnp.asarray(ys[300:])))
         assert abs(table["nrmse"][m] - ref) <= 1e-3 * ref + 1e-6, (m, table["nrmse"][m], ref)
@@ -343,8 +387,7 @@ def test_echo_state_property():
 
 
 def test_frozen_reservoir_is_untouched_by_optax(cell, params):
-    model = {"reservoir": params,
-             "readout": {"w_out": jnp.zeros((N, 2)), "b_out": jnp.zeros((2,))}}
+    model = {"reservoir": params, "readout": {"w_out": jnp.zeros((N, 2)), "b_out": jnp.zeros((2,))}}
     labels = esn.frozen_labels(model)
     assert all(v == "frozen" for v in jax.tree_util.tree_leaves(labels["reservoir"]))
     assert all(v == "trainable" for v in jax.tree_util.tree_leaves(labels["readout"]))
@@ -356,8 +399,9 @@ def test_frozen_reservoir_is_untouched_by_optax(cell, params):
     grads = jax.tree_util.tree_map(jnp.ones_like, model)
     updates, state = opt.update(grads, state, model)
     new = optax.apply_updates(model, updates)
-    for a, b in zip(jax.tree_util.tree_leaves(new["reservoir"]),
-                    jax.tree_util.tree_leaves(model["reservoir"])):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(new["reservoir"]), jax.tree_util.tree_leaves(model["reservoir"])
+    ):
         np.testing.assert_array_equal(a, b)
     assert float(jnp.abs(new["readout"]["w_out"]).min()) > 0
 

@@ -147,7 +147,12 @@ def test_unrepresentable_and_malformed_params_raise():
         fc.lstm_to_flax({"w_ih": jnp.ones((I, 4 * H))})
     with pytest.raises(ValueError, match="divisible"):
         fc.gru_to_flax(
-            {"w_ih": jnp.ones((I, 7)), "w_hh": jnp.ones((H, 3 * H)), "b": jnp.ones(3 * H), "b_hn": jnp.ones(H)}
+            {
+                "w_ih": jnp.ones((I, 7)),
+                "w_hh": jnp.ones((H, 3 * H)),
+                "b": jnp.ones(3 * H),
+                "b_hn": jnp.ones(H),
+            }
         )
     with pytest.raises(TypeError, match="flax_cell"):
         fc.cell_from_flax(nn.SimpleCell(H), I)

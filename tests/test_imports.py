@@ -37,7 +37,7 @@ def _cycle(graph):
         state[m] = 1
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                return stack[stack.index(n):] + [n] if n in stack else [m, n]
+                return stack[stack.index(n) :] + [n] if n in stack else [m, n]
             if n not in state:
                 found = visit(n, stack + [n])
                 if found:

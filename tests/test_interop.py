@@ -38,7 +38,7 @@ def _check(module, lengths=LENGTHS):
     with torch.no_grad():
         out, h = module(packed)
     out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
-    h_n, c_n = (h if isinstance(h, tuple) else (h, None))
+    h_n, c_n = h if isinstance(h, tuple) else (h, None)
     xs = jnp.asarray(x.numpy())
     for b, n in enumerate(lengths):
         state, ys = layer.apply(params, xs[b], length=n)
@@ -70,7 +70,9 @@ def _check(module, lengths=LENGTHS):
 def test_matches_pytorch(make, num_layers, bidirectional):
     module = make(num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
     layer, params = _check(module)
-    expected = rj.Stacked if num_layers > 1 else (rj.Bidirectional if bidirectional else rj.Recurrent)
+    expected = (
+        rj.Stacked if num_layers > 1 else (rj.Bidirectional if bidirectional else rj.Recurrent)
+    )
     assert isinstance(layer, expected)
 
 
@@ -89,7 +91,13 @@ def test_time_major_module_and_no_bias():
     [
         rj.Recurrent(rj.SimpleRNN(I, H, nonlinearity="relu")),
         rj.Bidirectional(rj.GRU(I, H)),
-        rj.Stacked([rj.Bidirectional(rj.LSTM(I, H, proj_size=3)), rj.Bidirectional(rj.LSTM(6, H, proj_size=3))], dropout=0.2),
+        rj.Stacked(
+            [
+                rj.Bidirectional(rj.LSTM(I, H, proj_size=3)),
+                rj.Bidirectional(rj.LSTM(6, H, proj_size=3)),
+            ],
+            dropout=0.2,
+        ),
     ],
     ids=["rnn", "bigru", "stacked_bilstm_proj"],
 )
@@ -128,8 +136,7 @@ from rnnjax.interop import state_from_torch, state_to_torch  # noqa: E402
 
 @pytest.mark.parametrize(
     "kind,bidirectional,proj",
-    [("lstm", False, 0), ("lstm", True, 0), ("gru", False, 0), ("gru", True, 0),
-     ("lstm", True, 2)],
+    [("lstm", False, 0), ("lstm", True, 0), ("gru", False, 0), ("gru", True, 0), ("lstm", True, 2)],
 )
 def test_states_to_and_from_pytorch_layout(kind, bidirectional, proj):
     torch.manual_seed(1)
@@ -148,9 +155,9 @@ def test_states_to_and_from_pytorch_layout(kind, bidirectional, proj):
             out, h_n = module(x, h0)
     layer, params = from_torch(module)
     state0 = state_from_torch(layer, h0, c0 if kind == "lstm" else None)
-    state, ys = jax.jit(
-        lambda p, xs, s: layer.apply_batch(p, xs, state=s, time_major=True)
-    )(params, jnp.asarray(x.numpy()), state0)
+    state, ys = jax.jit(lambda p, xs, s: layer.apply_batch(p, xs, state=s, time_major=True))(
+        params, jnp.asarray(x.numpy()), state0
+    )
     np.testing.assert_allclose(np.asarray(ys), out.numpy(), atol=1e-5)
     got = state_to_torch(layer, state)
     if kind == "lstm":
@@ -189,13 +196,22 @@ def test_reprs_are_short_and_keep_every_non_default_field():
     assert len(repr(layer)) < 100
     same = rj.Stacked([rj.Bidirectional(rj.LSTM(8, 8)), rj.Bidirectional(rj.LSTM(16, 8))])
     assert repr(same) == "Stacked(Bidirectional(LSTM(8->8)), Bidirectional(LSTM(16->8)))"
-    assert repr(rj.Stacked([rj.GRU(4, 4)] * 3, dropout=0.2)) == "Stacked(3 x GRU(4->4), dropout=0.2)"
+    assert (
+        repr(rj.Stacked([rj.GRU(4, 4)] * 3, dropout=0.2)) == "Stacked(3 x GRU(4->4), dropout=0.2)"
+    )
     assert repr(rj.LSTM(3, 4)) == "LSTM(3->4)"
     assert repr(rj.LSTM(3, 4, proj_size=2)) == "LSTM(3->4, proj_size=2)"
     assert repr(rj.Recurrent(rj.GRU(3, 4), reverse=True)) == "Recurrent(GRU(3->4), reverse=True)"
-    assert repr(rj.Bidirectional(rj.GRU(3, 4), merge="sum")) == "Bidirectional(GRU(3->4), merge='sum')"
+    assert (
+        repr(rj.Bidirectional(rj.GRU(3, 4), merge="sum")) == "Bidirectional(GRU(3->4), merge='sum')"
+    )
     # different hyperparameters never print the same
-    variants = [rj.LSTM(3, 4), rj.LSTM(3, 4, forget_bias=0.0), rj.LSTM(3, 4, chrono_t_max=10.0),
-                rj.LSTM(3, 4, param_dtype=jnp.bfloat16), rj.LSTM(3, 4, recurrent_init="glorot_uniform")]
+    variants = [
+        rj.LSTM(3, 4),
+        rj.LSTM(3, 4, forget_bias=0.0),
+        rj.LSTM(3, 4, chrono_t_max=10.0),
+        rj.LSTM(3, 4, param_dtype=jnp.bfloat16),
+        rj.LSTM(3, 4, recurrent_init="glorot_uniform"),
+    ]
     assert len({repr(v) for v in variants}) == len(variants)
     assert "SequenceModel(layer=Recurrent(LSTM(4->8))" in repr(rj.SequenceModel(rj.LSTM(4, 8), 5))

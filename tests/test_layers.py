@@ -110,7 +110,10 @@ def test_layer_padding_invariance(name, with_key):
 
     def loss(p, xs):
         state, ys = layer.apply(p, xs, length=n, key=key)
-        return jnp.sum(ys**2) + sum(jnp.sum(s) for s in jax.tree_util.tree_leaves(state)), (state, ys)
+        return jnp.sum(ys**2) + sum(jnp.sum(s) for s in jax.tree_util.tree_leaves(state)), (
+            state,
+            ys,
+        )
 
     g = jax.jit(jax.grad(loss, has_aux=True))
     r1, r2 = g(p, xs), g(p, garbage)
@@ -121,8 +124,13 @@ def test_layer_padding_invariance(name, with_key):
 
 def _identity_rnn(rate_in=0.0, rate_rec=0.0, mode="variational", zoneout=0.0):
     cell = rj.SimpleRNN(H, H, nonlinearity="relu")
-    layer = rj.Recurrent(cell, input_dropout=rate_in, recurrent_dropout=rate_rec,
-                         recurrent_dropout_mode=mode, zoneout=zoneout)
+    layer = rj.Recurrent(
+        cell,
+        input_dropout=rate_in,
+        recurrent_dropout=rate_rec,
+        recurrent_dropout_mode=mode,
+        zoneout=zoneout,
+    )
     return layer, {"w_ih": jnp.eye(H), "w_hh": jnp.eye(H), "b": jnp.zeros(H)}
 
 
@@ -197,7 +205,9 @@ def test_check_grads_layers_float64():
     with jax.enable_x64(True):
         for name in ("bidir", "stacked", "regularised"):
             layer = LAYERS[name]
-            p = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), layer.init(jax.random.key(0)))
+            p = jax.tree_util.tree_map(
+                lambda a: a.astype(jnp.float64), layer.init(jax.random.key(0))
+            )
             xs = _xs().astype(jnp.float64)
             key = jax.random.key(2)
             f = lambda p, x: layer.apply(p, x, length=4, key=key)[1]

@@ -120,7 +120,9 @@ def test_outputs_and_gradients_equal_functional_layer(bilstm):
     l_f, (g_f, gx_f) = jax.jit(jax.value_and_grad(loss_functional, argnums=(0, 1)))(params, xs)
     np.testing.assert_allclose(l_m, l_f, rtol=1e-6)
     np.testing.assert_allclose(gx_m, gx_f, rtol=1e-6, atol=1e-7)
-    for a, b in zip(jax.tree_util.tree_leaves(_layer_params(g_m, 2)), jax.tree_util.tree_leaves(g_f)):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(_layer_params(g_m, 2)), jax.tree_util.tree_leaves(g_f)
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     # the gradient is not trivially zero
     assert float(jnp.abs(gx_m).max()) > 1e-3
@@ -143,7 +145,7 @@ def test_padding_invariance(bilstm):
         return jnp.sum(BILSTM.apply(v, x, LENGTH)[1] ** 2)
 
     g = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    (ga, gxa), (gb, gxb) = g(variables, xs), g(variables, xs2)
+    (ga, _), (gb, gxb) = g(variables, xs), g(variables, xs2)
     for a, b in zip(jax.tree_util.tree_leaves(ga), jax.tree_util.tree_leaves(gb)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert bool(jnp.all(gxb[1, 3:] == 0.0))
@@ -213,7 +215,7 @@ def test_echo_state_reservoir_is_fixed_and_matches_float64_loop():
             h = 0.7 * h + 0.3 * np.tanh(np.asarray(xs[i, t], np.float64) @ w_in + w @ h + b)
             np.testing.assert_allclose(hs[i, t], h, atol=1e-5)
         np.testing.assert_allclose(state.h[i], h, atol=1e-5)
-    assert bool(jnp.all(hs[1, int(LENGTH[1]):] == 0.0))
+    assert bool(jnp.all(hs[1, int(LENGTH[1]) :] == 0.0))
 
 
 # ---------------------------------------------------------------- dropout

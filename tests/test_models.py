@@ -19,7 +19,7 @@ def loop_reference(layer_params, xs, length):
     h, c, hs = np.zeros(Hh), np.zeros(Hh), []
     for t in range(length):
         z = xs[t] @ w_ih + h @ w_hh + b
-        i, f, g, o = sig(z[:Hh]), sig(z[Hh:2 * Hh]), np.tanh(z[2 * Hh:3 * Hh]), sig(z[3 * Hh:])
+        i, f, g, o = sig(z[:Hh]), sig(z[Hh : 2 * Hh]), np.tanh(z[2 * Hh : 3 * Hh]), sig(z[3 * Hh :])
         c = f * c + i * g
         h = o * np.tanh(c)
         hs.append(h)
@@ -38,7 +38,9 @@ def test_per_step_tokens_match_python_loop(lm):
     state, logits = model.apply(params, tokens, length=3)
     emb = np.asarray(params["embed"], np.float64)[np.asarray(tokens)]
     hs = loop_reference(params["layer"], emb, 3)
-    ref = hs @ np.asarray(params["head"]["w"], np.float64) + np.asarray(params["head"]["b"], np.float64)
+    ref = hs @ np.asarray(params["head"]["w"], np.float64) + np.asarray(
+        params["head"]["b"], np.float64
+    )
     np.testing.assert_allclose(np.asarray(logits[:3]), ref, rtol=1e-5, atol=1e-6)
     assert bool(jnp.all(logits[3:] == 0.0))
     np.testing.assert_allclose(np.asarray(state.h), hs[-1], rtol=1e-5, atol=1e-6)
@@ -73,7 +75,9 @@ def test_final_head_is_last_real_output():
 def test_cell_is_wrapped_in_recurrent_and_layers_work():
     cell = rj.GRU(E, H)
     assert SequenceModel(cell, output_size=O).layer == rj.Recurrent(cell)
-    net = SequenceModel(rj.Stacked([rj.Bidirectional(rj.LSTM(E, H)), rj.GRU(2 * H, H)]), output_size=O)
+    net = SequenceModel(
+        rj.Stacked([rj.Bidirectional(rj.LSTM(E, H)), rj.GRU(2 * H, H)]), output_size=O
+    )
     params = net.init(jax.random.key(0))
     _, ys = net.apply(params, jnp.ones((T, E)), length=4)
     assert ys.shape == (T, O) and bool(jnp.all(ys[4:] == 0.0))
@@ -104,6 +108,7 @@ def test_bad_arguments_are_clear_errors(lm):
         model.apply(params, jnp.ones((T, E)))
     with pytest.raises(ValueError, match="feature size"):
         SequenceModel(rj.GRU(E, H), output_size=O).apply(
-            SequenceModel(rj.GRU(E, H), output_size=O).init(jax.random.key(0)), jnp.ones((T, E + 1)))
+            SequenceModel(rj.GRU(E, H), output_size=O).init(jax.random.key(0)), jnp.ones((T, E + 1))
+        )
     with pytest.raises(ValueError, match="leading batch axis"):
         model.apply_batch(params, jnp.ones((T,), jnp.int32))

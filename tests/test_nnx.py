@@ -10,7 +10,6 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-import rnnjax as rj
 import rnnjax.nnx as rn
 
 B, T, I, H = 2, 5, 3, 4
@@ -88,9 +87,7 @@ def test_gru_matches_float64_reference_and_padding_invariance():
     # a non-zero b_hn so that its placement matters
     gru.layer_0["b_hn"][...] = 0.3 * jnp.arange(H, dtype=jnp.float32)
     xs = _xs(2, (T, B, I))
-    xs_junk = jnp.where(
-        jnp.arange(T)[:, None, None] < LENGTH[None, :, None], xs, 9.0
-    )
+    xs_junk = jnp.where(jnp.arange(T)[:, None, None] < LENGTH[None, :, None], xs, 9.0)
     run = nnx.jit(lambda m, x: m(x, LENGTH))
     (s,), ys = run(gru, xs)
     (s2,), ys2 = run(gru, xs_junk)

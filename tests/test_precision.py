@@ -33,8 +33,9 @@ def test_cells_init_and_run_in_reduced_precision(name, dtype):
         np.testing.assert_array_equal(p[k], p32[k].astype(dtype))
     xs = jax.random.normal(jax.random.key(1), (2, T, I))
     for backward in ("reference", "fused"):
-        st, ys = rj.unroll_batch(cell, p, xs, length=[T, 2],
-                                 config=rj.ScanConfig(backward=backward))
+        st, ys = rj.unroll_batch(
+            cell, p, xs, length=[T, 2], config=rj.ScanConfig(backward=backward)
+        )
         assert ys.dtype == jnp.float32 and all(l.dtype == jnp.float32 for l in st)
         # the same maths as float32 parameters holding the rounded values
         st32, ys32 = rj.unroll_batch(
@@ -42,8 +43,9 @@ def test_cells_init_and_run_in_reduced_precision(name, dtype):
         )
         np.testing.assert_allclose(ys, ys32, atol=3e-2)
     g = jax.grad(lambda p: rj.unroll_batch(cell, p, xs)[1].sum())(p)
-    assert all(v.dtype == dtype and bool(jnp.all(jnp.isfinite(v.astype(jnp.float32))))
-               for v in g.values())
+    assert all(
+        v.dtype == dtype and bool(jnp.all(jnp.isfinite(v.astype(jnp.float32)))) for v in g.values()
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))
@@ -66,8 +68,12 @@ def test_initial_state_of_another_dtype_is_cast():
     s16 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float16) + 0.5, cell.initial_state())
     st, ys = rj.unroll(cell, p, jnp.ones((T, I)), state=s16)
     assert st.c.dtype == jnp.float32
-    st2, _ = rj.unroll(cell, p, jnp.ones((T, I)), state=jax.tree_util.tree_map(
-        lambda a: a.astype(jnp.float32), s16))
+    st2, _ = rj.unroll(
+        cell,
+        p,
+        jnp.ones((T, I)),
+        state=jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), s16),
+    )
     np.testing.assert_array_equal(st.c, st2.c)
     # and for one step
     st3, _ = cell.step(p, s16, jnp.ones(I))

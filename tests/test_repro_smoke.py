@@ -16,8 +16,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(ROOT, "experiments")
 
 CHECKED = ["repro_vanishing", "repro_clipping", "repro_packing"]
-OTHERS = ["repro_bidirectional", "repro_many_to_one", "repro_dropout", "repro_init", "repro_long_range",
-        "repro_pixel", "repro_tbptt", "repro_lstm_gru_esn"]
+OTHERS = [
+    "repro_bidirectional",
+    "repro_many_to_one",
+    "repro_dropout",
+    "repro_init",
+    "repro_long_range",
+    "repro_pixel",
+    "repro_tbptt",
+    "repro_lstm_gru_esn",
+]
 
 
 def _numbers(obj):
@@ -32,10 +40,25 @@ def _numbers(obj):
 
 
 def _run(name, tmp_path):
-    env = dict(os.environ, PYTHONPATH=EXPERIMENTS + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, os.path.join(EXPERIMENTS, name + ".py"), "--quick", "--out", str(tmp_path)],
-                          cwd=EXPERIMENTS, env=env, capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        PYTHONPATH=EXPERIMENTS + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        MPLBACKEND="Agg",
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(EXPERIMENTS, name + ".py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=EXPERIMENTS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     path = tmp_path / f"{name}_quick.json"
     assert path.exists(), os.listdir(tmp_path)

@@ -27,8 +27,9 @@ CONFIGS = {
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def setup(request):
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H,
-                          **CONFIGS[request.param])
+    model = Seq2Seq.build(
+        src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, **CONFIGS[request.param]
+    )
     params = jax.jit(model.init)(jax.random.key(0))
     # larger output weights: peaked distributions, so argmax feeding differs from truth
     params["out"]["w"] = 3.0 * params["out"]["w"]
@@ -45,13 +46,18 @@ def _jitted(model):
     """Jitted entry points, compiled once per model and shared by the tests."""
     return dict(
         tf=jax.jit(lambda p, s, sl, t, tl: model.decode_train_batch(p, s, sl, t, tl)),
-        fr=jax.jit(lambda p, s, sl, t, tl: model.decode_train_batch(p, s, sl, t, tl,
-                                                                    teacher_prob=0.0)),
-        mixed=jax.jit(lambda p, s, sl, t, tl, prob, key: model.decode_train_batch(
-            p, s, sl, t, tl, teacher_prob=prob, key=key)[0]),
+        fr=jax.jit(
+            lambda p, s, sl, t, tl: model.decode_train_batch(p, s, sl, t, tl, teacher_prob=0.0)
+        ),
+        mixed=jax.jit(
+            lambda p, s, sl, t, tl, prob, key: model.decode_train_batch(
+                p, s, sl, t, tl, teacher_prob=prob, key=key
+            )[0]
+        ),
         loss=jax.jit(lambda p, s, sl, t, tl: model.loss_batch(p, s, sl, t, tl)),
-        loss_grad=jax.jit(jax.value_and_grad(
-            lambda p, s, sl, t, tl: model.loss_batch(p, s, sl, t, tl))),
+        loss_grad=jax.jit(
+            jax.value_and_grad(lambda p, s, sl, t, tl: model.loss_batch(p, s, sl, t, tl))
+        ),
         encode=jax.jit(model.encode),
         step=jax.jit(model.step),
     )
@@ -77,8 +83,9 @@ def test_teacher_forcing_equals_step_loop_feeding_truth(setup):
         ref, ref_w = _loop(model, fns, params, src[b], src_len[b], tgt[b], feed_truth=True)
         np.testing.assert_allclose(np.asarray(logits[b]), ref, rtol=1e-5, atol=1e-5)
         if model.attention is not None:
-            np.testing.assert_allclose(np.asarray(weights[b]), np.stack(ref_w), rtol=1e-5,
-                                       atol=1e-6)
+            np.testing.assert_allclose(
+                np.asarray(weights[b]), np.stack(ref_w), rtol=1e-5, atol=1e-6
+            )
     # the loss is the masked mean of the loop's cross-entropies (float64 reference)
     ce, n = 0.0, 0
     for b in range(2):
@@ -126,13 +133,15 @@ def test_scheduled_sampling_mixes_truth_and_own_predictions():
         def one(s, sl, t, k):
             memory, state = model.encode(params, s, sl)
             return model.decode(params, memory, state, t, teacher_prob=p, key=k)
+
         logits, _, toks = jax.vmap(one)(src, src_len, tgt, jax.random.split(key, n))
         return logits, toks
 
     logits, toks = fed(0.3, jax.random.key(3))
     gt_prev = np.concatenate([np.full((n, 1), model.bos_id), np.asarray(tgt[:, :-1])], 1)
-    own_prev = np.concatenate([np.full((n, 1), model.bos_id),
-                               np.asarray(jnp.argmax(logits, -1))[:, :-1]], 1)
+    own_prev = np.concatenate(
+        [np.full((n, 1), model.bos_id), np.asarray(jnp.argmax(logits, -1))[:, :-1]], 1
+    )
     toks = np.asarray(toks)
     is_gt, is_own = toks == gt_prev, toks == own_prev
     assert (is_gt | is_own).all()  # every fed token is the truth or the own prediction
@@ -161,7 +170,7 @@ def test_attention_weights_in_decoder_sum_to_one_and_zero_on_padding(setup):
     assert w.shape == (2, T, S)
     np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
     for b in range(2):
-        assert (w[b, :, int(src_len[b]):] == 0).all()
+        assert (w[b, :, int(src_len[b]) :] == 0).all()
 
 
 def test_copy_bridge_and_fixed_context_come_from_the_encoder_final_state():
@@ -171,7 +180,8 @@ def test_copy_bridge_and_fixed_context_come_from_the_encoder_final_state():
     src = jnp.array([3, 4, 5, 6, 0])
     memory, state = jax.jit(model.encode)(params, src, jnp.asarray(4))
     ref_state, ref_ys = jax.jit(rj.unroll, static_argnums=0)(
-        model.encoder.cell, params["encoder"], params["src_embed"][src], jnp.asarray(4))
+        model.encoder.cell, params["encoder"], params["src_embed"][src], jnp.asarray(4)
+    )
     np.testing.assert_allclose(np.asarray(state.h), np.asarray(ref_state.h), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(state.c), np.asarray(ref_state.c), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(memory.context), np.asarray(ref_state.h), rtol=1e-6)
@@ -179,8 +189,15 @@ def test_copy_bridge_and_fixed_context_come_from_the_encoder_final_state():
 
 
 def test_luong_step_matches_its_equations_in_float64():
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, cell="gru",
-                          attention="general", wiring="luong")
+    model = Seq2Seq.build(
+        src_vocab=SV,
+        tgt_vocab=TV,
+        embed_size=E,
+        hidden_size=H,
+        cell="gru",
+        attention="general",
+        wiring="luong",
+    )
     assert model.decoder.input_size == E + H
     params = jax.jit(model.init)(jax.random.key(0))
     src = jnp.array([3, 4, 5, 6, 0])
@@ -189,8 +206,9 @@ def test_luong_step_matches_its_equations_in_float64():
     prev = state._replace(attentional=jnp.linspace(-0.5, 0.5, H))
     new, logits, w = jax.jit(model.step)(params, prev, jnp.asarray(4), memory)
     # reference: the cell step (tested elsewhere), then Luong's equations in numpy float64
-    _, h = model.decoder.step(params["decoder"], prev.cell,
-                              jnp.concatenate([params["tgt_embed"][4], prev.attentional]))
+    _, h = model.decoder.step(
+        params["decoder"], prev.cell, jnp.concatenate([params["tgt_embed"][4], prev.attentional])
+    )
     h = np.asarray(h, np.float64)
     keys = np.asarray(memory.values, np.float64)[:4]
     e = keys @ np.asarray(params["attention"]["w"], np.float64).T @ h
@@ -205,16 +223,27 @@ def test_luong_step_matches_its_equations_in_float64():
 
 
 def test_linear_bridge_for_a_bidirectional_encoder():
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H,
-                          bidirectional=True, cell="lstm")
+    model = Seq2Seq.build(
+        src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, bidirectional=True, cell="lstm"
+    )
     assert model.bridge == "linear" and model.context_size == 2 * H
     params = jax.jit(model.init)(jax.random.key(0))
     src = jnp.array([3, 4, 5, 6, 0])
     memory, state = jax.jit(model.encode)(params, src, jnp.asarray(4))
-    enc_state, _ = jax.jit(model.encoder.apply)(params["encoder"], params["src_embed"][src],
-                                                jnp.asarray(4))
-    summary = np.concatenate([np.asarray(x) for x in (enc_state.forward.h, enc_state.forward.c,
-                                                      enc_state.backward.h, enc_state.backward.c)])
+    enc_state, _ = jax.jit(model.encoder.apply)(
+        params["encoder"], params["src_embed"][src], jnp.asarray(4)
+    )
+    summary = np.concatenate(
+        [
+            np.asarray(x)
+            for x in (
+                enc_state.forward.h,
+                enc_state.forward.c,
+                enc_state.backward.h,
+                enc_state.backward.c,
+            )
+        ]
+    )
     for i, leaf in enumerate((state.h, state.c)):
         ref = summary @ np.asarray(params["bridge"]["w"][i]) + np.asarray(params["bridge"]["b"][i])
         np.testing.assert_allclose(np.asarray(leaf), ref, rtol=1e-5, atol=1e-6)
@@ -222,8 +251,9 @@ def test_linear_bridge_for_a_bidirectional_encoder():
 
 @pytest.mark.slow
 def test_train_step_learns_a_tiny_copy_task():
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=SV, embed_size=4, hidden_size=16,
-                          attention="additive")
+    model = Seq2Seq.build(
+        src_vocab=SV, tgt_vocab=SV, embed_size=4, hidden_size=16, attention="additive"
+    )
     params = jax.jit(model.init)(jax.random.key(0))
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-2))
     step = make_train_step(model, opt, schedules.sampling_schedule("inverse_sigmoid", k=5.0))
@@ -246,14 +276,16 @@ def test_schedules_match_bengio_formulas():
     exp = schedules.sampling_schedule("exponential", k=0.99)
     const = schedules.sampling_schedule("constant", value=0.25)
     for i in [0, 1, 7, 50, 99, 100, 500, 3000]:
-        np.testing.assert_allclose(float(inv(i)), 20.0 / (20.0 + math.exp(i / 20.0)), rtol=1e-5,
-                                   atol=1e-30)
+        np.testing.assert_allclose(
+            float(inv(i)), 20.0 / (20.0 + math.exp(i / 20.0)), rtol=1e-5, atol=1e-30
+        )
         np.testing.assert_allclose(float(lin(i)), max(0.1, 1.0 - (0.9 / 100) * i), rtol=1e-5)
         np.testing.assert_allclose(float(exp(i)), 0.99**i, rtol=1e-4)
         assert float(const(i)) == 0.25
     # traced step inside jit
-    np.testing.assert_allclose(float(jax.jit(inv)(jnp.asarray(40))), 20 / (20 + math.exp(2)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        float(jax.jit(inv)(jnp.asarray(40))), 20 / (20 + math.exp(2)), rtol=1e-6
+    )
 
 
 def test_schedule_errors():
@@ -268,8 +300,9 @@ def test_schedule_errors():
 
 
 def test_bad_input_errors():
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H,
-                          attention="additive")
+    model = Seq2Seq.build(
+        src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, attention="additive"
+    )
     params = None  # every check below fires before the parameters are used
     with pytest.raises(ValueError, match=r"decoder.input_size must be embed_size \+ context"):
         Seq2Seq(rj.GRU(E, H), rj.GRU(E, H), SV, TV, E, AdditiveAttention(H, H))
@@ -292,32 +325,40 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match=r"teacher_prob must be in \[0, 1\]"):
         model.decode_train(params, jnp.array([3, 4]), 2, jnp.array([3, 2]), 2, teacher_prob=1.5)
     with pytest.raises(ValueError, match="tgt_len must (be integers of|have the batch) shape"):
-        model.loss_batch(params, jnp.ones((2, 3), jnp.int32), jnp.array([3, 3]),
-                         jnp.ones((2, 3), jnp.int32), jnp.array([3]))
+        model.loss_batch(
+            params,
+            jnp.ones((2, 3), jnp.int32),
+            jnp.array([3, 3]),
+            jnp.ones((2, 3), jnp.int32),
+            jnp.array([3]),
+        )
 
 
 @pytest.mark.slow  # float64 recompiles the model: about 15 s
 def test_gradient_matches_float64_finite_differences():
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=2, hidden_size=3,
-                          attention="additive")
+    model = Seq2Seq.build(
+        src_vocab=SV, tgt_vocab=TV, embed_size=2, hidden_size=3, attention="additive"
+    )
     src = jnp.array([[3, 4, 5], [6, 3, 0]])
     tgt = jnp.array([[5, 4, 2], [3, 2, 0]])
     src_len, tgt_len = jnp.array([3, 2]), jnp.array([3, 2])
     with jax.enable_x64(True):
-        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
-                                        model.init(jax.random.key(0)))
+        params = jax.tree_util.tree_map(
+            lambda a: jnp.asarray(a, jnp.float64), model.init(jax.random.key(0))
+        )
         loss = jax.jit(lambda p: model.loss_batch(p, src, src_len, tgt, tgt_len))
-        grads = jax.jit(jax.grad(lambda p: model.loss_batch(p, src, src_len, tgt, tgt_len)))(
-            params)
+        grads = jax.jit(jax.grad(lambda p: model.loss_batch(p, src, src_len, tgt, tgt_len)))(params)
         leaves, treedef = jax.tree_util.tree_flatten(params)
-        direction = [jax.random.normal(k, l.shape, jnp.float64)
-                     for k, l in zip(jax.random.split(jax.random.key(1), len(leaves)), leaves)]
+        direction = [
+            jax.random.normal(k, l.shape, jnp.float64)
+            for k, l in zip(jax.random.split(jax.random.key(1), len(leaves)), leaves)
+        ]
         shift = lambda h: jax.tree_util.tree_unflatten(
-            treedef, [l + h * d for l, d in zip(leaves, direction)])
+            treedef, [l + h * d for l, d in zip(leaves, direction)]
+        )
         h = 1e-6
         fd = (float(loss(shift(h))) - float(loss(shift(-h)))) / (2 * h)
-        ad = sum(float(jnp.vdot(g, d)) for g, d in
-                 zip(jax.tree_util.tree_leaves(grads), direction))
+        ad = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(grads), direction))
     np.testing.assert_allclose(ad, fd, rtol=1e-6)
 
 
@@ -327,13 +368,19 @@ def test_sampled_feeding_follows_the_softmax():
     src = jax.random.randint(jax.random.key(1), (8, S), 3, SV)
     tgt = jax.random.randint(jax.random.key(2), (8, T), 3, TV)
     src_len, tgt_len = jnp.full((8,), S), jnp.full((8,), T)
-    run = jax.jit(lambda p, key, feed: model.decode_train_batch(
-        p, src, src_len, tgt, tgt_len, teacher_prob=0.0, key=key, feed=feed)[0],
-        static_argnames="feed")
+    run = jax.jit(
+        lambda p, key, feed: model.decode_train_batch(
+            p, src, src_len, tgt, tgt_len, teacher_prob=0.0, key=key, feed=feed
+        )[0],
+        static_argnames="feed",
+    )
     # a near-deterministic softmax: sampling is the arg-max, so it is free running
     sharp = dict(params, out={"w": 1e4 * params["out"]["w"], "b": params["out"]["b"]})
-    np.testing.assert_allclose(np.asarray(run(sharp, jax.random.key(3), "sample")),
-                               np.asarray(run(sharp, jax.random.key(3), "argmax")), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(run(sharp, jax.random.key(3), "sample")),
+        np.asarray(run(sharp, jax.random.key(3), "argmax")),
+        rtol=1e-6,
+    )
     # a flat softmax: samples differ between keys and from the arg-max path
     flat = dict(params, out={"w": 0.05 * params["out"]["w"], "b": params["out"]["b"]})
     a = np.asarray(run(flat, jax.random.key(3), "sample"))

@@ -89,7 +89,9 @@ def test_padding_changes_no_output_state_or_gradient(name, reverse):
     g = jax.jit(jax.grad(loss, has_aux=True))
     g1, (s1, y1) = g(params, xs)
     g2, (s2, y2) = g(params, garbage)
-    for a, b in zip(jax.tree_util.tree_leaves((g1, s1, y1)), jax.tree_util.tree_leaves((g2, s2, y2))):
+    for a, b in zip(
+        jax.tree_util.tree_leaves((g1, s1, y1)), jax.tree_util.tree_leaves((g2, s2, y2))
+    ):
         np.testing.assert_array_equal(a, b)
     # and the padded inputs get exactly zero gradient
     gx = jax.grad(lambda xs: loss(params, xs)[0])(garbage)
@@ -210,7 +212,6 @@ def test_check_grads_float64():
 @pytest.mark.parametrize("name", ["lstm_proj", "gru", "gru_cho", "rnn_relu"])
 def test_hoisted_projection_path_equals_in_loop(name, monkeypatch):
     """The accelerator path (input projection for all steps before the scan) on CPU."""
-    import rnnjax.sequence as sequence
 
     cell = CELLS[name]
     params = cell.init(jax.random.key(0))
@@ -223,5 +224,7 @@ def test_hoisted_projection_path_equals_in_loop(name, monkeypatch):
     cfg = rj.ScanConfig(projection="hoist")
     run = lambda p: rj.unroll(cell, p, xs, length=4, reverse=True, config=cfg)  # noqa: E731
     got, got_grad = run(params), jax.grad(lambda p: jnp.sum(run(p)[1] ** 2))(params)
-    for a, b in zip(jax.tree_util.tree_leaves((ref, ref_grad)), jax.tree_util.tree_leaves((got, got_grad))):
+    for a, b in zip(
+        jax.tree_util.tree_leaves((ref, ref_grad)), jax.tree_util.tree_leaves((got, got_grad))
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -16,13 +16,15 @@ def test_stationary_distribution_by_power_iteration_order2():
     src = MarkovSource(vocab_size=4, order=2, concentration=0.5, seed=3)
     V = 4
     P = src.transitions.reshape(V, V, V)
-    pi = np.full((V, V), 1.0 / V ** 2)
+    pi = np.full((V, V), 1.0 / V**2)
     for _ in range(5000):
         pi = np.einsum("ab,abc->bc", pi, P)
     np.testing.assert_allclose(src.stationary.reshape(V, V), pi, atol=1e-12)
     # entropy rate = H(X_{t-2}, X_{t-1}, X_t) - H(X_{t-2}, X_{t-1}) under stationarity
     joint3 = pi[:, :, None] * P
-    np.testing.assert_allclose(src.entropy_rate, joint_entropy(joint3) - joint_entropy(pi), rtol=1e-10)
+    np.testing.assert_allclose(
+        src.entropy_rate, joint_entropy(joint3) - joint_entropy(pi), rtol=1e-10
+    )
 
 
 def test_order1_matches_eigenvector_formula():
@@ -137,4 +139,7 @@ def test_gru_learns_an_order1_source_close_to_its_bound():
     state, _ = fit(tr, tr.init(jax.random.key(0)), data, 400, progress=False)
     held = {k: jnp.asarray(v) for k, v in src.batch(0, 64, 64, seed=99).items()}
     ppl = float(tr.evaluate(state.params, held)["perplexity"])
-    assert src.perplexity_bound * 0.97 < ppl < src.perplexity_bound * 1.05, (ppl, src.perplexity_bound)
+    assert src.perplexity_bound * 0.97 < ppl < src.perplexity_bound * 1.05, (
+        ppl,
+        src.perplexity_bound,
+    )

@@ -30,8 +30,12 @@ def test_adding_problem_structure_and_baseline():
         assert math.isclose(float(y[r, 0]), float(x[r, idx[0], 0] + x[r, idx[1], 0]), rel_tol=1e-6)
     # predicting the mean 1: MSE near 1/6 (sampling error ~ 0.005 at 4000)
     assert abs(np.mean((y - 1.0) ** 2) - ADDING_BASELINE_MSE) < 0.015
-    np.testing.assert_array_equal(adding_problem(3, 10, seed=5)["inputs"], adding_problem(3, 10, seed=5)["inputs"])
-    assert not np.array_equal(adding_problem(3, 10, seed=5)["inputs"], adding_problem(3, 10, seed=6)["inputs"])
+    np.testing.assert_array_equal(
+        adding_problem(3, 10, seed=5)["inputs"], adding_problem(3, 10, seed=5)["inputs"]
+    )
+    assert not np.array_equal(
+        adding_problem(3, 10, seed=5)["inputs"], adding_problem(3, 10, seed=6)["inputs"]
+    )
 
 
 def test_copy_task_structure():
@@ -53,8 +57,10 @@ def test_copy_baseline_is_memoryless_optimum():
     b = copy_task(50, T, n_symbols=k, n_copy=n, seed=2)
     probs = np.zeros((T + 2 * n, k + 2))
     probs[: T + n, 0] = 1.0
-    probs[T + n:, 1: k + 1] = 1.0 / k
-    ce = -np.log(np.take_along_axis(np.broadcast_to(probs, (50,) + probs.shape), b["targets"][..., None], -1))
+    probs[T + n :, 1 : k + 1] = 1.0 / k
+    ce = -np.log(
+        np.take_along_axis(np.broadcast_to(probs, (50,) + probs.shape), b["targets"][..., None], -1)
+    )
     np.testing.assert_allclose(ce.mean(), copy_baseline(T, n_symbols=k, n_copy=n), rtol=1e-12)
     assert math.isclose(copy_baseline(100), 10 * math.log(8) / 120)
 
@@ -70,12 +76,16 @@ def _brute_force_causal_bound(T, V, d):
             counts.setdefault(seq[: t + 1], {}).setdefault(y, 0)
             counts[seq[: t + 1]][y] += 1
         correct += sum(max(c.values()) for c in counts.values())
-    return correct / (T * V ** T)
+    return correct / (T * V**T)
 
 
 @pytest.mark.parametrize("T,V,d", [(4, 2, 1), (4, 3, 2), (3, 3, 1), (5, 2, 3)])
 def test_future_blind_bound_equals_brute_force(T, V, d):
-    assert math.isclose(future_blind_bound(T, vocab_size=V, delay=d), _brute_force_causal_bound(T, V, d), rel_tol=1e-12)
+    assert math.isclose(
+        future_blind_bound(T, vocab_size=V, delay=d),
+        _brute_force_causal_bound(T, V, d),
+        rel_tol=1e-12,
+    )
 
 
 def test_future_tagging_labels_and_lengths():
@@ -118,11 +128,16 @@ def test_digit_sequences():
     raw = load_digits()
     rows = load_digit_sequences("rows", seed=3)
     pix = load_digit_sequences("pixels", seed=3)
-    assert rows["train"]["inputs"].shape[1:] == (8, 8) and pix["train"]["inputs"].shape[1:] == (64, 1)
+    assert rows["train"]["inputs"].shape[1:] == (8, 8) and pix["train"]["inputs"].shape[1:] == (
+        64,
+        1,
+    )
     n_tr, n_te = len(rows["train"]["targets"]), len(rows["test"]["targets"])
     assert n_tr + n_te == 1797 and n_te == round(0.25 * 1797)
     # same split in both modes; pixels are the rows in raster order, scaled by 1/16
-    np.testing.assert_array_equal(rows["train"]["inputs"].reshape(n_tr, 64), pix["train"]["inputs"][..., 0])
+    np.testing.assert_array_equal(
+        rows["train"]["inputs"].reshape(n_tr, 64), pix["train"]["inputs"][..., 0]
+    )
     x0, y0 = rows["test"]["inputs"][0], rows["test"]["targets"][0]
     hits = [i for i in range(1797) if np.allclose(raw.images[i] / 16.0, x0) and raw.target[i] == y0]
     assert hits

@@ -45,7 +45,9 @@ def test_mackey_glass_properties():
     y = mackey_glass(2000, seed=3)
     assert np.abs(x - y).max() > 0.1  # another history, another trajectory
     # the discard is an offset into the same trajectory
-    np.testing.assert_allclose(mackey_glass(100, discard=1100), mackey_glass(200, discard=1000)[100:])
+    np.testing.assert_allclose(
+        mackey_glass(100, discard=1100), mackey_glass(200, discard=1000)[100:]
+    )
 
 
 def test_mackey_glass_bad_arguments():
@@ -64,8 +66,12 @@ def test_narma10_recurrence_holds():
     # y[t] = y(t+1); check y(t+1) = 0.3 y(t) + 0.05 y(t) sum_{i<10} y(t-i) + 1.5 u(t-9) u(t) + 0.1
     yt = np.concatenate([[0.0], y])  # yt[t] = y(t)
     for t in range(9, 500):
-        expect = (0.3 * yt[t] + 0.05 * yt[t] * sum(yt[t - i] for i in range(10))
-                  + 1.5 * u[t - 9] * u[t] + 0.1)
+        expect = (
+            0.3 * yt[t]
+            + 0.05 * yt[t] * sum(yt[t - i] for i in range(10))
+            + 1.5 * u[t - 9] * u[t]
+            + 0.1
+        )
         assert abs(y[t] - expect) < 1e-12
     assert np.all(y[:9] == 0)
 
@@ -103,7 +109,13 @@ def test_memory_capacity_matches_corrcoef():
     # mask: only the selected steps count
     mask = np.arange(200) >= 50
     ref_m = sum(np.corrcoef(pred[50:, k], tg[50:, k])[0, 1] ** 2 for k in range(5))
-    assert abs(float(metrics.memory_capacity(jnp.asarray(pred), jnp.asarray(tg), jnp.asarray(mask))) - ref_m) < 1e-5
+    assert (
+        abs(
+            float(metrics.memory_capacity(jnp.asarray(pred), jnp.asarray(tg), jnp.asarray(mask)))
+            - ref_m
+        )
+        < 1e-5
+    )
     # a perfect memory of K delays scores K
     assert abs(float(metrics.memory_capacity(jnp.asarray(tg), jnp.asarray(tg))) - 5) < 1e-5
     with pytest.raises(ValueError, match="mask must have shape"):

@@ -14,8 +14,8 @@ def _check_layout(d, n, S, T):
     for a in d:
         assert a.dtype == np.int32
     for i in range(n):
-        assert (d.src[i, d.src_len[i]:] == st.PAD).all()
-        assert (d.tgt[i, d.tgt_len[i]:] == st.PAD).all()
+        assert (d.src[i, d.src_len[i] :] == st.PAD).all()
+        assert (d.tgt[i, d.tgt_len[i] :] == st.PAD).all()
         assert d.tgt[i, d.tgt_len[i] - 1] == st.EOS
         assert (d.src[i, : d.src_len[i]] >= len(st.SPECIALS)).all()
 
@@ -38,19 +38,35 @@ def test_symbol_tasks(task, fn):
     assert not np.array_equal(d.src, other.src)
 
 
-_NUM = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen".split())}
-_NUM.update({w: 10 * (i + 2) for i, w in enumerate(
-    "twenty thirty forty fifty sixty seventy eighty ninety".split())})
-_ORD = {w: i + 1 for i, w in enumerate(
-    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
-    "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth "
-    "twentieth".split())}
+_NUM = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen".split()
+    )
+}
+_NUM.update(
+    {
+        w: 10 * (i + 2)
+        for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
+    }
+)
+_ORD = {
+    w: i + 1
+    for i, w in enumerate(
+        "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
+        "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth "
+        "twentieth".split()
+    )
+}
 _ORD["thirtieth"] = 30
-_MON = {m: i + 1 for i, m in enumerate(
-    "january february march april may june july august september october november "
-    "december".split())}
+_MON = {
+    m: i + 1
+    for i, m in enumerate(
+        "january february march april may june july august september october november "
+        "december".split()
+    )
+}
 
 
 def _parse(words):
@@ -61,15 +77,17 @@ def _parse(words):
     # the day: ordinal, possibly preceded by a tens word
     i = next(k for k, w in enumerate(words) if w in _ORD)
     day = _ORD[words[i]]
-    rest = words[i + 1:]
+    rest = words[i + 1 :]
     if i > 0:  # "twenty third": the tens word before the ordinal belongs to the day
         day += _NUM[words[i - 1]]
     year_words = rest  # the year always follows the day
     if year_words[:2] == ["two", "thousand"]:
         year = 2000 + (_NUM[year_words[-1]] if "and" in year_words else 0)
     else:
+
         def num(ws):
             return sum(_NUM[w] for w in ws)
+
         # century: the first number word (teens or "twenty"), then the rest
         hi = _NUM[year_words[0]]
         tail = year_words[1:]
@@ -96,8 +114,14 @@ def test_dates_targets_are_the_iso_form_of_the_words():
 
 
 def test_date_words_cover_edge_cases():
-    for day in [datetime.date(1900, 1, 1), datetime.date(2000, 2, 29), datetime.date(2007, 12, 31),
-                datetime.date(2010, 10, 20), datetime.date(1999, 11, 30), datetime.date(1905, 5, 12)]:
+    for day in [
+        datetime.date(1900, 1, 1),
+        datetime.date(2000, 2, 29),
+        datetime.date(2007, 12, 31),
+        datetime.date(2010, 10, 20),
+        datetime.date(1999, 11, 30),
+        datetime.date(1905, 5, 12),
+    ]:
         for fmt in st.DATE_FORMATS:
             words = st.date_words(day, fmt)
             assert all(w in st.DATE_SRC_VOCAB for w in words)
@@ -131,10 +155,12 @@ def test_accuracies_match_plain_loops():
             hits += pred[i, t] == tgt[i, t]
             ok &= bool(pred[i, t] == tgt[i, t])
         seq_ok += ok
-    np.testing.assert_allclose(float(st.token_accuracy(pred, tgt, tgt_len)), hits / total,
-                               rtol=1e-6)
-    np.testing.assert_allclose(float(st.sequence_accuracy(pred, tgt, tgt_len)), seq_ok / n,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        float(st.token_accuracy(pred, tgt, tgt_len)), hits / total, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        float(st.sequence_accuracy(pred, tgt, tgt_len)), seq_ok / n, rtol=1e-6
+    )
     # a prediction shorter than the target is padded and counts as wrong there
     short = st.token_accuracy(tgt[:, :2], tgt, np.full(n, T, np.int32))
     np.testing.assert_allclose(float(short), 2 / T, rtol=1e-6)

@@ -27,8 +27,10 @@ def tree_equal(a, b):
 
 
 def tree_maxdiff(a, b):
-    return max(float(jnp.max(jnp.abs(x - y))) for x, y in
-               zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    return max(
+        float(jnp.max(jnp.abs(x - y)))
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+    )
 
 
 def token_batch(seed=0, length=True):
@@ -94,7 +96,9 @@ def test_frozen_labels_by_name_callable_and_tree():
     params = {"reservoir": {"w": jnp.ones(2)}, "readout": {"w": jnp.ones(2)}}
     want = {"reservoir": {"w": "frozen"}, "readout": {"w": "trainable"}}
     assert frozen_labels(params, ("reservoir",)) == want
-    assert frozen_labels(params, lambda p: {"reservoir": {"w": True}, "readout": {"w": False}}) == want
+    assert (
+        frozen_labels(params, lambda p: {"reservoir": {"w": True}, "readout": {"w": False}}) == want
+    )
     assert frozen_labels(params, {"reservoir": {"w": True}, "readout": {"w": False}}) == want
 
 
@@ -107,7 +111,7 @@ def test_schedule_sets_the_sgd_step_size():
     s = tx.init(p)
     for t in range(3):
         u, s = tx.update(g, s, p)
-        np.testing.assert_allclose(u["w"], -0.1 * 0.5 ** t * g["w"], rtol=1e-6)
+        np.testing.assert_allclose(u["w"], -0.1 * 0.5**t * g["w"], rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- train step
@@ -155,8 +159,15 @@ def test_clipping_bounds_global_norm_and_reports_norm_before():
     norms = []
     for batch in batches:
         g = _reference_grad(params, batch)
-        norms.append(float(np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2)
-                                       for x in jax.tree_util.tree_leaves(g)))))
+        norms.append(
+            float(
+                np.sqrt(
+                    sum(
+                        np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree_util.tree_leaves(g)
+                    )
+                )
+            )
+        )
     assert abs(norms[0] - norms[1]) > 1e-3 * max(norms)
     clip = float(np.sqrt(norms[0] * norms[1]))
     tr = Trainer(LM_MODEL, optimizer="sgd", learning_rate=1.0, clip_norm=clip)
@@ -193,8 +204,14 @@ def test_nan_batch_is_skipped_and_counted(reg_model):
 
 def test_frozen_parameters_stay_untouched():
     model = SequenceModel(rj.GRU(E, H), output_size=2)
-    tr = Trainer(model, loss="mse", optimizer="adamw", learning_rate=0.05, frozen=("layer",),
-                 optimizer_kwargs=(("weight_decay", 0.1),))
+    tr = Trainer(
+        model,
+        loss="mse",
+        optimizer="adamw",
+        learning_rate=0.05,
+        frozen=("layer",),
+        optimizer_kwargs=(("weight_decay", 0.1),),
+    )
     state = tr.init(jax.random.key(0))
     new = before = state
     for i in range(3):
@@ -204,8 +221,9 @@ def test_frozen_parameters_stay_untouched():
     assert not tree_equal(new.params["head"], state.params["head"])
     # the reported norm covers the trainable (head) gradients only
     b = float_batch(2)
-    g = jax.jit(jax.grad(lambda p: jnp.mean((model.apply_batch(p, b["inputs"])[1] - b["targets"]) ** 2)))(
-        before.params)
+    g = jax.jit(
+        jax.grad(lambda p: jnp.mean((model.apply_batch(p, b["inputs"])[1] - b["targets"]) ** 2))
+    )(before.params)
     np.testing.assert_allclose(float(m["grad_norm"]), float(optax.tree.norm(g["head"])), rtol=1e-5)
     assert float(optax.tree.norm(g["layer"])) > 0
 
@@ -215,8 +233,11 @@ def test_final_head_classification_loss(key):
     tr = Trainer(model)
     state = tr.init(key)
     r = np.random.default_rng(0)
-    batch = {"inputs": jnp.asarray(r.normal(size=(B, T, E)), jnp.float32),
-             "targets": jnp.asarray([0, 2, 1], jnp.int32), "length": jnp.asarray([T, 2, 4], jnp.int32)}
+    batch = {
+        "inputs": jnp.asarray(r.normal(size=(B, T, E)), jnp.float32),
+        "targets": jnp.asarray([0, 2, 1], jnp.int32),
+        "length": jnp.asarray([T, 2, 4], jnp.int32),
+    }
     _, logits = model.apply_batch(state.params, batch["inputs"], batch["length"])
     lg = np.asarray(logits, np.float64)
     ref = np.mean([np.log(np.exp(lg[b]).sum()) - lg[b, int(batch["targets"][b])] for b in range(B)])
@@ -233,19 +254,25 @@ def test_bad_batches_are_clear_errors(lm_trainer):
     with pytest.raises(ValueError, match="length"):
         lm_trainer.train_step(state, dict(token_batch(), length=jnp.asarray([1, 2], jnp.int32)))
     with pytest.raises(ValueError, match=r"\[0, T\]"):
-        lm_trainer.train_step(state, dict(token_batch(), length=jnp.asarray([1, 2, T + 1], jnp.int32)))
+        lm_trainer.train_step(
+            state, dict(token_batch(), length=jnp.asarray([1, 2, T + 1], jnp.int32))
+        )
     with pytest.raises(ValueError, match="k must be an int >= 1 dividing T"):
         lm_trainer.tbptt_step(state, token_batch(), 4)
 
 
 def test_uniform_predictor_has_perplexity_equal_to_vocabulary(lm_trainer):
     params = lm_trainer.init(jax.random.key(0)).params
-    params = dict(params, head={"w": jnp.zeros_like(params["head"]["w"]),
-                                "b": jnp.zeros_like(params["head"]["b"])})
+    params = dict(
+        params,
+        head={"w": jnp.zeros_like(params["head"]["w"]), "b": jnp.zeros_like(params["head"]["b"])},
+    )
     m = lm_trainer.evaluate(params, token_batch())
     np.testing.assert_allclose(float(m["perplexity"]), V, rtol=1e-6)
     assert int(m["tokens"]) == T + 4 + 1
-    np.testing.assert_allclose(float(rj.metrics.perplexity(jnp.zeros((7, 11)), jnp.arange(7))), 11, rtol=1e-6)
+    np.testing.assert_allclose(
+        float(rj.metrics.perplexity(jnp.zeros((7, 11)), jnp.arange(7))), 11, rtol=1e-6
+    )
 
 
 # --------------------------------------------------------------------------- TBPTT
@@ -286,8 +313,8 @@ def test_tbptt_equals_python_loop_over_chunks(reg_model):
 
     losses = []
     for c in range(T // k):
-        xs = batch["inputs"][:, c * k:(c + 1) * k]
-        ys = batch["targets"][:, c * k:(c + 1) * k]
+        xs = batch["inputs"][:, c * k : (c + 1) * k]
+        ys = batch["targets"][:, c * k : (c + 1) * k]
         params, opt_state, carry, l = chunk(params, opt_state, carry, xs, ys)
         losses.append(float(l))
     np.testing.assert_allclose(np.asarray(m["loss"]), losses, rtol=1e-5)
@@ -305,19 +332,20 @@ def test_no_gradient_crosses_a_chunk_boundary(reg_model):
         return tr.chunk_losses(params, dict(batch, inputs=xs), k)[j]
 
     g = jax.grad(chunk_loss)(batch["inputs"], 1)  # loss of chunk 2 (steps 2, 3)
-    assert bool(jnp.all(g[:, :k] == 0.0))          # inputs of chunk 1: exactly zero
-    assert float(jnp.max(jnp.abs(g[:, k:2 * k]))) > 0
-    assert bool(jnp.all(g[:, 2 * k:] == 0.0))      # the future does not matter either
+    assert bool(jnp.all(g[:, :k] == 0.0))  # inputs of chunk 1: exactly zero
+    assert float(jnp.max(jnp.abs(g[:, k : 2 * k]))) > 0
+    assert bool(jnp.all(g[:, 2 * k :] == 0.0))  # the future does not matter either
 
     # control: without truncation the same loss does depend on chunk 1's inputs
     def untruncated(xs):
         _, out = reg_model.apply_batch(params, xs)
-        return jnp.mean((out[:, k:2 * k] - batch["targets"][:, k:2 * k]) ** 2)
+        return jnp.mean((out[:, k : 2 * k] - batch["targets"][:, k : 2 * k]) ** 2)
 
     g_full = jax.grad(untruncated)(batch["inputs"])
     assert float(jnp.max(jnp.abs(g_full[:, :k]))) > 0
-    np.testing.assert_allclose(float(tr.chunk_losses(params, batch, k)[1]),
-                               float(untruncated(batch["inputs"])), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(tr.chunk_losses(params, batch, k)[1]), float(untruncated(batch["inputs"])), rtol=1e-6
+    )
 
 
 def test_stateful_tbptt_continues_streams_and_resets(reg_model):
@@ -327,7 +355,7 @@ def test_stateful_tbptt_continues_streams_and_resets(reg_model):
     state = tr.init(jax.random.key(0))
     batch = float_batch(2, T_=2 * T)
     whole, m_whole = tr.tbptt_step(state, batch, k)
-    half = lambda i: {n: v[:, i * T:(i + 1) * T] for n, v in batch.items()}  # noqa: E731
+    half = lambda i: {n: v[:, i * T : (i + 1) * T] for n, v in batch.items()}  # noqa: E731
     s1, m1 = tr.tbptt_step(state, half(0), k, stateful=True)
     assert s1.carry is not None
     s2, m2 = tr.tbptt_step(s1, half(1), k, stateful=True)

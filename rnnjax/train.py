@@ -257,6 +257,13 @@ class Schedule:
     Attributes:
       name: a function of ``optax.schedules`` or ``rnnjax.schedules``.
       kwargs: its keyword arguments, as sorted ``(name, value)`` pairs.
+
+    Example:
+      >>> from rnnjax.train import Schedule
+      >>> lr = Schedule("linear_schedule", (("init_value", 1.0), ("end_value", 0.0),
+      ...                                   ("transition_steps", 10)))
+      >>> lr.kwargs[0], float(lr(5))
+      (('end_value', 0.0), 0.5)
     """
 
     name: str
@@ -302,7 +309,17 @@ def schedule(name: str, **kwargs) -> Schedule:
 class Optimizer:
     """An optax optimiser recorded by name and arguments (build one with
     :func:`optimizer`); :class:`Trainer` and :func:`make_optimizer` accept it wherever
-    they accept an optax transformation, and a checkpoint config can hold it."""
+    they accept an optax transformation, and a checkpoint config can hold it.
+
+    Example:
+      >>> import optax
+      >>> from rnnjax.train import Optimizer
+      >>> opt = Optimizer("adam", (("learning_rate", 1e-3),))
+      >>> opt
+      Optimizer(name='adam', kwargs=(('learning_rate', 0.001),))
+      >>> isinstance(opt.build(), optax.GradientTransformation)
+      True
+    """
 
     name: str
     kwargs: tuple = ()

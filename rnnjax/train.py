@@ -764,7 +764,16 @@ class Trainer:
 
     def _tokens(self, batch):
         """The number of scored targets of a batch (int32 scalar): real steps for a
-        per-step head, examples for a final head."""
+        per-step head, examples for a final head, real target tokens for a model with its
+        own ``trainer_loss`` (a Seq2Seq: ``"targets"`` and ``"target_length"``)."""
+        if hasattr(self.model, "trainer_loss"):
+            if not isinstance(batch, dict) or "targets" not in batch:
+                return jnp.zeros((), jnp.int32)  # the model's own loss names what is wrong
+            y, n = batch["targets"], batch.get("target_length")
+            B, T = y.shape[:2]
+            if n is None:
+                return jnp.asarray(B * T, jnp.int32)
+            return jnp.sum(jnp.clip(n, 0, T)).astype(jnp.int32)
         x, n = batch["inputs"], batch.get("length")
         B, T = x.shape[:2]
         if self.model.head == "final":
@@ -801,7 +810,7 @@ def _train_step_impl(trainer: Trainer, state: TrainState, batch):
         return state.params, state.opt_state, _no_update_metrics(state.opt_state)
 
     tokens = trainer._tokens(batch)
-    if batch.get("length") is None or trainer.model.head == "final":
+    if batch.get("length") is None or getattr(trainer.model, "head", None) == "final":
         params, opt_state, m = update(None)
     else:
         params, opt_state, m = jax.lax.cond(tokens > 0, update, no_update, None)

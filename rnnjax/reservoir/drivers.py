@@ -484,8 +484,9 @@ def fit_readouts(
     """Several readouts fitted on ONE reservoir run and one eigendecomposition.
 
     Args:
-      cell, params, us, state, washout, teacher, key, chunk_size, precision,
-        include_input: as :func:`fit_ridge` (with feedback, ``teacher`` is required).
+      cell, params, us, state, washout, key: as :func:`fit_ridge`.
+      teacher: as :func:`fit_ridge`; required with feedback.
+      chunk_size, precision, include_input: as :func:`fit_ridge`.
       targets: ``{name: ys (T, O_k)}``.
       ridge: one value for all, or ``{name: value}``.
 

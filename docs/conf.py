@@ -73,6 +73,36 @@ def public_modules() -> list[str]:
     return sorted(names)
 
 
+def _facade_links(mod: str):
+    """For a module that only re-exports (``__all__`` lists no function or class of its
+    own, e.g. :mod:`rnnjax.esn`), links to where each exported name is documented;
+    ``None`` for any other module. Documenting a re-exported class twice is a Sphinx
+    warning (a duplicate object description)."""
+    import importlib
+    import inspect
+    import types
+
+    module = importlib.import_module(mod)
+    exported = getattr(module, "__all__", None)
+    if not exported or mod == "rnnjax":
+        return None
+    objs = [getattr(module, name) for name in exported]
+    callables = [o for o in objs if inspect.isfunction(o) or inspect.isclass(o)]
+    if not callables or any(o.__module__ == mod for o in callables):
+        return None
+    links = []
+    for name, obj in zip(exported, objs):
+        if isinstance(obj, types.ModuleType):
+            links.append(f":mod:`{obj.__name__}`")
+        elif inspect.isclass(obj):
+            links.append(f":class:`~{obj.__module__}.{obj.__qualname__}`")
+        elif inspect.isfunction(obj):
+            links.append(f":func:`~{obj.__module__}.{obj.__qualname__}`")
+        else:
+            links.append(f"``{name}``")
+    return links
+
+
 def write_api_pages() -> None:
     out = DOCS / "api"
     out.mkdir(exist_ok=True)
@@ -84,6 +114,9 @@ def write_api_pages() -> None:
     for mod in modules:
         title = f"``{mod}``"
         text = f"{title}\n{'=' * len(title)}\n\n.. automodule:: {mod}\n"
+        links = _facade_links(mod)
+        if links is not None:  # documented where they are defined: link there, not twice
+            text += "   :no-members:\n\n" + "".join(f"- {link}\n" for link in links)
         path = out / f"{mod}.rst"
         if not path.exists() or path.read_text() != text:
             path.write_text(text)

@@ -491,6 +491,13 @@ class Run(NamedTuple):
       state: the restored :class:`rnnjax.train.TrainState` (``state.params``).
       step: the checkpoint step (data position) restored.
       config: the whole config saved with the run.
+
+    Example:
+      >>> from rnnjax.checkpoint import Run
+      >>> Run._fields
+      ('trainer', 'state', 'step', 'config')
+      >>> run = load_run("/tmp/char_lm")  # doctest: +SKIP
+      >>> run.step, run.trainer.model  # doctest: +SKIP
     """
 
     trainer: Any

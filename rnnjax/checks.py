@@ -411,7 +411,17 @@ def params(name: str, expected, value, owner: str = "") -> None:
 
 def series(name: str, x, size: int, what: str = "", T: Optional[int] = None):
     """A time series ``(T, size)`` of a floating dtype (``T`` steps when given): the
-    inputs, targets and teacher signals of the reservoir drivers."""
+    inputs, targets and teacher signals of the reservoir drivers.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax import checks
+      >>> checks.series("us", jnp.ones((5, 1)), 1).shape
+      (5, 1)
+      >>> checks.series("us", jnp.ones((5, 2)), 1, "inputs")
+      Traceback (most recent call last):
+      ValueError: us must have shape (T, 1) (inputs); got shape (5, 2) and dtype float32
+    """
     hint = f" (T, {size})" + (f" ({what})" if what else "")
     x = floating_array(name, x, shape_hint=hint)
     if x.ndim != 2 or x.shape[1] != size:

@@ -349,7 +349,7 @@ def cell_from_flax(flax_cell: Any, input_size: int, **kwargs):
       >>> import flax.linen as nn
       >>> from rnnjax import flax_convert
       >>> flax_convert.cell_from_flax(nn.GRUCell(4), input_size=3)
-      GRU(input_size=3, hidden_size=4, ...)
+      GRU(3->4)
     """
     if not isinstance(flax_cell, (nn.LSTMCell, nn.OptimizedLSTMCell, nn.GRUCell)):
         raise TypeError(

@@ -227,7 +227,15 @@ def _check_feeding(teacher_prob, key, feed) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ZeroBridge:
-    """The decoder starts from its zero state; the encoder's final state is not used."""
+    """The decoder starts from its zero state; the encoder's final state is not used.
+
+    Example:
+      >>> import rnnjax as rj
+      >>> from rnnjax.seq2seq import ZeroBridge
+      >>> bridge = ZeroBridge(rj.GRU(3, 4))
+      >>> bridge.init(None), bridge(None, None, batch_shape=(2,)).h.shape    # (B, H)
+      ({}, (2, 4))
+    """
 
     decoder: Any
 
@@ -242,7 +250,15 @@ class ZeroBridge:
 @dataclasses.dataclass(frozen=True)
 class CopyBridge:
     """The decoder starts from the encoder's top-layer final state as it is (same state
-    structure and sizes, one direction)."""
+    structure and sizes, one direction).
+
+    Example:
+      >>> import jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax.seq2seq import CopyBridge
+      >>> top = rj.GRU(3, 4).initial_state()._replace(h=jnp.ones(4))   # encoder's final state
+      >>> CopyBridge(rj.GRU(3, 4))({}, [top]).h.tolist()
+      [1.0, 1.0, 1.0, 1.0]
+    """
 
     decoder: Any
 
@@ -259,6 +275,14 @@ class LinearBridge:
     (``D`` entries, concatenated) to every decoder state field.
 
     Params: ``{"w": [(D, size)] per field, "b": [(size,)] per field}``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax.seq2seq import LinearBridge
+      >>> bridge = LinearBridge(rj.GRU(3, 4), in_size=6)
+      >>> params = bridge.init(jax.random.key(0))
+      >>> [w.shape for w in params["w"]], bridge(params, [jnp.ones(6)]).h.shape
+      ([(6, 4)], (4,))
     """
 
     decoder: Any
@@ -291,6 +315,19 @@ class BahdanauDecoder:
 
     Params read: ``"decoder"`` (the cell's), ``"attention"``, ``"out": {"w": (H + C, V),
     "b": (V,)}``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax.seq2seq import BahdanauDecoder, Memory
+      >>> cell = rj.GRU(3 + 2, 4)                              # input: embedding + context
+      >>> dec = BahdanauDecoder(cell)                          # no attention: fixed context
+      >>> params = {"decoder": cell.init(jax.random.key(0)),
+      ...           **dec.init_output(jax.random.key(1), context_size=2, vocab=6)}
+      >>> memory = Memory(values=jnp.zeros((3, 2)), keys=None, mask=jnp.ones(3, bool),
+      ...                 context=jnp.ones(2))
+      >>> state, logits, weights = dec.step(params, cell.initial_state(), jnp.ones(3), memory)
+      >>> logits.shape, weights                                # (V,)
+      ((6,), None)
     """
 
     cell: Any
@@ -331,6 +368,18 @@ class LuongDecoder:
 
     Params read: ``"decoder"``, ``"attention"``, ``"combine": {"w": (C + H, H)}``, ``"out":
     {"w": (H, V), "b": (V,)}``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.seq2seq import Seq2Seq
+      >>> model = Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4,
+      ...                       attention="general", wiring="luong")
+      >>> params = model.init(jax.random.key(0))
+      >>> memory, state = model.encode(params, jnp.array([3, 4, 0]), 2)
+      >>> dec = model.decoder_piece                            # a LuongDecoder
+      >>> state, logits, weights = dec.step(params, state, params["tgt_embed"][1], memory)
+      >>> type(state).__name__, logits.shape, weights.shape, float(weights[2])  # (V,), (S,)
+      ('LuongState', (6,), (3,), 0.0)
     """
 
     cell: Any

@@ -257,6 +257,13 @@ class Schedule:
     Attributes:
       name: a function of ``optax.schedules`` or ``rnnjax.schedules``.
       kwargs: its keyword arguments, as sorted ``(name, value)`` pairs.
+
+    Example:
+      >>> from rnnjax.train import Schedule
+      >>> lr = Schedule("linear_schedule", (("init_value", 1.0), ("end_value", 0.0),
+      ...                                   ("transition_steps", 10)))
+      >>> lr.kwargs[0], float(lr(5))
+      (('end_value', 0.0), 0.5)
     """
 
     name: str
@@ -302,7 +309,17 @@ def schedule(name: str, **kwargs) -> Schedule:
 class Optimizer:
     """An optax optimiser recorded by name and arguments (build one with
     :func:`optimizer`); :class:`Trainer` and :func:`make_optimizer` accept it wherever
-    they accept an optax transformation, and a checkpoint config can hold it."""
+    they accept an optax transformation, and a checkpoint config can hold it.
+
+    Example:
+      >>> import optax
+      >>> from rnnjax.train import Optimizer
+      >>> opt = Optimizer("adam", (("learning_rate", 1e-3),))
+      >>> opt
+      Optimizer(name='adam', kwargs=(('learning_rate', 0.001),))
+      >>> isinstance(opt.build(), optax.GradientTransformation)
+      True
+    """
 
     name: str
     kwargs: tuple = ()
@@ -747,7 +764,16 @@ class Trainer:
 
     def _tokens(self, batch):
         """The number of scored targets of a batch (int32 scalar): real steps for a
-        per-step head, examples for a final head."""
+        per-step head, examples for a final head, real target tokens for a model with its
+        own ``trainer_loss`` (a Seq2Seq: ``"targets"`` and ``"target_length"``)."""
+        if hasattr(self.model, "trainer_loss"):
+            if not isinstance(batch, dict) or "targets" not in batch:
+                return jnp.zeros((), jnp.int32)  # the model's own loss names what is wrong
+            y, n = batch["targets"], batch.get("target_length")
+            B, T = y.shape[:2]
+            if n is None:
+                return jnp.asarray(B * T, jnp.int32)
+            return jnp.sum(jnp.clip(n, 0, T)).astype(jnp.int32)
         x, n = batch["inputs"], batch.get("length")
         B, T = x.shape[:2]
         if self.model.head == "final":
@@ -784,7 +810,7 @@ def _train_step_impl(trainer: Trainer, state: TrainState, batch):
         return state.params, state.opt_state, _no_update_metrics(state.opt_state)
 
     tokens = trainer._tokens(batch)
-    if batch.get("length") is None or trainer.model.head == "final":
+    if batch.get("length") is None or getattr(trainer.model, "head", None) == "final":
         params, opt_state, m = update(None)
     else:
         params, opt_state, m = jax.lax.cond(tokens > 0, update, no_update, None)

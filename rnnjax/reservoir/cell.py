@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import rnnjax.reservoir.matrices as matrices
 from rnnjax import checks
 
-__all__ = ["EchoState", "EchoStateState", "Drive", "DriveState", "runtime"]
+__all__ = ["EchoState", "EchoStateState"]  # Drive, DriveState, runtime: the drivers' own
 
 
 class EchoStateState(NamedTuple):
@@ -37,6 +37,12 @@ class EchoStateState(NamedTuple):
       y: the output fed back through ``w_fb`` at the next step, ``(F,)`` (``(0,)``
         without feedback). :func:`rnnjax.unroll` keeps it constant; the ESN drivers set
         it to the teacher signal (fitting) or to the readout output (prediction, free run).
+
+    Example:
+      >>> from rnnjax import esn
+      >>> state = esn.EchoState(input_size=1, hidden_size=20).initial_state()
+      >>> state.h.shape, state.y.shape                      # (N,), (F,)
+      ((20,), (0,))
     """
 
     h: jax.Array

@@ -367,6 +367,17 @@ def ridge_stats(
 
     Returns:
       ``(RidgeStats, state)``: the stats and the reservoir state after the last step.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=10)
+      >>> params = cell.init(jax.random.key(0))
+      >>> u = jnp.sin(jnp.arange(100.0) / 5)[:, None]
+      >>> stats, state = esn.ridge_stats(cell, params, u[:-1], u[1:], washout=10, chunk_size=32)
+      >>> readout = esn.solve_ridge(stats, 1e-6)
+      >>> readout["w_out"].shape, readout["b_out"].shape    # (N, O), (O,)
+      ((10, 1), (1,))
     """
     check_precision(precision)
     checks.integer("chunk_size", chunk_size, 1)
@@ -473,8 +484,9 @@ def fit_readouts(
     """Several readouts fitted on ONE reservoir run and one eigendecomposition.
 
     Args:
-      cell, params, us, state, washout, teacher, key, chunk_size, precision,
-        include_input: as :func:`fit_ridge` (with feedback, ``teacher`` is required).
+      cell, params, us, state, washout, key: as :func:`fit_ridge`.
+      teacher: as :func:`fit_ridge`; required with feedback.
+      chunk_size, precision, include_input: as :func:`fit_ridge`.
       targets: ``{name: ys (T, O_k)}``.
       ridge: one value for all, or ``{name: value}``.
 
@@ -883,6 +895,16 @@ def fit_rls(
 
     Returns:
       ``(readout, state)`` as :func:`fit_ridge`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=20, leak_rate=0.5)
+      >>> params = cell.init(jax.random.key(0))
+      >>> u = jnp.sin(jnp.arange(300.0) / 5)[:, None]
+      >>> readout, state = esn.fit_rls(cell, params, u[:-1], u[1:], washout=50)
+      >>> readout["w_out"].shape                            # (N, O)
+      (20, 1)
     """
     check_precision(precision)
     checks.number("delta", delta, 0.0, min_open=True)
@@ -915,6 +937,13 @@ class ESPResult(NamedTuple):
     Attributes:
       distance: ``(T,)`` Euclidean distance between the two runs' states after each step.
       converged: whether ``distance[-1] <= tol * distance[0]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> result = esn.ESPResult(distance=jnp.array([1.0, 0.1, 1e-7]), converged=jnp.array(True))
+      >>> result._fields, bool(result.converged)
+      (('distance', 'converged'), True)
     """
 
     distance: jax.Array
@@ -935,6 +964,15 @@ def echo_state_property(cell, params, us, key, *, tol: float = 1e-6) -> ESPResul
 
     Returns:
       :class:`ESPResult`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=20, spectral_radius=0.8)
+      >>> params = cell.init(jax.random.key(0))
+      >>> result = esn.echo_state_property(cell, params, jnp.ones((200, 1)), jax.random.key(1))
+      >>> result.distance.shape, bool(result.converged)     # (T,)
+      ((200,), True)
 
     References:
       Jaeger (2001), GMD Report 148; Yildiz, Jaeger & Kiebel (2012). Re-visiting the echo

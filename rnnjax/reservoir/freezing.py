@@ -35,6 +35,15 @@ def frozen_labels(params, frozen: Sequence[str] = ("reservoir",)):
 
     Returns:
       A pytree of the same structure with ``"frozen"`` / ``"trainable"`` leaves.
+
+    Example:
+      >>> import jax
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=8)
+      >>> params = {"reservoir": cell.init(jax.random.key(0)), "head": {"w": jax.numpy.ones(8)}}
+      >>> labels = esn.frozen_labels(params)
+      >>> labels["head"]["w"], set(jax.tree_util.tree_leaves(labels["reservoir"]))
+      ('trainable', {'frozen'})
     """
     if isinstance(frozen, str):
         frozen = (frozen,)
@@ -48,7 +57,17 @@ def frozen_labels(params, frozen: Sequence[str] = ("reservoir",)):
 
 def trainable_mask(params, frozen: Sequence[str] = ("reservoir",)):
     """Boolean mask (``True`` = trainable) for ``optax.masked`` and friends; see
-    :func:`frozen_labels`."""
+    :func:`frozen_labels`.
+
+    Example:
+      >>> import jax
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=8)
+      >>> params = {"reservoir": cell.init(jax.random.key(0)), "head": {"w": jax.numpy.ones(8)}}
+      >>> mask = esn.trainable_mask(params)
+      >>> mask["head"]["w"], any(jax.tree_util.tree_leaves(mask["reservoir"]))
+      (True, False)
+    """
     return jax.tree_util.tree_map(lambda s: s == "trainable", frozen_labels(params, frozen))
 
 

@@ -46,7 +46,6 @@ __all__ = [
     "solve_ridge",
     "solve_ridges",
     "readout_apply",
-    "features",
 ]
 
 READOUT_KEYS = ("w_out", "b_out")
@@ -63,6 +62,16 @@ class RidgeStats(NamedTuple):
     Attributes:
       xtx: ``Z^T Z``, ``(F + 1, F + 1)``.
       xty: ``Z^T Y``, ``(F + 1, O)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import esn
+      >>> cell = esn.EchoState(input_size=1, hidden_size=10)
+      >>> params = cell.init(jax.random.key(0))
+      >>> u = jnp.sin(jnp.arange(60.0) / 5)[:, None]
+      >>> stats, state = esn.ridge_stats(cell, params, u[:-1], u[1:], washout=10)
+      >>> stats.xtx.shape, stats.xty.shape, int(stats.xtx[-1, -1])  # (N + 1, N + 1), (N + 1, O)
+      ((11, 11), (11, 1), 49)
     """
 
     xtx: jax.Array

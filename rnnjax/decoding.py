@@ -138,6 +138,13 @@ def _check_model(model):
         )
 
 
+def _check_input_tokens(model, name, tokens):
+    """Concrete input tokens outside the model's input vocabulary raise (before any vmap)."""
+    vocab = getattr(model, "src_vocab", None) or getattr(model, "vocab_size", None)
+    if isinstance(vocab, int):
+        checks.token_ids(name, tokens, vocab)
+
+
 def _check_prompt(prompt, prompt_len, name="prompt", minimum=0):
     n_name = "src_len" if name == "src" else "prompt_len"
     if (
@@ -337,6 +344,7 @@ def generate(
     """
     _check_model(model)
     prompt_len = _check_prompt(prompt, prompt_len, minimum=getattr(model, "min_prompt_len", 0))
+    _check_input_tokens(model, "prompt", prompt)
     max_len = checks.integer("max_len", max_len, 1)
     temperature = checks.number("temperature", temperature, 0.0)
     if top_k is not None:
@@ -448,6 +456,7 @@ def greedy_decode(
     """
     _check_model(model)
     src_len = _check_prompt(src, src_len, "src", getattr(model, "min_prompt_len", 0))
+    _check_input_tokens(model, "src", src)
     max_len = checks.integer("max_len", max_len, 1)
     eos_id, pad_id = _token_ids(model, eos_id, pad_id)
     return _generate(
@@ -561,6 +570,7 @@ def beam_search(
     """
     _check_model(model)
     src_len = _check_prompt(src, src_len, "src", getattr(model, "min_prompt_len", 0))
+    _check_input_tokens(model, "src", src)
     max_len = checks.integer("max_len", max_len, 1)
     beam_width = checks.integer("beam_width", beam_width, 1)
     alpha = checks.number("alpha", alpha, 0.0)

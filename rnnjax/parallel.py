@@ -75,7 +75,14 @@ JACOBIANS = ("auto", "full", "diag")
 
 
 class NotConvergedWarning(RuntimeWarning):
-    """The Newton solve did not converge; the sequential scan's result was used."""
+    """The Newton solve did not converge; the sequential scan's result was used.
+
+    Example:
+      >>> import warnings
+      >>> from rnnjax.parallel import NotConvergedWarning
+      >>> issubclass(NotConvergedWarning, RuntimeWarning)   # filter it like any warning
+      True
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +101,15 @@ class ParallelOptions:
       tol: convergence threshold on ``max_t |h_t - f_t(h_{t-1})|``.
       max_iter: iteration cap; not converged by then means the sequential fallback.
       damping: ``None`` or a number ``>= 0`` (see the module docstring).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> opts = rj.parallel.ParallelOptions(jacobian="diag", tol=1e-6, damping=0.5)
+      >>> cfg = rj.ScanConfig(method="parallel", parallel=opts)
+      >>> cell = rj.GRU(2, 3)
+      >>> _, ys = rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 2)), config=cfg)
+      >>> ys.shape
+      (5, 3)
     """
 
     scan: str = "auto"
@@ -122,6 +138,13 @@ class NewtonInfo(NamedTuple):
       residual: final ``max_t |h_t - f_t(h_{t-1})|`` of the Newton iterate.
       converged: whether ``residual <= tol`` within ``max_iter`` iterations.
       fell_back: whether the sequential scan's result was returned instead.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> cell = rj.SimpleRNN(2, 3)
+      >>> _, _, info = rj.parallel.solve(cell, cell.init(jax.random.key(0)), jnp.ones((6, 2)))
+      >>> info._fields
+      ('iterations', 'residual', 'converged', 'fell_back')
     """
 
     iterations: jax.Array
@@ -140,6 +163,11 @@ def default_scan(backend: Optional[str] = None) -> str:
     extra work and many passes over memory lose on two cores. The parallel cells are fast
     on CPU because nothing in their recurrence is a matrix product, not because of the
     scan. GPU and TPU: ``"associative"`` (the classic choice on wide hardware).
+
+    Example:
+      >>> from rnnjax.parallel import default_scan
+      >>> default_scan("cpu"), default_scan("gpu")
+      ('sequential', 'associative')
     """
     backend = backend or jax.default_backend()
     return "sequential" if backend == "cpu" else "associative"

@@ -851,6 +851,7 @@ class Seq2Seq:
         Returns:
           ``(logits (B, T, V), weights (B, T, S) or None)``.
         """
+        _check_tokens("src", src, 2, self.src_vocab)
         _check_tokens("tgt", tgt, 2, self.tgt_vocab)
         B = src.shape[0]
         if tgt.shape[0] != B:

@@ -600,7 +600,7 @@ BAD = [
     ("greedy-src-big", "src", lambda: _decode(decoding.greedy_decode, src=_tok(2, 4, hi=5) + 5)),
     ("greedy-src-neg", "src", lambda: _decode(decoding.greedy_decode, src=_tok(2, 4, hi=5) - 1)),
     ("greedy-max_len-0", "max_len", lambda: _decode(decoding.greedy_decode, max_len=0)),
-    ("greedy-model", "model", lambda: decoding.greedy_decode(F("lm"), F("lm_p"), _tok(2, 4))),
+    ("greedy-model", "model", lambda: decoding.greedy_decode(object(), F("lm_p"), _tok(2, 4))),
     (
         "beam-src_len-big",
         "src_len",

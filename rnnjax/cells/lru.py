@@ -17,7 +17,13 @@ __all__ = ["LRU", "LRUState"]
 
 class LRUState(NamedTuple):
     """State of :class:`LRU`: ``h`` of shape ``(2N,)``, the real parts of the ``N``
-    complex units followed by their imaginary parts."""
+    complex units followed by their imaginary parts.
+
+    Example:
+      >>> import rnnjax as rj
+      >>> rj.LRU(2, 3).initial_state().h.shape      # (2N,) with N = 3 complex units
+      (6,)
+    """
 
     h: jax.Array
 

@@ -14,14 +14,27 @@ __all__ = ["MinGRU", "MinGRUState", "g"]
 
 
 class MinGRUState(NamedTuple):
-    """State of :class:`MinGRU`: the hidden vector ``h`` of shape ``(H,)``."""
+    """State of :class:`MinGRU`: the hidden vector ``h`` of shape ``(H,)``.
+
+    Example:
+      >>> import rnnjax as rj
+      >>> rj.MinGRU(2, 3).initial_state().h.shape
+      (3,)
+    """
 
     h: jax.Array
 
 
 def g(x):
     r""":math:`g(x) = x + 1/2` for :math:`x \ge 0`, :math:`\sigma(x)` below: the positive,
-    continuous activation of the log-space minGRU and minLSTM."""
+    continuous activation of the log-space minGRU and minLSTM.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.cells.mingru import g
+      >>> [round(float(v), 4) for v in g(jnp.array([-2.0, 0.0, 1.0]))]
+      [0.1192, 0.5, 1.5]
+    """
     return jnp.where(x >= 0, x + 0.5, jax.nn.sigmoid(x))
 
 

@@ -15,7 +15,13 @@ __all__ = ["MinLSTM", "MinLSTMState"]
 
 
 class MinLSTMState(NamedTuple):
-    """State of :class:`MinLSTM`: the hidden vector ``h`` of shape ``(H,)``."""
+    """State of :class:`MinLSTM`: the hidden vector ``h`` of shape ``(H,)``.
+
+    Example:
+      >>> import rnnjax as rj
+      >>> rj.MinLSTM(2, 3).initial_state().h.shape
+      (3,)
+    """
 
     h: jax.Array
 

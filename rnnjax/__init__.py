@@ -11,10 +11,10 @@ from rnnjax import (
     attention,
     cells,
     checks,
-    engine,
     decoding,
     diagnostics,
     distributed,
+    engine,
     esn,
     fused,
     initializers,
@@ -27,10 +27,22 @@ from rnnjax import (
     train,
 )
 from rnnjax.attention import AdditiveAttention, DotAttention, GeneralAttention
+from rnnjax.cells import (
+    GRU,
+    LRU,
+    LSTM,
+    GRUState,
+    LRUState,
+    LSTMState,
+    MinGRU,
+    MinGRUState,
+    MinLSTM,
+    MinLSTMState,
+    SimpleRNN,
+    SimpleRNNState,
+)
 from rnnjax.decoding import beam_search, generate, greedy_decode, sample
 from rnnjax.diagnostics import gradient_norms_through_time, pascanu_bound
-from rnnjax.cells import GRU, LSTM, GRUState, LSTMState, SimpleRNN, SimpleRNNState
-from rnnjax.cells import LRU, LRUState, MinGRU, MinGRUState, MinLSTM, MinLSTMState
 from rnnjax.engine import ScanConfig
 from rnnjax.esn import EchoState, EchoStateState
 from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked, dropout
@@ -42,7 +54,11 @@ from rnnjax.train import EarlyStopping, Trainer, TrainState, fit, make_optimizer
 __version__ = "0.1.0"
 
 _LAZY_MODULES = ("checkpoint", "linen", "nnx", "flax_convert")
-_LAZY_NAMES = {"Checkpointer": "checkpoint", "CheckpointError": "checkpoint", "load_run": "checkpoint"}
+_LAZY_NAMES = {
+    "Checkpointer": "checkpoint",
+    "CheckpointError": "checkpoint",
+    "load_run": "checkpoint",
+}
 
 
 def __getattr__(name):

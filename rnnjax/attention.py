@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import checks
-
 from rnnjax import initializers as inits
 
 __all__ = [

@@ -159,8 +159,10 @@ def _check_target(saved: Optional[dict], target, path: str) -> None:
     bad = []
     for name, (dtype, shape) in _leaf_specs(_abstract(target)).items():
         if name in saved and (saved[name][0] != dtype or list(saved[name][1]) != shape):
-            bad.append(f"{name}: saved {saved[name][0]}{tuple(saved[name][1])}, "
-                       f"target {dtype}{tuple(shape)}")
+            bad.append(
+                f"{name}: saved {saved[name][0]}{tuple(saved[name][1])}, "
+                f"target {dtype}{tuple(shape)}"
+            )
     if bad:
         shown = "; ".join(bad[:6]) + (f"; ... ({len(bad)} leaves)" if len(bad) > 6 else "")
         raise ValueError(
@@ -235,12 +237,16 @@ class Checkpointer:
             raise TypeError(f"best_metric must be a metric name (str) or None; got {best_metric!r}")
         if trainer is not None:
             if not hasattr(trainer, "config") or not callable(trainer.config):
-                raise TypeError(f"trainer must be an rnnjax.train.Trainer; got {type(trainer).__name__}")
+                raise TypeError(
+                    f"trainer must be an rnnjax.train.Trainer; got {type(trainer).__name__}"
+                )
             if config is not None and not isinstance(config, dict):
                 raise TypeError(f"config must be a dict; got {type(config).__name__}")
             recorded = trainer.config()
             if config is not None and "trainer" in config and config["trainer"] != recorded:
-                raise ValueError("config['trainer'] differs from trainer.config(); pass one of them")
+                raise ValueError(
+                    "config['trainer'] differs from trainer.config(); pass one of them"
+                )
             config = dict(config or {}, trainer=recorded)
         self.directory = os.path.abspath(os.fspath(directory))
         if not create and not os.path.isdir(self.directory):
@@ -256,6 +262,7 @@ class Checkpointer:
             def best_fn(m):  # a non-finite metric ranks last: it is never the best
                 v = float(m.get(best_metric, math.nan)) if isinstance(m, dict) else math.nan
                 return v if math.isfinite(v) else worst
+
             policies.append(
                 ocp.checkpoint_managers.BestN(
                     get_metric_fn=best_fn, reverse=(best_mode == "min"), n=1
@@ -274,8 +281,10 @@ class Checkpointer:
             self._guard_config(config)
             self._write_config(config)
         if best_metric is not None:
-            _write_json(os.path.join(self.directory, RANKING_NAME),
-                        {"best_metric": best_metric, "best_mode": best_mode})
+            _write_json(
+                os.path.join(self.directory, RANKING_NAME),
+                {"best_metric": best_metric, "best_mode": best_mode},
+            )
 
     # ------------------------------------------------------------------ config
     def _integrity(self, step: int) -> dict:
@@ -292,7 +301,9 @@ class Checkpointer:
                 f"{type(err).__name__}: {detail}"
             ) from err
         if not isinstance(rec, dict) or "sha256" not in rec:
-            raise CheckpointError(f"checkpoint at {path} is damaged: its integrity record is missing")
+            raise CheckpointError(
+                f"checkpoint at {path} is damaged: its integrity record is missing"
+            )
         return rec
 
     def _guard_config(self, config: dict) -> None:
@@ -454,7 +465,9 @@ class Checkpointer:
             ) from err
         state, integrity = restored.state, restored.integrity
         if not isinstance(integrity, dict) or "sha256" not in integrity:
-            raise CheckpointError(f"checkpoint at {path} is damaged: its integrity record is missing")
+            raise CheckpointError(
+                f"checkpoint at {path} is damaged: its integrity record is missing"
+            )
         want = integrity["sha256"]
         if want is not None:
             got = state_digest(state)
@@ -546,16 +559,27 @@ def load_run(directory, step: Optional[int] = None, *, best: bool = False) -> Ru
     if best:
         metrics = _ranking_metric(directory)
         if metrics is None:
-            raise ValueError(f"best=True but the checkpoints in {directory} were not ranked by a metric")
+            raise ValueError(
+                f"best=True but the checkpoints in {directory} were not ranked by a metric"
+            )
         best_metric, best_mode = metrics
-    with Checkpointer(directory, config=meta, create=False, best_metric=best_metric,
-                      best_mode=best_mode if best else "min") as ckpt:
+    with Checkpointer(
+        directory,
+        config=meta,
+        create=False,
+        best_metric=best_metric,
+        best_mode=best_mode if best else "min",
+    ) as ckpt:
         if step is None:
             step = ckpt.best_step() if best else ckpt.latest_step()
             if step is None:
-                raise FileNotFoundError(f"no checkpoint in {directory}" + (" ranked by a finite metric" if best else ""))
+                raise FileNotFoundError(
+                    f"no checkpoint in {directory}" + (" ranked by a finite metric" if best else "")
+                )
         leaves = ckpt._integrity(step).get("leaves") or {}
-        carry_b = [shape[0] for name, (_, shape) in leaves.items() if name.startswith(".carry") and shape]
+        carry_b = [
+            shape[0] for name, (_, shape) in leaves.items() if name.startswith(".carry") and shape
+        ]
         target = trainer.abstract_state(batch_size=carry_b[0] if carry_b else None)
         state = ckpt.restore(target, step)
     return Run(trainer, state, int(step), config)

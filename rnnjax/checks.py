@@ -236,7 +236,9 @@ def floating_array(name: str, x, ndim: Optional[int] = None, shape_hint: str = "
         try:
             x = jnp.asarray(x)
         except (TypeError, ValueError) as e:
-            raise TypeError(f"{name} must be an array{shape_hint}; got a ragged list ({e})") from None
+            raise TypeError(
+                f"{name} must be an array{shape_hint}; got a ragged list ({e})"
+            ) from None
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{name} must be an array{shape_hint}; got {describe(x)}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -246,8 +248,9 @@ def floating_array(name: str, x, ndim: Optional[int] = None, shape_hint: str = "
     return x
 
 
-def sequence_inputs(name: str, xs, input_size: int, batch_ndim: Optional[int] = 0,
-                    time_major: bool = False):
+def sequence_inputs(
+    name: str, xs, input_size: int, batch_ndim: Optional[int] = 0, time_major: bool = False
+):
     """Inputs of a sequence: ``(T, I)`` with ``batch_ndim == 0``; ``(*B, T, I)`` (or
     ``(T, *B, I)`` time-major) with ``batch_ndim`` batch axes, or at least one batch axis
     when ``batch_ndim is None``. Returns ``(xs, batch_shape, T)``.
@@ -339,7 +342,9 @@ def resets(name: str, value, shape: Sequence[int]):
     if isinstance(value, (list, tuple)):
         value = np.asarray(value)
     if not hasattr(value, "dtype"):
-        raise TypeError(f"{name} must be a bool array of shape {tuple(shape)}; got {describe(value)}")
+        raise TypeError(
+            f"{name} must be a bool array of shape {tuple(shape)}; got {describe(value)}"
+        )
     if value.dtype != jnp.bool_:
         raise TypeError(f"{name} must have dtype bool; got {describe(value)}")
     if tuple(value.shape) != tuple(shape):
@@ -404,7 +409,9 @@ def params(name: str, expected, value, owner: str = "") -> None:
         )
     for e, g in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(value)):
         if tuple(jnp.shape(e)) != tuple(jnp.shape(g)):
-            raise ValueError(f"{name} must have the shapes{of} {shapes(expected)}; got {shapes(value)}")
+            raise ValueError(
+                f"{name} must have the shapes{of} {shapes(expected)}; got {shapes(value)}"
+            )
         if not jnp.issubdtype(jnp.result_type(g), jnp.floating):
             raise TypeError(f"{name} must hold floating arrays; got {describe(g)}")
 

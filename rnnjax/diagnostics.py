@@ -183,7 +183,11 @@ def pascanu_bound(w_hh: jax.Array, nonlinearity: str = "tanh") -> PascanuBound:
                 f"gamma; got {nonlinearity!r}"
             )
         gamma = NONLINEARITY_GAMMA[nonlinearity]
-    elif isinstance(nonlinearity, (int, float)) and not isinstance(nonlinearity, bool) and nonlinearity > 0:
+    elif (
+        isinstance(nonlinearity, (int, float))
+        and not isinstance(nonlinearity, bool)
+        and nonlinearity > 0
+    ):
         gamma = float(nonlinearity)
     else:
         raise ValueError(
@@ -248,8 +252,9 @@ def _grad_norms_jit(cell, params, xs, state, loss_fn):
     config = engine.ScanConfig(backward="reference")
 
     def loss_of(eps):
-        final, _ = engine.run(wrapped, params, state, jnp.concatenate([xs, eps], axis=1),
-                              config=config)
+        final, _ = engine.run(
+            wrapped, params, state, jnp.concatenate([xs, eps], axis=1), config=config
+        )
         return loss_fn(final)
 
     grads = jax.grad(loss_of)(eps)
@@ -309,7 +314,9 @@ def gradient_norms_through_time(
         raise ValueError(f"xs must be one sequence of shape (T, I) with T >= 1; got {got}")
     size = getattr(cell, "input_size", None)
     if size is not None and xs.shape[1] != size:
-        raise ValueError(f"xs must have shape (T, I) with I = cell.input_size = {size}; got {tuple(xs.shape)}")
+        raise ValueError(
+            f"xs must have shape (T, I) with I = cell.input_size = {size}; got {tuple(xs.shape)}"
+        )
     if not jnp.issubdtype(xs.dtype, jnp.floating):
         raise TypeError(f"xs must be floating point; got dtype {xs.dtype}")
     if loss_fn is None:

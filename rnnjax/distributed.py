@@ -76,7 +76,12 @@ def initialize(
     explicit = coordinator_address is not None or num_processes is not None
     env = any(
         v in os.environ
-        for v in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "OMPI_COMM_WORLD_SIZE")
+        for v in (
+            "JAX_COORDINATOR_ADDRESS",
+            "SLURM_JOB_ID",
+            "TPU_WORKER_HOSTNAMES",
+            "OMPI_COMM_WORLD_SIZE",
+        )
     )
     if not explicit and not env:
         return False
@@ -162,7 +167,9 @@ def shard_batch(batch, mesh: Mesh, axis_name: Optional[str] = None):
     """
     axis_name = mesh.axis_names[0] if axis_name is None else axis_name
     if axis_name not in mesh.axis_names:
-        raise ValueError(f"axis_name must be one of the mesh axes {mesh.axis_names}; got {axis_name!r}")
+        raise ValueError(
+            f"axis_name must be one of the mesh axes {mesh.axis_names}; got {axis_name!r}"
+        )
     n_dev = mesh.shape[axis_name]
     sharding = NamedSharding(mesh, PartitionSpec(axis_name))
     multi = jax.process_count() > 1
@@ -170,7 +177,9 @@ def shard_batch(batch, mesh: Mesh, axis_name: Optional[str] = None):
     def put(path, a):
         a = np.asarray(a) if not isinstance(a, jax.Array) else a
         if a.ndim == 0:
-            raise ValueError(f"batch leaf {jax.tree_util.keystr(path)} must have a batch axis; got a scalar")
+            raise ValueError(
+                f"batch leaf {jax.tree_util.keystr(path)} must have a batch axis; got a scalar"
+            )
         B = a.shape[0] * (jax.process_count() if multi else 1)
         if B % n_dev:
             raise ValueError(

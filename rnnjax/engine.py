@@ -190,9 +190,7 @@ def _enter(carry, s0, m, rec_fixed):
 def _leave(s, new, carry, m, zrate):
     """Zoneout (masks or expectation) and the padding freeze."""
     if m.get("keep") is not None:
-        new = jax.tree_util.tree_map(
-            lambda k, o, n: jnp.where(k, o, n), m["keep"], s, new
-        )
+        new = jax.tree_util.tree_map(lambda k, o, n: jnp.where(k, o, n), m["keep"], s, new)
     elif zrate:
         new = jax.tree_util.tree_map(lambda o, n: zrate * o + (1.0 - zrate) * n, s, new)
     if m.get("valid") is not None:
@@ -232,8 +230,10 @@ def _body(cell, hoist, zrate, params, s0, rec_fixed, batched):
 
 
 def _reference(cell, hoist, zrate, unroll, remat, params, s0, xs, m_seq, rec_fixed, batched):
-    proj = jax.vmap(functools.partial(cell.project, params)) if batched else functools.partial(
-        cell.project, params
+    proj = (
+        jax.vmap(functools.partial(cell.project, params))
+        if batched
+        else functools.partial(cell.project, params)
     )
     body = _body(cell, hoist, zrate, params, s0, rec_fixed, batched)
 
@@ -256,17 +256,18 @@ def _reference(cell, hoist, zrate, unroll, remat, params, s0, xs, m_seq, rec_fix
     if m_seq.get("valid") is None:
         m_seq["valid"] = jnp.ones((T,) + lead, bool)
     inputs = padded(inputs, 0)
-    m_seq = {k: jax.tree_util.tree_map(lambda a: padded(a, False if a.dtype == bool else 0), v)
-             for k, v in m_seq.items() if v is not None}
+    m_seq = {
+        k: jax.tree_util.tree_map(lambda a: padded(a, False if a.dtype == bool else 0), v)
+        for k, v in m_seq.items()
+        if v is not None
+    }
     split = lambda a: a.reshape((n, chunk) + a.shape[1:])  # noqa: E731
 
     @jax.checkpoint
     def chunk_body(st, inp):
         return jax.lax.scan(body, st, inp, unroll=unroll)
 
-    state, ys = jax.lax.scan(
-        chunk_body, s0, jax.tree_util.tree_map(split, (inputs, m_seq))
-    )
+    state, ys = jax.lax.scan(chunk_body, s0, jax.tree_util.tree_map(split, (inputs, m_seq)))
     return state, ys.reshape((n * chunk,) + ys.shape[2:])[:T]
 
 
@@ -415,10 +416,12 @@ def run(
         ys = jnp.zeros((0,) + batch + out_size.shape, jax.tree_util.tree_leaves(state)[0].dtype)
         return (state, ys, None) if return_info else (state, ys)
     if batched and len(batch) > 1:  # one flat batch axis inside
-        flat = lambda a, k: a.reshape(a.shape[:k] + (n,) + a.shape[k + len(batch):])  # noqa: E731
+        flat = lambda a, k: a.reshape(a.shape[:k] + (n,) + a.shape[k + len(batch) :])  # noqa: E731
         xs = flat(xs, 1)
         state = jax.tree_util.tree_map(lambda a: flat(a, 0), state)
-        valid, resets, rec_step = (None if a is None else flat(a, 1) for a in (valid, resets, rec_step))
+        valid, resets, rec_step = (
+            None if a is None else flat(a, 1) for a in (valid, resets, rec_step)
+        )
         rec_fixed = None if rec_fixed is None else flat(rec_fixed, 0)
         keep = None if keep is None else jax.tree_util.tree_map(lambda a: flat(a, 1), keep)
     m_seq = {"valid": valid, "reset": resets, "rec": rec_step, "keep": keep}
@@ -433,8 +436,17 @@ def run(
         st, ys = _fused(cell, hoist, zrate, params, state, xs, m_seq, rec_fixed)
     else:
         st, ys = _reference(
-            cell, hoist, zrate, config.unroll, config.remat, params, state, xs, m_seq,
-            rec_fixed, batched,
+            cell,
+            hoist,
+            zrate,
+            config.unroll,
+            config.remat,
+            params,
+            state,
+            xs,
+            m_seq,
+            rec_fixed,
+            batched,
         )
     if batched and len(batch) > 1:
         ys = ys.reshape((T,) + batch + ys.shape[2:])

@@ -177,8 +177,7 @@ def lstm_to_flax(params: Mapping) -> dict:
     """
     if isinstance(params, Mapping) and "w_hr" in params:
         raise ValueError(
-            "params has a projection 'w_hr' (proj_size > 0): Flax's LSTM cells cannot "
-            "represent it"
+            "params has a projection 'w_hr' (proj_size > 0): Flax's LSTM cells cannot represent it"
         )
     _check_keys(params, {"w_ih", "w_hh", "b"}, "params", " (rnnjax.LSTM without projection)")
     w_ih = _split(params["w_ih"], 4, "params['w_ih']")

@@ -267,8 +267,9 @@ def _state_slots(layer) -> list:
     layers = list(layer.layers) if isinstance(layer, Stacked) else [layer]
     slots = []
     for i, sub in enumerate(layers):
-        dirs = _directions(sub, {"forward": None, "backward": None} if isinstance(
-            sub, Bidirectional) else None)
+        dirs = _directions(
+            sub, {"forward": None, "backward": None} if isinstance(sub, Bidirectional) else None
+        )
         for d, (cell, _) in enumerate(dirs):
             slots.append((cell, i, None if len(dirs) == 1 else ("forward", "backward")[d]))
     return slots, isinstance(layer, Stacked)

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import checks, engine
-from rnnjax._repr import short_repr
 from rnnjax import sequence as seq
+from rnnjax._repr import short_repr
 
 __all__ = ["Recurrent", "Bidirectional", "BidirectionalState", "Stacked", "dropout"]
 
@@ -80,7 +80,7 @@ def per_example(fn, batch, *args):
     if not batch:
         return fn(*args)
     n = math.prod(batch)
-    flat = [a.reshape((n,) + a.shape[len(batch):]) for a in args]
+    flat = [a.reshape((n,) + a.shape[len(batch) :]) for a in args]
     out = jax.vmap(fn)(*flat)
     return jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), out)
 
@@ -110,8 +110,9 @@ class _Layer:
         """
         return self._call(params, xs, length, state, resets, key, batch_ndim=0, time_major=True)
 
-    def apply_batch(self, params, xs, length=None, state=None, *, resets=None, key=None,
-                    time_major=False):
+    def apply_batch(
+        self, params, xs, length=None, state=None, *, resets=None, key=None, time_major=False
+    ):
         """:meth:`apply` over leading batch axes, natively batched (one scan over
         ``(T, *B, .)`` arrays, dropout and zoneout included).
 
@@ -127,8 +128,9 @@ class _Layer:
           ``(state, ys)`` with ``ys`` laid out like ``xs``.
         """
         checks.boolean("time_major", time_major)
-        return self._call(params, xs, length, state, resets, key, batch_ndim=None,
-                          time_major=time_major)
+        return self._call(
+            params, xs, length, state, resets, key, batch_ndim=None, time_major=time_major
+        )
 
     def _call(self, params, xs, length, state, resets, key, batch_ndim, time_major):
         xs, batch, T = checks.sequence_inputs(
@@ -226,8 +228,9 @@ class Recurrent(_Layer):
         checks.rate("input_dropout", self.input_dropout)
         checks.rate("recurrent_dropout", self.recurrent_dropout)
         checks.rate("zoneout", self.zoneout)
-        checks.choice("recurrent_dropout_mode", self.recurrent_dropout_mode,
-                      ("variational", "per_step"))
+        checks.choice(
+            "recurrent_dropout_mode", self.recurrent_dropout_mode, ("variational", "per_step")
+        )
         checks.boolean("reverse", self.reverse)
         checks.integer("unroll", self.unroll, 1)
         if self.config is not None and not isinstance(self.config, engine.ScanConfig):
@@ -298,8 +301,9 @@ class Recurrent(_Layer):
                 masks["zoneout"] = jax.tree_util.tree_map(lambda a: _time_first(a, nb), m["keep"])
         elif self.zoneout:
             masks["zoneout"] = self.zoneout
-        return seq.run(cell, params, xs, length, state, self.reverse, resets,
-                       self.scan_config(), **masks)
+        return seq.run(
+            cell, params, xs, length, state, self.reverse, resets, self.scan_config(), **masks
+        )
 
 
 class BidirectionalState(NamedTuple):
@@ -508,7 +512,9 @@ class Stacked(_Layer):
         self._check(params, state)
         batch = xs.shape[1:-1]
         nb = len(batch)
-        ks = None if keys is None else per_example(lambda k: jax.random.split(k, 2 * n), batch, keys)
+        ks = (
+            None if keys is None else per_example(lambda k: jax.random.split(k, 2 * n), batch, keys)
+        )
         states, ys = [], xs
         for i, layer in enumerate(self.layers):
             s_i = None if state is None else state[i]
@@ -518,8 +524,13 @@ class Stacked(_Layer):
             if i < n - 1 and ks is not None and self.dropout:
                 # per example, on its (T, H) outputs, as when run alone
                 ys = jnp.moveaxis(
-                    per_example(lambda k, y: dropout(k, y, self.dropout), batch,
-                                ks[..., 2 * i + 1], jnp.moveaxis(ys, 0, nb)),
-                    nb, 0,
+                    per_example(
+                        lambda k, y: dropout(k, y, self.dropout),
+                        batch,
+                        ks[..., 2 * i + 1],
+                        jnp.moveaxis(ys, 0, nb),
+                    ),
+                    nb,
+                    0,
                 )
         return tuple(states), ys

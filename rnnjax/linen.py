@@ -135,9 +135,7 @@ def build_network(
 def broadcast_state(state, batch_shape) -> Any:
     """Broadcast every leaf of an unbatched state to leading axes ``batch_shape``."""
     batch_shape = tuple(batch_shape)
-    return jax.tree_util.tree_map(
-        lambda a: jnp.broadcast_to(a, batch_shape + a.shape), state
-    )
+    return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, batch_shape + a.shape), state)
 
 
 def stochastic(module) -> bool:
@@ -239,8 +237,9 @@ class _Base(nn.Module):
         if stochastic(self):
             if not nn.merge_param("deterministic", self.deterministic, deterministic):
                 key = self.make_rng("dropout")
-        return net.apply_batch(params, xs, length, state, resets=resets, key=key,
-                               time_major=self.time_major)
+        return net.apply_batch(
+            params, xs, length, state, resets=resets, key=key, time_major=self.time_major
+        )
 
 
 class _Recurrent(_Base):
@@ -473,5 +472,4 @@ class Recurrent(_Recurrent):
             raise TypeError(
                 f"cell must be an rnnjax cell class (e.g. rnnjax.MinGRU); got {self.cell!r}"
             )
-        return self.cell(input_size, self.hidden_size, **dict(self.options),
-                         **self._cell_kwargs())
+        return self.cell(input_size, self.hidden_size, **dict(self.options), **self._cell_kwargs())

@@ -78,7 +78,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array
       1.386...
     """
     if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
-        raise TypeError(f"labels must be integer class indices; got dtype {jnp.result_type(labels)}")
+        raise TypeError(
+            f"labels must be integer class indices; got dtype {jnp.result_type(labels)}"
+        )
     if jnp.shape(logits)[:-1] != jnp.shape(labels):
         raise ValueError(
             f"labels must have shape logits.shape[:-1] = {jnp.shape(logits)[:-1]}; "

@@ -17,10 +17,10 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from rnnjax import initializers as inits
 from rnnjax import checks
-from rnnjax.layers import _as_layer
+from rnnjax import initializers as inits
 from rnnjax._repr import short_repr as _short_repr
+from rnnjax.layers import _as_layer
 
 __all__ = ["SequenceModel"]
 
@@ -95,7 +95,7 @@ class SequenceModel:
         params = {}
         if self.vocab_size is not None:
             params["embed"] = jax.random.normal(k_e, (self.vocab_size, self.input_size)) * (
-                self.input_size ** -0.5
+                self.input_size**-0.5
             )
         params["layer"] = self.layer.init(k_l)
         H, O = self.layer.output_size, self.output_size
@@ -128,7 +128,9 @@ class SequenceModel:
         e = params["embed"][xs]
         if checks.is_concrete(xs):  # checked by checks.token_ids
             return e
-        return jnp.where(checks.valid_tokens(xs, self.vocab_size)[..., None], e, jnp.zeros((), e.dtype))
+        return jnp.where(
+            checks.valid_tokens(xs, self.vocab_size)[..., None], e, jnp.zeros((), e.dtype)
+        )
 
     def apply(self, params: dict, xs, length=None, state=None, *, resets=None, key=None):
         """Run the model over one sequence.
@@ -161,8 +163,12 @@ class SequenceModel:
         w, b = head["w"], head["b"]
         T = hs.shape[-2]
         if self.head == "final":
-            last = jnp.full(hs.shape[:-2], T - 1) if length is None else jnp.clip(length - 1, 0, T - 1)
-            h_last = jnp.take_along_axis(hs, jnp.reshape(last, last.shape + (1, 1)), axis=-2)[..., 0, :]
+            last = (
+                jnp.full(hs.shape[:-2], T - 1) if length is None else jnp.clip(length - 1, 0, T - 1)
+            )
+            h_last = jnp.take_along_axis(hs, jnp.reshape(last, last.shape + (1, 1)), axis=-2)[
+                ..., 0, :
+            ]
             out = h_last @ w
             return out + b.reshape((1,) * (out.ndim - 1) + b.shape)
         ys = hs @ w
@@ -239,8 +245,7 @@ class SequenceModel:
         self._check_generative()
         B, P = prompt.shape
         state, logits = self.apply_batch(params, prompt, prompt_len)
-        last = (jnp.full((B,), P - 1) if prompt_len is None
-                else jnp.clip(prompt_len - 1, 0, P - 1))
+        last = jnp.full((B,), P - 1) if prompt_len is None else jnp.clip(prompt_len - 1, 0, P - 1)
         return state, jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
 
     def decode_step(self, params: dict, state, token):

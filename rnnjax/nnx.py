@@ -226,13 +226,28 @@ class RNN(_Recurrent):
     ):
         def make_cell(i):
             return cells.SimpleRNN(
-                i, hidden_size, nonlinearity=nonlinearity, kernel_init=kernel_init,
-                recurrent_init=recurrent_init, param_dtype=param_dtype,
+                i,
+                hidden_size,
+                nonlinearity=nonlinearity,
+                kernel_init=kernel_init,
+                recurrent_init=recurrent_init,
+                param_dtype=param_dtype,
             )
 
         super().__init__(
-            make_cell, input_size, num_layers, bidirectional, merge, dropout, input_dropout,
-            recurrent_dropout, zoneout, time_major, deterministic, param_dtype, rngs,
+            make_cell,
+            input_size,
+            num_layers,
+            bidirectional,
+            merge,
+            dropout,
+            input_dropout,
+            recurrent_dropout,
+            zoneout,
+            time_major,
+            deterministic,
+            param_dtype,
+            rngs,
         )
 
 
@@ -293,14 +308,30 @@ class LSTM(_Recurrent):
     ):
         def make_cell(i):
             return cells.LSTM(
-                i, hidden_size, proj_size=proj_size, forget_bias=forget_bias,
-                chrono_t_max=chrono_t_max, kernel_init=kernel_init,
-                recurrent_init=recurrent_init, param_dtype=param_dtype,
+                i,
+                hidden_size,
+                proj_size=proj_size,
+                forget_bias=forget_bias,
+                chrono_t_max=chrono_t_max,
+                kernel_init=kernel_init,
+                recurrent_init=recurrent_init,
+                param_dtype=param_dtype,
             )
 
         super().__init__(
-            make_cell, input_size, num_layers, bidirectional, merge, dropout, input_dropout,
-            recurrent_dropout, zoneout, time_major, deterministic, param_dtype, rngs,
+            make_cell,
+            input_size,
+            num_layers,
+            bidirectional,
+            merge,
+            dropout,
+            input_dropout,
+            recurrent_dropout,
+            zoneout,
+            time_major,
+            deterministic,
+            param_dtype,
+            rngs,
         )
 
 
@@ -346,14 +377,29 @@ class GRU(_Recurrent):
     ):
         def make_cell(i):
             return cells.GRU(
-                i, hidden_size, reset_after=reset_after, chrono_t_max=chrono_t_max,
-                kernel_init=kernel_init, recurrent_init=recurrent_init,
+                i,
+                hidden_size,
+                reset_after=reset_after,
+                chrono_t_max=chrono_t_max,
+                kernel_init=kernel_init,
+                recurrent_init=recurrent_init,
                 param_dtype=param_dtype,
             )
 
         super().__init__(
-            make_cell, input_size, num_layers, bidirectional, merge, dropout, input_dropout,
-            recurrent_dropout, zoneout, time_major, deterministic, param_dtype, rngs,
+            make_cell,
+            input_size,
+            num_layers,
+            bidirectional,
+            merge,
+            dropout,
+            input_dropout,
+            recurrent_dropout,
+            zoneout,
+            time_major,
+            deterministic,
+            param_dtype,
+            rngs,
         )
 
 

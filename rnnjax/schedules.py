@@ -79,6 +79,7 @@ def sampling_schedule(kind: str, **kwargs):
       >>> [round(float(eps(i)), 2) for i in (0, 50, 100, 200)]
       [1.0, 0.6, 0.2, 0.2]
     """
+
     def need(*names, optional=()):
         missing = [n for n in names if n not in kwargs]
         extra = [n for n in kwargs if n not in names and n not in optional]
@@ -101,7 +102,9 @@ def sampling_schedule(kind: str, **kwargs):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an int >= 1; got {steps!r}")
         if not 0.0 <= eps_min <= start <= 1.0:
-            raise ValueError(f"need 0 <= eps_min <= start <= 1; got eps_min={eps_min}, start={start}")
+            raise ValueError(
+                f"need 0 <= eps_min <= start <= 1; got eps_min={eps_min}, start={start}"
+            )
         return optax.linear_schedule(start, eps_min, steps)
     if kind == "exponential":
         need("k")
@@ -113,6 +116,5 @@ def sampling_schedule(kind: str, **kwargs):
         need("k")
         return inverse_sigmoid_decay(kwargs["k"])
     raise ValueError(
-        "kind must be 'constant', 'linear', 'exponential' or 'inverse_sigmoid'; "
-        f"got {kind!r}"
+        f"kind must be 'constant', 'linear', 'exponential' or 'inverse_sigmoid'; got {kind!r}"
     )

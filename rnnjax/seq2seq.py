@@ -84,7 +84,6 @@ from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from rnnjax import attention as attn_lib
@@ -788,7 +787,9 @@ class Seq2Seq:
         _check_feeding(teacher_prob, key, feed)
         T = tgt.shape[0]
         if T == 0:
-            raise ValueError("tgt must hold at least one token (shape (T,) with T >= 1); got shape (0,)")
+            raise ValueError(
+                "tgt must hold at least one token (shape (T,) with T >= 1); got shape (0,)"
+            )
         if not checks.is_concrete(tgt):  # traced ids outside the vocabulary are fed as pad_id
             tgt = jnp.where(checks.valid_tokens(tgt, self.tgt_vocab), tgt, self.pad_id)
         concrete = not isinstance(teacher_prob, jax.core.Tracer)

@@ -112,8 +112,9 @@ def check_call(cell, params, xs, length, state, resets, *, batch_ndim, time_majo
 def run(cell, params, xs, length, state, reverse, resets, config, **masks):
     """Prepared time-major inputs through the engine, outputs back in input order."""
     xs, valid, resets, order = prepare(xs, length, resets, reverse)
-    state, ys = engine.run(cell, params, state, xs, valid=valid, resets=resets,
-                           config=config, **masks)
+    state, ys = engine.run(
+        cell, params, state, xs, valid=valid, resets=resets, config=config, **masks
+    )
     return state, restore_order(ys, order)
 
 
@@ -260,15 +261,15 @@ def pack(sequences, row_length: int):
     """
     row_length = checks.integer("row_length", row_length, 1)
     if not isinstance(sequences, (list, tuple)) or not sequences:
-        raise TypeError(f"sequences must be a non-empty list of arrays; got {checks.describe(sequences)}")
+        raise TypeError(
+            f"sequences must be a non-empty list of arrays; got {checks.describe(sequences)}"
+        )
     arrays = [np.asarray(s) for s in sequences]
     tail = arrays[0].shape[1:]
     fill, index = [], []
     for i, a in enumerate(arrays):
         if a.ndim < 1 or a.shape[1:] != tail:
-            raise ValueError(
-                f"sequences[{i}] must have shape (T_i,) + {tail}; got shape {a.shape}"
-            )
+            raise ValueError(f"sequences[{i}] must have shape (T_i,) + {tail}; got shape {a.shape}")
         if not 1 <= a.shape[0] <= row_length:
             raise ValueError(
                 f"sequences[{i}] must have 1 <= T_i <= row_length={row_length}; got T_i={a.shape[0]}"

@@ -117,7 +117,9 @@ def frozen_labels(params, frozen) -> Any:
         return jax.tree_util.tree_map(lambda _: "trainable", params)
     if callable(frozen):
         flags = frozen(params)
-    elif isinstance(frozen, (tuple, list, set, frozenset)) and all(isinstance(n, str) for n in frozen):
+    elif isinstance(frozen, (tuple, list, set, frozenset)) and all(
+        isinstance(n, str) for n in frozen
+    ):
         names = set(frozen)
         flags = jax.tree_util.tree_map_with_path(
             lambda path, _: any(n in names for n in _path_names(path)), params
@@ -244,7 +246,9 @@ def _lookup(name: str, spaces, what: str):
         fn = getattr(space, name, None)
         if callable(fn):
             return fn
-    raise ValueError(f"{what} must name a function of {', '.join(l for l, _ in spaces)}; got {name!r}")
+    raise ValueError(
+        f"{what} must name a function of {', '.join(l for l, _ in spaces)}; got {name!r}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,8 +278,11 @@ class Schedule:
         from rnnjax import schedules as _schedules
 
         object.__setattr__(self, "kwargs", _kwargs_tuple("kwargs", self.kwargs))
-        factory = _lookup(self.name, (("optax.schedules", optax.schedules),
-                                      ("rnnjax.schedules", _schedules)), "schedule name")
+        factory = _lookup(
+            self.name,
+            (("optax.schedules", optax.schedules), ("rnnjax.schedules", _schedules)),
+            "schedule name",
+        )
         object.__setattr__(self, "fn", factory(**dict(self.kwargs)))
 
     def __call__(self, step):
@@ -334,7 +341,9 @@ class Optimizer:
         try:
             tx = factory(**dict(self.kwargs))
         except TypeError as err:
-            raise TypeError(f"optimizer {self.name!r} does not take {dict(self.kwargs)}: {err}") from err
+            raise TypeError(
+                f"optimizer {self.name!r} does not take {dict(self.kwargs)}: {err}"
+            ) from err
         if not isinstance(tx, optax.GradientTransformation):
             raise ValueError(f"optax.{self.name} is not an optimiser; got {type(tx).__name__}")
         return tx
@@ -440,10 +449,14 @@ def _sequence_mask(length, B: int, T: int):
 def _check_batch(batch, per_step: bool, loss=None, model=None) -> None:
     if not isinstance(batch, dict) or "inputs" not in batch or "targets" not in batch:
         got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-        raise ValueError(f"batch must be a dict with 'inputs', 'targets' and optional 'length'; got {got}")
+        raise ValueError(
+            f"batch must be a dict with 'inputs', 'targets' and optional 'length'; got {got}"
+        )
     x, y = batch["inputs"], batch["targets"]
     if jnp.ndim(x) < 2:
-        raise ValueError(f"batch['inputs'] must be (B, T) tokens or (B, T, I) features; got shape {jnp.shape(x)}")
+        raise ValueError(
+            f"batch['inputs'] must be (B, T) tokens or (B, T, I) features; got shape {jnp.shape(x)}"
+        )
     B, T = jnp.shape(x)[:2]
     want = (B, T) if per_step else (B,)
     if tuple(jnp.shape(y)[: len(want)]) != want:
@@ -473,7 +486,9 @@ def _check_batch(batch, per_step: bool, loss=None, model=None) -> None:
         if checks.is_concrete(n):
             lv = np.asarray(n)
             if lv.size and (lv.min() < 0 or lv.max() > T):
-                raise ValueError(f"batch['length'] must lie in [0, T] = [0, {T}]; got [{lv.min()}, {lv.max()}]")
+                raise ValueError(
+                    f"batch['length'] must lie in [0, T] = [0, {T}]; got [{lv.min()}, {lv.max()}]"
+                )
 
 
 # --------------------------------------------------------------------------- trainer
@@ -528,10 +543,14 @@ class Trainer:
 
     def __post_init__(self):
         if not callable(self.loss) and self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)} or a callable; got {self.loss!r}")
+            raise ValueError(
+                f"loss must be one of {sorted(LOSSES)} or a callable; got {self.loss!r}"
+            )
         if hasattr(self.model, "trainer_loss"):  # a model with its own loss (Seq2Seq)
             if self.loss != "cross_entropy":
-                raise ValueError(f"loss must be the default for a model with its own trainer_loss; got {self.loss!r}")
+                raise ValueError(
+                    f"loss must be the default for a model with its own trainer_loss; got {self.loss!r}"
+                )
         elif getattr(self.model, "head", None) not in ("per_step", "final"):
             raise TypeError(
                 "model must have a head 'per_step' or 'final' (a SequenceModel) or a "
@@ -603,9 +622,12 @@ class Trainer:
             "optimizer": to_spec(self.optimizer, "optimizer"),
             "learning_rate": to_spec(self.learning_rate, "learning_rate"),
             "clip_norm": to_spec(self.clip_norm, "clip_norm"),
-            "frozen": to_spec(list(self.frozen) if isinstance(self.frozen, tuple) else self.frozen,
-                              "frozen"),
-            "optimizer_kwargs": {k: to_spec(v, f"optimizer_kwargs.{k}") for k, v in self.optimizer_kwargs},
+            "frozen": to_spec(
+                list(self.frozen) if isinstance(self.frozen, tuple) else self.frozen, "frozen"
+            ),
+            "optimizer_kwargs": {
+                k: to_spec(v, f"optimizer_kwargs.{k}") for k, v in self.optimizer_kwargs
+            },
         }
 
     @classmethod
@@ -626,8 +648,10 @@ class Trainer:
             learning_rate=from_spec(config["learning_rate"], "learning_rate"),
             clip_norm=from_spec(config["clip_norm"], "clip_norm"),
             frozen=tuple(frozen) if isinstance(frozen, list) else frozen,
-            optimizer_kwargs=tuple((k, from_spec(v, f"optimizer_kwargs.{k}"))
-                                   for k, v in config["optimizer_kwargs"].items()),
+            optimizer_kwargs=tuple(
+                (k, from_spec(v, f"optimizer_kwargs.{k}"))
+                for k, v in config["optimizer_kwargs"].items()
+            ),
         )
 
     def train_step(self, state: TrainState, batch: dict):
@@ -669,7 +693,9 @@ class Trainer:
           ``step`` grows by ``T / k``, ``position`` by one.
         """
         if getattr(self.model, "head", None) != "per_step":
-            raise ValueError(f"tbptt_step needs a per_step head; got model.head={getattr(self.model, 'head', None)!r}")
+            raise ValueError(
+                f"tbptt_step needs a per_step head; got model.head={getattr(self.model, 'head', None)!r}"
+            )
         _check_batch(batch, True, self.loss, self.model)
         T = jnp.shape(batch["inputs"])[1]
         k = checks.integer("k", k, 1)
@@ -686,7 +712,9 @@ class Trainer:
         :meth:`tbptt_step` (which also updates the params between chunks). Differentiable:
         the gradient of chunk ``j``'s loss is zero for every input before chunk ``j``."""
         if self.model.head != "per_step":
-            raise ValueError(f"chunk_losses needs a per_step head; got model.head={self.model.head!r}")
+            raise ValueError(
+                f"chunk_losses needs a per_step head; got model.head={self.model.head!r}"
+            )
         _check_batch(batch, True, self.loss, self.model)
         T = jnp.shape(batch["inputs"])[1]
         k = checks.integer("k", k, 1)
@@ -816,8 +844,11 @@ def _train_step_impl(trainer: Trainer, state: TrainState, batch):
         params, opt_state, m = jax.lax.cond(tokens > 0, update, no_update, None)
     m["tokens"] = tokens
     new = state._replace(
-        step=state.step + 1, position=state.position + 1, params=params,
-        opt_state=opt_state, key=key,
+        step=state.step + 1,
+        position=state.position + 1,
+        params=params,
+        opt_state=opt_state,
+        key=key,
     )
     return new, m
 
@@ -900,8 +931,12 @@ def _tbptt_step_impl(trainer: Trainer, state: TrainState, batch, k: int, statefu
         body, (state.params, state.opt_state, state.key, carry), (xs, ys, lens)
     )
     new = state._replace(
-        step=state.step + n, position=state.position + 1, params=params,
-        opt_state=opt_state, key=key, carry=carry if stateful else state.carry,
+        step=state.step + n,
+        position=state.position + 1,
+        params=params,
+        opt_state=opt_state,
+        key=key,
+        carry=carry if stateful else state.carry,
     )
     return new, m
 
@@ -913,7 +948,11 @@ def _evaluate_impl(trainer: Trainer, params, batch):
     if trainer.loss == "cross_entropy":
         m["perplexity"] = jnp.exp(loss)
         m["accuracy"] = _metrics.accuracy(out, y, mask)
-    m["tokens"] = jnp.sum(mask) if mask is not None else jnp.asarray(math.prod(y.shape[:2 if trainer.model.head == "per_step" else 1]))
+    m["tokens"] = (
+        jnp.sum(mask)
+        if mask is not None
+        else jnp.asarray(math.prod(y.shape[: 2 if trainer.model.head == "per_step" else 1]))
+    )
     return m
 
 
@@ -1033,7 +1072,9 @@ def evaluate_stream(trainer: Trainer, params, windows, *, prefix: str = "") -> d
       96
     """
     if trainer.model.head != "per_step":
-        raise ValueError(f"evaluate_stream needs a per_step head; got model.head={trainer.model.head!r}")
+        raise ValueError(
+            f"evaluate_stream needs a per_step head; got model.head={trainer.model.head!r}"
+        )
     if hasattr(windows, "all_windows"):
         xs, ys = windows.all_windows()
     else:
@@ -1081,12 +1122,19 @@ class EarlyStopping:
     def __post_init__(self):
         if not isinstance(self.metric, str) or not self.metric:
             raise TypeError(f"metric must be a metric name (str); got {self.metric!r}")
-        if isinstance(self.patience, bool) or not isinstance(self.patience, (int, np.integer)) or self.patience < 1:
+        if (
+            isinstance(self.patience, bool)
+            or not isinstance(self.patience, (int, np.integer))
+            or self.patience < 1
+        ):
             raise ValueError(f"patience must be an int >= 1; got {self.patience!r}")
         if self.mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max'; got {self.mode!r}")
-        if isinstance(self.min_delta, bool) or not isinstance(self.min_delta, (int, float, np.floating)) \
-                or not (math.isfinite(self.min_delta) and self.min_delta >= 0):
+        if (
+            isinstance(self.min_delta, bool)
+            or not isinstance(self.min_delta, (int, float, np.floating))
+            or not (math.isfinite(self.min_delta) and self.min_delta >= 0)
+        ):
             raise ValueError(f"min_delta must be a finite float >= 0; got {self.min_delta!r}")
 
     def init(self) -> list:
@@ -1099,7 +1147,11 @@ class EarlyStopping:
         best = tracker[0]
         better = math.isfinite(value) and (
             not math.isfinite(best)
-            or (value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta)
+            or (
+                value < best - self.min_delta
+                if self.mode == "min"
+                else value > best + self.min_delta
+            )
         )
         if better:
             tracker[0], tracker[1] = value, 0
@@ -1140,7 +1192,11 @@ def _read_log(path, upto: int) -> list:
                 row = json.loads(line)
             except ValueError:
                 continue  # a line cut short by a kill: it is written again
-            if isinstance(row, dict) and isinstance(row.get("position"), int) and row["position"] <= upto:
+            if (
+                isinstance(row, dict)
+                and isinstance(row.get("position"), int)
+                and row["position"] <= upto
+            ):
                 rows.append(row)
     seen, kept = set(), []
     for row in rows:
@@ -1236,11 +1292,15 @@ def fit(
     if reset_every is not None and not stateful:
         raise ValueError("reset_every applies to stateful training; got stateful=False")
     if evaluate is not None and not callable(evaluate):
-        raise TypeError(f"evaluate must be a callable params -> dict; got {type(evaluate).__name__}")
+        raise TypeError(
+            f"evaluate must be a callable params -> dict; got {type(evaluate).__name__}"
+        )
     if eval_every is not None:
         eval_every = checks.integer("eval_every", eval_every, 1)
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
-        raise TypeError(f"early_stopping must be an EarlyStopping; got {type(early_stopping).__name__}")
+        raise TypeError(
+            f"early_stopping must be an EarlyStopping; got {type(early_stopping).__name__}"
+        )
     history = []
     start = int(state.position)
     past = _read_log(log_path, start) if log_path is not None else []
@@ -1271,7 +1331,9 @@ def fit(
             if evaluated:
                 ev = evaluate(state.params)
                 if not isinstance(ev, dict):
-                    raise TypeError(f"evaluate must return a dict of metrics; got {type(ev).__name__}")
+                    raise TypeError(
+                        f"evaluate must return a dict of metrics; got {type(ev).__name__}"
+                    )
                 m.update({k: _host_number(k, v) for k, v in ev.items()})
             if tracker is not None and early_stopping.metric in m:
                 stop = early_stopping.update(tracker, m[early_stopping.metric])
@@ -1334,8 +1396,11 @@ def _scalar_metrics(m: dict) -> dict:
         if isinstance(v, list):
             if k == "loss" and isinstance(m.get("tokens"), list):
                 skipped = m.get("skipped") or [False] * len(v)
-                pairs = [(float(x), t) for x, t, s in zip(v, m["tokens"], skipped)
-                         if t > 0 and not s and math.isfinite(float(x))]
+                pairs = [
+                    (float(x), t)
+                    for x, t, s in zip(v, m["tokens"], skipped)
+                    if t > 0 and not s and math.isfinite(float(x))
+                ]
                 w = sum(t for _, t in pairs)
                 v = sum(x * t for x, t in pairs) / w if w else math.nan
             elif k in ("tokens",):

@@ -102,7 +102,9 @@ def matmul_t(a: jax.Array, w_t: jax.Array, dtype=None) -> jax.Array:
     cd = jnp.dtype(dtype) if dtype is not None else w_t.dtype
     out = jnp.promote_types(jnp.float32, jnp.promote_types(cd, a.dtype))
     return jax.lax.dot_general(
-        a.astype(cd), w_t.astype(cd), (((a.ndim - 1,), (1,)), ((), ())),
+        a.astype(cd),
+        w_t.astype(cd),
+        (((a.ndim - 1,), (1,)), ((), ())),
         preferred_element_type=out,
     )
 
@@ -231,9 +233,7 @@ class Cell:
     def initial_state(self, dtype=None):
         """The zero state, float32 unless ``dtype`` says otherwise."""
         dtype = jnp.float32 if dtype is None else checks.floating_dtype("dtype", dtype)
-        return self.State(
-            **{k: jnp.zeros((n,), dtype) for k, n in self._state_sizes().items()}
-        )
+        return self.State(**{k: jnp.zeros((n,), dtype) for k, n in self._state_sizes().items()})
 
     def _state_sizes(self) -> dict:
         return {"h": self.hidden_size}

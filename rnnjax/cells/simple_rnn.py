@@ -110,4 +110,3 @@ class _RNNKernel:
 
     def tangent(self, w_t, a, ds, dxp, u):
         return SimpleRNNState(h=a * (dxp + u + matmul_t(ds.h, w_t, self.cell.dtype)))
-

@@ -792,8 +792,9 @@ def forecast(cell, params, readout, warmup, n_steps: int, *, state=None):
     n_steps = checks.integer("n_steps", n_steps, 1)
     warmup, _ = prepare(cell, params, warmup, state, None, name="warmup")
     if warmup.shape[0] < 1:
-        raise ValueError(f"warmup must hold at least one observation (T >= 1); got shape "
-                         f"{warmup.shape}")
+        raise ValueError(
+            f"warmup must hold at least one observation (T >= 1); got shape {warmup.shape}"
+        )
     O, with_input = ro.check_readout(readout, cell.hidden_size, cell.input_size)
     if with_input:
         raise ValueError(

@@ -83,4 +83,7 @@ def load_digit_sequences(mode: str = "rows", *, test_fraction: float = 0.25, see
     perm = np.random.default_rng(seed).permutation(len(y))
     n_test = int(round(test_fraction * len(y)))
     te, tr = perm[:n_test], perm[n_test:]
-    return {"train": {"inputs": x[tr], "targets": y[tr]}, "test": {"inputs": x[te], "targets": y[te]}}
+    return {
+        "train": {"inputs": x[tr], "targets": y[tr]},
+        "test": {"inputs": x[te], "targets": y[te]},
+    }

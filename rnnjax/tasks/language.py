@@ -79,10 +79,10 @@ class MarkovSource:
         _check_int("order", self.order, 1)
         if not float(self.concentration) > 0:
             raise ValueError(f"concentration must be > 0; got {self.concentration!r}")
-        if self.vocab_size ** self.order > _MAX_CONTEXTS:
+        if self.vocab_size**self.order > _MAX_CONTEXTS:
             raise ValueError(
                 f"vocab_size ** order must be <= {_MAX_CONTEXTS} contexts; got "
-                f"{self.vocab_size}**{self.order} = {self.vocab_size ** self.order}"
+                f"{self.vocab_size}**{self.order} = {self.vocab_size**self.order}"
             )
 
     @functools.cached_property
@@ -91,14 +91,14 @@ class MarkovSource:
         ``s = sum_j x_{t-k+j} V**(k-1-j)`` (the oldest symbol most significant)."""
         rng = np.random.default_rng(self.seed)
         V = self.vocab_size
-        p = rng.dirichlet(np.full(V, float(self.concentration)), size=V ** self.order)
+        p = rng.dirichlet(np.full(V, float(self.concentration)), size=V**self.order)
         p = np.maximum(p, 1e-300)  # keep every transition possible: the chain is ergodic
         return p / p.sum(axis=1, keepdims=True)
 
     @functools.cached_property
     def stationary(self) -> np.ndarray:
         """``(V**k,)`` float64 stationary distribution over contexts (exact linear solve)."""
-        V, S = self.vocab_size, self.vocab_size ** self.order
+        V, S = self.vocab_size, self.vocab_size**self.order
         P = self.transitions
         # context s = (rest..., c_old) -> s' = ((s mod V**(k-1)) * V + c)
         M = np.zeros((S, S))
@@ -145,7 +145,7 @@ class MarkovSource:
         _check_int("batch_size", B, 1)
         rng = np.random.default_rng(seed)
         V, k = self.vocab_size, self.order
-        S = V ** k
+        S = V**k
         cum = self._cumulative()
         out = np.empty((B, length), np.int32)
         ctx = rng.choice(S, size=B, p=self.stationary)
@@ -181,7 +181,9 @@ class MarkovSource:
         return {"inputs": s[:, :seq_len], "targets": s[:, 1 : seq_len + 1]}
 
 
-def window_batch(tokens: np.ndarray, position: int, batch_size: int, seq_len: int, *, seed: int = 0) -> dict:
+def window_batch(
+    tokens: np.ndarray, position: int, batch_size: int, seq_len: int, *, seed: int = 0
+) -> dict:
     """Random windows of a token stream for data position ``position`` (seeded by
     ``(seed, position)``).
 
@@ -245,7 +247,9 @@ class StreamBatcher:
         _check_int("batch_size", batch_size, 1)
         _check_int("seq_len", seq_len, 1)
         if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
-            raise ValueError(f"tokens must be a 1-D integer stream; got shape {tokens.shape} and dtype {tokens.dtype}")
+            raise ValueError(
+                f"tokens must be a 1-D integer stream; got shape {tokens.shape} and dtype {tokens.dtype}"
+            )
         length = tokens.shape[0] // batch_size  # tokens per stream (inputs and the last target)
         if length < seq_len + 1:
             raise ValueError(
@@ -302,8 +306,9 @@ class TextCorpus:
       (26, 7)
     """
 
-    def __init__(self, text: str, vocab: Optional[Sequence[str]] = None, *,
-                 train_fraction: float = 0.9):
+    def __init__(
+        self, text: str, vocab: Optional[Sequence[str]] = None, *, train_fraction: float = 0.9
+    ):
         if not isinstance(text, str):
             raise TypeError(f"text must be a str; got {type(text).__name__}")
         if not text:
@@ -311,7 +316,9 @@ class TextCorpus:
         if vocab is None:
             vocab = sorted(set(text))
         vocab = tuple(vocab)
-        if len(set(vocab)) != len(vocab) or not all(isinstance(c, str) and len(c) == 1 for c in vocab):
+        if len(set(vocab)) != len(vocab) or not all(
+            isinstance(c, str) and len(c) == 1 for c in vocab
+        ):
             raise ValueError(f"vocab must be distinct single characters; got {vocab!r}")
         self.vocab = vocab
         self._index = {c: i for i, c in enumerate(vocab)}
@@ -329,8 +336,14 @@ class TextCorpus:
         return float(fraction)
 
     @classmethod
-    def from_file(cls, path, vocab: Optional[Sequence[str]] = None, encoding: str = "utf-8",
-                  *, train_fraction: float = 0.9) -> "TextCorpus":
+    def from_file(
+        cls,
+        path,
+        vocab: Optional[Sequence[str]] = None,
+        encoding: str = "utf-8",
+        *,
+        train_fraction: float = 0.9,
+    ) -> "TextCorpus":
         """Read the corpus from the plain text file at ``path``."""
         path = os.fspath(path)
         if not os.path.isfile(path):
@@ -339,7 +352,9 @@ class TextCorpus:
             with open(path, encoding=encoding) as f:
                 text = f.read()
         except UnicodeDecodeError as err:
-            raise ValueError(f"text file {os.path.abspath(path)} is not valid {encoding}: {err}") from err
+            raise ValueError(
+                f"text file {os.path.abspath(path)} is not valid {encoding}: {err}"
+            ) from err
         if not text:
             raise ValueError(f"text file {os.path.abspath(path)} is empty")
         return cls(text, vocab, train_fraction=train_fraction)
@@ -359,7 +374,9 @@ class TextCorpus:
         """Indices -> text."""
         ids = np.asarray(ids)
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(f"ids must lie in [0, {self.vocab_size}); got [{ids.min()}, {ids.max()}]")
+            raise ValueError(
+                f"ids must lie in [0, {self.vocab_size}); got [{ids.min()}, {ids.max()}]"
+            )
         return "".join(self.vocab[i] for i in ids.ravel())
 
     def _n_train(self) -> int:
@@ -386,7 +403,7 @@ class TextCorpus:
     @property
     def valid_tokens(self) -> np.ndarray:
         """The validation part ``(N - N_train,)`` (empty with ``train_fraction=1``)."""
-        return self.tokens[self._n_train():]
+        return self.tokens[self._n_train() :]
 
     def batch(self, position: int, batch_size: int, seq_len: int, *, seed: int = 0) -> dict:
         """Random windows of the training part for data position ``position``
@@ -401,5 +418,6 @@ class TextCorpus:
         """
         if part not in ("train", "valid"):
             raise ValueError(f"part must be 'train' or 'valid'; got {part!r}")
-        return StreamBatcher(self.train_tokens if part == "train" else self.valid_tokens,
-                             batch_size, seq_len)
+        return StreamBatcher(
+            self.train_tokens if part == "train" else self.valid_tokens, batch_size, seq_len
+        )

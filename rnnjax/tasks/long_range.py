@@ -130,7 +130,7 @@ def copy_task(batch_size: int, T: int, *, n_symbols: int = 8, n_copy: int = 10, 
     x[:, :n_copy] = sym
     x[:, T + n_copy - 1] = n_symbols + 1
     y = np.full((batch_size, L), COPY_BLANK, np.int32)
-    y[:, T + n_copy:] = sym
+    y[:, T + n_copy :] = sym
     return {"inputs": x, "targets": y}
 
 

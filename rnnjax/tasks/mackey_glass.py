@@ -66,7 +66,11 @@ def mackey_glass(
       >>> x.shape, 0.2 < float(x.min()) < float(x.max()) < 1.5
       ((500,), True)
     """
-    for name, v, lo in (("n_samples", n_samples, 1), ("discard", discard, 0), ("subsample", subsample, 1)):
+    for name, v, lo in (
+        ("n_samples", n_samples, 1),
+        ("discard", discard, 0),
+        ("subsample", subsample, 1),
+    ):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{name} must be an int >= {lo}; got {v!r}")
     if not (float(tau) > 0):

@@ -21,8 +21,9 @@ import numpy as np
 __all__ = ["memory_task"]
 
 
-def memory_task(n_samples: int, max_delay: int, *, seed: int = 0, low: float = -0.5,
-                high: float = 0.5):
+def memory_task(
+    n_samples: int, max_delay: int, *, seed: int = 0, low: float = -0.5, high: float = 0.5
+):
     """Input and delayed targets for the memory capacity task.
 
     Args:

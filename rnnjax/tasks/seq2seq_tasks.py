@@ -116,8 +116,9 @@ def _symbol_task(n, min_len, max_len, n_symbols, seed, pad_to, transform) -> Seq
     return _pack(srcs, tgts, S, S + 1)
 
 
-def reversal(n: int, min_len: int, max_len: int, n_symbols: int = 10, seed=0,
-             pad_to=None) -> Seq2SeqData:
+def reversal(
+    n: int, min_len: int, max_len: int, n_symbols: int = 10, seed=0, pad_to=None
+) -> Seq2SeqData:
     """Reverse a sequence of random symbols.
 
     Args:
@@ -139,8 +140,9 @@ def reversal(n: int, min_len: int, max_len: int, n_symbols: int = 10, seed=0,
     return _symbol_task(n, min_len, max_len, n_symbols, seed, pad_to, lambda s: s[::-1])
 
 
-def sorting(n: int, min_len: int, max_len: int, n_symbols: int = 10, seed=0,
-            pad_to=None) -> Seq2SeqData:
+def sorting(
+    n: int, min_len: int, max_len: int, n_symbols: int = 10, seed=0, pad_to=None
+) -> Seq2SeqData:
     """Sort a sequence of random symbols (ascending token id); arguments as :func:`reversal`.
 
     Example:
@@ -155,20 +157,67 @@ def sorting(n: int, min_len: int, max_len: int, n_symbols: int = 10, seed=0,
 # --------------------------------------------------------------------------- dates
 
 _UNITS = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-_TEENS = ["ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
-          "seventeen", "eighteen", "nineteen"]
-_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty",
-         "ninety"]
-_ORD_UNITS = ["", "first", "second", "third", "fourth", "fifth", "sixth", "seventh",
-              "eighth", "ninth"]
-_ORD_TEENS = ["tenth", "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth",
-              "sixteenth", "seventeenth", "eighteenth", "nineteenth"]
-_MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august",
-           "september", "october", "november", "december"]
+_TEENS = [
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_ORD_UNITS = [
+    "",
+    "first",
+    "second",
+    "third",
+    "fourth",
+    "fifth",
+    "sixth",
+    "seventh",
+    "eighth",
+    "ninth",
+]
+_ORD_TEENS = [
+    "tenth",
+    "eleventh",
+    "twelfth",
+    "thirteenth",
+    "fourteenth",
+    "fifteenth",
+    "sixteenth",
+    "seventeenth",
+    "eighteenth",
+    "nineteenth",
+]
+_MONTHS = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+]
 
 #: Word orders of :func:`dates`: ``{d}`` day ordinal, ``{m}`` month, ``{y}`` year.
-DATE_FORMATS = ("{d} {m} {y}", "{d} of {m} {y}", "the {d} of {m} {y}", "{m} {d} {y}",
-                "{m} the {d} {y}", "{m} {d} in the year {y}")
+DATE_FORMATS = (
+    "{d} {m} {y}",
+    "{d} of {m} {y}",
+    "the {d} of {m} {y}",
+    "{m} {d} {y}",
+    "{m} the {d} {y}",
+    "{m} {d} in the year {y}",
+)
 
 
 def _two_digits(n: int) -> list:
@@ -218,8 +267,18 @@ def date_words(date: datetime.date, fmt: str = DATE_FORMATS[0]) -> list:
 
 def _date_vocab() -> tuple:
     words = set(_UNITS[1:] + _TEENS + _TENS[2:] + _ORD_UNITS[1:] + _ORD_TEENS + _MONTHS)
-    words |= {"twentieth", "thirtieth", "hundred", "thousand", "and", "oh", "of", "the",
-              "in", "year"}
+    words |= {
+        "twentieth",
+        "thirtieth",
+        "hundred",
+        "thousand",
+        "and",
+        "oh",
+        "of",
+        "the",
+        "in",
+        "year",
+    }
     return SPECIALS + tuple(sorted(words))
 
 
@@ -229,8 +288,13 @@ DATE_SRC_VOCAB = _date_vocab()
 DATE_TGT_VOCAB = SPECIALS + tuple("0123456789-")
 
 
-def dates(n: int, seed=0, start=datetime.date(1900, 1, 1), end=datetime.date(2099, 12, 31),
-          formats: Sequence[str] = DATE_FORMATS) -> Seq2SeqData:
+def dates(
+    n: int,
+    seed=0,
+    start=datetime.date(1900, 1, 1),
+    end=datetime.date(2099, 12, 31),
+    formats: Sequence[str] = DATE_FORMATS,
+) -> Seq2SeqData:
     """Dates written out in words to ISO 8601 (``YYYY-MM-DD``), one character per token.
 
     Args:

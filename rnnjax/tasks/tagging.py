@@ -32,8 +32,9 @@ def _labels(x: np.ndarray, d: int, V: int, length: np.ndarray) -> np.ndarray:
     return np.where(t < length[:, None], y, 0).astype(np.int32)
 
 
-def future_tagging(batch_size: int, T: int, *, vocab_size: int = 4, delay: int = 1,
-                   min_length=None, seed=0) -> dict:
+def future_tagging(
+    batch_size: int, T: int, *, vocab_size: int = 4, delay: int = 1, min_length=None, seed=0
+) -> dict:
     """A batch of the future-dependent tagging task.
 
     Args:
@@ -101,6 +102,8 @@ def future_blind_bound(length, *, vocab_size: int = 4, delay: int = 1) -> float:
     _check_int("delay", delay, 1)
     n = np.atleast_1d(np.asarray(length, np.int64))
     if n.ndim != 1 or n.size == 0 or n.min() < 0 or n.sum() == 0:
-        raise ValueError(f"length must be an int >= 1 or a non-empty array of lengths >= 0 with a positive sum; got {length!r}")
+        raise ValueError(
+            f"length must be an int >= 1 or a non-empty array of lengths >= 0 with a positive sum; got {length!r}"
+        )
     with_future = np.maximum(n - delay, 0)
     return float((with_future / vocab_size + np.minimum(n, delay)).sum() / n.sum())

@@ -444,11 +444,13 @@ class EchoState(_Base):
 class Recurrent(_Recurrent):
     """Layers of any rnnjax cell class as a linen module (a new cell needs no new module).
 
-    Attributes: those of :class:`RNN` (but ``nonlinearity``), and
+    The attributes are those of :class:`RNN` (but ``nonlinearity``), and:
 
-      cell: the cell class, called as ``cell(input_size, hidden_size, **options,
-        kernel_init=..., recurrent_init=..., param_dtype=..., dtype=...)``, e.g.
-        :class:`rnnjax.MinGRU`, :class:`rnnjax.MinLSTM`, :class:`rnnjax.LRU`.
+    Attributes:
+      cell: the cell class, called as
+        ``cell(input_size, hidden_size, **options, kernel_init=..., recurrent_init=...,
+        param_dtype=..., dtype=...)``, e.g. :class:`rnnjax.MinGRU`,
+        :class:`rnnjax.MinLSTM`, :class:`rnnjax.LRU`.
       options: the cell's other hyperparameters as ``(name, value)`` pairs (hashable).
 
     Example:

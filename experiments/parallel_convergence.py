@@ -47,7 +47,7 @@ def main():
     xs = jax.random.normal(jax.random.key(SEED + 1), (T, I))
     solvers = {
         name: jax.jit(
-            lambda p, j=j, d=d: parallel.solve(
+            lambda p, j=j, d=d: rj.parallel_solve(
                 cell,
                 p,
                 xs,

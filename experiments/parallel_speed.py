@@ -96,7 +96,7 @@ def measure(kind, B, T, H, reps):
         out["fell_back"] = any(isinstance(x.message, parallel.NotConvergedWarning) for x in w)
     out["train_temp_bytes"] = memory(step, p, xs)
     if kind.endswith("deer"):
-        _, ys, info = parallel.solve(cell, p, xs, options=cfg.parallel)
+        _, ys, info = rj.parallel_solve(cell, p, xs, options=cfg.parallel)
         ref = rj.unroll_batch(cell, p, xs)[1]
         out.update(
             iterations=int(info.iterations),

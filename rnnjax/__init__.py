@@ -48,7 +48,7 @@ from rnnjax.esn import EchoState, EchoStateState
 from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked, dropout
 from rnnjax.models import SequenceModel
 from rnnjax.seq2seq import Seq2Seq
-from rnnjax.sequence import pack, unpack, unroll, unroll_batch
+from rnnjax.sequence import pack, parallel_solve, unpack, unroll, unroll_batch
 from rnnjax.train import EarlyStopping, Trainer, TrainState, fit, make_optimizer
 
 __version__ = "0.1.0"
@@ -110,6 +110,7 @@ __all__ = [
     # sequences and layers
     "unroll",
     "unroll_batch",
+    "parallel_solve",
     "ScanConfig",
     "pack",
     "unpack",

@@ -66,7 +66,6 @@ __all__ = [
     "NewtonInfo",
     "linear_scan",
     "default_scan",
-    "solve",
     "NotConvergedWarning",
 ]
 
@@ -142,7 +141,7 @@ class NewtonInfo(NamedTuple):
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
       >>> cell = rj.SimpleRNN(2, 3)
-      >>> _, _, info = rj.parallel.solve(cell, cell.init(jax.random.key(0)), jnp.ones((6, 2)))
+      >>> _, _, info = rj.parallel_solve(cell, cell.init(jax.random.key(0)), jnp.ones((6, 2)))
       >>> info._fields
       ('iterations', 'residual', 'converged', 'fell_back')
     """
@@ -579,75 +578,3 @@ def _warn(converged, res, k, tol):
             NotConvergedWarning,
             stacklevel=2,
         )
-
-
-# --------------------------------------------------------------------------- solve
-
-
-def solve(
-    cell,
-    params,
-    xs,
-    length=None,
-    state=None,
-    reverse=False,
-    *,
-    resets=None,
-    options: Optional[ParallelOptions] = None,
-    time_major: bool = False,
-):
-    """:func:`rnnjax.unroll_batch` with ``method="parallel"``, returning the diagnostics.
-
-    The same semantics (lengths, reverse, resets, any number of batch axes, also none:
-    ``xs`` ``(T, I)``) and the same results as ``unroll_batch(...,
-    config=ScanConfig(method="parallel", parallel=options))``, plus what the Newton solve
-    did. One solve serves the whole batch: the iterations stop when every sequence meets
-    the tolerance.
-
-    Args:
-      cell, params, xs, length, state, reverse, resets, time_major: as in
-        :func:`rnnjax.unroll_batch`.
-      options: a :class:`ParallelOptions` (default ``ParallelOptions()``).
-
-    Returns:
-      ``(state, ys, info)``: ``info`` a :class:`NewtonInfo` for cells without a linear
-      form, ``None`` for cells with one (a parallel scan is exact: nothing to report).
-
-    Example:
-      >>> import jax, jax.numpy as jnp, rnnjax as rj
-      >>> cell = rj.GRU(2, 3)
-      >>> p = cell.init(jax.random.key(0))
-      >>> st, ys, info = rj.parallel.solve(cell, p, jnp.ones((8, 2)))
-      >>> bool(info.converged), bool(info.fell_back), ys.shape
-      (True, False, (8, 3))
-    """
-    from rnnjax import engine, sequence  # the engine imports this module
-
-    checks.boolean("reverse", reverse)
-    checks.boolean("time_major", time_major)
-    if options is not None and not isinstance(options, ParallelOptions):
-        raise TypeError(
-            f"options must be an rnnjax.parallel.ParallelOptions; got {checks.describe(options)}"
-        )
-    xs = jnp.asarray(xs) if isinstance(xs, np.ndarray) else xs
-    one = getattr(xs, "ndim", 0) == 2
-    if one:  # one sequence (T, I)
-        xs = xs[:, None]
-        resets = None if resets is None else jnp.asarray(resets)[:, None]
-        length = None if length is None else jnp.reshape(jnp.asarray(length), (1,))
-        state = None if state is None else jax.tree_util.tree_map(lambda a: a[None], state)
-        time_major = True
-    xs, batch, length, state, resets = sequence.check_call(
-        cell, params, xs, length, state, resets, batch_ndim=None, time_major=time_major
-    )
-    xs, valid, resets, order = sequence.prepare(xs, length, resets, reverse)
-    config = engine.ScanConfig(method="parallel", parallel=options)
-    state, ys, info = engine.run(
-        cell, params, state, xs, valid=valid, resets=resets, config=config, return_info=True
-    )
-    ys = sequence.restore_order(ys, order)
-    if one:
-        return jax.tree_util.tree_map(lambda a: a[0], state), ys[:, 0], info
-    if not time_major:
-        ys = jnp.moveaxis(ys, 0, len(batch))
-    return state, ys, info

@@ -34,9 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import checks, engine
+from rnnjax import parallel as par
 from rnnjax.cells.base import param_shapes, state_dtype
 
-__all__ = ["unroll", "unroll_batch", "pack", "unpack"]
+__all__ = ["unroll", "unroll_batch", "parallel_solve", "pack", "unpack"]
 
 
 def _bcast(mask, leaf):
@@ -306,3 +307,73 @@ def unpack(ys, index):
       [(3, 1), (2, 1)]
     """
     return [ys[row, start : start + n] for row, start, n in index]
+
+
+# --------------------------------------------------------------------------- solve
+
+
+def parallel_solve(
+    cell,
+    params,
+    xs,
+    length=None,
+    state=None,
+    reverse=False,
+    *,
+    resets=None,
+    options: Optional[par.ParallelOptions] = None,
+    time_major: bool = False,
+):
+    """:func:`rnnjax.unroll_batch` with ``method="parallel"``, returning the diagnostics.
+
+    The same semantics (lengths, reverse, resets, any number of batch axes, also none:
+    ``xs`` ``(T, I)``) and the same results as ``unroll_batch(...,
+    config=ScanConfig(method="parallel", parallel=options))``, plus what the Newton solve
+    did. One solve serves the whole batch: the iterations stop when every sequence meets
+    the tolerance.
+
+    Args:
+      cell, params, xs, length, state, reverse, resets, time_major: as in
+        :func:`rnnjax.unroll_batch`.
+      options: a :class:`rnnjax.parallel.ParallelOptions` (default ``ParallelOptions()``).
+
+    Returns:
+      ``(state, ys, info)``: ``info`` a :class:`rnnjax.parallel.NewtonInfo` for cells without a linear
+      form, ``None`` for cells with one (a parallel scan is exact: nothing to report).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> cell = rj.GRU(2, 3)
+      >>> p = cell.init(jax.random.key(0))
+      >>> st, ys, info = rj.parallel_solve(cell, p, jnp.ones((8, 2)))
+      >>> bool(info.converged), bool(info.fell_back), ys.shape
+      (True, False, (8, 3))
+    """
+    checks.boolean("reverse", reverse)
+    checks.boolean("time_major", time_major)
+    if options is not None and not isinstance(options, par.ParallelOptions):
+        raise TypeError(
+            f"options must be an rnnjax.parallel.ParallelOptions; got {checks.describe(options)}"
+        )
+    xs = jnp.asarray(xs) if isinstance(xs, np.ndarray) else xs
+    one = getattr(xs, "ndim", 0) == 2
+    if one:  # one sequence (T, I)
+        xs = xs[:, None]
+        resets = None if resets is None else jnp.asarray(resets)[:, None]
+        length = None if length is None else jnp.reshape(jnp.asarray(length), (1,))
+        state = None if state is None else jax.tree_util.tree_map(lambda a: a[None], state)
+        time_major = True
+    xs, batch, length, state, resets = check_call(
+        cell, params, xs, length, state, resets, batch_ndim=None, time_major=time_major
+    )
+    xs, valid, resets, order = prepare(xs, length, resets, reverse)
+    config = engine.ScanConfig(method="parallel", parallel=options)
+    state, ys, info = engine.run(
+        cell, params, state, xs, valid=valid, resets=resets, config=config, return_info=True
+    )
+    ys = restore_order(ys, order)
+    if one:
+        return jax.tree_util.tree_map(lambda a: a[0], state), ys[:, 0], info
+    if not time_major:
+        ys = jnp.moveaxis(ys, 0, len(batch))
+    return state, ys, info

@@ -421,7 +421,7 @@ def test_newton_echo_state_per_example_and_random_configs():
         cell = [rj.SimpleRNN, rj.GRU][k % 2](I, h)
         p = cell.init(jax.random.key(k))
         x = jax.random.normal(jax.random.key(10 + k), (3, int(rng.integers(5, 40)), I))
-        st, ys, info = parallel.solve(cell, p, x, options=parallel.ParallelOptions(tol=1e-6))
+        st, ys, info = rj.parallel_solve(cell, p, x, options=parallel.ParallelOptions(tol=1e-6))
         _, ref = rj.unroll_batch(cell, p, x)
         assert bool(info.converged) and not bool(info.fell_back)
         np.testing.assert_allclose(ys, ref, atol=1e-5)
@@ -458,7 +458,7 @@ def test_newton_that_does_not_converge_falls_back_and_flags_it():
     overflows; the result is the sequential scan's, with a warning and the flag."""
     cell, p, xs = _chaotic()
     opts = parallel.ParallelOptions(jacobian="full", max_iter=8)
-    run = jax.jit(lambda p: parallel.solve(cell, p, xs, options=opts))
+    run = jax.jit(lambda p: rj.parallel_solve(cell, p, xs, options=opts))
     with pytest.warns(parallel.NotConvergedWarning, match="did not converge"):
         st, ys, info = run(p)
         jax.effects_barrier()
@@ -488,10 +488,10 @@ def test_damping_converges_where_undamped_newton_fails():
     xs = jax.random.normal(jax.random.key(1), (200, I))  # long enough to overflow undamped
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", parallel.NotConvergedWarning)
-        _, _, plain = parallel.solve(
+        _, _, plain = rj.parallel_solve(
             cell, p, xs, options=parallel.ParallelOptions(jacobian="full", max_iter=xs.shape[0])
         )
-        _, ys, damped = parallel.solve(
+        _, ys, damped = rj.parallel_solve(
             cell,
             p,
             xs,
@@ -521,7 +521,7 @@ def test_config_and_options_checks_and_auto(monkeypatch):
     with pytest.raises(ValueError, match="damping"):
         parallel.ParallelOptions(damping=-1.0)
     with pytest.raises(TypeError, match="options must be"):
-        parallel.solve(
+        rj.parallel_solve(
             rj.GRU(1, 2),
             rj.GRU(1, 2).init(jax.random.key(0)),
             jnp.ones((3, 1)),

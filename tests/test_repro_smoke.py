@@ -1,7 +1,7 @@
 """Smoke test of the reproduction scripts: each ``--quick`` preset runs and writes its JSON.
 
-Every preset runs in the default test run (about two and a half minutes together on the
-2-core CPU); the first three also check a figure of their claim.
+The checked presets and the quicker others run in the default test run; the four slowest
+(each 20-45 s on the 2-core CPU) run with ``-m slow``, to keep CI under its time budget.
 """
 
 import json
@@ -79,7 +79,7 @@ def test_quick_preset(name, tmp_path):
     if name == "repro_packing":
         # packing computes fewer padded steps, and each sequence's loss is what it is alone
         assert result["packed"]["real_share"] > result["padded"]["real_share"]
-        assert result["packed"]["real_share"] > 0.9
+        assert result["packed"]["real_share"] > 0.8
         assert result["max_abs_loss_difference"] < 1e-4
     if name == "repro_clipping":
         for k, r in result["runs"].items():
@@ -87,6 +87,12 @@ def test_quick_preset(name, tmp_path):
                 assert r["nonfinite_losses"] == 0 and math.isfinite(r["test_mse"])
 
 
-@pytest.mark.parametrize("name", OTHERS)
+_SLOW_PRESETS = {"repro_dropout", "repro_lstm_gru_esn", "repro_long_range", "repro_tbptt"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=[pytest.mark.slow] if n in _SLOW_PRESETS else []) for n in OTHERS],
+)
 def test_quick_preset_runs(name, tmp_path):
     _run(name, tmp_path)

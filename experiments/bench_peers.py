@@ -283,7 +283,7 @@ def _has(module: str) -> bool:
 # impl name -> (builder, cells it has, availability check)
 IMPLS = {
     "rnnjax": (_rnnjax, ("lstm", "gru", "rnn"), lambda backend: True),
-    "rnnjax_alt": (_rnnjax_alternative, ("lstm", "gru"), lambda backend: True),
+    "rnnjax_alt": (_rnnjax_alternative, ("lstm", "gru", "rnn"), lambda backend: True),
     "torch": (_torch, ("lstm", "gru", "rnn"), lambda backend: backend == "cpu" and _has("torch")),
     "flax": (_flax, ("lstm", "gru", "rnn"), lambda backend: _has("flax")),
     "equinox": (_equinox, ("lstm", "gru"), lambda backend: _has("equinox")),

@@ -12,9 +12,11 @@ same derivatives of every order, in forward and reverse mode:
   optionally rematerialised (``remat=``: only every ``k``-th state is kept and the steps in
   between are recomputed in the backward pass, Chen et al. 2016). Any cell.
 - ``"fused"``: for cells with a kernel (:class:`rnnjax.cells.base.Kernel`: the built-in
-  LSTM, GRU and SimpleRNN). A :func:`jax.custom_jvp`: the forward scan saves the gate
-  activations; the tangent is a second scan that carries only ``dh`` (and ``dc``), with
-  every parameter's tangent formed for all steps at once outside the loop. Reverse mode
+  LSTM, GRU and SimpleRNN). A :func:`jax.custom_jvp`: the forward scan saves the
+  coefficients of each step's local linear map (formed in the loop, where the gate
+  activations are still in cache); the tangent is a second scan that carries only ``dh``
+  (and ``dc``) and reads one input per step, every parameter's tangent formed for all
+  steps at once outside the loop as 2-D products. Reverse mode
   is JAX's transpose of that tangent map, so the backward pass carries only ``dh`` back
   through ``w_hh`` and the weight gradients are single large products over all steps and
   batch rows (Appleyard et al. 2016, as cuDNN does). Higher orders are autodiff of the
@@ -49,7 +51,7 @@ from jax.custom_derivatives import SymbolicZero
 from rnnjax import checks
 from rnnjax import parallel as par
 
-__all__ = ["ScanConfig", "run", "resolve_backward", "default_projection"]
+__all__ = ["ScanConfig", "run", "resolve_backward", "default_projection", "compute_dtype"]
 
 BACKWARDS = ("auto", "reference", "fused")
 PROJECTIONS = ("auto", "loop", "hoist")
@@ -318,22 +320,34 @@ def _fused_jvp(cell, hoist, zrate, primals, tangents):
         _instantiate, dparams, params, is_leaf=lambda t: type(t) is SymbolicZero
     )
     ds0 = jax.tree_util.tree_map(_instantiate, ds0, s0, is_leaf=lambda t: type(t) is SymbolicZero)
+    # The step inputs' tangents for all steps at once, on 2-D views (N, .) of the stacked
+    # (T, *B, .) arrays: in the transpose the weight gradients are then single 2-D
+    # products that contract over time and batch rows with no relayout copy.
+    lead_shape = xs.shape[:-1]
+    flat = lambda a: a.reshape((-1,) + a.shape[len(lead_shape) :])  # noqa: E731
+    x2 = flat(xs)
     if type(dxs) is SymbolicZero:
-        _, dxp = jax.jvp(lambda p: cell.project(p, xs), (params,), (dparams,))
+        _, dxp = jax.jvp(lambda p: cell.project(p, x2), (params,), (dparams,))
     else:
-        _, dxp = jax.jvp(cell.project, (params, xs), (dparams, dxs))
-    factors = k.factors(params, s_in, res)
+        _, dxp = jax.jvp(cell.project, (params, x2), (dparams, flat(dxs)))
+    drive = k.drive(
+        params,
+        dparams,
+        jax.tree_util.tree_map(flat, s_in),
+        jax.tree_util.tree_map(flat, res),
+        dxp,
+    )
+    drive = jax.tree_util.tree_map(lambda a: a.reshape(lead_shape + a.shape[1:]), drive)
     consts = k.constants(params)
-    inject = k.inject(params, dparams, s_in, res)
 
     def body(dcarry, inp):
-        m, f, dx, u = inp
+        m, r, d = inp
         ds, ds_in = _enter(dcarry, ds0, m, rec_fixed)
-        dnew = k.tangent(consts, f, ds_in, dx, u)
+        dnew = k.tangent(consts, r, ds_in, d)
         dnew = _leave(ds, dnew, dcarry, m, zrate)
         return dnew, dnew.h
 
-    dst, dh = jax.lax.scan(body, ds0, (m_seq, factors, dxp, inject))
+    dst, dh = jax.lax.scan(body, ds0, (m_seq, res, drive))
     dys = _zero_invalid(dh, m_seq.get("valid"))
     return (st, ys), (dst, dys)
 
@@ -378,7 +392,9 @@ def run(
     Returns:
       ``(state, ys)``: the state after the last valid step, outputs ``(T, *B, O)`` in
       processing order, zero where ``valid`` is false (and ``info`` with
-      ``return_info``).
+      ``return_info``). The outputs are in the cell's compute dtype
+      (:func:`compute_dtype`) where it is narrower than the state's (a bfloat16 cell gives
+      bfloat16 outputs); the state keeps its own dtype (float32 by default).
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -414,6 +430,7 @@ def run(
             lambda: cell.step(params, cell.initial_state(), jnp.zeros((cell.input_size,), xs.dtype))
         )[1]
         ys = jnp.zeros((0,) + batch + out_size.shape, jax.tree_util.tree_leaves(state)[0].dtype)
+        ys = _to_compute_dtype(cell, params, ys)
         return (state, ys, None) if return_info else (state, ys)
     if batched and len(batch) > 1:  # one flat batch axis inside
         flat = lambda a, k: a.reshape(a.shape[:k] + (n,) + a.shape[k + len(batch) :])  # noqa: E731
@@ -451,9 +468,48 @@ def run(
     if batched and len(batch) > 1:
         ys = ys.reshape((T,) + batch + ys.shape[2:])
         st = jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), st)
+    ys = _to_compute_dtype(cell, params, ys)
     if return_info:
         return st, ys, info
     return st, ys
+
+
+def compute_dtype(cell, params):
+    """The dtype of ``cell``'s matrix products: its ``dtype`` field, or else that of its
+    floating parameters (``None`` when neither says).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax.engine import compute_dtype
+      >>> cell = rj.LSTM(2, 3, param_dtype=jnp.bfloat16)
+      >>> compute_dtype(cell, cell.init(jax.random.key(0)))
+      dtype(bfloat16)
+    """
+    dt = getattr(cell, "dtype", None)
+    if dt is not None:
+        return jnp.dtype(dt)
+    leaves = [
+        a
+        for a in jax.tree_util.tree_leaves(params)
+        if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
+    ]
+    return jnp.result_type(*leaves) if leaves else None
+
+
+def _to_compute_dtype(cell, params, ys):
+    """Outputs in the compute dtype where it is narrower than the state's (Flax's and
+    Keras's convention: a bfloat16 stack stays bfloat16 between layers; the carried state
+    stays float32)."""
+    cd = compute_dtype(cell, params)
+    if cd is None:
+        return ys
+
+    def cast(y):
+        if jnp.issubdtype(y.dtype, jnp.floating) and cd.itemsize < y.dtype.itemsize:
+            return y.astype(cd)
+        return y
+
+    return jax.tree_util.tree_map(cast, ys)
 
 
 # --------------------------------------------------------------------------- parallel

@@ -202,7 +202,9 @@ def test_targets_read_the_right_ratios():
         "results": [],
         "ratios": [
             q(s1, "lstm", "torch", 0.9),
-            q(s3, "lstm", "torch", 0.6),
+            q(s3, "lstm", "torch", 1.2),
+            q(s1, "gru", "rnnjax_autodiff", 0.95),
+            q(s3, "rnn", "rnnjax_autodiff", 1.05),
             q(s1, "lstm", "flax", 0.5),
             q(s1, "lstm", "equinox", 0.85),
         ],
@@ -222,7 +224,10 @@ def test_targets_read_the_right_ratios():
     assert rows[flax.format("linen")]["met"] is True
     assert rows[flax.format("nnx split")]["met"] is False  # 1.06 > 1.05
     assert rows[f"LSTM <= 1.0x torch at {s1.label()}"]["met"] is True
-    assert rows[f"LSTM <= 0.5x torch at {s3.label()}"]["met"] is False  # 0.6 > 0.5
+    assert rows[f"LSTM <= 1.0x torch at {s3.label()}"]["met"] is False  # 1.2 > 1.0
+    assert rows[f"GRU default <= 1.0x reference (same run) at {s1.label()}"]["met"] is True
+    assert rows[f"RNN default <= 1.0x reference (same run) at {s3.label()}"]["met"] is False
+    assert rows[f"LSTM default <= 1.0x reference (same run) at {s1.label()}"]["met"] is None
     best = rows[f"LSTM <= 0.8x best Flax/Equinox at {s1.label()}"]
     assert best["value"] == 0.85 and best["met"] is False  # the faster peer decides
     assert rows[f"GRU <= 0.8x torch at {s1.label()}"]["met"] is None  # not measured

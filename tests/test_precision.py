@@ -36,12 +36,13 @@ def test_cells_init_and_run_in_reduced_precision(name, dtype):
         st, ys = rj.unroll_batch(
             cell, p, xs, length=[T, 2], config=rj.ScanConfig(backward=backward)
         )
-        assert ys.dtype == jnp.float32 and all(l.dtype == jnp.float32 for l in st)
+        # outputs in the compute dtype (Flax's convention), the state in float32
+        assert ys.dtype == dtype and all(l.dtype == jnp.float32 for l in st)
         # the same maths as float32 parameters holding the rounded values
         st32, ys32 = rj.unroll_batch(
             ref_cell, jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), p), xs, length=[T, 2]
         )
-        np.testing.assert_allclose(ys, ys32, atol=3e-2)
+        np.testing.assert_allclose(ys.astype(jnp.float32), ys32, atol=3e-2)
     g = jax.grad(lambda p: rj.unroll_batch(cell, p, xs)[1].sum())(p)
     assert all(
         v.dtype == dtype and bool(jnp.all(jnp.isfinite(v.astype(jnp.float32)))) for v in g.values()
@@ -55,11 +56,11 @@ def test_compute_dtype_is_separate_from_param_dtype(name):
     assert all(v.dtype == jnp.float32 for v in p.values())
     xs = jax.random.normal(jax.random.key(1), (T, I))
     st, ys = rj.unroll(cell, p, xs)
-    assert ys.dtype == jnp.float32
+    assert ys.dtype == jnp.bfloat16 and st.h.dtype == jnp.float32
     jaxpr = str(jax.make_jaxpr(lambda p: rj.unroll(cell, p, xs))(p))
     assert "bf16" in jaxpr
     _, ys32 = rj.unroll(CELLS[name](), p, xs)
-    assert 0 < float(jnp.max(jnp.abs(ys - ys32))) < 5e-2
+    assert 0 < float(jnp.max(jnp.abs(ys.astype(jnp.float32) - ys32))) < 5e-2
 
 
 def test_initial_state_of_another_dtype_is_cast():
@@ -96,7 +97,8 @@ def test_linen_modules_in_reduced_precision(module, dtype):
     leaves = jax.tree_util.tree_leaves(variables)
     assert leaves and all(l.dtype == dtype for l in leaves)
     st, ys = m.apply(variables, xs, jnp.array([T, 2]))
-    assert ys.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(ys)))
+    assert ys.dtype == dtype and bool(jnp.all(jnp.isfinite(ys.astype(jnp.float32))))
+    assert all(l.dtype == jnp.float32 for l in jax.tree_util.tree_leaves(st))
 
 
 def test_float64_parameters_need_x64():
@@ -107,3 +109,37 @@ def test_float64_parameters_need_x64():
         assert p["w_hh"].dtype == jnp.float64
         st, ys = rj.unroll(rj.LSTM(I, H, param_dtype=jnp.float64), p, jnp.ones((T, I)))
         assert ys.dtype == jnp.float64 and st.c.dtype == jnp.float64
+
+
+def test_reduced_precision_stack_stays_in_the_compute_dtype_between_layers():
+    """A bfloat16 stack: each layer's outputs are bfloat16, so the next layer's products
+    read bfloat16 inputs (no float32 product in the jaxpr's dots); states stay float32."""
+    net = rj.Stacked(
+        [
+            rj.Recurrent(rj.LSTM(I, H, param_dtype=jnp.bfloat16)),
+            rj.Recurrent(rj.GRU(H, H, param_dtype=jnp.bfloat16)),
+        ]
+    )
+    p = net.init(jax.random.key(0))
+    xs = jnp.ones((2, T, I), jnp.bfloat16)
+    st, ys = net.apply_batch(p, xs, length=jnp.array([T, 3]))
+    assert ys.dtype == jnp.bfloat16
+    assert all(l.dtype == jnp.float32 for l in jax.tree_util.tree_leaves(st))
+
+    def dots(jaxpr):
+        for e in jaxpr.eqns:
+            if e.primitive.name == "dot_general":
+                yield e
+            for v in e.params.values():
+                for sub in v if isinstance(v, (tuple, list)) else (v,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        yield from dots(inner)
+
+    dots = list(dots(jax.make_jaxpr(lambda p: net.apply_batch(p, xs)[1])(p).jaxpr))
+    assert dots and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
+    # the float32 outputs of the same stack, computed with the rounded parameters
+    p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), p)
+    net32 = rj.Stacked([rj.Recurrent(rj.LSTM(I, H)), rj.Recurrent(rj.GRU(H, H))])
+    _, ys32 = net32.apply_batch(p32, xs.astype(jnp.float32), length=jnp.array([T, 3]))
+    np.testing.assert_allclose(ys.astype(jnp.float32), ys32, atol=5e-2)

@@ -116,15 +116,17 @@ class Kernel(Protocol):
     The step's output is always the new state's ``h``.
 
     - ``forward(params, state, xp) -> (state, res)``: one step from the projected input,
-      with what the derivative needs (``res``).
-    - ``factors(params, state_in, res) -> F``: the coefficients of the step's local linear
-      map, for all steps at once (outside the loop).
+      with the coefficients of the step's local linear map (``res``), formed inside the
+      loop where the step's values are still in cache.
     - ``constants(params) -> C``: loop-invariant arrays (e.g. ``w_hh`` transposed).
-    - ``inject(params, dparams, state_in, res) -> U``: the step's tangent from the
-      recurrent parameters' tangents, for all steps at once (linear in ``dparams``: the
-      weight gradients of the transpose are single products).
-    - ``tangent(C, F, dstate_in, dxp, U) -> dstate``: one step of the tangent recurrence,
-      linear in ``(dstate_in, dxp, U)``.
+    - ``drive(params, dparams, state_in, res, dxp) -> D``: the step's tangent input from
+      the parameter and input tangents, for all steps at once (outside the loop), linear
+      in ``(dparams, dxp)``. The engine calls it on 2-D views ``(N, .)`` of the stacked
+      ``(T, *B, .)`` arrays, so that the weight gradients of its transpose are single 2-D
+      products with no relayout; one array (or a small tuple) so that the transposed
+      loop emits one cotangent per step.
+    - ``tangent(C, res, dstate_in, D) -> dstate``: one step of the tangent recurrence,
+      linear in ``(dstate_in, D)``.
 
     Example:
       A cell with a kernel runs the fused path of :class:`rnnjax.ScanConfig`'s ``"auto"``:
@@ -139,13 +141,11 @@ class Kernel(Protocol):
 
     def forward(self, params, state, xp): ...
 
-    def factors(self, params, state_in, res): ...
-
     def constants(self, params): ...
 
-    def inject(self, params, dparams, state_in, res): ...
+    def drive(self, params, dparams, state_in, res, dxp): ...
 
-    def tangent(self, consts, factors, dstate_in, dxp, inject): ...
+    def tangent(self, consts, res, dstate_in, drive): ...
 
 
 @dataclasses.dataclass(frozen=True)

@@ -126,65 +126,58 @@ class GRU(Cell):
 
 @dataclasses.dataclass(frozen=True)
 class _GRUKernel:
-    """Local linear map, reset after: ``dhp = dh_in W_hh + U``,
-    ``dr = r' (dxp_r + dhp_r)``, ``dn = n' (dxp_n + hn dr + r dhp_n)``,
-    ``dh = (1 - z) dn + (h_in - n) z' (dxp_z + dhp_z) + z dh_in``. Reset before (Cho et
-    al.): the candidate's recurrent operand is ``r h_in``, so ``d(r h) = dr h + r dh`` is
-    a second product inside the loop."""
+    """Residuals, formed in the forward loop, with ``r' = r (1 - r)``,
+    ``az = z (1 - z) (h_in - n)``, ``an = (1 - z)(1 - n^2)``. Reset after: the local
+    linear map is ``q = D + K g`` with ``g = dh_in W_hh``, ``K = [1, 1, r]``,
+    ``D = dxp + K (h_in dW_hh + [0, 0, db_hn])``, and
+    ``dh = sum_blocks(C q) + z dh_in`` with ``C = [an hn r', az, an]``: whole-row products,
+    so that the transposed step is a few whole-row ops around one matrix product.
+    Reset before (Cho et al.): residuals ``r', az, an, z, r, h_in``; the candidate's
+    recurrent operand is ``r h_in``, so ``d(r h) = dr h + r dh`` is a second product inside
+    the loop: ``a = D_rz + dh_in W_rz``, ``dn = an (D_n + (r' a_r h_in + r dh_in) W_n)``,
+    ``dh = dn + az a_z + z dh_in``."""
 
     cell: GRU
 
     def forward(self, params, state, xp):
-        h, res = self.cell._forward(params, state.h, xp)
-        return GRUState(h=h), res
-
-    def factors(self, params, state_in, res):
-        h = state_in.h
-        r, z, n = res[:3]
+        h = state.h
+        new, (r, z, n, *rest) = self.cell._forward(params, h, xp)
         dr = r * (1.0 - r)
         az = z * (1.0 - z) * (h - n)
         an = (1.0 - z) * (1.0 - n * n)
         if self.cell.reset_after:
-            return dr, az, an, z, r, res[3]
-        return dr, az, an, z, r, h
+            one = jnp.ones_like(r)
+            C = jnp.concatenate([an * rest[0] * dr, az, an], axis=-1)
+            return GRUState(h=new), (C, jnp.concatenate([one, one, r], axis=-1), z)
+        return GRUState(h=new), (dr, az, an, z, r, h)
 
     def constants(self, params):
         H = self.cell.hidden_size
         w_t = params["w_hh"].T
         return w_t if self.cell.reset_after else (w_t[: 2 * H], w_t[2 * H :])
 
-    def inject(self, params, dparams, state_in, res):
+    def drive(self, params, dparams, state_in, res, dxp):
         h = state_in.h
         mm = self.cell.mm
-        if self.cell.reset_after:
-            u = mm(h, dparams["w_hh"])
-            H = self.cell.hidden_size
-            zeros = jnp.zeros(u.shape[:-1] + (2 * H,), u.dtype)
-            return u + jnp.concatenate(
-                [zeros, jnp.broadcast_to(dparams["b_hn"].astype(u.dtype), u.shape[:-1] + (H,))],
-                axis=-1,
-            )
         H = self.cell.hidden_size
         dw = dparams["w_hh"]
-        r = res[0]
-        return jnp.concatenate([mm(h, dw[:, : 2 * H]), mm(r * h, dw[:, 2 * H :])], axis=-1)
+        if self.cell.reset_after:
+            u = mm(h, dw)
+            db = jnp.concatenate([jnp.zeros((2 * H,), dparams["b_hn"].dtype), dparams["b_hn"]])
+            return dxp + res[1] * (u + lead(db, u.ndim).astype(u.dtype))
+        r = res[4]
+        return dxp + jnp.concatenate([mm(h, dw[:, : 2 * H]), mm(r * h, dw[:, 2 * H :])], axis=-1)
 
-    def tangent(self, consts, factors, ds, dxp, u):
+    def tangent(self, consts, res, ds, drive):
         H = self.cell.hidden_size
         dt = self.cell.dtype
-        dr_f, az, an, z, r, extra = factors
         dh = ds.h
         if self.cell.reset_after:
-            dhp = u + matmul_t(dh, consts, dt)
-            a = dxp + dhp
-            dr = dr_f * a[..., :H]
-            dn_in = dxp[..., 2 * H :] + extra * dr + r * dhp[..., 2 * H :]
-            new = an * dn_in + az * a[..., H : 2 * H] + z * dh
-        else:
-            w_rz_t, w_n_t = consts
-            a = dxp[..., : 2 * H] + u[..., : 2 * H] + matmul_t(dh, w_rz_t, dt)
-            dr = dr_f * a[..., :H]
-            drh = dr * extra + r * dh
-            dn_in = dxp[..., 2 * H :] + u[..., 2 * H :] + matmul_t(drh, w_n_t, dt)
-            new = an * dn_in + az * a[..., H:] + z * dh
-        return GRUState(h=new)
+            C, K, z = res
+            w = C * (drive + K * matmul_t(dh, consts, dt))
+            return GRUState(h=w[..., :H] + w[..., H : 2 * H] + w[..., 2 * H :] + z * dh)
+        dr_f, az, an, z, r, h = res
+        w_rz_t, w_n_t = consts
+        a = drive[..., : 2 * H] + matmul_t(dh, w_rz_t, dt)
+        dn_in = drive[..., 2 * H :] + matmul_t(dr_f * a[..., :H] * h + r * dh, w_n_t, dt)
+        return GRUState(h=an * dn_in + az * a[..., H:] + z * dh)

@@ -153,48 +153,43 @@ class LSTM(Cell):
 
 @dataclasses.dataclass(frozen=True)
 class _LSTMKernel:
-    """Residuals: the four activations and ``tanh(c_t)``. Local linear map:
-    ``dz = dxp + U + dh_in W_hh``, ``p = F dz`` with ``F = act'(z) * [g, c_in, i, tanh c]``,
-    ``dc = p_i + p_f + p_g + f dc_in``, ``dm = p_o + o (1 - tanh^2 c) dc``,
-    ``dh = dm`` (or ``dm W_hr + m dW_hr``)."""
+    """Residuals, formed in the forward loop: ``F = act'(z) * [g, c_in, i, tanh c]``,
+    ``f`` and ``ko = o (1 - tanh^2 c)`` (and ``m = o tanh c`` with a projection). Local
+    linear map: ``dz = D + dh_in W_hh`` with ``D = dxp + h_in dW_hh``, ``p = F dz``,
+    ``dc = p_i + p_f + p_g + f dc_in``, ``dm = p_o + ko dc``, ``dh = dm`` (or
+    ``dm W_hr + m dW_hr``)."""
 
     cell: LSTM
 
     def forward(self, params, state, xp):
         acts = self.cell._gates(params, state, xp)
         new, tc = self.cell._cell_update(params, state, acts)
-        return new, (acts, tc)
-
-    def factors(self, params, state_in, res):
-        acts, tc = res
         H = self.cell.hidden_size
         i, f, g, o = (acts[..., k * H : (k + 1) * H] for k in range(4))
         blk = lead(jnp.repeat(jnp.arange(4), H), acts.ndim)
         deriv = jnp.where(blk == 2, 1.0 - acts * acts, acts * (1.0 - acts))
-        other = jnp.concatenate([g, state_in.c, i, tc], axis=-1)
-        return deriv * other, f, o * (1.0 - tc * tc)
+        F = deriv * jnp.concatenate([g, state.c, i, tc], axis=-1)
+        res = (F, f, o * (1.0 - tc * tc))
+        return new, (res + (o * tc,) if self.cell.proj_size else res)
 
     def constants(self, params):
         w_hr = params.get("w_hr")
         return params["w_hh"].T, (None if w_hr is None else w_hr.T)
 
-    def inject(self, params, dparams, state_in, res):
-        u = self.cell.mm(state_in.h, dparams["w_hh"])
+    def drive(self, params, dparams, state_in, res, dxp):
+        d_z = dxp + self.cell.mm(state_in.h, dparams["w_hh"])
         if not self.cell.proj_size:
-            return u, None
-        acts, tc = res
-        H = self.cell.hidden_size
-        return u, self.cell.mm(acts[..., 3 * H :] * tc, dparams["w_hr"])
+            return d_z
+        return d_z, self.cell.mm(res[3], dparams["w_hr"])
 
-    def tangent(self, consts, factors, ds, dxp, u):
+    def tangent(self, consts, res, ds, drive):
         w_hh_t, w_hr_t = consts
-        F, f, ko = factors
-        u_z, u_p = u
+        F, f, ko = res[:3]
+        d_z = drive[0] if w_hr_t is not None else drive
         dt = self.cell.dtype
-        dz = dxp + u_z + matmul_t(ds.h, w_hh_t, dt)
-        p = F * dz
+        p = F * (d_z + matmul_t(ds.h, w_hh_t, dt))
         H = self.cell.hidden_size
         dc = p[..., :H] + p[..., H : 2 * H] + p[..., 2 * H : 3 * H] + f * ds.c
         dm = p[..., 3 * H :] + ko * dc
-        dh = dm if w_hr_t is None else matmul_t(dm, w_hr_t, dt) + u_p
+        dh = dm if w_hr_t is None else matmul_t(dm, w_hr_t, dt) + drive[1]
         return LSTMState(h=dh, c=dc)

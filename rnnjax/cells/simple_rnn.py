@@ -91,22 +91,24 @@ class SimpleRNN(Cell):
 
 @dataclasses.dataclass(frozen=True)
 class _RNNKernel:
+    """Residual, formed in the forward loop: ``a = act'(pre)`` (``1 - h^2`` or
+    ``h > 0``). Local linear map: ``dh = a (D + dh_in W_hh)`` with
+    ``D = dxp + h_in dW_hh``."""
+
     cell: SimpleRNN
 
     def forward(self, params, state, xp):
         new, _ = self.cell.recur(params, state, xp)
-        return new, new.h
-
-    def factors(self, params, state_in, h):
+        h = new.h
         if self.cell.nonlinearity == "tanh":
-            return 1.0 - h * h
-        return (h > 0).astype(h.dtype)
+            return new, 1.0 - h * h
+        return new, (h > 0).astype(h.dtype)
 
     def constants(self, params):
         return params["w_hh"].T
 
-    def inject(self, params, dparams, state_in, res):
-        return self.cell.mm(state_in.h, dparams["w_hh"])
+    def drive(self, params, dparams, state_in, res, dxp):
+        return dxp + self.cell.mm(state_in.h, dparams["w_hh"])
 
-    def tangent(self, w_t, a, ds, dxp, u):
-        return SimpleRNNState(h=a * (dxp + u + matmul_t(ds.h, w_t, self.cell.dtype)))
+    def tangent(self, w_t, a, ds, drive):
+        return SimpleRNNState(h=a * (drive + matmul_t(ds.h, w_t, self.cell.dtype)))

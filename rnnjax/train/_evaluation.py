@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import metrics as _metrics
-from rnnjax.train._trainer import Trainer, _check_batch
+from rnnjax.train._trainer import Trainer, _check_batch, _check_params
 
 
 def _eval_sums_impl(trainer: Trainer, params, carry, batch):
@@ -81,6 +81,7 @@ def evaluate_batches(trainer: Trainer, params, batches, *, prefix: str = "") -> 
       >>> sorted(evaluate_batches(tr, tr.init(jax.random.key(0)).params, [b], prefix="valid_"))
       ['valid_accuracy', 'valid_loss', 'valid_ppl', 'valid_tokens']
     """
+    _check_params("params", params)
     totals = None
     for batch in batches:
         _check_batch(batch, trainer.model.head == "per_step", trainer.loss)
@@ -119,6 +120,7 @@ def evaluate_stream(trainer: Trainer, params, windows, *, prefix: str = "") -> d
       >>> m["tokens"]
       96
     """
+    _check_params("params", params)
     if trainer.model.head != "per_step":
         raise ValueError(
             f"evaluate_stream needs a per_step head; got model.head={trainer.model.head!r}"

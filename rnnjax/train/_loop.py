@@ -11,7 +11,10 @@ import numpy as np
 
 from rnnjax import checks
 from rnnjax.train._evaluation import EarlyStopping
-from rnnjax.train._trainer import Trainer, TrainState
+from rnnjax.train._trainer import Trainer, TrainState, _check_state
+
+# the metrics every training row holds: early stopping on one of them needs no evaluate
+_TRAIN_METRICS = ("loss", "grad_norm", "clipped", "skipped", "nonfinite_total", "tokens", "lr")
 
 
 def _host_metrics(m: dict) -> dict:
@@ -78,6 +81,7 @@ def fit(
     evaluate: Optional[Callable[[Any], dict]] = None,
     eval_every: Optional[int] = None,
     early_stopping: Optional[EarlyStopping] = None,
+    writers=None,
 ):
     """Train until ``state.position == num_batches``, evaluating, saving, logging and
     showing progress.
@@ -103,9 +107,12 @@ def fit(
         that checkpoint never ranks.
       log_path: a JSONL file that gets one row of metrics per batch. On resume the rows
         past ``state.position`` are dropped first, so the file holds each position once.
+        Every row holds ``lr``, the learning rate of the batch's last update
+        (:meth:`Trainer.learning_rate_at`), also shown in the progress line.
       progress: ``True`` (a rich bar on a terminal, plain lines otherwise, so a log file
         sees progress as it goes), ``"rich"``, ``"plain"`` or ``False``.
-      callback: called as ``callback(state, metrics)`` after every batch.
+      callback: called as ``callback(state, metrics)`` after every batch (``metrics``
+        is that batch's row: host numbers, lists for truncated BPTT's per-chunk values).
       evaluate: ``params -> dict`` of metrics, e.g.
         ``lambda p: evaluate_batches(trainer, p, valid, prefix="valid_")`` or
         :func:`evaluate_stream`; its metrics join that batch's row in the log, the
@@ -114,6 +121,18 @@ def fit(
         only after the last.
       early_stopping: an :class:`EarlyStopping`; checked whenever a row holds its metric.
         The row at which it stops holds ``"stopped_early": True``; the state is saved there.
+        A metric that only ``evaluate`` can log (anything but the training metrics
+        ``loss``, ``grad_norm``, ...) needs ``evaluate``; one that the first evaluation
+        does not return draws a warning (it would never stop the run).
+      writers: metric writers, e.g. ``[rnnjax.progress.CsvWriter("run.csv"),
+        rnnjax.progress.TensorBoardWriter("tb")]`` (one or a list); each gets one row of
+        scalar metrics per batch (truncated BPTT's per-chunk losses as their
+        token-weighted mean), and a resumed run's rows replace those past its start.
+
+    Ctrl-C (``KeyboardInterrupt``) stops a run cleanly: ``fit`` waits for a checkpoint
+    being written to finish, prints one line saying the last saved position and how to
+    resume, and exits with status 130 (``SystemExit``, the shell's code for an
+    interrupt) instead of a traceback. The directory then restores exactly.
 
     Returns:
       ``(state, history)``: the final state and the list of per-batch host metrics of
@@ -132,6 +151,11 @@ def fit(
     """
     from rnnjax.progress import ProgressLog
 
+    if not isinstance(trainer, Trainer):
+        raise TypeError(f"trainer must be an rnnjax.train.Trainer; got {type(trainer).__name__}")
+    _check_state("state", state)
+    if not callable(data):
+        raise TypeError(f"data must be a callable position -> batch; got {type(data).__name__}")
     num_batches = checks.integer("num_batches", num_batches, 0)
     if tbptt is not None:
         tbptt = checks.integer("tbptt", tbptt, 1)
@@ -152,6 +176,30 @@ def fit(
         raise TypeError(
             f"early_stopping must be an EarlyStopping; got {type(early_stopping).__name__}"
         )
+    if evaluate is None and eval_every is not None:
+        raise ValueError(
+            f"eval_every={eval_every} needs evaluate= (a callable params -> dict of metrics); "
+            "got evaluate=None"
+        )
+    if (
+        evaluate is None
+        and early_stopping is not None
+        and early_stopping.metric not in _TRAIN_METRICS
+    ):
+        raise ValueError(
+            f"early_stopping monitors {early_stopping.metric!r}, which only evaluate= can log "
+            f"(the training rows hold {', '.join(_TRAIN_METRICS)}); got evaluate=None"
+        )
+    if writers is None:
+        writers = []
+    elif not isinstance(writers, (list, tuple)):
+        writers = [writers]
+    for i, w in enumerate(writers):
+        if not all(callable(getattr(w, a, None)) for a in ("open", "write", "close")):
+            raise TypeError(
+                f"writers[{i}] must have open(start), write(position, row) and close() "
+                f"(e.g. rnnjax.progress.CsvWriter); got {type(w).__name__}"
+            )
     history = []
     start = int(state.position)
     past = _read_log(log_path, start) if log_path is not None else []
@@ -162,51 +210,116 @@ def fit(
             if early_stopping.metric in row:
                 stop = early_stopping.update(tracker, row[early_stopping.metric])
     best_metric = getattr(checkpointer, "best_metric", None)
-    with ProgressLog(num_batches, start=start, enabled=progress, jsonl_path=log_path) as log:
-        for pos in range(start, num_batches):
-            if stop:
-                break
-            batch = data(pos)
-            if tbptt is None:
-                state, m = trainer.train_step(state, batch)
-            else:
-                if stateful and reset_every is not None and pos % reset_every == 0:
-                    state = trainer.reset_carry(state)
-                state, m = trainer.tbptt_step(state, batch, tbptt, stateful=stateful)
-            m = _host_metrics(m)
-            m["position"] = pos + 1
-            _warn_about(pos, m)
-            evaluated = evaluate is not None and (
-                pos + 1 == num_batches or (eval_every is not None and (pos + 1) % eval_every == 0)
-            )
-            if evaluated:
-                ev = evaluate(state.params)
-                if not isinstance(ev, dict):
-                    raise TypeError(
-                        f"evaluate must return a dict of metrics; got {type(ev).__name__}"
-                    )
-                m.update({k: _host_number(k, v) for k, v in ev.items()})
-            if tracker is not None and early_stopping.metric in m:
-                stop = early_stopping.update(tracker, m[early_stopping.metric])
+    checked_metrics = False
+    opened = []
+    try:
+        for w in writers:
+            w.open(start)
+            opened.append(w)
+        with ProgressLog(num_batches, start=start, enabled=progress, jsonl_path=log_path) as log:
+            for pos in range(start, num_batches):
                 if stop:
-                    m["stopped_early"] = True  # the last row of a run stopped early
-            history.append(m)
-            log.update(pos + 1, m, show=evaluated or stop)
-            if checkpointer is not None:
-                sm = _scalar_metrics(m)
+                    break
+                batch = data(pos)
+                if tbptt is None:
+                    state, m = trainer.train_step(state, batch)
+                else:
+                    if stateful and reset_every is not None and pos % reset_every == 0:
+                        state = trainer.reset_carry(state)
+                    state, m = trainer.tbptt_step(state, batch, tbptt, stateful=stateful)
+                m = _host_metrics(m)
+                m["position"] = pos + 1
+                lr = trainer.learning_rate_at(state)
+                if lr is not None:
+                    m["lr"] = lr
+                _warn_about(pos, m)
+                evaluated = evaluate is not None and (
+                    pos + 1 == num_batches
+                    or (eval_every is not None and (pos + 1) % eval_every == 0)
+                )
+                if evaluated:
+                    ev = evaluate(state.params)
+                    if not isinstance(ev, dict):
+                        raise TypeError(
+                            f"evaluate must return a dict of metrics; got {type(ev).__name__}"
+                        )
+                    m.update({k: _host_number(k, v) for k, v in ev.items()})
+                    if not checked_metrics:
+                        checked_metrics = True
+                        _warn_unlogged(early_stopping, best_metric, m)
+                if tracker is not None and early_stopping.metric in m:
+                    stop = early_stopping.update(tracker, m[early_stopping.metric])
+                    if stop:
+                        m["stopped_early"] = True  # the last row of a run stopped early
+                history.append(m)
+                log.update(pos + 1, m, show=evaluated or stop)
+                sm = None
+                if opened:
+                    sm = _scalar_metrics(m)
+                    for w in opened:
+                        w.write(pos + 1, sm)
+                if checkpointer is not None:
+                    sm = dict(_scalar_metrics(m) if sm is None else sm)
+                    if best_metric is not None and best_metric not in sm:
+                        sm[best_metric] = math.nan  # not measured at this state: never ranks
+                    checkpointer.save(state, metrics=sm, force=evaluated or stop)
+                if callback is not None:
+                    callback(state, m)
+        if checkpointer is not None:
+            if history:  # nothing new to save when the run was already complete
+                sm = _scalar_metrics(history[-1])
                 if best_metric is not None and best_metric not in sm:
-                    sm[best_metric] = math.nan  # not measured at this state: never ranks
-                checkpointer.save(state, metrics=sm, force=evaluated or stop)
-            if callback is not None:
-                callback(state, m)
-    if checkpointer is not None:
-        if history:  # nothing new to save when the run was already complete
-            sm = _scalar_metrics(history[-1])
-            if best_metric is not None and best_metric not in sm:
-                sm[best_metric] = math.nan
-            checkpointer.save(state, metrics=sm, force=True)
-        checkpointer.wait()
+                    sm[best_metric] = math.nan
+                checkpointer.save(state, metrics=sm, force=True)
+            checkpointer.wait()
+    except KeyboardInterrupt:
+        _interrupted(checkpointer, history[-1]["position"] if history else start)
+        raise SystemExit(130) from None
+    finally:
+        for w in opened:
+            w.close()
     return state, history
+
+
+def _interrupted(checkpointer, position: int) -> None:
+    """Ctrl-C: let a checkpoint being written finish, then say where the run stands."""
+    import sys
+
+    if checkpointer is None:
+        where = "nothing was saved (pass checkpointer= to be able to resume)"
+    else:
+        try:
+            checkpointer.wait()
+            checkpointer._manager.reload()
+            last = checkpointer.latest_step()
+        except Exception as err:  # pragma: no cover - message only
+            last = f"unknown ({type(err).__name__} while finishing the last save)"
+        d = checkpointer.directory
+        if last is None:
+            where = f"no checkpoint in {d} yet"
+        else:
+            where = (
+                f"last checkpoint at position {last} in {d}; resume with "
+                f"state = Checkpointer({d!r}, create=False).restore(trainer.abstract_state()) "
+                "and the same fit(...) call"
+            )
+    print(f"fit interrupted after batch {position}: {where}", file=sys.stderr, flush=True)
+
+
+def _warn_unlogged(early_stopping, best_metric, m: dict) -> None:
+    """After the first evaluation: warn about a monitored metric that is not logged."""
+    for what, name in (
+        ("early_stopping.metric", getattr(early_stopping, "metric", None)),
+        ("the checkpointer's best_metric", best_metric),
+    ):
+        if name is not None and name not in m:
+            shown = sorted(k for k in m if k != "position")
+            warnings.warn(
+                f"{what} {name!r} is not among the logged metrics {shown}: it will never "
+                "be measured (a misspelt name?)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
 
 def _host_number(name, v):

@@ -48,6 +48,43 @@ class TrainState(NamedTuple):
     carry: Any = None
 
 
+def _check_state(name: str, state) -> None:
+    """A :class:`TrainState` where one is expected (not the params alone)."""
+    if not isinstance(state, TrainState):
+        hint = (
+            " (model parameters? pass the whole state: trainer.init(key) or a restored one)"
+            if isinstance(state, dict)
+            else ""
+        )
+        raise TypeError(f"{name} must be a TrainState; got {type(state).__name__}{hint}")
+
+
+def _check_params(name: str, params) -> None:
+    """Model parameters where they are expected (not the whole :class:`TrainState`)."""
+    if isinstance(params, TrainState):
+        raise TypeError(
+            f"{name} must be the model parameters; got a TrainState (pass state.params)"
+        )
+
+
+def _schedule_count(opt_state) -> Optional[int]:
+    """The count of optax's ``ScaleByScheduleState`` in ``opt_state`` (updates applied)."""
+    is_sched = lambda x: isinstance(x, optax.ScaleByScheduleState)  # noqa: E731
+    for leaf in jax.tree_util.tree_leaves(opt_state, is_leaf=is_sched):
+        if is_sched(leaf):
+            return int(leaf.count)
+    return None
+
+
+def _injected_rate(opt_state) -> Optional[float]:
+    """``learning_rate`` of an ``optax.inject_hyperparams`` state, if there is one."""
+    is_inj = lambda x: isinstance(x, optax.InjectHyperparamsState)  # noqa: E731
+    for leaf in jax.tree_util.tree_leaves(opt_state, is_leaf=is_inj):
+        if is_inj(leaf) and "learning_rate" in leaf.hyperparams:
+            return float(leaf.hyperparams["learning_rate"])
+    return None
+
+
 def _raw_key(key):
     if hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(key)
@@ -149,6 +186,14 @@ class Trainer:
       clip_norm: global-norm clipping threshold, or ``None``.
       frozen: names (a tuple of str) or a callable marking frozen parameters.
       optimizer_kwargs: a tuple of ``(name, value)`` pairs for the named optimiser.
+      schedule_unit: what a ``learning_rate`` schedule counts: ``"update"`` (default;
+        optimiser updates, optax's convention) or ``"batch"`` (batches, i.e. the data
+        position). They differ under truncated BPTT, which makes ``T / k`` updates per
+        batch: with ``"update"`` a schedule of ``1000`` steps is over after
+        ``1000 k / T`` batches; with ``"batch"`` every chunk of batch ``p`` uses
+        ``learning_rate(p)``. ``"batch"`` needs a named optimiser and a schedule (the
+        optimiser runs at rate 1 and its update is scaled by the schedule, which is
+        exact for every named optimiser: their learning rate is a final scaling).
 
     The optax chain is built once (:attr:`tx`). The train steps report, per update,
     ``loss``, ``grad_norm`` (global norm of the trainable gradients before clipping),
@@ -178,6 +223,7 @@ class Trainer:
     clip_norm: Optional[float] = 1.0
     frozen: Union[None, tuple, Callable] = None
     optimizer_kwargs: tuple = ()
+    schedule_unit: str = "update"
     tx: Any = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -198,9 +244,20 @@ class Trainer:
         if isinstance(self.frozen, list):
             object.__setattr__(self, "frozen", tuple(self.frozen))
         object.__setattr__(self, "optimizer_kwargs", tuple(dict(self.optimizer_kwargs).items()))
+        if self.schedule_unit not in ("update", "batch"):
+            raise ValueError(
+                f"schedule_unit must be 'update' or 'batch'; got {self.schedule_unit!r}"
+            )
+        if self.schedule_unit == "batch" and not (
+            isinstance(self.optimizer, str) and callable(self.learning_rate)
+        ):
+            raise ValueError(
+                "schedule_unit='batch' needs a named optimizer (a str) and a learning_rate "
+                f"schedule; got optimizer={self.optimizer!r}, learning_rate={self.learning_rate!r}"
+            )
         tx = make_optimizer(
             self.optimizer,
-            self.learning_rate,
+            1.0 if self.schedule_unit == "batch" else self.learning_rate,
             clip_norm=self.clip_norm,
             frozen=self.frozen,
             **dict(self.optimizer_kwargs),
@@ -230,7 +287,19 @@ class Trainer:
         Args:
           key: unused except for its shape (any key).
           batch_size: for a stateful run, the ``B`` of the carried state, which is then
-            part of the target; ``None`` for no carry.
+            part of the target; ``None`` for no carry. :meth:`rnnjax.Checkpointer.restore`
+            fills in a missing carry itself, reading ``B`` from the checkpoint (when the
+            trainer is recorded in the directory's config), so
+            ``ckpt.restore(trainer.abstract_state())`` restores a stateful run too.
+
+        Returns:
+          A :class:`TrainState` of ``jax.ShapeDtypeStruct`` leaves.
+
+        Example:
+          >>> import rnnjax as rj
+          >>> tr = rj.Trainer(rj.SequenceModel(rj.GRU(3, 4), output_size=5, vocab_size=5))
+          >>> tr.abstract_state().carry is None, tr.abstract_state(batch_size=2).carry.h.shape
+          (True, (2, 4))
         """
         state = jax.eval_shape(self.init, jax.random.PRNGKey(0) if key is None else _raw_key(key))
         if batch_size is not None:
@@ -267,6 +336,8 @@ class Trainer:
             "optimizer_kwargs": {
                 k: to_spec(v, f"optimizer_kwargs.{k}") for k, v in self.optimizer_kwargs
             },
+            # recorded only when not the default, so configs written before it still match
+            **({"schedule_unit": self.schedule_unit} if self.schedule_unit != "update" else {}),
         }
 
     @classmethod
@@ -291,6 +362,7 @@ class Trainer:
                 (k, from_spec(v, f"optimizer_kwargs.{k}"))
                 for k, v in config["optimizer_kwargs"].items()
             ),
+            schedule_unit=config.get("schedule_unit", "update"),
         )
 
     def train_step(self, state: TrainState, batch: dict):
@@ -305,6 +377,7 @@ class Trainer:
           ``skipped``, ``nonfinite_total``, ``tokens``. ``step`` and ``position`` grow by
           one (also for a batch with no real step, which changes nothing else).
         """
+        _check_state("state", state)
         if not hasattr(self.model, "trainer_loss"):  # such a model checks its own batches
             _check_batch(batch, self.model.head == "per_step", self.loss, self.model)
         return _train_step_jit(self, state, batch)
@@ -335,6 +408,7 @@ class Trainer:
             raise ValueError(
                 f"tbptt_step needs a per_step head; got model.head={getattr(self.model, 'head', None)!r}"
             )
+        _check_state("state", state)
         _check_batch(batch, True, self.loss, self.model)
         T = jnp.shape(batch["inputs"])[1]
         k = checks.integer("k", k, 1)
@@ -361,6 +435,41 @@ class Trainer:
             raise ValueError(f"k must be an int >= 1 dividing T = {T}; got {k!r}")
         return _chunk_losses_jit(self, params, batch, k)
 
+    def learning_rate_at(self, state: TrainState) -> Optional[float]:
+        """The learning rate of the last update made to reach ``state`` (the first
+        update's rate for a fresh state), or ``None`` where it cannot be known (a bare
+        optax transformation without ``optax.inject_hyperparams``).
+
+        A schedule is read at the count optax keeps in the optimiser state (updates
+        applied; a skipped non-finite update does not count), or at the batch with
+        ``schedule_unit="batch"``. :func:`fit` logs it as ``lr``.
+
+        Example:
+          >>> import jax, optax, rnnjax as rj
+          >>> tr = rj.Trainer(rj.SequenceModel(rj.GRU(3, 4), output_size=5, vocab_size=5),
+          ...                 learning_rate=optax.schedules.linear_schedule(1.0, 0.0, 10))
+          >>> tr.learning_rate_at(tr.init(jax.random.key(0)))
+          1.0
+        """
+        _check_state("state", state)
+        lr = self.learning_rate
+        if isinstance(self.optimizer, str):
+            lr = 1e-3 if lr is None else lr
+        elif hasattr(self.optimizer, "build") and hasattr(self.optimizer, "kwargs"):
+            lr = dict(self.optimizer.kwargs).get("learning_rate")
+        else:
+            lr = None
+        if lr is None:
+            return _injected_rate(state.opt_state)
+        if not callable(lr):
+            return float(lr)
+        if self.schedule_unit == "batch":
+            return float(lr(max(int(state.position) - 1, 0)))
+        count = _schedule_count(state.opt_state)
+        if count is None:
+            return None
+        return float(lr(max(count - 1, 0)))
+
     def reset_carry(self, state: TrainState) -> TrainState:
         """Forget the carried recurrent state (the next stateful call starts from zeros)."""
         return state._replace(carry=None)
@@ -368,6 +477,7 @@ class Trainer:
     def evaluate(self, params, batch: dict) -> dict:
         """Masked metrics on a batch: ``loss`` and, for cross-entropy, ``perplexity``
         (``exp`` of the mean cross-entropy per token) and ``accuracy``; ``tokens``."""
+        _check_params("params", params)
         if not hasattr(self.model, "trainer_loss"):
             _check_batch(batch, self.model.head == "per_step", self.loss, self.model)
         return _evaluate_jit(self, params, batch)
@@ -409,7 +519,7 @@ class Trainer:
         )
         return optax.tree.norm(kept)
 
-    def _update(self, params, opt_state, grads, loss):
+    def _update(self, params, opt_state, grads, loss, position=None):
         grad_norm = self._trainable_norm(params, grads)
         # a non-finite loss with finite gradients is skipped as well: apply_if_finite
         # sees NaN gradients, keeps params and inner state, and counts it
@@ -418,6 +528,9 @@ class Trainer:
             lambda g: jnp.where(finite_loss, g, jnp.full_like(g, jnp.nan)), grads
         )
         updates, opt_state = self.tx.update(grads, opt_state, params)
+        if self.schedule_unit == "batch":  # the optimiser ran at rate 1: scale by the batch's rate
+            rate = self.learning_rate(position)
+            updates = jax.tree_util.tree_map(lambda u: u * jnp.asarray(rate, u.dtype), updates)
         params = optax.apply_updates(params, updates)
         clip = jnp.inf if self.clip_norm is None else self.clip_norm
         m = {
@@ -471,7 +584,7 @@ def _train_step_impl(trainer: Trainer, state: TrainState, batch):
 
     def update(_):
         loss, grads = jax.value_and_grad(loss_of)(state.params)
-        return trainer._update(state.params, state.opt_state, grads, loss)
+        return trainer._update(state.params, state.opt_state, grads, loss, state.position)
 
     def no_update(_):  # all padding: nothing to learn, nothing moves
         return state.params, state.opt_state, _no_update_metrics(state.opt_state)
@@ -547,7 +660,7 @@ def _tbptt_step_impl(trainer: Trainer, state: TrainState, batch, k: int, statefu
 
         def update(_):
             (loss, new_carry), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
-            p2, o2, m = trainer._update(params, opt_state, grads, loss)
+            p2, o2, m = trainer._update(params, opt_state, grads, loss, state.position)
             # a skipped update leaves the carry as it was before the chunk, too: a NaN
             # carry kept would poison every later chunk of a stateful stream
             new_carry = jax.tree_util.tree_map(

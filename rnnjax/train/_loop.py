@@ -128,6 +128,7 @@ def fit(
         rnnjax.progress.TensorBoardWriter("tb")]`` (one or a list); each gets one row of
         scalar metrics per batch (truncated BPTT's per-chunk losses as their
         token-weighted mean), and a resumed run's rows replace those past its start.
+        With several processes only process 0 writes them.
 
     Ctrl-C (``KeyboardInterrupt``) stops a run cleanly: ``fit`` waits for a checkpoint
     being written to finish, prints one line saying the last saved position and how to
@@ -213,7 +214,7 @@ def fit(
     checked_metrics = False
     opened = []
     try:
-        for w in writers:
+        for w in writers if jax.process_index() == 0 else ():  # one process writes the files
             w.open(start)
             opened.append(w)
         with ProgressLog(num_batches, start=start, enabled=progress, jsonl_path=log_path) as log:

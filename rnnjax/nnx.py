@@ -422,8 +422,15 @@ class Recurrent(_Recurrent):
         ``rnnjax.LSTM(3, 8, proj_size=4)`` or a user's cell following the protocol
         (``init``, ``step``, ``initial_state``, ``input_size``, ``output_size``);
         with ``num_layers > 1`` a dataclass with an ``input_size`` field.
-      num_layers, bidirectional, merge, dropout, input_dropout, recurrent_dropout,
-        zoneout, time_major, deterministic: as for :class:`LSTM`.
+      num_layers: number of stacked layers (default 1).
+      bidirectional: run every layer in both directions (padding-aware).
+      merge: how the two directions are merged (as for :class:`LSTM`).
+      dropout: dropout rate between layers.
+      input_dropout: variational dropout rate on each layer's inputs.
+      recurrent_dropout: variational dropout rate on the fed-back hidden vector.
+      zoneout: zoneout probability (its expectation when deterministic).
+      time_major: inputs and outputs are ``(T, *B, F)``.
+      deterministic: dropout off (``eval()`` sets it).
       config: the :class:`rnnjax.ScanConfig` of every layer (default ``ScanConfig()``).
       rngs: ``nnx.Rngs``; ``params`` for initialisation, ``dropout`` for dropout.
 

@@ -94,11 +94,11 @@ class ProgressLog:
       every: plain mode prints a line after every this many batches (default: about 20
         lines over the run), after every update called with ``show=True`` (an
         evaluation) and after the last batch.
+      stream: where plain lines go (default ``sys.stdout``).
 
     Evaluation metrics (``valid_*``, ``eval_*``) stay on display after the row that
     measured them, marked with the position they were measured at
     (``valid_loss 2.1 (at 40)``): a later line never passes an old value for a new one.
-      stream: where plain lines go (default ``sys.stdout``).
 
     Example:
       >>> import io

@@ -3,8 +3,10 @@
 :class:`Checkpointer` wraps an orbax ``CheckpointManager``:
 
 - it saves the whole :class:`rnnjax.train.TrainState` (step, data position, params,
-  optimiser state, RNG key, carry) every ``save_every`` batches (and when forced, e.g.
-  at the end of a run), asynchronously where orbax allows;
+  optimiser state, RNG key, carry) every ``save_every`` batches (default 100) or when
+  ``save_interval_s`` seconds (default 300) have passed since the last save, whichever
+  comes first (and when forced, e.g. after an evaluation and at the end of a run),
+  asynchronously where orbax allows;
 - it keeps the last ``keep_last`` checkpoints and the best one by a metric
   (``LatestN`` and ``BestN`` preservation policies);
 - it writes the run's config as ``config.json`` beside the checkpoints, with the
@@ -29,6 +31,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -190,8 +193,12 @@ class Checkpointer:
 
     Args:
       directory: where the checkpoints go (created when ``create=True``).
-      save_every: save when the position is a multiple of this (``save(force=True)``
-        always saves).
+      save_every: save when the position is a multiple of this (default 100;
+        ``save(force=True)`` always saves).
+      save_interval_s: also save when this many seconds have passed since the last save
+        (or since the checkpointer was made), whatever the position; default 300 (five
+        minutes); ``None`` for batch counts only. With several processes, process 0's
+        clock decides for all.
       keep_last: keep the last this many checkpoints.
       best_metric: optional name of a metric passed to :meth:`save`; the best checkpoint
         by it is kept as well (see :meth:`best_step`).
@@ -208,6 +215,10 @@ class Checkpointer:
         or :meth:`close` before reading the files).
       create: create ``directory`` if missing; with ``False`` a missing directory is a
         ``FileNotFoundError`` (use this when resuming).
+      data: optional data source whose ``config()`` is a JSON-clean dict recording what
+        encoding and decoding need (a :class:`rnnjax.tasks.language.TextCorpus` records
+        its vocabulary), stored as the config's ``"data"`` entry; :func:`load_run` gives
+        it back as :attr:`Run.vocabulary`.
 
     Example:
       >>> ckpt = Checkpointer("/tmp/run", save_every=100, keep_last=2, best_metric="loss",
@@ -220,7 +231,8 @@ class Checkpointer:
         self,
         directory,
         *,
-        save_every: int = 1,
+        save_every: int = 100,
+        save_interval_s: Optional[float] = 300.0,
         keep_last: int = 3,
         best_metric: Optional[str] = None,
         best_mode: str = "min",
@@ -228,8 +240,22 @@ class Checkpointer:
         trainer=None,
         async_save: bool = True,
         create: bool = True,
+        data=None,
     ):
         save_every = checks.integer("save_every", save_every, 1)
+        if save_interval_s is not None:
+            save_interval_s = checks.number("save_interval_s", save_interval_s, 0.0, min_open=True)
+        self.save_interval_s = save_interval_s
+        self._last_save = time.monotonic()
+        if data is not None:
+            if not callable(getattr(data, "config", None)):
+                raise TypeError(
+                    "data must have a config() method returning a JSON-clean dict (a "
+                    f"TextCorpus); got {type(data).__name__}"
+                )
+            if config is not None and not isinstance(config, dict):
+                raise TypeError(f"config must be a dict; got {type(config).__name__}")
+            config = dict(config or {}, data=data.config())
         keep_last = checks.integer("keep_last", keep_last, 1)
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max'; got {best_mode!r}")
@@ -363,7 +389,7 @@ class Checkpointer:
         step = checks.step_position("state.position", state.position)
         if step in self._manager.all_steps():
             return False
-        if not force and not self._manager.should_save(step):
+        if not force and not self._manager.should_save(step) and not self._time_to_save():
             return False
         check_finite(state)
         if metrics is not None:
@@ -380,6 +406,7 @@ class Checkpointer:
             "config": None if self.config is None else json.loads(json.dumps(self.config)),
             "leaves": _leaf_specs(state),
         }
+        self._last_save = time.monotonic()
         return self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -388,6 +415,18 @@ class Checkpointer:
             metrics=metrics,
             force=True,
         )
+
+    def _time_to_save(self) -> bool:
+        """Whether ``save_interval_s`` has passed since the last save (process 0 decides
+        for every process, so that all of them take part in the same saves)."""
+        if self.save_interval_s is None:
+            return False
+        due = time.monotonic() - self._last_save >= self.save_interval_s
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))
+        return due
 
     # ------------------------------------------------------------------ restore
     def all_steps(self) -> list:
@@ -448,6 +487,7 @@ class Checkpointer:
             )
         rec = self._integrity(step)
         self._check_recorded_config(rec, step, self.config)
+        target = self._with_carry(target, rec, path)
         _check_target(rec.get("leaves"), target, path)
         try:
             restored = self._manager.restore(
@@ -477,6 +517,35 @@ class Checkpointer:
                     f"from the one recorded at save time {want}"
                 )
         return state
+
+    def _with_carry(self, target, rec: dict, path: str):
+        """A target with ``carry=None`` for a checkpoint that holds a carry (a stateful
+        run): the carry's shapes come from the checkpoint (its batch size) and its
+        structure from the trainer recorded in the config."""
+        if getattr(target, "carry", 0) is not None or not hasattr(target, "_replace"):
+            return target
+        sizes = sorted(
+            {
+                shape[0]
+                for name, (_, shape) in (rec.get("leaves") or {}).items()
+                if name.startswith(".carry") and shape
+            }
+        )
+        if not sizes:
+            return target
+        try:
+            from rnnjax.train import Trainer
+
+            config = self.config if self.config is not None else load_config(self.directory)
+            trainer = Trainer.from_config(config["trainer"])
+            return target._replace(carry=trainer.abstract_state(batch_size=sizes[0]).carry)
+        except Exception as err:
+            raise ValueError(
+                f"the checkpoint at {path} holds the recurrent carry of a stateful run "
+                f"(batch size {sizes[0]}) and the restore target has carry=None, and no "
+                "trainer is recorded with it to rebuild the carry; restore into "
+                f"trainer.abstract_state(batch_size={sizes[0]})"
+            ) from err
 
     # ------------------------------------------------------------------ lifecycle
     def wait(self) -> None:
@@ -517,6 +586,17 @@ class Run(NamedTuple):
     state: Any
     step: int
     config: dict
+
+    @property
+    def vocabulary(self):
+        """The vocabulary recorded with ``Checkpointer(data=corpus)`` (a
+        :class:`rnnjax.tasks.language.Vocabulary`: ``encode``, ``decode``), or ``None``."""
+        from rnnjax.tasks.language import Vocabulary
+
+        data = self.config.get("data") if isinstance(self.config, dict) else None
+        if not isinstance(data, dict) or "vocab" not in data:
+            return None
+        return Vocabulary.from_config(data)
 
 
 def load_run(directory, step: Optional[int] = None, *, best: bool = False) -> Run:

@@ -289,6 +289,7 @@ def fit(trainer, state, data, num_batches: int, mesh: Optional[Mesh] = None, **f
     """
     from rnnjax import train
 
+    train._trainer._check_state("state", state)  # a TrainState, not params alone
     mesh = make_mesh() if mesh is None else mesh
     per_step = getattr(trainer.model, "head", None) == "per_step"
 

@@ -1,6 +1,7 @@
 """Flax NNX modules around rnnjax's functional layers.
 
-``rnnjax.nnx.LSTM`` (and ``GRU``, ``RNN``) is an ``nnx.Module`` that runs the
+``rnnjax.nnx.LSTM`` (and ``GRU``, ``RNN``, and :class:`Recurrent` for any cell) is an
+``nnx.Module`` that runs the
 functional network of :mod:`rnnjax.layers` (a :class:`rnnjax.Stacked` of
 :class:`rnnjax.Recurrent` or :class:`rnnjax.Bidirectional` layers; see
 :func:`rnnjax.linen.build_network`) with ``apply_batch``: a plain ``jax.lax.scan``, with
@@ -24,6 +25,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any, Callable, Optional, Union
 
@@ -36,7 +38,7 @@ from rnnjax import initializers as inits
 from rnnjax import layers as rl
 from rnnjax.linen import broadcast_state, build_network
 
-__all__ = ["RNN", "LSTM", "GRU"]
+__all__ = ["RNN", "LSTM", "GRU", "Recurrent"]
 
 
 def _is_variable(x) -> bool:
@@ -61,6 +63,7 @@ class _Recurrent(nnx.Module):
         deterministic: bool,
         param_dtype: Any,
         rngs: nnx.Rngs,
+        config: Any = None,
     ):
         if not isinstance(rngs, nnx.Rngs):
             raise TypeError(f"rngs must be an nnx.Rngs; got {type(rngs).__name__}")
@@ -79,6 +82,7 @@ class _Recurrent(nnx.Module):
             recurrent_dropout,
             zoneout,
             param_dtype,
+            config=config,
         )
         self.num_layers = num_layers
         self.time_major = time_major
@@ -403,6 +407,105 @@ class GRU(_Recurrent):
         )
 
 
+_CELL_PROTOCOL = ("init", "step", "initial_state", "input_size", "output_size")
+
+
+class Recurrent(_Recurrent):
+    """Layers of any rnnjax cell as an NNX module (a new cell needs no new module): the
+    NNX counterpart of :class:`rnnjax.linen.Recurrent`.
+
+    The first layer runs ``cell`` itself; a deeper layer runs the same cell with the
+    previous layer's output size as its ``input_size`` (``dataclasses.replace``).
+
+    Args:
+      cell: a cell instance, e.g. ``rnnjax.MinGRU(3, 8)``, ``rnnjax.LRU(3, 8)``,
+        ``rnnjax.LSTM(3, 8, proj_size=4)`` or a user's cell following the protocol
+        (``init``, ``step``, ``initial_state``, ``input_size``, ``output_size``);
+        with ``num_layers > 1`` a dataclass with an ``input_size`` field.
+      num_layers: number of stacked layers (default 1).
+      bidirectional: run every layer in both directions (padding-aware).
+      merge: how the two directions are merged (as for :class:`LSTM`).
+      dropout: dropout rate between layers.
+      input_dropout: variational dropout rate on each layer's inputs.
+      recurrent_dropout: variational dropout rate on the fed-back hidden vector.
+      zoneout: zoneout probability (its expectation when deterministic).
+      time_major: inputs and outputs are ``(T, *B, F)``.
+      deterministic: dropout off (``eval()`` sets it).
+      config: the :class:`rnnjax.ScanConfig` of every layer (default ``ScanConfig()``).
+      rngs: ``nnx.Rngs``; ``params`` for initialisation, ``dropout`` for dropout.
+
+    Example:
+      >>> import jax.numpy as jnp, rnnjax as rj, rnnjax.nnx as rn
+      >>> from flax import nnx
+      >>> net = rn.Recurrent(rj.MinGRU(3, 8), num_layers=2, rngs=nnx.Rngs(0),
+      ...                    config=rj.ScanConfig(method="parallel"))
+      >>> _, ys = net(jnp.ones((2, 5, 3)), jnp.array([5, 2]))
+      >>> ys.shape
+      (2, 5, 8)
+    """
+
+    def __init__(
+        self,
+        cell: Any,
+        *,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        merge: Union[str, Callable] = "concat",
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
+        time_major: bool = False,
+        deterministic: bool = False,
+        config: Any = None,
+        rngs: nnx.Rngs,
+    ):
+        if isinstance(cell, type) or not all(hasattr(cell, a) for a in _CELL_PROTOCOL):
+            missing = [a for a in _CELL_PROTOCOL if not hasattr(cell, a)]
+            raise TypeError(
+                "cell must be a cell instance (e.g. rnnjax.MinGRU(3, 8)) with "
+                f"{', '.join(_CELL_PROTOCOL)}; got {cell!r}"
+                + (" (a class: instantiate it)" if isinstance(cell, type) else "")
+                + (
+                    f", which lacks {', '.join(missing)}"
+                    if missing and not isinstance(cell, type)
+                    else ""
+                )
+            )
+        stacked = (
+            isinstance(num_layers, int) and not isinstance(num_layers, bool) and num_layers > 1
+        )
+        if stacked and not (
+            dataclasses.is_dataclass(cell)
+            and "input_size" in {f.name for f in dataclasses.fields(cell)}
+        ):
+            raise TypeError(
+                f"num_layers={num_layers} needs a dataclass cell with an input_size field (to "
+                f"build the deeper layers); got {type(cell).__name__}"
+            )
+
+        def make_cell(i):
+            return cell if i == cell.input_size else dataclasses.replace(cell, input_size=i)
+
+        self.cell = cell
+        super().__init__(
+            make_cell,
+            cell.input_size,
+            num_layers,
+            bidirectional,
+            merge,
+            dropout,
+            input_dropout,
+            recurrent_dropout,
+            zoneout,
+            time_major,
+            deterministic,
+            getattr(cell, "param_dtype", jnp.float32),
+            rngs,
+            config=config,
+        )
+
+
 def _show_constructor_arguments(cls) -> None:
     """``nnx.Module``'s metaclass hides ``__init__`` behind ``(*args, **kwargs)``: give the
     class the constructor's own signature so that ``help()`` and ``inspect`` show it."""
@@ -410,6 +513,6 @@ def _show_constructor_arguments(cls) -> None:
     cls.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
 
 
-for _cls in (RNN, LSTM, GRU):
+for _cls in (RNN, LSTM, GRU, Recurrent):
     _show_constructor_arguments(_cls)
 del _cls

@@ -1,13 +1,21 @@
-"""Progress of a training run: a rich progress bar or plain lines, and a JSONL log.
+"""Progress of a training run: a rich progress bar or plain lines, a JSONL log, and
+metric writers (CSV, TensorBoard).
 
 Both are optional and independent: ``ProgressLog(total, enabled=False,
 jsonl_path="run.jsonl")`` only writes the log. On a terminal the display is a rich bar;
 when standard output is not a terminal (a log file, a pipe, a batch job) it is plain
 text lines, printed and flushed as the run goes, so a log file sees progress at once.
+
+A metric writer is any object with ``open(start)``, ``write(position, row)`` and
+``close()``; :func:`rnnjax.fit` takes a list of them (``writers=``) and gives each one
+row of scalar metrics per batch. :class:`CsvWriter` and :class:`TensorBoardWriter`
+(``tensorboardX``, the optional extra ``rnnjax[tensorboard]``) are provided; both drop
+what a run resumed at ``start`` will write again, so each position appears once.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -15,9 +23,9 @@ import sys
 import time
 from typing import Optional, Union
 
-__all__ = ["ProgressLog", "format_metrics"]
+__all__ = ["ProgressLog", "format_metrics", "CsvWriter", "TensorBoardWriter"]
 
-_SHOWN = ("loss",)  # training metrics always shown; evaluation metrics are shown as they come
+_SHOWN = ("loss", "lr")  # training metrics always shown; evaluation metrics are shown as they come
 
 
 def _jsonable(v):
@@ -36,8 +44,16 @@ def _scalar(v):
 
 
 def format_metrics(metrics: dict, names=None) -> str:
-    """``"name value"`` pairs of the scalar metrics in ``names`` (default: ``loss`` and
-    every metric whose name starts with ``valid_`` or ``eval_``), four significant digits.
+    """``"name value"`` pairs of the scalar metrics in ``names`` (default: ``loss``,
+    ``lr`` and every metric whose name starts with ``valid_`` or ``eval_``), four
+    significant digits.
+
+    Args:
+      metrics: a dict of numbers (a list is shown by its last finite entry).
+      names: the names to show, in order.
+
+    Returns:
+      The text.
 
     Example:
       >>> format_metrics({"loss": 1.23456, "valid_ppl": 3.5, "grad_norm": 0.1})
@@ -79,6 +95,10 @@ class ProgressLog:
         lines over the run), after every update called with ``show=True`` (an
         evaluation) and after the last batch.
       stream: where plain lines go (default ``sys.stdout``).
+
+    Evaluation metrics (``valid_*``, ``eval_*``) stay on display after the row that
+    measured them, marked with the position they were measured at
+    (``valid_loss 2.1 (at 40)``): a later line never passes an old value for a new one.
 
     Example:
       >>> import io
@@ -167,19 +187,29 @@ class ProgressLog:
             row.update({k: _jsonable(v) for k, v in metrics.items()})
             self._file.write(json.dumps(row) + "\n")
             self._file.flush()
-        self._shown.update({k: v for k, v in metrics.items() if k.startswith(("valid_", "eval_"))})
-        shown = {"loss": metrics.get("loss"), **self._shown}
+        fresh = {k: v for k, v in metrics.items() if k.startswith(("valid_", "eval_"))}
+        self._shown.update({k: (v, int(position)) for k, v in fresh.items()})
+        current = {k: metrics[k] for k in _SHOWN if k in metrics}
+        current.update(fresh)
+        text = format_metrics(current)
+        stale = {k: v for k, (v, at) in self._shown.items() if at != int(position)}
+        for at in sorted({a for _, a in self._shown.values() if a != int(position)}):
+            old = format_metrics(
+                {k: v for k, (v, a) in self._shown.items() if a == at and k in stale}
+            )
+            if old:
+                text = f"{text}  {old} (at {at})" if text else f"{old} (at {at})"
         if self._progress is not None:
             self._progress.update(
                 self._task,
                 completed=position,
-                metrics=format_metrics(shown) or "loss -",
+                metrics=text or "loss -",
                 rate=f"{rate:.1f}",
             )
         elif self.mode == "plain" and (show or done % self.every == 0 or position >= self.total):
             eta = (self.total - position) / rate if rate > 0 else float("nan")
             line = (
-                f"{self.description} {position}/{self.total}  {format_metrics(shown)}  "
+                f"{self.description} {position}/{self.total}  {text}  "
                 f"{rate:.3g} steps/s  elapsed {_clock(elapsed)}  eta {_clock(eta)}"
             )
             out = sys.stdout if self.stream is None else self.stream
@@ -191,3 +221,135 @@ class ProgressLog:
         if self._file is not None:
             self._file.close()
         return False
+
+
+def _number(v):
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (int, float)):
+        return v
+    return None
+
+
+class CsvWriter:
+    """Metrics as a CSV file: one row per batch, a column per metric.
+
+    A metric first seen later in the run (a validation metric, say) adds a column: the
+    file is rewritten with the wider header, earlier rows leaving it empty. Opened at
+    ``start > 0`` (a resumed run) it keeps the rows up to ``start`` and drops the rest,
+    which the run writes again. Non-finite values are written as ``nan``/``inf``.
+
+    Args:
+      path: the ``.csv`` file (its directory is created).
+
+    Example:
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "run.csv")
+      >>> w = CsvWriter(path)
+      >>> w.open(0)
+      >>> w.write(1, {"loss": 2.0})
+      >>> w.write(2, {"loss": 1.5, "valid_loss": 1.7})
+      >>> w.close()
+      >>> print(open(path).read().strip())
+      position,loss,valid_loss
+      1,2.0,
+      2,1.5,1.7
+    """
+
+    def __init__(self, path):
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file path; got {type(path).__name__}")
+        self.path = os.path.abspath(os.fspath(path))
+        self._fields = ["position"]
+        self._rows = []
+
+    def open(self, start: int = 0) -> None:
+        """Start writing; keep the rows of an earlier run up to position ``start``."""
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._fields, self._rows = ["position"], []
+        if start > 0 and os.path.exists(self.path):
+            with open(self.path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                self._fields = list(reader.fieldnames or ["position"])
+                for row in reader:
+                    try:
+                        if int(row["position"]) <= start:
+                            self._rows.append(row)
+                    except (KeyError, TypeError, ValueError):
+                        continue  # a line cut short by a kill: written again
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, self._fields, restval="")
+            w.writeheader()
+            w.writerows(self._rows)
+        os.replace(tmp, self.path)
+
+    def write(self, position: int, row: dict) -> None:
+        """Append the scalar metrics of batch ``position``."""
+        out = {"position": int(position)}
+        for k, v in row.items():
+            v = _number(v)
+            if v is not None and k != "position":
+                out[k] = v
+        self._rows.append(out)
+        new = [k for k in out if k not in self._fields]
+        if new:
+            self._fields += new
+            self._rewrite()
+            return
+        with open(self.path, "a", newline="", encoding="utf-8") as f:
+            csv.DictWriter(f, self._fields, restval="").writerow(out)
+
+    def close(self) -> None:
+        """Nothing is buffered: every row is on disk when :meth:`write` returns."""
+
+
+class TensorBoardWriter:
+    """Metrics as TensorBoard event files (``tensorboardX``), one scalar per metric
+    at the data position.
+
+    Needs ``tensorboardX`` (``pip install rnnjax[tensorboard]``). Opened at ``start > 0``
+    (a resumed run) it purges the events past ``start`` that the run writes again.
+
+    Args:
+      logdir: the TensorBoard log directory.
+
+    Example:
+      >>> import tempfile
+      >>> w = TensorBoardWriter(tempfile.mkdtemp())  # doctest: +SKIP
+      >>> w.open(0); w.write(1, {"loss": 2.0}); w.close()  # doctest: +SKIP
+    """
+
+    def __init__(self, logdir):
+        if not isinstance(logdir, (str, os.PathLike)):
+            raise TypeError(f"logdir must be a directory path; got {type(logdir).__name__}")
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError as err:
+            raise ImportError(
+                "TensorBoardWriter needs tensorboardX: pip install 'rnnjax[tensorboard]'"
+            ) from err
+        self.logdir = os.path.abspath(os.fspath(logdir))
+        self._writer = None
+
+    def open(self, start: int = 0) -> None:
+        """Start writing; events past position ``start`` from an earlier run are purged."""
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(self.logdir, purge_step=(start + 1) if start > 0 else None)
+
+    def write(self, position: int, row: dict) -> None:
+        """Write the scalar metrics of batch ``position``."""
+        for k, v in row.items():
+            v = _number(v)
+            if v is not None and k != "position":
+                self._writer.add_scalar(k, v, global_step=int(position))
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -714,6 +714,103 @@ VALID = [
 ]
 
 
+# ---- training workflow: evaluate-less early stopping, TrainState/params mix-ups,
+# schedule_unit, writers, checkpoint cadence and data, vocabulary, nnx.Recurrent
+def _fit(*args, **kw):
+    kw.setdefault("progress", False)
+    args = args or (F("tr"), F("tr_state"), lambda p: _batch(), 1)
+    return train.fit(*args, **kw)
+
+
+def _vocab(v):
+    from rnnjax.tasks.language import Vocabulary
+
+    return Vocabulary(v)
+
+
+def _csv(path):
+    from rnnjax.progress import CsvWriter
+
+    return CsvWriter(path)
+
+
+def _nnx_recurrent(cell):
+    from flax import nnx
+
+    import rnnjax.nnx as rn
+
+    return rn.Recurrent(cell, rngs=nnx.Rngs(0))
+
+
+BAD += [
+    (
+        "fit-early_stopping-no-evaluate",
+        "early_stopping",
+        lambda: _fit(early_stopping=train.EarlyStopping("valid_loss")),
+    ),
+    ("fit-eval_every-no-evaluate", "eval_every", lambda: _fit(eval_every=2)),
+    ("fit-params-for-state", "state", lambda: _fit(F("tr"), F("lm_p"), lambda p: _batch(), 1)),
+    ("fit-writers-object", "writers", lambda: _fit(writers=[object()])),
+    ("fit-data-not-callable", "data", lambda: _fit(F("tr"), F("tr_state"), [_batch()], 1)),
+    ("evaluate-trainstate-for-params", "params", lambda: F("tr").evaluate(F("tr_state"), _batch())),
+    (
+        "evaluate_batches-trainstate",
+        "params",
+        lambda: train.evaluate_batches(F("tr"), F("tr_state"), [_batch()]),
+    ),
+    ("train_step-params-for-state", "state", lambda: F("tr").train_step(F("lm_p"), _batch())),
+    ("tbptt_step-params-for-state", "state", lambda: F("tr").tbptt_step(F("lm_p"), _batch(), 5)),
+    ("learning_rate_at-params", "state", lambda: F("tr").learning_rate_at(F("lm_p"))),
+    (
+        "distributed-fit-params-for-state",
+        "state",
+        lambda: rj.distributed.fit(F("tr"), F("lm_p"), lambda p: _batch(), 1, progress=False),
+    ),
+    (
+        "trainer-schedule_unit-unknown",
+        "schedule_unit",
+        lambda: train.Trainer(F("lm"), schedule_unit="epoch"),
+    ),
+    (
+        "trainer-schedule_unit-batch-float-lr",
+        "schedule_unit",
+        lambda: train.Trainer(F("lm"), learning_rate=1e-3, schedule_unit="batch"),
+    ),
+    (
+        "checkpointer-save_interval_s-neg",
+        "save_interval_s",
+        lambda: rj.checkpoint.Checkpointer(tempfile.mkdtemp(), save_interval_s=-1.0),
+    ),
+    (
+        "checkpointer-data-str",
+        "data",
+        lambda: rj.checkpoint.Checkpointer(tempfile.mkdtemp(), data="abc"),
+    ),
+    ("vocabulary-duplicates", "vocab", lambda: _vocab("aab")),
+    ("vocabulary-encode-bytes", "text", lambda: _vocab("ab").encode(b"ab")),
+    ("vocabulary-decode-range", "ids", lambda: _vocab("ab").decode([0, 2])),
+    ("csvwriter-path-int", "path", lambda: _csv(3)),
+    ("nnx-recurrent-cell-class", "cell", lambda: _nnx_recurrent(rj.GRU)),
+    ("nnx-recurrent-not-a-cell", "cell", lambda: _nnx_recurrent(object())),
+]
+
+VALID += [
+    ("fit-early-stopping-on-train-loss", lambda: _fit(early_stopping=train.EarlyStopping("loss"))),
+    (
+        "checkpointer-save_interval_s-none",
+        lambda: rj.checkpoint.Checkpointer(tempfile.mkdtemp(), save_interval_s=None),
+    ),
+    (
+        "trainer-schedule_unit-batch",
+        lambda: train.Trainer(
+            F("lm"),
+            learning_rate=train.schedule("constant_schedule", value=1e-3),
+            schedule_unit="batch",
+        ),
+    ),
+]
+
+
 # --------------------------------------------------------------------------- classify
 
 

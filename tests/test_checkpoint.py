@@ -108,7 +108,9 @@ def test_restore_roundtrip_keeps_namedtuples_and_values(trainer, uninterrupted, 
 def test_keeps_last_k_and_best(trainer, tmp_path):
     losses = [5.0, 1.0, 4.0, 3.0, 2.5, 2.0]
     state = trainer.init(jax.random.key(0))
-    with Checkpointer(tmp_path / "c", keep_last=2, best_metric="loss", async_save=True) as ckpt:
+    with Checkpointer(
+        tmp_path / "c", save_every=1, keep_last=2, best_metric="loss", async_save=True
+    ) as ckpt:
         for p, loss in enumerate(losses, start=1):
             ckpt.save(state._replace(position=jnp.asarray(p, jnp.int32)), metrics={"loss": loss})
         ckpt.wait()

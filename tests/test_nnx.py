@@ -207,3 +207,81 @@ def test_trains_with_nnx_optimizer_and_round_trips_through_orbax(tmp_path):
     model2 = nnx.merge(graphdef, restored)
     model2.eval()
     np.testing.assert_array_equal(model2(tokens, length), model(tokens, length))
+
+
+# --------------------------------------------------------------------------- Recurrent(cell)
+
+_CELLS = {
+    "SimpleRNN": lambda: __import__("rnnjax").SimpleRNN(I, H),
+    "LSTM": lambda: __import__("rnnjax").LSTM(I, H),
+    "LSTM-proj": lambda: __import__("rnnjax").LSTM(I, H, proj_size=2),
+    "GRU": lambda: __import__("rnnjax").GRU(I, H),
+    "GRU-cho": lambda: __import__("rnnjax").GRU(I, H, reset_after=False),
+    "MinGRU": lambda: __import__("rnnjax").MinGRU(I, H),
+    "MinLSTM": lambda: __import__("rnnjax").MinLSTM(I, H),
+    "LRU": lambda: __import__("rnnjax").LRU(I, H),
+    "EchoState": lambda: __import__("rnnjax").EchoState(I, H),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CELLS))
+def test_generic_recurrent_runs_every_cell_as_the_functional_layer(name):
+    """Same outputs and final state as the functional rnnjax.Recurrent of that cell,
+    with the module's own parameters, and the padded steps exactly zero."""
+    import rnnjax as rj
+
+    cell = _CELLS[name]()
+    net = rn.Recurrent(cell, rngs=nnx.Rngs(0))
+    assert net.cell is cell and net.output_size == cell.output_size
+    (p,) = net.layer_params()
+    ref = jax.eval_shape(cell.init, jax.random.key(0))
+    assert jax.tree_util.tree_map(jnp.shape, p) == jax.tree_util.tree_map(lambda a: a.shape, ref)
+    xs = _xs()
+    (state,), ys = net(xs, LENGTH)
+    want_state, want_ys = rj.Recurrent(cell).apply_batch(p, xs, LENGTH)
+    np.testing.assert_allclose(ys, want_ys, rtol=1e-6, atol=1e-7)
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(want_state)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert float(jnp.max(jnp.abs(ys[1, LENGTH[1] :]))) == 0.0
+    # one example against the unbatched driver (a plain unroll of the cell)
+    _, ys0 = rj.unroll(cell, p, xs[1], int(LENGTH[1]))
+    np.testing.assert_allclose(ys[1], ys0, rtol=1e-5, atol=1e-6)
+
+
+def test_generic_recurrent_stacks_bidirectional_layers_and_trains():
+    import rnnjax as rj
+
+    net = rn.Recurrent(
+        rj.MinGRU(I, H),
+        num_layers=2,
+        bidirectional=True,
+        rngs=nnx.Rngs(1),
+        config=rj.ScanConfig(method="parallel"),
+    )
+    params = net.layer_params()
+    assert net.functional().layers[1].forward.cell.input_size == 2 * H
+    xs = _xs(3)
+
+    def loss_module(model):
+        return jnp.sum(model(xs, LENGTH)[1] ** 2)
+
+    def loss_functional(p):
+        return jnp.sum(net.functional().apply_batch(p, xs, LENGTH)[1] ** 2)
+
+    g_m = nnx.to_pure_dict(nnx.grad(loss_module)(net))
+    g_f = jax.grad(loss_functional)(params)
+    for a, b in zip(
+        jax.tree_util.tree_leaves((g_m["layer_0"], g_m["layer_1"])), jax.tree_util.tree_leaves(g_f)
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_generic_recurrent_refuses_what_is_not_a_cell():
+    import rnnjax as rj
+
+    with pytest.raises(TypeError, match="cell must be a cell instance.*instantiate"):
+        rn.Recurrent(rj.GRU, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="cell must be a cell instance.*lacks"):
+        rn.Recurrent(object(), rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="rngs"):
+        rn.Recurrent(rj.GRU(I, H), rngs=0)

@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["MarkovSource", "TextCorpus", "StreamBatcher", "window_batch"]
+__all__ = ["MarkovSource", "TextCorpus", "Vocabulary", "StreamBatcher", "window_batch"]
 
 _MAX_CONTEXTS = 1 << 16
 
@@ -277,6 +277,86 @@ class StreamBatcher:
         return np.swapaxes(x, 0, 1), np.swapaxes(y, 0, 1)
 
 
+class Vocabulary:
+    """A character vocabulary: ``encode`` text to token ids and ``decode`` them back.
+
+    It is what a text model's run needs besides its parameters: a :class:`TextCorpus`
+    records it (``corpus.config()``) in a checkpoint directory through
+    ``rnnjax.Checkpointer(directory, trainer=..., data=corpus)``, and
+    ``rnnjax.load_run(directory).vocabulary`` gives it back.
+
+    Args:
+      vocab: a sequence of distinct single characters (index = token id).
+
+    Example:
+      >>> v = Vocabulary("abc")
+      >>> ids = v.encode("cab")
+      >>> ids.tolist(), v.decode(ids), v.vocab_size
+      ([2, 0, 1], 'cab', 3)
+      >>> Vocabulary.from_config(v.config()) == v
+      True
+    """
+
+    def __init__(self, vocab: Sequence[str]):
+        if isinstance(vocab, (bytes, bytearray)) or not isinstance(vocab, (str, Sequence)):
+            raise TypeError(f"vocab must be a sequence of characters; got {type(vocab).__name__}")
+        vocab = tuple(vocab)
+        if (
+            not vocab
+            or len(set(vocab)) != len(vocab)
+            or not all(isinstance(c, str) and len(c) == 1 for c in vocab)
+        ):
+            raise ValueError(f"vocab must be distinct single characters; got {vocab!r}")
+        self.vocab = vocab
+        self._index = {c: i for i, c in enumerate(vocab)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Characters -> ``(len(text),)`` int32 indices."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str; got {type(text).__name__}")
+        missing = sorted(set(text) - set(self._index))
+        if missing:
+            raise ValueError(f"text has characters outside the vocabulary: {missing[:10]!r}")
+        return np.fromiter((self._index[c] for c in text), np.int32, len(text))
+
+    def decode(self, ids) -> str:
+        """Indices -> text."""
+        ids = np.asarray(ids)
+        if ids.size and not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"ids must be integers; got dtype {ids.dtype}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(
+                f"ids must lie in [0, {self.vocab_size}); got [{ids.min()}, {ids.max()}]"
+            )
+        return "".join(self.vocab[i] for i in ids.ravel())
+
+    def config(self) -> dict:
+        """A JSON-clean record: ``{"vocab": [characters]}``."""
+        return {"vocab": list(self.vocab)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Vocabulary":
+        """Rebuild from :meth:`config`."""
+        if not isinstance(config, dict) or not isinstance(config.get("vocab"), list):
+            raise ValueError(
+                f"config must be a dict with a 'vocab' list of characters; got {str(config)[:200]}"
+            )
+        return cls(config["vocab"])
+
+    def __eq__(self, other):
+        return isinstance(other, Vocabulary) and other.vocab == self.vocab
+
+    def __hash__(self):
+        return hash(self.vocab)
+
+    def __repr__(self):
+        return f"Vocabulary({''.join(self.vocab)!r})"
+
+
 class TextCorpus:
     """A character-level corpus read from a plain text file, with a training /
     validation split.
@@ -362,6 +442,17 @@ class TextCorpus:
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The :class:`Vocabulary` (``encode``, ``decode``) of the corpus."""
+        return Vocabulary(self.vocab)
+
+    def config(self) -> dict:
+        """A JSON-clean record of what encoding and decoding need (the vocabulary), kept
+        in a checkpoint directory by ``rnnjax.Checkpointer(..., data=corpus)`` and given
+        back by ``rnnjax.load_run(directory).vocabulary``."""
+        return {"kind": "TextCorpus", "vocab": list(self.vocab)}
 
     def encode(self, text: str) -> np.ndarray:
         """Characters -> ``(len(text),)`` int32 indices."""

@@ -62,6 +62,9 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(ValueError|TypeError|RuntimeError|KeyError|Warning|UserWarning)"),
 ]
 
+# the optax chain a Trainer builds in __post_init__ (a field without an entry of its own)
+nitpick_ignore = [("py:attr", "tx")]
+
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"  # the signatures carry defaults; types are in Args
 autodoc_default_options: dict = {}  # no "Bases:" lines: the bases are private

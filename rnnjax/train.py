@@ -511,7 +511,7 @@ class Trainer:
       frozen: names (a tuple of str) or a callable marking frozen parameters.
       optimizer_kwargs: a tuple of ``(name, value)`` pairs for the named optimiser.
 
-    The optax chain is built once (``tx``). The train steps report, per update,
+    The optax chain is built once (:attr:`tx`). The train steps report, per update,
     ``loss``, ``grad_norm`` (global norm of the trainable gradients before clipping),
     ``clipped`` (``grad_norm > clip_norm``), ``skipped`` (non-finite gradient or loss,
     not applied: params, the inner optimiser state and a stateful carry stay exactly as

@@ -478,9 +478,11 @@ def _contexts(node) -> list[str]:
     if "docstring of " in source:
         owner = source.rsplit("docstring of ", 1)[1].split(":")[0].split(".")
         out += [".".join(owner[:i]) for i in range(len(owner), 0, -1)]
-        defined = getattr(_resolve(".".join(owner)), "__module__", None)
-        if isinstance(defined, str):  # the module that defines a re-exported object
-            out.append(defined)
+        for i in range(len(owner), 0, -1):  # the module that defines a re-exported object
+            defined = getattr(_resolve(".".join(owner[:i])), "__module__", None)
+            if isinstance(defined, str):
+                out.append(defined)
+                break
     return out
 
 
@@ -510,7 +512,7 @@ def _missing_reference(app, env, node, contnode):
             )
             if found is not None:
                 return found
-    if not names and _internal_name(target, contexts):
+    if _internal_name(target, contexts):  # a real object without an entry: plain code
         return contnode
     return None
 

@@ -42,8 +42,6 @@ html_static_path = ["_static"]
 html_css_files = ["rnnjax.css"]
 html_title = f"rnnjax {release}"
 html_show_sourcelink = False
-pygments_style = "sphinx"
-pygments_dark_style = "monokai"
 
 # the copy button copies the code without the ``>>> ``/``... `` prompts and without the
 # doctest output lines

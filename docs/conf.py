@@ -259,7 +259,9 @@ def _api_entries():
     return pages, documented
 
 
-_FOREIGN_BASES = "Module, ModuleBase, Pytree, Representable, tuple, object, Exception, Warning"
+_FOREIGN_BASES = (
+    "Module, ModuleBase, Pytree, Representable, tuple, object, BaseException, Exception, Warning"
+)
 
 
 def _constant_doc(mod: str, name: str) -> list[str]:

@@ -27,20 +27,46 @@ release = version = rnnjax.__version__
 
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "sphinx.ext.doctest",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax copied into _static: maths render without a network
+    "sphinx_copybutton",
 ]
 
 exclude_patterns = ["_build"]
-html_theme = "alabaster"  # ships with Sphinx: no download
-html_static_path: list = []
+html_theme = "furo"  # per-page contents, previous/next links, light and dark
+html_static_path = ["_static"]
+html_css_files = ["rnnjax.css"]
 html_title = f"rnnjax {release}"
+html_show_sourcelink = False
+
+# the copy button copies the code without the ``>>> ``/``... `` prompts and without the
+# doctest output lines
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True
+copybutton_only_copy_prompt_lines = True
+
+# every cross-reference must resolve (sphinx -W turns a broken one into an error); the
+# third-party types below have no inventory offline (no intersphinx downloads)
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(jax|jaxlib|numpy|np|jnp|optax|orbax|flax|nn|nnx|torch|chex|typing)(\..*)?"),
+    (r"py:.*", r"(Array|ArrayLike|PRNGKey|PyTree|Callable|Any|Iterable|Iterator|Sequence)"),
+    (r"py:.*", r"(Mapping|Path|pathlib\..*|collections\..*|dataclasses\..*|os\..*)"),
+    (r"py:.*", r"(int|float|bool|str|dict|list|tuple|None|object|type|bytes|slice)"),
+    (r"py:.*", r"(ValueError|TypeError|RuntimeError|KeyError|Warning|UserWarning)"),
+]
+
+# the optax chain a Trainer builds in __post_init__ (a field without an entry of its own)
+nitpick_ignore = [("py:attr", "tx")]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"  # the signatures carry defaults; types are in Args
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_default_options: dict = {}  # no "Bases:" lines: the bases are private
+autosummary_generate = False  # the tables link to the entries on the same page
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
@@ -62,64 +88,247 @@ doctest_path: list = []
 
 
 # ---------------------------------------------------------------------------------------
-# API reference: one page per public module
+# API reference: one page per task, each object documented once under the name users type
+#
+# A name that ``rnnjax`` re-exports (``rnnjax.__all__``) is documented as ``rnnjax.<name>``
+# on the page of the group that owns its defining module; the other public names of a
+# group's modules (their ``__all__``) are documented under that module (``rnnjax.esn.fit_ridge``,
+# ``rnnjax.train.evaluate_stream``). New names appear without editing the docs. Internal
+# modules (``engine`` internals, ``fused``, ``checks``, ``spec``, ``progress``) are not listed.
+
+API_GROUPS = [
+    # slug, title, intro, modules that own flat names, modules documented on the page
+    (
+        "cells",
+        "Cells and initialisers",
+        "One time step of one example: frozen dataclasses of hyperparameters with "
+        "``init(key)``, ``initial_state()`` and ``step(params, state, x)``; the protocol a "
+        "new cell follows; the initialisers the cells use. Topic page: :doc:`/cells`.",
+        ["rnnjax.cells"],
+        ["rnnjax.cells", "rnnjax.cells.base", "rnnjax.initializers"],
+    ),
+    (
+        "sequences",
+        "Sequences and layers",
+        "Running a cell over sequences (lengths, resets, reverse, packing) and the layers "
+        "and models built on it. Topic pages: :doc:`/getting_started`, :doc:`/layers`.",
+        ["rnnjax.sequence", "rnnjax.layers", "rnnjax.models"],
+        ["rnnjax.sequence", "rnnjax.layers", "rnnjax.models"],
+    ),
+    (
+        "scan",
+        "Scan settings",
+        "How a recurrence runs: an explicit, hashable argument, never a global switch. "
+        "Topic page: :doc:`/scan`.",
+        ["rnnjax.engine", "rnnjax.parallel"],
+        ["rnnjax.parallel"],
+    ),
+    (
+        "training",
+        "Training and checkpoints",
+        "Optimisers, the trainer and the ``fit`` loop, evaluation, checkpoints and "
+        "resume, data-parallel training, metrics, schedules and gradient diagnostics. "
+        "Topic pages: :doc:`/training`, :doc:`/end_to_end`.",
+        [
+            "rnnjax.train",
+            "rnnjax.checkpoint",
+            "rnnjax.distributed",
+            "rnnjax.metrics",
+            "rnnjax.schedules",
+            "rnnjax.diagnostics",
+        ],
+        [
+            "rnnjax.train",
+            "rnnjax.checkpoint",
+            "rnnjax.distributed",
+            "rnnjax.metrics",
+            "rnnjax.schedules",
+            "rnnjax.diagnostics",
+        ],
+    ),
+    (
+        "decoding",
+        "Decoding and sequence to sequence",
+        "Generation for every model that can be stepped (greedy, sampling, beam search) and "
+        "the encoder-decoder with attention. Topic page: :doc:`/seq2seq`.",
+        ["rnnjax.decoding", "rnnjax.seq2seq", "rnnjax.attention"],
+        ["rnnjax.decoding", "rnnjax.seq2seq", "rnnjax.attention"],
+    ),
+    (
+        "reservoir",
+        "Reservoir computing",
+        "Echo state networks: the reservoir cell, readouts, drivers (fit, predict, "
+        "forecast), sweeps and next-generation reservoir computing. Topic page: :doc:`/esn`.",
+        ["rnnjax.reservoir", "rnnjax.esn"],
+        ["rnnjax.esn"],
+    ),
+    (
+        "flax",
+        "Flax",
+        "Flax linen and NNX modules running rnnjax layers, and weights to and from Flax's "
+        "cells. Topic page: :doc:`/flax`.",
+        ["rnnjax.linen", "rnnjax.nnx", "rnnjax.flax_convert"],
+        ["rnnjax.linen", "rnnjax.nnx", "rnnjax.flax_convert"],
+    ),
+    (
+        "interop",
+        "PyTorch interop",
+        "PyTorch recurrent modules to rnnjax layers and back, with their states. Topic "
+        "page: :doc:`/interop`.",
+        ["rnnjax.interop"],
+        ["rnnjax.interop"],
+    ),
+    (
+        "tasks",
+        "Tasks and data",
+        "Synthetic tasks and small data sets that ship with the package; nothing downloads.",
+        ["rnnjax.tasks"],
+        [],  # filled with the subpackages of rnnjax.tasks
+    ),
+]
 
 
-def public_modules() -> list[str]:
+def _tasks_modules() -> list[str]:
     names = []
-    for info in pkgutil.walk_packages(rnnjax.__path__, "rnnjax."):
-        if not any(part.startswith("_") for part in info.name.split(".")):
+    for info in pkgutil.iter_modules(rnnjax.tasks.__path__, "rnnjax.tasks."):
+        if not info.name.rsplit(".", 1)[1].startswith("_"):
             names.append(info.name)
     return sorted(names)
 
 
-def _facade_links(mod: str):
-    """For a module that only re-exports (``__all__`` lists no function or class of its
-    own, e.g. :mod:`rnnjax.esn`), links to where each exported name is documented;
-    ``None`` for any other module. Documenting a re-exported class twice is a Sphinx
-    warning (a duplicate object description)."""
-    import importlib
+def _kind(obj) -> str | None:
     import inspect
-    import types
 
-    module = importlib.import_module(mod)
-    exported = getattr(module, "__all__", None)
-    if not exported or mod == "rnnjax":
-        return None
-    objs = [getattr(module, name) for name in exported]
-    callables = [o for o in objs if inspect.isfunction(o) or inspect.isclass(o)]
-    if not callables or any(o.__module__ == mod for o in callables):
-        return None
-    links = []
-    for name, obj in zip(exported, objs):
-        if isinstance(obj, types.ModuleType):
-            links.append(f":mod:`{obj.__name__}`")
-        elif inspect.isclass(obj):
-            links.append(f":class:`~{obj.__module__}.{obj.__qualname__}`")
-        elif inspect.isfunction(obj):
-            links.append(f":func:`~{obj.__module__}.{obj.__qualname__}`")
-        else:
-            links.append(f"``{name}``")
-    return links
+    if inspect.isclass(obj):
+        return "class"
+    if inspect.isfunction(obj) or type(obj).__name__ in ("PjitFunction", "custom_jvp"):
+        return "function"
+    if callable(obj) and hasattr(obj, "__wrapped__"):
+        return "function"
+    if isinstance(obj, (int, float, str, tuple, frozenset, dict)):
+        return "data"  # a public constant (``rnnjax.tasks.seq2seq_tasks.EOS``)
+    return None
 
 
-def write_api_pages() -> None:
+def _api_entries():
+    """``{slug: [(section, [(documented name, object, kind)])]}`` and ``{id: name}``."""
+    import importlib
+
+    import rnnjax.tasks  # noqa: F401
+
+    documented: dict[int, str] = {}
+    pages: dict[str, list] = {}
+    # names typed as rj.<name>
+    flat = []
+    for name in rnnjax.__all__:
+        obj = getattr(rnnjax, name)
+        if _kind(obj) is not None:
+            flat.append((name, obj))
+    owner = {}
+    for slug, _, _, owners, _ in API_GROUPS:
+        for mod in owners:
+            owner[mod] = slug
+    flat_by_group: dict[str, list] = {slug: [] for slug, *_ in API_GROUPS}
+    for name, obj in flat:
+        mod = obj.__module__
+        slug = next(
+            (owner[m] for m in sorted(owner, key=len, reverse=True) if mod.startswith(m)),
+            None,
+        )
+        if slug is None:
+            raise RuntimeError(f"docs/conf.py: no API group owns rnnjax.{name} ({mod})")
+        flat_by_group[slug].append((f"rnnjax.{name}", obj, _kind(obj)))
+        documented[id(obj)] = f"rnnjax.{name}"
+    for slug, _, _, _, modules in API_GROUPS:
+        sections = []
+        if flat_by_group[slug]:
+            sections.append(("rnnjax", flat_by_group[slug]))
+        for mod in modules or _tasks_modules():
+            module = importlib.import_module(mod)
+            entries = []
+            for name in getattr(module, "__all__", []):
+                obj = getattr(module, name)
+                kind = _kind(obj)
+                key = id(obj) if kind != "data" else f"{mod}.{name}"
+                if kind is None or key in documented:
+                    continue
+                documented[key] = f"{mod}.{name}"
+                entries.append((f"{mod}.{name}", obj, kind))
+            sections.append((mod, entries))
+        pages[slug] = sections
+    return pages, documented
+
+
+_FOREIGN_BASES = (
+    "Module, ModuleBase, Pytree, Representable, tuple, object, BaseException, Exception, Warning"
+)
+
+
+def _constant_doc(mod: str, name: str) -> list[str]:
+    """The documentation comment of a module constant, looked up in the modules of the
+    package that hold the same object (a facade re-exports it)."""
+    import sys
+
+    from sphinx.pycode import ModuleAnalyzer
+
+    value = getattr(sys.modules[mod], name)
+    for modname, module in sorted(sys.modules.items()):
+        if not modname.startswith("rnnjax") or getattr(module, name, None) is not value:
+            continue
+        try:
+            docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
+        except Exception:  # noqa: BLE001 (no source: nothing to show)
+            continue
+        if ("", name) in docs:
+            return [line for line in docs[("", name)] if line.strip() or True]
+    return []
+
+
+def write_api_pages() -> dict[int, str]:
     out = DOCS / "api"
     out.mkdir(exist_ok=True)
-    modules = public_modules()
-    wanted = {f"{m}.rst" for m in modules}
-    for stale in out.glob("rnnjax.*.rst"):
+    pages, documented = _api_entries()
+    wanted = {f"{slug}.rst" for slug, *_ in API_GROUPS}
+    for stale in out.glob("*.rst"):
         if stale.name not in wanted:
             stale.unlink()
-    for mod in modules:
-        title = f"``{mod}``"
-        text = f"{title}\n{'=' * len(title)}\n\n.. automodule:: {mod}\n"
-        links = _facade_links(mod)
-        if links is not None:  # documented where they are defined: link there, not twice
-            text += "   :no-members:\n\n" + "".join(f"- {link}\n" for link in links)
-        path = out / f"{mod}.rst"
+    for slug, title, intro, _, _ in API_GROUPS:
+        lines = [
+            ".. This page is written by docs/conf.py from the package: edit that.",
+            "",
+            title,
+            "=" * len(title),
+            "",
+            intro,
+            "",
+        ]
+        for mod, entries in pages[slug]:
+            if mod != "rnnjax":
+                heading = f"``{mod}``"
+                lines += [heading, "-" * len(heading), "", f".. automodule:: {mod}", ""]
+            else:
+                lines += [".. currentmodule:: rnnjax", ""]
+            if not entries:
+                continue
+            lines += [f".. currentmodule:: {mod}", "", ".. autosummary::", ""]
+            lines += [f"   {name.rsplit('.', 1)[1]}" for name, _, k in entries if k != "data"]
+            lines.append("")
+            for name, _, kind in entries:
+                short = name.rsplit(".", 1)[1]
+                if kind == "class":
+                    lines += [f".. autoclass:: {short}", "   :members:"]
+                    # members from the package's private bases, not Flax's, tuple's, object's
+                    lines += [f"   :inherited-members: {_FOREIGN_BASES}", ""]
+                elif kind == "function":
+                    lines += [f".. autofunction:: {short}", ""]
+                else:  # a constant: its ``#:`` or string doc, not its type's docstring
+                    lines += [f".. py:data:: {short}", ""]
+                    lines += [f"   {line}" for line in _constant_doc(mod, short)] + [""]
+        text = "\n".join(lines) + "\n"
+        path = out / f"{slug}.rst"
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
+    return documented
 
 
 # ---------------------------------------------------------------------------------------
@@ -141,6 +350,38 @@ def _inline(md: str) -> str:
         return text
 
     return re.sub(r"`([^`]+)`", code, md)
+
+
+FIGURES = DOCS / "figures"  # PNGs of the experiments' quick presets, committed (small)
+
+
+def _figures(rows) -> list[str]:
+    """A figure per claim whose script's plot is in ``docs/figures`` (``<script>_quick.png``,
+    written by ``python experiments/<script>.py --quick --out docs/figures``)."""
+    out = ["", "Plots", "-----", ""]
+    out += [
+        "What the scripts plot, from their quick presets (a minute or less each on two CPU",
+        "cores; the table's numbers are from the default runs). Regenerate one with",
+        "``python experiments/<script>.py --quick --out docs/figures``.",
+        "",
+    ]
+    shown = 0
+    for row in rows:
+        scripts = re.findall(r"experiments/(\w+)\.py", row[2]) if len(row) > 2 else []
+        for script in dict.fromkeys(scripts):
+            png = FIGURES / f"{script}_quick.png"
+            if not png.exists():
+                continue
+            shown += 1
+            claim = re.sub(r"[`*]", "", row[1]).split(":")[0]
+            out += [
+                f".. figure:: /figures/{png.name}",
+                f"   :alt: {script}",
+                "",
+                f"   Claim {row[0]} ({claim}): ``python experiments/{script}.py --quick``.",
+                "",
+            ]
+    return out if shown else []
 
 
 def write_reproductions() -> None:
@@ -169,6 +410,7 @@ def write_reproductions() -> None:
     for row in rows:
         for j, cell in enumerate(row):
             out.append(("   * - " if j == 0 else "     - ") + _inline(cell))
+    out += _figures(rows)
     text = "\n".join(out) + "\n"
     path = DOCS / "reproductions.rst"
     if not path.exists() or path.read_text() != text:
@@ -183,9 +425,102 @@ def _skip_namedtuple_fields(app, what, name, obj, skip, options):
     return None
 
 
+def _resolve(target: str):
+    """The object a dotted name refers to (``rnnjax.sequence.unroll``), or ``None``."""
+    import importlib
+
+    parts = target.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for part in parts[i:]:
+                obj = getattr(obj, part)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _documented_names(target: str, contexts: list[str]) -> list[str]:
+    """The names under which the object ``target`` may be documented on the site, looked
+    up as written and relative to each module or class in ``contexts``, best first."""
+    candidates = [target] if target.startswith("rnnjax") else []
+    candidates += [f"{ctx}.{target}" for ctx in contexts]
+    names = []
+    for cand in candidates:
+        if cand in DOCUMENTED:  # a constant
+            names.append(DOCUMENTED[cand])
+            continue
+        if _resolve(cand) is None:
+            continue
+        parts = cand.split(".")
+        # the object itself, or a member of a documented class (``rnnjax.train.Trainer.init``)
+        for cut in range(len(parts), 0, -1):
+            obj = _resolve(".".join(parts[:cut]))
+            if obj is not None and id(obj) in DOCUMENTED:
+                names.append(".".join([DOCUMENTED[id(obj)], *parts[cut:]]))
+                break
+    return names
+
+
+def _contexts(node) -> list[str]:
+    """Where a short name in a docstring may live: the documented module and class of the
+    reference, then the module (and class) that define the docstring's object."""
+    out = []
+    if node.get("py:class") and node.get("py:module"):
+        out.append(f"{node['py:module']}.{node['py:class']}")
+    if node.get("py:module"):
+        out.append(node["py:module"])
+    source = node.source or ""
+    if "docstring of " in source:
+        owner = source.rsplit("docstring of ", 1)[1].split(":")[0].split(".")
+        out += [".".join(owner[:i]) for i in range(len(owner), 0, -1)]
+        for i in range(len(owner), 0, -1):  # the module that defines a re-exported object
+            defined = getattr(_resolve(".".join(owner[:i])), "__module__", None)
+            if isinstance(defined, str):
+                out.append(defined)
+                break
+    return out
+
+
+def _internal_name(target: str, contexts: list[str]) -> bool:
+    """``target`` is a real object of the package that the site does not document (an
+    internal module or helper): it is shown as code, without a link."""
+    for cand in [target] + [f"{ctx}.{target}" for ctx in contexts]:
+        if cand.startswith("rnnjax") and _resolve(cand) is not None:
+            return True
+    return False
+
+
+def _missing_reference(app, env, node, contnode):
+    """A reference to an object by another of its names (the defining module's,
+    ``rnnjax.sequence.unroll``) links to where it is documented (``rnnjax.unroll``); a
+    reference to an undocumented internal of the package is shown as code."""
+    if node.get("refdomain") != "py":
+        return None
+    target = node["reftarget"].lstrip("~.")
+    contexts = _contexts(node)
+    names = [name for name in _documented_names(target, contexts) if name != target]
+    domain = env.get_domain("py")
+    for name in names:
+        for role in (node["reftype"], "obj"):
+            found = domain.resolve_xref(
+                env, node["refdoc"], app.builder, role, name, node.copy(), contnode
+            )
+            if found is not None:
+                return found
+    if _internal_name(target, contexts):  # a real object without an entry: plain code
+        return contnode
+    return None
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_namedtuple_fields)
+    app.connect("missing-reference", _missing_reference)
 
 
-write_api_pages()
+DOCUMENTED = write_api_pages()
 write_reproductions()

@@ -1,12 +1,12 @@
 """Attention over encoder outputs: additive (Bahdanau) and multiplicative (Luong).
 
 An attention module is a frozen dataclass with ``init(key) -> dict`` and a score
-function; :meth:`apply` turns one decoder query and the encoder's outputs into a
+function; :meth:`~AdditiveAttention.apply` turns one decoder query and the encoder's outputs into a
 context vector and the attention weights, masked over the source padding.
 
 For a decoder loop the part that depends only on the encoder outputs is computed once
-with :meth:`precompute` (for additive attention the product ``W_k k_j`` of every source
-position), and every step calls :meth:`attend` with it.
+with :meth:`~AdditiveAttention.precompute` (for additive attention the product ``W_k k_j`` of every source
+position), and every step calls :meth:`~AdditiveAttention.attend` with it.
 
 Shapes: ``S`` source length, ``Q`` query size (the decoder's hidden size), ``K`` key
 size (the encoder's output size), ``A`` attention size.

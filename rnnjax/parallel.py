@@ -20,7 +20,7 @@ when ``ScanConfig(method="parallel")`` (options in :class:`ParallelOptions`, the
   iteration stops when the residual ``max_t |h_t - f_t(h_{t-1})|`` is at most ``tol``;
   if it is not reached within ``max_iter`` iterations (or is not finite), the sequential
   scan is run instead, a warning is issued and the diagnostics say so
-  (:func:`solve` returns them). An unconverged iterate is never returned.
+  (:func:`rnnjax.parallel_solve` returns them). An unconverged iterate is never returned.
 
 Derivatives. Linear scans are differentiated by autodiff (every order, both modes).
 The Newton solve is a :func:`jax.custom_vjp`: its reverse-mode derivative follows the

@@ -634,7 +634,7 @@ class Seq2Seq:
 
     @property
     def feed_size(self) -> int:
-        """What the decoder reads besides the embedding: ``C`` (Bahdanau) or ``H`` (Luong)."""
+        """What the decoder reads besides the embedding, ``C`` (Bahdanau) or ``H`` (Luong)."""
         return self.context_size if self.wiring == "bahdanau" else self.decoder.output_size
 
     @property

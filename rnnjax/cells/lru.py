@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import checks
-from rnnjax.cells.base import Cell, lead
+from rnnjax.cells.base import DiagonalLinearCell, lead
 
 __all__ = ["LRU", "LRUState"]
 
@@ -29,7 +29,7 @@ class LRUState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class LRU(Cell):
+class LRU(DiagonalLinearCell):
     r"""Linear recurrent unit (Orvieto et al. 2023): a diagonal complex linear recurrence
     with exponential parametrisation and normalisation.
 
@@ -50,9 +50,18 @@ class LRU(Cell):
     dropout and sampled zoneout (which would act on real and imaginary parts apart) need
     ``method="sequential"``.
 
-    Initialisation (the paper's): ``|lambda|`` uniform on the ring
-    ``[r_min, r_max]``, phase uniform in ``[0, max_phase]``, ``B`` Gaussian with variance
-    ``1 / (2 I)`` for each of its real and imaginary parts.
+    Initialisation (the paper's): ``lambda`` uniform on the ring
+    ``r_min <= |lambda| <= r_max`` (uniform in area: ``|lambda|^2`` uniform on
+    ``[r_min^2, r_max^2]``), phase uniform in ``[0, max_phase]``,
+    ``gamma = sqrt(1 - |lambda|^2)``, ``B`` Gaussian with variance ``1 / (2 I)`` for each
+    of its real and imaginary parts.
+
+    Defaults: ``r_min=0.9, r_max=0.999, max_phase=2 pi``, the ring the paper uses on its
+    long-range tasks (where eigenvalues near the unit circle matter). The paper's
+    initialisation function defaults to ``r_min=0, r_max=1, max_phase=6.28`` (the whole
+    unit disc): ``rj.LRU(I, N, r_min=0.0, r_max=1.0)`` gives it. With ``r_max=1`` the
+    draw still keeps ``|lambda| < 1`` (the squared modulus is kept at most one minus the
+    machine epsilon of the initialisation dtype), so ``gamma`` stays positive and finite.
 
     Params: ``nu_log`` ``(N,)``, ``theta_log`` ``(N,)``, ``gamma_log`` ``(N,)``,
     ``w_ih`` ``(I, 2N)`` with blocks ``[B_re | B_im]``. State: :class:`LRUState` ``(h,)``
@@ -61,7 +70,7 @@ class LRU(Cell):
     Args:
       input_size: ``I``.
       hidden_size: ``N``, the number of complex units.
-      r_min, r_max: the ring of initial eigenvalue magnitudes, ``0 <= r_min < r_max < 1``.
+      r_min, r_max: the ring of initial eigenvalue magnitudes, ``0 <= r_min < r_max <= 1``.
       max_phase: largest initial phase (default ``2 pi``).
       param_dtype, dtype: as in :class:`~rnnjax.SimpleRNN`.
 
@@ -87,7 +96,7 @@ class LRU(Cell):
     def __post_init__(self):
         super().__post_init__()
         checks.number("r_min", self.r_min, 0.0)
-        checks.number("r_max", self.r_max, 0.0, 1.0, max_open=True)
+        checks.number("r_max", self.r_max, 0.0, 1.0)
         if not self.r_min < self.r_max:
             raise ValueError(
                 f"r_min must be smaller than r_max; got r_min={self.r_min}, r_max={self.r_max}"
@@ -120,7 +129,9 @@ class LRU(Cell):
         k1, k2, k3 = jax.random.split(key, 3)
         u1 = jax.random.uniform(k1, (N,), dt)
         u2 = jax.random.uniform(k2, (N,), dt)
-        nu_log = jnp.log(-0.5 * jnp.log(u1 * (self.r_max**2 - self.r_min**2) + self.r_min**2))
+        tiny, eps = jnp.finfo(dt).tiny, jnp.finfo(dt).eps
+        mod2 = jnp.clip(u1 * (self.r_max**2 - self.r_min**2) + self.r_min**2, tiny, 1.0 - eps)
+        nu_log = jnp.log(-0.5 * jnp.log(mod2))
         theta_log = jnp.log(self.max_phase * u2)
         mod = jnp.exp(-jnp.exp(nu_log))
         gamma_log = jnp.log(jnp.sqrt(1.0 - mod**2))
@@ -148,16 +159,6 @@ class LRU(Cell):
         b = jax.lax.complex(gamma * xp[..., :N], gamma * xp[..., N:])
         a = jnp.broadcast_to(lead(lam.astype(b.dtype), b.ndim), b.shape)
         return a, b
-
-    def recur(self, params, state: LRUState, xp):
-        """The recurrent part of a step, given ``xp = project(params, x)``."""
-        a, b = self.coefficients(params, xp)
-        h = self.from_scan(a * self.to_scan(state.h) + b).astype(state.h.dtype)
-        return LRUState(h=h), h
-
-    def parallel_form(self):
-        """The linear form (this cell): ``coefficients``, ``to_scan``, ``from_scan``."""
-        return self
 
     def to_scan(self, h):
         """``(..., 2N)`` real -> ``(..., N)`` complex."""

@@ -403,7 +403,7 @@ def test_reference_rows_are_labelled_and_drawn_apart(tmp_path):
     run.print_tables(report, console)
     text = console.export_text()
     assert "rnnjax time / peer time" in text and "median [min-max]" in text
-    peers_part, ref_part = text.split("reference time (not a peer")
+    peers_part, ref_part = text.split("default / reference (same run)")
     assert "torch" in peers_part and "autodiff" not in peers_part
     assert "rnnjax autodiff (reference)" in ref_part
     assert "not judged" in text

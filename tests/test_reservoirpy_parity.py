@@ -241,3 +241,23 @@ def test_observables_equal_reservoirpy():
         )
     with pytest.raises(ValueError, match="y_pred must have the shape"):
         esn.mae(y, p[:10])
+
+
+@pytest.mark.parametrize("topology,rpy_name", [("cycle", "ring"), ("delay", "line")])
+def test_cycle_and_delay_equal_reservoirpy_ring_and_line(topology, rpy_name):
+    from reservoirpy import mat_gen
+
+    n = 9
+    cell = esn.EchoState(1, n, spectral_radius=0.8, topology=topology)
+    W = esn.dense_matrix(topology, cell.init(jax.random.key(0)))
+    ref = getattr(mat_gen, rpy_name)(n, n, sparsity_type="dense")
+    ref = np.asarray(ref) * 0.8  # unit edge weights in ReservoirPy, times the radius
+    np.testing.assert_allclose(np.asarray(W, np.float64), ref, rtol=0, atol=1e-7)
+    if topology == "cycle":
+        assert esn.effective_spectral_radius(np.asarray(W)) == pytest.approx(0.8, rel=1e-6)
+
+
+def test_kuramoto_sivashinsky_equals_reservoirpy():
+    ours = chaos.kuramoto_sivashinsky(200, warmup=20, N=64)
+    ref = rds.kuramoto_sivashinsky(200, warmup=20, N=64)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-9 * np.abs(ref).max())

@@ -1,6 +1,7 @@
 r"""Chaotic and oscillating series for reservoir computing (ReservoirPy's ``datasets``).
 
-Maps: :func:`henon_map`, :func:`logistic_map`. Flows, integrated with fourth-order
+Maps: :func:`henon_map`, :func:`logistic_map`. A PDE: :func:`kuramoto_sivashinsky`
+(ETDRK4, Kassam & Trefethen 2005; equal to ReservoirPy's to round-off). Flows, integrated with fourth-order
 Runge-Kutta (``substeps`` steps per sample) in float64 NumPy and sampled every ``h``:
 :func:`rossler`, :func:`lorenz96`, :func:`multiscroll`, :func:`doublescroll`,
 :func:`rabinovich_fabrikant`. Oscillators: :func:`mso` (multiple superimposed
@@ -37,6 +38,7 @@ __all__ = [
     "multiscroll",
     "doublescroll",
     "rabinovich_fabrikant",
+    "kuramoto_sivashinsky",
 ]
 
 
@@ -306,3 +308,67 @@ def rabinovich_fabrikant(n_timesteps, alpha=1.1, gamma=0.89, x0=(-1.0, 0.0, 0.5)
         )  # fmt: skip
 
     return _integrate(rhs, _x0("x0", x0, 3), n_timesteps, h, substeps)
+
+
+def kuramoto_sivashinsky(n_timesteps, warmup=0, N=128, M=16.0, x0=None, h=0.25) -> np.ndarray:
+    r"""The Kuramoto-Sivashinsky equation :math:`u_t = -u u_x - u_{xx} - u_{xxxx}` on a
+    periodic domain of length :math:`2 \pi M` with ``N`` grid points, integrated by
+    exponential time differencing RK4 (Kassam & Trefethen 2005), whose coefficients
+    are contour means over ``M`` points of the complex circle (ReservoirPy's choice:
+    exact to round-off for the default ``M = 16``).
+
+    Args:
+      n_timesteps: ``T`` steps integrated (the first is ``x0``); ``T - warmup`` returned.
+      warmup: steps dropped at the start.
+      N: grid points (even).
+      M: the domain length over :math:`2 \pi` (and the number of contour points).
+      x0: initial profile ``(N,)`` (default :math:`\cos(x / M)(1 + \sin(x / M))`).
+      h: time step.
+
+    Returns:
+      ``(T - warmup, N)`` float64.
+
+    Example:
+      >>> from rnnjax.tasks.chaos import kuramoto_sivashinsky
+      >>> kuramoto_sivashinsky(20, N=32).shape
+      (20, 32)
+    """
+    n = checks.integer("n_timesteps", n_timesteps, 1)
+    warmup = checks.integer("warmup", warmup, 0, n - 1)
+    N = checks.integer("N", N, 2)
+    if N % 2:
+        raise ValueError(f"N must be even; got {N}")
+    checks.number("M", M, 0.0, min_open=True)
+    checks.number("h", h, 0.0, min_open=True)
+    if x0 is None:
+        x = 2 * M * np.pi * np.arange(1, N + 1) / N
+        x0 = np.cos(x / M) * (1 + np.sin(x / M))
+    x0 = _x0("x0", x0, N)
+    k = np.concatenate([np.arange(0, N / 2), [0.0], np.arange(-N / 2 + 1, 0)]) / M
+    L = k**2 - k**4
+    E, E2 = np.exp(h * L), np.exp(h * L / 2)
+    n_c = int(M)
+    r = np.exp(1j * np.pi * (np.arange(1, n_c + 1) - 0.5) / n_c)
+    LR = h * L[:, None] + r[None, :]
+    Q = h * np.real(np.mean((np.exp(LR / 2) - 1) / LR, axis=1))
+    f1 = h * np.real(np.mean((-4 - LR + np.exp(LR) * (4 - 3 * LR + LR**2)) / LR**3, axis=1))
+    f2 = h * np.real(np.mean((2 + LR + np.exp(LR) * (-2 + LR)) / LR**3, axis=1))
+    f3 = h * np.real(np.mean((-4 - 3 * LR - LR**2 + np.exp(LR) * (4 - LR)) / LR**3, axis=1))
+    g = -0.5j * k
+
+    def nonlin(v):
+        return g * np.fft.fft(np.real(np.fft.ifft(v)) ** 2)
+
+    out = np.zeros((n, N))
+    v = np.fft.fft(x0)
+    out[0] = np.real(np.fft.ifft(v))
+    for i in range(1, n):
+        Nv = nonlin(v)
+        a = E2 * v + Q * Nv
+        Na = nonlin(a)
+        b = E2 * v + Q * Na
+        Nb = nonlin(b)
+        c = E2 * a + Q * (2 * Nb - Nv)
+        v = E * v + Nv * f1 + 2 * (Na + Nb) * f2 + nonlin(c) * f3
+        out[i] = np.real(np.fft.ifft(v))
+    return out[warmup:]

@@ -450,3 +450,61 @@ def test_nvar_forecasts_lorenz():
     f = m.forecast(r, x[:400], 300)
     np.testing.assert_allclose(f[0], one[399], rtol=1e-6)  # first value: the first unseen one
     assert valid_prediction_time(f, x[400:700], dt) > 2.0
+
+
+@pytest.mark.parametrize("ridge", [2.5e-6, 1e-9, 0.0])
+def test_nvar_readout_is_the_svd_least_squares_solution_on_lorenz(ridge):
+    """NVAR's monomials of Lorenz-63 have condition ~1e8: the readout comes from the R
+    factor of the centred features, within 1e-6 of the float64 SVD ridge solution (the
+    Gram-based solve was 1e-4 to 1e-2 off)."""
+    with jax.enable_x64(True):
+        x = np.asarray(lorenz63(1500), np.float64)
+        m = NVAR(3, delay=2, stride=1, order=2)
+        u, y = x[:-1], x[1:]
+        r = m.fit(u, y, ridge=ridge, residual=True)
+        F = np.asarray(m.features(jnp.asarray(u)))[m.warmup :]
+        tgt = (y - u)[m.warmup :]
+        Fc, Yc = F - F.mean(0), tgt - tgt.mean(0)
+        U, s, Vt = np.linalg.svd(Fc, full_matrices=False)
+        assert s[0] / s[-1] > 1e7
+        W = Vt.T @ ((s / (s**2 + ridge))[:, None] * (U.T @ Yc))
+        b = tgt.mean(0) - F.mean(0) @ W
+        assert np.linalg.norm(np.asarray(r["w_out"]) - W) <= 1e-6 * np.linalg.norm(W)
+        np.testing.assert_allclose(np.asarray(r["b_out"]), b, rtol=0, atol=1e-6 * np.abs(b).max())
+
+
+# --------------------------------------------------------------------------- bad input (new pieces)
+
+
+def test_new_reservoir_pieces_refuse_bad_input_naming_the_argument():
+    from rnnjax.tasks import chaos
+
+    cases = [
+        (lambda: esn.ES2N(1, 4, proximity=0.0), "proximity"),
+        (lambda: esn.IPReservoir(1, 4, activation="relu"), "activation"),
+        (lambda: esn.IPReservoir(1, 4, activation="sigmoid", mu=0.0), "mu"),
+        (lambda: esn.LocalPlasticityReservoir(1, 4, local_rule="stdp"), "local_rule"),
+        (lambda: esn.LIF(1, 4, leak_rate=2.0), "leak_rate"),
+        (lambda: esn.fit_states([jnp.ones((5, 2)), jnp.ones((4, 2))], jnp.ones((5, 1)), ridge=1.0),
+         "features\\[1\\]"),
+        (lambda: esn.fit_states(jnp.ones((5, 2)), jnp.ones((5, 1)), ridge=1.0, washout=5),
+         "washout"),
+        (lambda: esn.harvest_stack([esn.EchoState(1, 4), esn.EchoState(3, 2)],
+                                   [None, None], jnp.ones((5, 1))), "cells\\[1\\].input_size"),
+        (lambda: esn.harvest_stack([esn.EchoState(1, 4)], [], jnp.ones((5, 1))), "params"),
+        (lambda: esn.effective_spectral_radius(np.ones((2, 3))), "w must be square"),
+        (lambda: esn.rsquare(np.ones(3), np.ones(4)), "y_pred"),
+        (lambda: chaos.henon_map(5, x0=(0.0,)), "x0"),
+        (lambda: chaos.logistic_map(5, x0=1.5), "x0"),
+        (lambda: chaos.lorenz96(5, N=3), "N"),
+        (lambda: chaos.rossler(5, h=0.0), "h"),
+    ]  # fmt: skip
+    for fn, match in cases:
+        with pytest.raises(ValueError, match=match):
+            fn()
+    cell = esn.EchoState(1, 4)
+    p = cell.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="learning_rate"):
+        esn.fit_lms(cell, p, jnp.ones((5, 1)), jnp.ones((5, 1)), learning_rate=0.0)
+    with pytest.raises(ValueError, match="feedback"):
+        esn.fit_lms(cell, p, jnp.ones((5, 1)), jnp.ones((5, 1)), feedback="both")

@@ -45,7 +45,6 @@ __all__ = [
     "READOUT_KEYS",
     "solve_ridge",
     "solve_ridges",
-    "readout_apply",
 ]
 
 READOUT_KEYS = ("w_out", "b_out")
@@ -495,41 +494,3 @@ def check_readout(readout, N: int, I: int = 0) -> tuple:  # noqa: E741
             f"shape (O,); got w_out {jnp.shape(w)}, b_out {jnp.shape(b)}"
         )
     return jnp.shape(w)[1], bool(I) and rows == N + I
-
-
-@jax.jit
-def _apply_jit(readout, hs, us):
-    return apply(readout, hs, us).astype(hs.dtype)
-
-
-def readout_apply(readout, hs, us=None):
-    """Apply a readout: ``[hs, us] @ w_out + b_out``; ``hs`` ``(..., N)`` -> ``(..., O)``.
-
-    ``us`` ``(..., I)`` is needed (and only allowed) when the readout was fitted with
-    ``include_input=True``. The product runs in the readout's dtype (float64 by default:
-    with small ridges the weights are large and the sum cancels) and is returned in
-    ``hs``'s dtype.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from rnnjax.reservoir import readout_apply
-      >>> r = {"w_out": jnp.ones((3, 1)), "b_out": jnp.zeros(1)}
-      >>> readout_apply(r, jnp.ones((5, 3))).shape
-      (5, 1)
-    """
-    hs = checks.floating_array("hs", hs)
-    N = hs.shape[-1]
-    rows = jnp.shape(readout["w_out"])[0] if isinstance(readout, dict) and "w_out" in readout else N
-    if us is None and rows != N:
-        raise ValueError(
-            f"the readout has {rows} rows but hs has N = {N}: a readout fitted "
-            "with include_input=True needs its inputs, pass us"
-        )
-    I = 0 if us is None else jnp.shape(us)[-1]  # noqa: E741
-    _, with_input = check_readout(readout, N, I)
-    if us is not None and not with_input:
-        raise ValueError(
-            "us was given but the readout has no input rows (fit without include_input)"
-        )
-    with x64("float64" if readout["w_out"].dtype == jnp.float64 else "float32"):
-        return _apply_jit(readout, hs, None if us is None else jnp.asarray(us, hs.dtype))

@@ -449,6 +449,25 @@ def regularised(quick: bool = False) -> dict:
 # --------------------------------------------------------------------------- targets
 
 
+def esn_sweep(out: str, quick: bool = False) -> dict:
+    """The 64-model echo state sweep (NARMA-10, N=500) against a loop of ReservoirPy
+    models and the dense-matmul floor of the same work, in this run
+    (:mod:`experiments.esn_sweep_floor`; the loop is skipped without ReservoirPy)."""
+    import importlib.util
+
+    from experiments import esn_sweep_floor
+
+    argv = ["--quick"] if quick else ["--reps", "3"]
+    if importlib.util.find_spec("reservoirpy") is None:
+        argv.append("--no-reservoirpy")
+    import contextlib
+    import io
+
+    os.makedirs(out, exist_ok=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # the script's own JSON dump
+        return esn_sweep_floor.main(argv + ["--out", os.path.join(out, "esn_sweep_floor.json")])
+
+
 def _ratio(ratios, shape, cell, peer, mode="train"):
     for q in ratios:
         if (
@@ -554,6 +573,23 @@ def targets(report) -> list:
                 rows.append(
                     {"target": k.split(" (target")[0] + f" <= {lim}", "value": v, "met": v <= lim}
                 )
+    sw = report.get("esn_sweep")
+    if sw and sw["N"] == 500:
+        rows.append(
+            {
+                "target": "ESN sweep (64 models, N=500) <= 2x the dense-matmul floor",
+                "value": sw["sweep_over_floor"],
+                "met": sw["sweep_over_floor"] <= 2.0,
+            }
+        )
+        r = sw.get("reservoirpy_over_sweep")
+        rows.append(
+            {
+                "target": "ReservoirPy loop >= 5x the ESN sweep's time",
+                "value": r,
+                "met": None if r is None else r >= 5.0,
+            }
+        )
     rm = report.get("remat")
     if rm and rm["T"] == 10000:
         rows.append(
@@ -646,6 +682,22 @@ def print_tables(report, console):
                 for m in (modes.get("train"), modes.get("fwd"))
             ]
             t.add_row(shape, cell, peer, *cells)
+        console.print(t)
+    sw = report.get("esn_sweep")
+    if sw:
+        t = Table(
+            title=f"Echo state sweep: {sw['models']} models, N={sw['N']}, NARMA-10, "
+            f"{sw['T']}+{sw['T_test']} steps (median of {sw['reps']})"
+        )
+        for col in ("rnnjax sweep s", "ReservoirPy loop s", "matmul floor s", "sweep / floor"):
+            t.add_column(col)
+        rpy = sw.get("reservoirpy_loop_s")
+        t.add_row(
+            f"{sw['sweep_s']:.2f}",
+            "-" if rpy is None else f"{rpy:.2f}",
+            f"{sw['floor_s']:.2f}",
+            f"{sw['sweep_over_floor']:.2f}",
+        )
         console.print(t)
     q = report.get("quality")
     if q:
@@ -829,7 +881,7 @@ def run(args) -> dict:
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task("matmul peak", total=len(jobs) + 6)
+        task = progress.add_task("matmul peak", total=len(jobs) + 7)
         # a peak is the best the machine does: many repetitions, so that background load
         # on this shared machine is unlikely to hit them all
         report["matmul_peak"] = matmul_peak(
@@ -865,6 +917,9 @@ def run(args) -> dict:
         progress.advance(task)
         progress.update(task, description="dropout and bfloat16 rows (2-layer LSTM)")
         report["regularised"] = regularised(quick=preset.name == "quick")
+        progress.advance(task)
+        progress.update(task, description="echo state sweep: ReservoirPy loop and matmul floor")
+        report["esn_sweep"] = esn_sweep(args.out, quick=preset.name == "quick")
         progress.advance(task)
     report["ratios"] = ratio_rows(report["results"])
     report["targets"] = targets(report)

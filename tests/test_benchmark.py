@@ -210,6 +210,7 @@ def test_targets_read_the_right_ratios():
         ],
         "compile_bidirectional": [{"T": 128, "compile_s": 1.5}, {"T": 4096, "compile_s": 2.5}],
         "remat": {"T": 10000, "peak_ratio": 0.2},
+        "esn_sweep": {"N": 500, "sweep_over_floor": 1.5, "reservoirpy_over_sweep": 4.0},
         "flax_modules": {
             "ratio_to_functional": {
                 "functional": 1.0,
@@ -233,6 +234,8 @@ def test_targets_read_the_right_ratios():
     assert rows[f"GRU <= 0.8x torch at {s1.label()}"]["met"] is None  # not measured
     assert rows["2-layer bidirectional LSTM compiles < 2 s at T=4096"]["met"] is False
     assert rows["remat peak memory <= 1/4 of default at T=10000"]["met"] is True
+    assert rows["ESN sweep (64 models, N=500) <= 2x the dense-matmul floor"]["met"] is True
+    assert rows["ReservoirPy loop >= 5x the ESN sweep's time"]["met"] is False  # 4 < 5
 
 
 # --------------------------------------------------------------------------- peers

@@ -19,6 +19,7 @@ TOPICS = [
     "cells",
     "layers",
     "scan",
+    "parallel",
     "training",
     "seq2seq",
     "esn",

@@ -16,6 +16,7 @@ Shapes: ``T`` time, ``B`` batch (any number of axes), ``I`` input size.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any, Iterable, Optional, Sequence
@@ -44,6 +45,11 @@ __all__ = [
     "learning_rate",
     "step_position",
     "series",
+    "key",
+    "pack_index",
+    "model_params",
+    "array",
+    "mask",
 ]
 
 
@@ -249,11 +255,16 @@ def floating_array(name: str, x, ndim: Optional[int] = None, shape_hint: str = "
 
 
 def sequence_inputs(
-    name: str, xs, input_size: int, batch_ndim: Optional[int] = 0, time_major: bool = False
+    name: str,
+    xs,
+    input_size: Optional[int],
+    batch_ndim: Optional[int] = 0,
+    time_major: bool = False,
 ):
     """Inputs of a sequence: ``(T, I)`` with ``batch_ndim == 0``; ``(*B, T, I)`` (or
     ``(T, *B, I)`` time-major) with ``batch_ndim`` batch axes, or at least one batch axis
-    when ``batch_ndim is None``. Returns ``(xs, batch_shape, T)``.
+    when ``batch_ndim is None``. ``input_size=None`` leaves the feature size unchecked (a
+    user-written layer that does not state it). Returns ``(xs, batch_shape, T)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -262,6 +273,8 @@ def sequence_inputs(
       >>> xs.shape, batch, T                                # (*B, T, I)
       ((2, 5, 3), (2,), 5)
     """
+    if input_size is None:  # a layer that does not state its input size
+        input_size = "I"
     if batch_ndim == 0:
         hint = f" (T, {input_size}) for one sequence (batch it with rnnjax.unroll_batch or apply_batch)"
     else:
@@ -272,7 +285,7 @@ def sequence_inputs(
     min_ndim = 2 if batch_ndim == 0 else 3
     if (batch_ndim is not None and xs.ndim != batch_ndim + 2) or xs.ndim < min_ndim:
         raise ValueError(f"{name} must have shape{hint}; got {describe(xs)}")
-    if xs.shape[-1] != input_size:
+    if input_size != "I" and xs.shape[-1] != input_size:
         raise ValueError(
             f"{name} must have feature size {input_size} (the input_size); got {describe(xs)}"
         )
@@ -524,3 +537,203 @@ def step_position(name: str, value) -> int:
             raise TypeError(f"{name} must be an integer >= 0; got {describe(value)}")
         value = np.asarray(value).item()
     return integer(name, value, 0)
+
+
+def key(name: str, value, optional: bool = False):
+    """A PRNG key: a typed key (``jax.random.key(0)``, shape ``()``) or raw key data
+    (``jax.random.PRNGKey(0)``, ``uint32``, shape ``(2,)`` for the default generator),
+    returned as a typed key; ``None`` when ``optional``. An integer seed is a
+    ``TypeError`` that shows ``jax.random.key(...)``. A traced key is checked by dtype
+    and shape only.
+
+    Example:
+      >>> import jax
+      >>> from rnnjax import checks
+      >>> checks.key("key", jax.random.PRNGKey(0)).shape
+      ()
+      >>> try:
+      ...     checks.key("key", 123)
+      ... except TypeError as e:
+      ...     print(str(e)[:62])
+      key must be a PRNG key such as jax.random.key(123); got int 12
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name} must be a PRNG key such as jax.random.key({int(value)}); got "
+            f"{describe(value)} (an integer seed is not a key)"
+        )
+    if isinstance(value, (np.ndarray, jax.Array)) and jnp.issubdtype(
+        value.dtype, jax.dtypes.prng_key
+    ):
+        if value.shape != ():
+            raise ValueError(
+                f"{name} must be one PRNG key (shape ()), such as jax.random.key(0); got "
+                f"{describe(value)}"
+            )
+        return value
+    if isinstance(value, (np.ndarray, jax.Array)) and value.dtype == np.uint32:
+        impl_shape = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
+        if tuple(value.shape) != tuple(impl_shape):
+            raise ValueError(
+                f"{name} must be one PRNG key: jax.random.key(0), or raw key data of shape "
+                f"{tuple(impl_shape)} (jax.random.PRNGKey(0)); got {describe(value)}"
+            )
+        return jax.random.wrap_key_data(value)
+    raise TypeError(f"{name} must be a PRNG key such as jax.random.key(0); got {describe(value)}")
+
+
+def pack_index(name: str, index, rows: int, T: int) -> list:
+    """The ``index`` of :func:`rnnjax.pack`: a list of ``(row, start, T_i)`` integer
+    triples with ``0 <= row < rows``, ``start >= 0``, ``T_i >= 1`` and
+    ``start + T_i <= T`` (nothing clamped, nothing cut short). Returned as a list of
+    ``int`` triples.
+
+    Example:
+      >>> from rnnjax import checks
+      >>> checks.pack_index("index", [(0, 0, 3), (1, 2, 2)], rows=2, T=5)
+      [(0, 0, 3), (1, 2, 2)]
+      >>> try:
+      ...     checks.pack_index("index", [(5, 0, 3)], rows=2, T=5)
+      ... except ValueError as e:
+      ...     print(str(e)[:40])
+      index[0] row must lie in [0, 2) (the row
+    """
+    what = "a list of (row, start, T_i) triples (what rnnjax.pack returns)"
+    if isinstance(index, (str, bytes, dict)) or not isinstance(index, (list, tuple)):
+        raise TypeError(f"{name} must be {what}; got {describe(index)}")
+    out = []
+    for i, entry in enumerate(index):
+        if isinstance(entry, (np.ndarray, jax.Array)) and is_concrete(entry):
+            entry = tuple(np.asarray(entry).tolist()) if np.ndim(entry) == 1 else entry
+        if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+            raise TypeError(
+                f"{name}[{i}] must be a (row, start, T_i) triple; got {describe(entry)}"
+            )
+        row, start, n = (
+            integer(f"{name}[{i}] {part}", v, None)
+            for part, v in zip(("row", "start", "T_i"), entry)
+        )
+        if not 0 <= row < rows:
+            raise ValueError(f"{name}[{i}] row must lie in [0, {rows}) (the rows of ys); got {row}")
+        if start < 0 or n < 1 or start + n > T:
+            raise ValueError(
+                f"{name}[{i}] must have start >= 0, T_i >= 1 and start + T_i <= T = {T}; got "
+                f"(row, start, T_i) = ({row}, {start}, {n})"
+            )
+        out.append((row, start, n))
+    return out
+
+
+def model_params(name: str, model, value) -> None:
+    """Parameters that belong to ``model``: a dict with the top-level keys of
+    ``model.init`` (evaluated abstractly, no values drawn). A missing or extra key is a
+    ``ValueError`` naming the model and the keys; a model without ``init`` or whose
+    params are not a dict is not checked.
+
+    Example:
+      >>> import jax, rnnjax as rj
+      >>> from rnnjax import checks
+      >>> lm = rj.SequenceModel(rj.GRU(3, 4), output_size=5, vocab_size=5)
+      >>> try:
+      ...     checks.model_params("params", lm, {"encoder": {}})
+      ... except ValueError as e:
+      ...     print(str(e)[:40])
+      params must be the params of SequenceMod
+    """
+    if not callable(getattr(model, "init", None)):
+        return
+    try:
+        expected = _init_keys(model)
+    except TypeError:  # an unhashable model: no cache
+        expected = _init_keys.__wrapped__(model)
+    if expected is None:
+        return
+    model_name = type(model).__name__
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"{name} must be the params of {model_name} (a dict with keys "
+            f"{sorted(expected)}); got {describe(value)}"
+        )
+    missing = sorted(set(expected) - set(value))
+    extra = sorted(set(value) - set(expected))
+    if missing or extra:
+        raise ValueError(
+            f"{name} must be the params of {model_name} (keys {sorted(expected)}); missing "
+            f"keys {missing}"
+            + (f", unexpected keys {extra}" if extra else "")
+            + " (params of another model?)"
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def _init_keys(model):
+    """The top-level keys of ``model.init`` (abstract evaluation, cached per model), or
+    ``None`` when its params are not a dict or its ``init`` cannot be traced."""
+    try:
+        expected = jax.eval_shape(model.init, jax.random.key(0))
+    except Exception:  # noqa: BLE001 - a model whose init cannot be traced is not checked
+        return None
+    return tuple(expected) if isinstance(expected, dict) else None
+
+
+def array(name: str, x, kind: str = "number", min_ndim: int = 0) -> jax.Array:
+    """An array (a nested list is converted) of ``kind`` ``"number"`` (integer, floating
+    or bool), ``"floating"`` or ``"integer"``, with at least ``min_ndim`` axes.
+
+    Example:
+      >>> from rnnjax import checks
+      >>> checks.array("values", [1.0, 2.0]).shape
+      (2,)
+      >>> try:
+      ...     checks.array("values", None)
+      ... except TypeError as e:
+      ...     print(str(e))
+      values must be an array of numbers; got NoneType None
+    """
+    what = {"number": "numbers", "floating": "floats", "integer": "integers"}[kind]
+    if isinstance(x, (list, tuple, numbers.Number)) and not isinstance(x, (bool, np.bool_)):
+        try:
+            x = jnp.asarray(x)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name} must be an array of {what}; got a ragged list ({e})") from None
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")) or isinstance(x, str):
+        raise TypeError(f"{name} must be an array of {what}; got {describe(x)}")
+    dt = jnp.result_type(x)
+    ok = {
+        "number": jnp.issubdtype(dt, jnp.number) or dt == jnp.bool_,
+        "floating": jnp.issubdtype(dt, jnp.floating),
+        "integer": jnp.issubdtype(dt, jnp.integer),
+    }[kind]
+    if not ok:
+        raise TypeError(f"{name} must be an array of {what}; got {describe(x)}")
+    if len(x.shape) < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} axes; got {describe(x)}")
+    return x if isinstance(x, jax.Array) else jnp.asarray(x)
+
+
+def mask(name: str, value, shape: Sequence[int]):
+    """A mask: ``None``, or an array of ``shape``, bool or numbers 0/1 (concrete values
+    other than 0 and 1, which would weight rather than select, are refused). Returned
+    as given (``None``) or as an array.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax import checks
+      >>> checks.mask("mask", [1, 0, 1], (3,)).tolist()
+      [1, 0, 1]
+    """
+    if value is None:
+        return None
+    value = array(name, value)
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}; got {describe(value)}")
+    if value.dtype != jnp.bool_ and is_concrete(value):
+        v = np.asarray(value)
+        if v.size and not np.all((v == 0) | (v == 1)):
+            raise ValueError(
+                f"{name} must be bool or 0/1 (it selects, it does not weight); got values "
+                f"other than 0 and 1 in {describe(value)}"
+            )
+    return value

@@ -130,12 +130,15 @@ def length_penalty(lengths, alpha: float):
 # --------------------------------------------------------------------------- checks
 
 
-def _check_model(model):
+def _check_model(model, params):
+    """The model has the stepping protocol and ``params`` are its own (the keys of its
+    ``init``: the params of another model name the model and the missing keys)."""
     if not (hasattr(model, "decode_start") and hasattr(model, "decode_step")):
         raise TypeError(
             "model must expose decode_start and decode_step (an rnnjax SequenceModel with "
             f"token inputs, a Seq2Seq, or a model of your own); got {type(model).__name__}"
         )
+    checks.model_params("params", model, params)
 
 
 def _check_input_tokens(model, name, tokens):
@@ -147,6 +150,18 @@ def _check_input_tokens(model, name, tokens):
 
 def _check_prompt(prompt, prompt_len, name="prompt", minimum=0):
     n_name = "src_len" if name == "src" else "prompt_len"
+    if isinstance(prompt, (list, tuple)):  # nested lists of token ids, as arrays
+        try:
+            prompt = jnp.asarray(prompt)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"{name} must be integer tokens (B, P); got a ragged list ({e})"
+            ) from None
+    if isinstance(prompt_len, (list, tuple)):  # a list of lengths, as unroll_batch takes
+        try:
+            prompt_len = jnp.asarray(prompt_len)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{n_name} must be integers (B,); got a ragged list ({e})") from None
     if (
         not hasattr(prompt, "ndim")
         or prompt.ndim != 2
@@ -160,7 +175,7 @@ def _check_prompt(prompt, prompt_len, name="prompt", minimum=0):
     if P < 1:
         raise ValueError(f"{name} must hold at least one token per row; got shape {prompt.shape}")
     if prompt_len is None:
-        return jnp.full((B,), P, jnp.int32)
+        return prompt, jnp.full((B,), P, jnp.int32)
     if jnp.shape(prompt_len) != (B,) or not jnp.issubdtype(
         jnp.result_type(prompt_len), jnp.integer
     ):
@@ -174,7 +189,7 @@ def _check_prompt(prompt, prompt_len, name="prompt", minimum=0):
             f"{n_name} must be >= {minimum} for this model (it predicts the next token from "
             f"the last one read); got {prompt_len.tolist()}"
         )
-    return prompt_len
+    return prompt, prompt_len
 
 
 def _token_ids(model, eos_id, pad_id):
@@ -320,7 +335,8 @@ def generate(
         or a :class:`rnnjax.Seq2Seq`.
       params: its parameters.
       prompt: ``(B, P)`` integer tokens (the source ``(B, S)`` for a ``Seq2Seq``).
-      prompt_len: optional ``(B,)`` prompt lengths in ``[1, P]`` (right padding).
+      prompt_len: optional ``(B,)`` prompt lengths in ``[1, P]`` (right padding; a list
+        of ints is fine).
       max_len: ``L``, the number of tokens generated (static).
       key: PRNG key for sampling; ``None`` is greedy decoding.
       temperature: ``>= 0`` (static); 0 is greedy decoding.
@@ -342,8 +358,10 @@ def generate(
       >>> out.tokens.shape, out.token_log_probs.shape
       ((1, 5), (1, 5))
     """
-    _check_model(model)
-    prompt_len = _check_prompt(prompt, prompt_len, minimum=getattr(model, "min_prompt_len", 0))
+    _check_model(model, params)
+    prompt, prompt_len = _check_prompt(
+        prompt, prompt_len, minimum=getattr(model, "min_prompt_len", 0)
+    )
     _check_input_tokens(model, "prompt", prompt)
     max_len = checks.integer("max_len", max_len, 1)
     temperature = checks.number("temperature", temperature, 0.0)
@@ -356,11 +374,8 @@ def generate(
     if greedy:
         key = jax.random.key(0)  # unused
         temperature, top_k, top_p = 1.0, None, None
-    elif not (
-        hasattr(key, "dtype")
-        and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.dtype == jnp.uint32)
-    ):
-        raise TypeError(f"key must be a jax.random.key or None; got {checks.describe(key)}")
+    else:
+        key = checks.key("key", key)
     if top_p == 1.0:
         top_p = None
     return _generate(
@@ -454,8 +469,8 @@ def greedy_decode(
       >>> greedy_decode(model, params, jnp.array([[3, 4, 0]]), jnp.array([2]), 5).tokens.shape
       (1, 5)
     """
-    _check_model(model)
-    src_len = _check_prompt(src, src_len, "src", getattr(model, "min_prompt_len", 0))
+    _check_model(model, params)
+    src, src_len = _check_prompt(src, src_len, "src", getattr(model, "min_prompt_len", 0))
     _check_input_tokens(model, "src", src)
     max_len = checks.integer("max_len", max_len, 1)
     eos_id, pad_id = _token_ids(model, eos_id, pad_id)
@@ -568,8 +583,8 @@ def beam_search(
       >>> beam_search(model, params, jnp.array([[3, 4, 0]]), jnp.array([2]), 3, 5).tokens.shape
       (1, 3, 5)
     """
-    _check_model(model)
-    src_len = _check_prompt(src, src_len, "src", getattr(model, "min_prompt_len", 0))
+    _check_model(model, params)
+    src, src_len = _check_prompt(src, src_len, "src", getattr(model, "min_prompt_len", 0))
     _check_input_tokens(model, "src", src)
     max_len = checks.integer("max_len", max_len, 1)
     beam_width = checks.integer("beam_width", beam_width, 1)

@@ -88,6 +88,11 @@ class ScanConfig:
         for ``method="parallel"``: the linear scan, the Newton Jacobians, tolerance,
         iteration cap and damping.
 
+    Fields that contradict each other are refused when the config is made (a
+    ``ValueError`` naming both), never ignored: ``method="parallel"`` with ``remat``,
+    ``backward="fused"`` or ``unroll != 1``; ``backward="fused"`` with ``remat``;
+    ``parallel`` options with ``method="sequential"``.
+
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
       >>> cell = rj.LSTM(2, 3)
@@ -118,6 +123,39 @@ class ScanConfig:
                 "parallel must be an rnnjax.parallel.ParallelOptions or None; got "
                 f"{checks.describe(self.parallel)}"
             )
+        _check_consistent(self)
+
+
+def _check_consistent(config) -> None:
+    """Fields of a :class:`ScanConfig` that contradict each other: a setting the chosen
+    path would silently ignore is refused, naming both fields."""
+    if config.method == "parallel":
+        if config.remat:
+            raise ValueError(
+                f"remat={config.remat!r} applies to the sequential scan; method='parallel' "
+                "never rematerialises (use method='sequential' with remat, or drop remat)"
+            )
+        if config.backward == "fused":
+            raise ValueError(
+                "backward='fused' is a sequential-scan path; method='parallel' is "
+                "differentiated by autodiff (use backward='auto' or 'reference' with "
+                "method='parallel', or method='sequential' with backward='fused')"
+            )
+        if config.unroll != 1:
+            raise ValueError(
+                f"unroll={config.unroll!r} applies to the sequential scan; method='parallel' "
+                "has no loop to unroll (use unroll=1 with method='parallel')"
+            )
+    if config.backward == "fused" and config.remat:
+        raise ValueError(
+            f"remat is done by the reference backward pass; got backward='fused' with "
+            f"remat={config.remat!r} (use backward='auto' or 'reference')"
+        )
+    if config.parallel is not None and config.method == "sequential":
+        raise ValueError(
+            "parallel options are used only with method='parallel' or 'auto'; got "
+            "method='sequential' with parallel set (set method, or drop parallel)"
+        )
 
 
 def default_projection(backend: Optional[str] = None) -> str:
@@ -202,9 +240,31 @@ def _leave(s, new, carry, m, zrate):
 
 
 def _zero_invalid(ys, valid):
+    """Outputs (an array, or any pytree of arrays) zeroed where ``valid`` is false, leaf
+    by leaf."""
     if valid is None:
         return ys
-    return jnp.where(_bcast(valid, ys), ys, jnp.zeros((), ys.dtype))
+    return jax.tree_util.tree_map(
+        lambda y: jnp.where(_bcast(valid, y), y, jnp.zeros((), y.dtype)), ys
+    )
+
+
+def _project_recur(cell):
+    """``(project, recur)`` of ``cell``: its own, or, for a cell with only ``step`` (a
+    user-written cell), the identity projection and ``step`` itself."""
+    if hasattr(cell, "project") and hasattr(cell, "recur"):
+        return cell.project, cell.recur
+    return (lambda params, x: x), cell.step
+
+
+def _empty_outputs(cell, params, state, xs, batch):
+    """The outputs of zero steps: zeros ``(0, *B, ...)`` for every output leaf, in the
+    output structure and dtypes one step gives."""
+    nb = len(batch)
+    one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[nb:], a.dtype), state)
+    x = jax.ShapeDtypeStruct((xs.shape[-1],), xs.dtype)
+    out = jax.eval_shape(lambda p, s, x: cell.step(p, s, x)[1], params, one, x)
+    return jax.tree_util.tree_map(lambda o: jnp.zeros((0,) + batch + o.shape, o.dtype), out)
 
 
 # --------------------------------------------------------------------------- reference
@@ -213,8 +273,10 @@ def _zero_invalid(ys, valid):
 def _body(cell, hoist, zrate, params, s0, rec_fixed, batched):
     """One step of the reference scan: ``(carry, (x, masks)) -> (carry, y)``."""
 
+    project, recur = _project_recur(cell)
+
     def one(s, x):
-        return cell.recur(params, s, x if hoist else cell.project(params, x))
+        return recur(params, s, x if hoist else project(params, x))
 
     step = jax.vmap(one) if batched else one
 
@@ -232,10 +294,11 @@ def _body(cell, hoist, zrate, params, s0, rec_fixed, batched):
 
 
 def _reference(cell, hoist, zrate, unroll, remat, params, s0, xs, m_seq, rec_fixed, batched):
+    project = _project_recur(cell)[0]
     proj = (
-        jax.vmap(functools.partial(cell.project, params))
+        jax.vmap(functools.partial(project, params))
         if batched
-        else functools.partial(cell.project, params)
+        else functools.partial(project, params)
     )
     body = _body(cell, hoist, zrate, params, s0, rec_fixed, batched)
 
@@ -270,7 +333,7 @@ def _reference(cell, hoist, zrate, unroll, remat, params, s0, xs, m_seq, rec_fix
         return jax.lax.scan(body, st, inp, unroll=unroll)
 
     state, ys = jax.lax.scan(chunk_body, s0, jax.tree_util.tree_map(split, (inputs, m_seq)))
-    return state, ys.reshape((n * chunk,) + ys.shape[2:])[:T]
+    return state, jax.tree_util.tree_map(lambda y: y.reshape((n * chunk,) + y.shape[2:])[:T], ys)
 
 
 # --------------------------------------------------------------------------- fused
@@ -426,11 +489,7 @@ def run(
         else:
             rec_step = rec_mask
     if T == 0:
-        out_size = jax.eval_shape(
-            lambda: cell.step(params, cell.initial_state(), jnp.zeros((cell.input_size,), xs.dtype))
-        )[1]
-        ys = jnp.zeros((0,) + batch + out_size.shape, jax.tree_util.tree_leaves(state)[0].dtype)
-        ys = _to_compute_dtype(cell, params, ys)
+        ys = _to_compute_dtype(cell, params, _empty_outputs(cell, params, state, xs, batch))
         return (state, ys, None) if return_info else (state, ys)
     if batched and len(batch) > 1:  # one flat batch axis inside
         flat = lambda a, k: a.reshape(a.shape[:k] + (n,) + a.shape[k + len(batch) :])  # noqa: E731
@@ -466,7 +525,7 @@ def run(
             batched,
         )
     if batched and len(batch) > 1:
-        ys = ys.reshape((T,) + batch + ys.shape[2:])
+        ys = jax.tree_util.tree_map(lambda y: y.reshape((T,) + batch + y.shape[2:]), ys)
         st = jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), st)
     ys = _to_compute_dtype(cell, params, ys)
     if return_info:

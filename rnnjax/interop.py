@@ -88,7 +88,7 @@ def from_torch(module, dtype=jnp.float32):
     Args:
       module: the torch module (any ``num_layers``, ``bidirectional``, ``proj_size``,
         ``bias``, ``batch_first``, ``dropout``).
-      dtype: dtype of the returned params.
+      dtype: dtype of the returned params: a floating dtype (float64 needs 64-bit mode).
 
     Returns:
       ``(layer, params)``: a :class:`~rnnjax.Recurrent` (one layer, one direction), a
@@ -107,6 +107,7 @@ def from_torch(module, dtype=jnp.float32):
       (5, 8)
     """
     kind = _kind(module)
+    dtype = checks.floating_dtype("dtype", dtype)  # int params would truncate the weights
     sd = {k: _np(v) for k, v in module.state_dict().items()}
     hidden, layers_n = module.hidden_size, module.num_layers
     proj = getattr(module, "proj_size", 0) or 0

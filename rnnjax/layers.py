@@ -10,6 +10,16 @@ output, state or gradient).
 Randomness (dropout, zoneout) is used only when a ``key`` is given; without one a layer
 is deterministic: dropout is off and zoneout takes its expectation.
 
+Your own cells and layers are first-class. A cell's output may be any pytree of arrays
+(``(y, state)``, ``[y, y]``, a dict): padding is zeroed, reversal and segments applied leaf
+by leaf. A layer of your own needs only ``init(key)``, ``initial_state()`` and
+``apply(params, xs, length=None, state=None, *, resets=None, key=None)`` on one sequence
+``(T, I)``; inside :class:`Stacked` and :class:`Bidirectional` it runs one example at a
+time under ``vmap`` and ``apply_batch`` keeps the documented layout ``(*B, T, H)``. Inside
+:class:`Bidirectional` such a layer (it has no ``reverse`` field) is run on the reversed
+sequence (padding-aware) as the backward direction. Something lacking one of these
+methods is refused with an error naming what it lacks.
+
 References:
   Gal & Ghahramani (2016). A theoretically grounded application of dropout in recurrent
   neural networks. (variational dropout: one mask per sequence)
@@ -55,22 +65,52 @@ def dropout(key, x: jax.Array, rate: float) -> jax.Array:
     """
     if checks.is_concrete(rate):
         rate = checks.rate("rate", rate)
+    key = checks.key("key", key, optional=True)
     if key is None or rate == 0.0:
         return x
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
 
 
+_LAYER_PROTOCOL = ("init", "apply", "initial_state")
+_CELL_PROTOCOL = ("init", "step", "initial_state", "input_size")
+
+
 def _as_layer(layer_or_cell, reverse: bool = False, name: str = "layer"):
     """A cell becomes ``Recurrent(cell, reverse)``; a layer is returned as it is. Anything
-    else is a ``TypeError`` naming the argument ``name``."""
-    if hasattr(layer_or_cell, "apply") and hasattr(layer_or_cell, "init"):
-        return layer_or_cell
-    if hasattr(layer_or_cell, "step") and hasattr(layer_or_cell, "init"):
-        return Recurrent(layer_or_cell, reverse=reverse)
+    else is a ``TypeError`` naming the argument ``name`` and what it lacks.
+
+    A layer needs ``init``, ``apply`` and ``initial_state`` (``input_size`` and
+    ``output_size`` are optional: without them the sizes are not checked up front)."""
+    if hasattr(layer_or_cell, "apply"):
+        lacks = [a for a in _LAYER_PROTOCOL if not hasattr(layer_or_cell, a)]
+        if not lacks:
+            return layer_or_cell
+        what = f"a layer needs {list(_LAYER_PROTOCOL)}"
+    elif hasattr(layer_or_cell, "step"):
+        lacks = [a for a in _CELL_PROTOCOL if not hasattr(layer_or_cell, a)]
+        if not lacks:
+            return Recurrent(layer_or_cell, reverse=reverse)
+        what = f"a cell needs {list(_CELL_PROTOCOL)}"
+    else:
+        lacks = ["apply (a layer) or step (a cell)"]
+        what = f"a layer needs {list(_LAYER_PROTOCOL)}, a cell {list(_CELL_PROTOCOL)}"
     raise TypeError(
-        f"{name} must be an rnnjax layer or cell (with init and apply/step); got {layer_or_cell!r}"
+        f"{name} must be an rnnjax layer or cell ({what}); got {short(layer_or_cell)}, "
+        f"which lacks {', '.join(lacks)}"
     )
+
+
+def short(obj) -> str:
+    """A one-line description of ``obj`` for error messages."""
+    text = repr(obj)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _size(layer, attr):
+    """``layer.input_size`` / ``output_size``, or ``None`` for a layer that does not say."""
+    value = getattr(layer, attr, None)
+    return value if isinstance(value, int) else None
 
 
 def per_example(fn, batch, *args):
@@ -144,32 +184,82 @@ class _Layer:
             xs = _time_first(xs, nb)
             resets = None if resets is None else _time_first(resets, nb)
         keys = None
+        key = checks.key("key", key, optional=True)  # typed; raw uint32 data is wrapped
         if key is not None:
-            if not jnp.issubdtype(jnp.result_type(key), jax.dtypes.prng_key):
-                key = jax.random.wrap_key_data(key)  # a raw uint32 key (jax.random.PRNGKey)
             keys = key if not batch else jax.random.split(key, math.prod(batch)).reshape(batch)
         state, ys = self._run(params, xs, length, state, resets, keys)
         if batch and not time_major:
-            ys = jnp.moveaxis(ys, 0, nb)
+            ys = seq.batch_first(ys, nb)
         return state, ys
 
 
 def _run_layer(layer, params, xs, length, state, resets, keys):
-    """``layer._run`` for rnnjax layers; a foreign layer (``init``/``apply`` only) runs
-    one example at a time under ``vmap``."""
+    """``layer._run`` for rnnjax layers, on time-major ``xs`` ``(T, *B, I)``; returns
+    ``(state, ys)`` with ``ys`` time-major ``(T, *B, ...)``.
+
+    A user-written layer (``init``/``apply``/``initial_state`` only) runs one example at a
+    time under ``vmap`` (its ``apply`` takes one sequence ``(T, I)``), its outputs put
+    back time-major and zeroed past ``length`` leaf by leaf (the layer contract). Only the
+    arguments given are passed on (``resets`` and ``key`` as keywords)."""
     if hasattr(layer, "_run"):
         return layer._run(params, xs, length, state, resets, keys)
     nb = xs.ndim - 2
 
     def one(x, n, s, k, r):
+        args = (n, s) if s is not None else ((n,) if n is not None else ())
+        kw = {}
         if r is not None:
-            return layer.apply(params, x, n, s, resets=r, key=k)
-        return layer.apply(params, x, n, s, key=k)
+            kw["resets"] = r
+        if k is not None:
+            kw["key"] = k
+        return layer.apply(params, x, *args, **kw)
 
     f = one
     for _ in range(nb):
-        f = jax.vmap(f, in_axes=(1, 0, 0, 0, 1))
-    return f(xs, length, state, keys, resets)
+        f = jax.vmap(f, in_axes=(1, 0, 0, 0, 1), out_axes=(0, 1))
+    state, ys = f(xs, length, state, keys, resets)
+    if length is not None:
+        T = xs.shape[0]
+        valid = jnp.arange(T).reshape((T,) + (1,) * nb) < length[None]
+        ys = jax.tree_util.tree_map(
+            lambda y: jnp.where(seq._bcast(valid, y), y, jnp.zeros((), y.dtype)), ys
+        )
+    return state, ys
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reversed:
+    """A user-written layer run backwards inside :class:`Bidirectional`: it reads
+    ``xs[length-1], ..., xs[0]`` (padding-aware; segments reversed as
+    :func:`rnnjax.unroll` does) and its outputs are put back at the input positions."""
+
+    layer: Any
+    reverse = True
+
+    @property
+    def input_size(self):
+        return _size(self.layer, "input_size")
+
+    @property
+    def output_size(self):
+        return _size(self.layer, "output_size")
+
+    def init(self, key):
+        return self.layer.init(key)
+
+    def initial_state(self, dtype=None):
+        return _initial_state(self.layer, dtype)
+
+    def _run(self, params, xs, length, state, resets, keys):
+        xs, _, resets, order = seq.prepare(xs, length, resets, reverse=True)
+        state, ys = _run_layer(self.layer, params, xs, length, state, resets, keys)
+        return state, seq.restore_order(ys, order)
+
+
+def _initial_state(layer, dtype):
+    """``layer.initial_state(dtype)``; without a dtype, ``initial_state()`` (a
+    user-written layer need not take one)."""
+    return layer.initial_state() if dtype is None else layer.initial_state(dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,7 +336,7 @@ class Recurrent(_Layer):
 
     def init(self, key) -> dict:
         """The cell's parameters."""
-        return self.cell.init(key)
+        return self.cell.init(checks.key("key", key))
 
     def initial_state(self, dtype=None):
         """The cell's zero state (float32 unless ``dtype`` says otherwise)."""
@@ -339,11 +429,13 @@ class Bidirectional(_Layer):
     Params: ``{"forward": ..., "backward": ...}``. State: :class:`BidirectionalState`.
 
     Args:
-      forward: a cell or a forward :class:`Recurrent` layer.
-      backward: a cell or a ``reverse=True`` :class:`Recurrent`; default: a reversed copy
-        of ``forward`` (independent parameters).
-      merge: ``"concat"`` (default, ``(T, 2H)``), ``"sum"``, ``"mean"``, or a callable
-        ``(ys_forward, ys_backward) -> ys``.
+      forward: a cell, a forward :class:`Recurrent` layer or a layer of your own.
+      backward: a cell, a ``reverse=True`` :class:`Recurrent`, or a layer of your own
+        (run on the reversed sequence); default: a reversed copy of ``forward``
+        (independent parameters).
+      merge: ``"concat"`` (default, ``(T, 2H)``; array outputs only, a pytree output is a
+        ``ValueError`` naming ``merge``), ``"sum"``, ``"mean"`` (leaf by leaf, any
+        pytree), or a callable ``(ys_forward, ys_backward) -> ys``.
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -365,25 +457,30 @@ class Bidirectional(_Layer):
         if getattr(fwd, "reverse", False):
             raise ValueError("forward must run forwards (reverse=False); got a reversed layer")
         if self.backward is None:
-            if not isinstance(fwd, Recurrent):
+            if isinstance(fwd, Recurrent):
+                bwd = dataclasses.replace(fwd, reverse=True)
+            elif not hasattr(fwd, "reverse") and not hasattr(fwd, "_run"):
+                bwd = _Reversed(fwd)  # a user-written layer, run on the reversed sequence
+            else:
                 raise ValueError(
-                    "backward must be given when forward is not a cell or Recurrent layer"
+                    "backward must be given when forward is not a cell, a Recurrent layer "
+                    f"or a user-written layer; got forward={short(fwd)}"
                 )
-            bwd = dataclasses.replace(fwd, reverse=True)
         else:
             bwd = _as_layer(self.backward, reverse=True, name="backward")
+            if not hasattr(bwd, "reverse") and not hasattr(bwd, "_run"):
+                bwd = _Reversed(bwd)  # a user-written layer, run on the reversed sequence
             if not getattr(bwd, "reverse", False):
                 raise ValueError("backward must be a reverse=True layer or a cell")
-        if fwd.input_size != bwd.input_size:
-            raise ValueError(
-                f"forward and backward must share input_size; got {fwd.input_size} and "
-                f"{bwd.input_size}"
-            )
+        f_in, b_in = _size(fwd, "input_size"), _size(bwd, "input_size")
+        if f_in is not None and b_in is not None and f_in != b_in:
+            raise ValueError(f"forward and backward must share input_size; got {f_in} and {b_in}")
         if not callable(self.merge) and self.merge not in _MERGES:
             raise ValueError(
                 f"merge must be one of {sorted(_MERGES)} or a callable; got {self.merge!r}"
             )
-        if self.merge in ("sum", "mean") and fwd.output_size != bwd.output_size:
+        f_out, b_out = _size(fwd, "output_size"), _size(bwd, "output_size")
+        if self.merge in ("sum", "mean") and None not in (f_out, b_out) and f_out != b_out:
             raise ValueError(
                 f"merge={self.merge!r} needs equal output sizes; got {fwd.output_size} and "
                 f"{bwd.output_size}"
@@ -392,26 +489,55 @@ class Bidirectional(_Layer):
         object.__setattr__(self, "backward", bwd)
 
     @property
-    def input_size(self) -> int:
-        return self.forward.input_size
+    def input_size(self) -> Optional[int]:
+        """The input size (``None`` when neither direction states it)."""
+        f = _size(self.forward, "input_size")
+        return f if f is not None else _size(self.backward, "input_size")
 
     @property
     def output_size(self) -> Optional[int]:
-        """Merged output size (``None`` for a callable merge)."""
+        """Merged output size (``None`` for a callable merge, or a direction that does not
+        state its size)."""
+        f, b = _size(self.forward, "output_size"), _size(self.backward, "output_size")
+        if f is None or b is None:
+            return None
         if self.merge == "concat":
-            return self.forward.output_size + self.backward.output_size
+            return f + b
         if self.merge in ("sum", "mean"):
-            return self.forward.output_size
+            return f
         return None
 
     def init(self, key) -> dict:
-        k_f, k_b = jax.random.split(key)
+        k_f, k_b = jax.random.split(checks.key("key", key))
         return {"forward": self.forward.init(k_f), "backward": self.backward.init(k_b)}
 
     def initial_state(self, dtype=None) -> BidirectionalState:
         return BidirectionalState(
-            self.forward.initial_state(dtype), self.backward.initial_state(dtype)
+            _initial_state(self.forward, dtype), _initial_state(self.backward, dtype)
         )
+
+    def _merge(self, y_f, y_b):
+        """The two directions' outputs merged: ``concat`` joins arrays on the last axis;
+        ``sum``/``mean`` work leaf by leaf on any matching pytrees; a callable gets both."""
+        if callable(self.merge):
+            return self.merge(y_f, y_b)
+        arrays = all(isinstance(y, jax.Array) for y in (y_f, y_b))
+        if self.merge == "concat":
+            if not arrays:
+                raise ValueError(
+                    "merge='concat' joins array outputs; got outputs of the structure "
+                    f"{jax.tree_util.tree_structure(y_f)} and "
+                    f"{jax.tree_util.tree_structure(y_b)} (pytrees): pass merge='sum', "
+                    "'mean' or a callable (ys_forward, ys_backward) -> ys"
+                )
+            return _MERGES["concat"](y_f, y_b)
+        s_f, s_b = jax.tree_util.tree_structure(y_f), jax.tree_util.tree_structure(y_b)
+        if s_f != s_b:
+            raise ValueError(
+                f"merge={self.merge!r} needs outputs of one structure in both directions; "
+                f"got {s_f} and {s_b}"
+            )
+        return jax.tree_util.tree_map(_MERGES[self.merge], y_f, y_b)
 
     @staticmethod
     def _check(params, state) -> None:
@@ -433,8 +559,7 @@ class Bidirectional(_Layer):
         s_b = None if state is None else state.backward
         s_f, y_f = _run_layer(self.forward, params["forward"], xs, length, s_f, resets, k_f)
         s_b, y_b = _run_layer(self.backward, params["backward"], xs, length, s_b, resets, k_b)
-        merge = _MERGES[self.merge] if isinstance(self.merge, str) else self.merge
-        return BidirectionalState(s_f, s_b), merge(y_f, y_b)
+        return BidirectionalState(s_f, s_b), self._merge(y_f, y_b)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -470,8 +595,9 @@ class Stacked(_Layer):
         if not layers:
             raise ValueError("layers must hold at least one cell or layer; got none")
         for i in range(1, len(layers)):
-            prev = layers[i - 1].output_size
-            if prev is not None and layers[i].input_size != prev:
+            prev = _size(layers[i - 1], "output_size")
+            this = _size(layers[i], "input_size")
+            if prev is not None and this is not None and this != prev:
                 raise ValueError(
                     f"layers[{i}].input_size must equal layers[{i - 1}].output_size = {prev}; "
                     f"got {layers[i].input_size}"
@@ -480,19 +606,21 @@ class Stacked(_Layer):
         object.__setattr__(self, "layers", layers)
 
     @property
-    def input_size(self) -> int:
-        return self.layers[0].input_size
+    def input_size(self) -> Optional[int]:
+        """The first layer's input size (``None`` when it does not state it)."""
+        return _size(self.layers[0], "input_size")
 
     @property
-    def output_size(self):
-        return self.layers[-1].output_size
+    def output_size(self) -> Optional[int]:
+        """The last layer's output size (``None`` when it does not state it)."""
+        return _size(self.layers[-1], "output_size")
 
     def init(self, key) -> tuple:
-        keys = jax.random.split(key, len(self.layers))
+        keys = jax.random.split(checks.key("key", key), len(self.layers))
         return tuple(layer.init(k) for layer, k in zip(self.layers, keys))
 
     def initial_state(self, dtype=None) -> tuple:
-        return tuple(layer.initial_state(dtype) for layer in self.layers)
+        return tuple(_initial_state(layer, dtype) for layer in self.layers)
 
     def _check(self, params, state) -> None:
         n = len(self.layers)
@@ -521,6 +649,12 @@ class Stacked(_Layer):
             k_i = None if ks is None else ks[..., 2 * i]
             s_i, ys = _run_layer(layer, params[i], ys, length, s_i, resets, k_i)
             states.append(s_i)
+            if i < n - 1 and not isinstance(ys, jax.Array):
+                raise ValueError(
+                    f"layers[{i}] must output an array, the input of layers[{i + 1}]; got "
+                    f"outputs of the structure {jax.tree_util.tree_structure(ys)} (only the "
+                    "last layer may output a pytree)"
+                )
             if i < n - 1 and ks is not None and self.dropout:
                 # per example, on its (T, H) outputs, as when run alone
                 ys = jnp.moveaxis(

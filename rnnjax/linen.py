@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnnjax import cells
+from rnnjax import cells, checks
 from rnnjax import initializers as inits
 from rnnjax import layers as rl
 
@@ -171,6 +171,23 @@ class _Base(nn.Module):
         return tuple(self.param(f"layer_{i}", layer.init) for i, layer in enumerate(net.layers))
 
     @nn.nowrap
+    def _check_feature_size(self, net: rl.Stacked, xs) -> None:
+        """After ``init``, inputs of another feature size than the params were made for
+        are a ``ValueError`` naming ``xs`` (not a shape error deep inside Flax)."""
+        for col in ("params", "reservoir"):
+            if self.has_variable(col, "layer_0"):
+                got = self.get_variable(col, "layer_0")
+                want = jax.eval_shape(net.layers[0].init, jax.random.key(0))
+                shape = lambda t: jax.tree_util.tree_map(jnp.shape, t)  # noqa: E731
+                if shape(got) != jax.tree_util.tree_map(lambda a: a.shape, want):
+                    raise ValueError(
+                        f"xs must have the feature size this module was initialised with; got "
+                        f"{checks.describe(xs)}: inputs of size {xs.shape[-1]} need layer_0 "
+                        f"params of shapes {shape(want)}, the module holds {shape(got)}"
+                    )
+                return
+
+    @nn.nowrap
     def functional(self, input_size: int) -> rl.Stacked:
         """The functional :class:`rnnjax.Stacked` network this module runs for inputs of
         size ``input_size``; its params are ``tuple(params[f"layer_{l}"] ...)``."""
@@ -233,6 +250,7 @@ class _Base(nn.Module):
                 f"{getattr(xs, 'shape', type(xs).__name__)}"
             )
         net = self.functional(int(xs.shape[-1]))
+        self._check_feature_size(net, xs)
         params = self._declare(net)
         key = None
         if stochastic(self):

@@ -18,6 +18,26 @@ from rnnjax import checks
 __all__ = ["masked_mean", "cross_entropy", "perplexity", "accuracy", "mse", "nrmse"]
 
 
+def _logits_labels(logits, labels):
+    """``logits`` ``(..., V)`` floating (``V >= 1``) and integer ``labels``; lists are
+    converted."""
+    logits = checks.array("logits", logits, "floating", min_ndim=1)
+    if logits.shape[-1] < 1:
+        raise ValueError(f"logits must have V >= 1 classes on the last axis; got {logits.shape}")
+    labels = checks.array("labels", labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integer class indices; got dtype {labels.dtype}")
+    return logits, labels
+
+
+def _pair(predictions, targets):
+    """Two arrays of numbers of one shape (lists converted)."""
+    predictions = checks.array("predictions", predictions)
+    targets = checks.array("targets", targets)
+    _check_same_shape("predictions", predictions, "targets", targets)
+    return predictions, targets
+
+
 def _check_same_shape(name_a, a, name_b, b):
     if jnp.shape(a) != jnp.shape(b):
         raise ValueError(
@@ -41,9 +61,10 @@ def masked_mean(values: jax.Array, mask: Optional[jax.Array] = None) -> jax.Arra
       >>> float(masked_mean(jnp.array([1.0, 3.0, 100.0]), jnp.array([True, True, False])))
       2.0
     """
+    values = checks.array("values", values)
     if mask is None:
         return jnp.mean(values)
-    _check_same_shape("values", values, "mask", mask)
+    mask = checks.mask("mask", mask, jnp.shape(values))
     mask = mask.astype(values.dtype)
     return jnp.sum(values * mask) / jnp.sum(mask)
 
@@ -77,17 +98,13 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array
       >>> float(rj.metrics.cross_entropy(jnp.zeros((3, 4)), jnp.array([0, 1, 2])))  # log 4
       1.386...
     """
-    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
-        raise TypeError(
-            f"labels must be integer class indices; got dtype {jnp.result_type(labels)}"
-        )
+    logits, labels = _logits_labels(logits, labels)
     if jnp.shape(logits)[:-1] != jnp.shape(labels):
         raise ValueError(
             f"labels must have shape logits.shape[:-1] = {jnp.shape(logits)[:-1]}; "
             f"got {jnp.shape(labels)}"
         )
-    if mask is not None:
-        _check_same_shape("labels", labels, "mask", mask)
+    mask = checks.mask("mask", mask, jnp.shape(labels))
     mask = _label_mask(logits, labels, mask)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     if mask is not None:  # an out-of-range label's loss may be NaN: select, not multiply
@@ -121,13 +138,13 @@ def accuracy(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array] = N
       >>> float(accuracy(logits, jnp.array([1, 1, 0]), mask=jnp.array([True, True, False])))
       0.5
     """
+    logits, labels = _logits_labels(logits, labels)
     if jnp.shape(logits)[:-1] != jnp.shape(labels):
         raise ValueError(
             f"labels must have shape logits.shape[:-1] = {jnp.shape(logits)[:-1]}; "
             f"got {jnp.shape(labels)}"
         )
-    if mask is not None:
-        _check_same_shape("labels", labels, "mask", mask)
+    mask = checks.mask("mask", mask, jnp.shape(labels))
     mask = _label_mask(logits, labels, mask)
     hits = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     return masked_mean(hits, mask)
@@ -150,7 +167,7 @@ def mse(predictions: jax.Array, targets: jax.Array, mask: Optional[jax.Array] = 
       >>> float(mse(jnp.array([1.0, 2.0]), jnp.array([1.0, 4.0])))
       2.0
     """
-    _check_same_shape("predictions", predictions, "targets", targets)
+    predictions, targets = _pair(predictions, targets)
     return masked_mean(jnp.square(predictions - targets), mask)
 
 
@@ -177,7 +194,7 @@ def nrmse(predictions: jax.Array, targets: jax.Array, mask: Optional[jax.Array] 
       >>> float(nrmse(y + 0.5, y))
       0.5
     """
-    _check_same_shape("predictions", predictions, "targets", targets)
+    predictions, targets = _pair(predictions, targets)
     mean_t = masked_mean(targets, mask)
     var_t = masked_mean(jnp.square(targets - mean_t), mask)
     return jnp.sqrt(mse(predictions, targets, mask) / var_t)
@@ -220,15 +237,14 @@ def memory_capacity(
       >>> round(float(memory_capacity(targets, targets)), 3)
       2.0
     """
-    _check_same_shape("predictions", predictions, "targets", targets)
+    predictions, targets = _pair(predictions, targets)
     if jnp.ndim(predictions) != 2:
         raise ValueError(f"predictions must have shape (T, K); got {jnp.shape(predictions)}")
     T = jnp.shape(predictions)[0]
     if mask is None:
         m = jnp.ones((T, 1), predictions.dtype)
     else:
-        if jnp.shape(mask) != (T,):
-            raise ValueError(f"mask must have shape (T,) = ({T},); got {jnp.shape(mask)}")
+        mask = checks.mask("mask", mask, (T,))
         m = mask.astype(predictions.dtype)[:, None]
     n = jnp.sum(m)
     pc = predictions - jnp.sum(predictions * m, axis=0, keepdims=True) / n

@@ -91,7 +91,7 @@ class SequenceModel:
 
     def init(self, key) -> dict:
         """Parameters: ``{"embed"?, "layer", "head": {"w", "b"}}``."""
-        k_e, k_l, k_h = jax.random.split(key, 3)
+        k_e, k_l, k_h = jax.random.split(checks.key("key", key), 3)
         params = {}
         if self.vocab_size is not None:
             params["embed"] = jax.random.normal(k_e, (self.vocab_size, self.input_size)) * (
@@ -149,6 +149,7 @@ class SequenceModel:
           ``(state, outputs)``: the layer's final state, and ``(T, O)`` (per step, zero past
           ``length``) or ``(O,)`` (final head).
         """
+        checks.model_params("params", self, params)
         self._check_inputs(xs)
         if self.vocab_size is not None:
             xs = self._embed(params, xs)
@@ -192,6 +193,7 @@ class SequenceModel:
         Returns:
           ``(state, outputs)`` with outputs ``(B, T, O)`` or ``(B, O)``.
         """
+        checks.model_params("params", self, params)
         if not hasattr(xs, "ndim") or xs.ndim < (2 if self.vocab_size is not None else 3):
             raise ValueError(
                 "xs must have a leading batch axis: (B, T) tokens or (B, T, I) features; got "

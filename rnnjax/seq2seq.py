@@ -643,7 +643,7 @@ class Seq2Seq:
 
     def init(self, key) -> dict:
         """All parameters (see the class docstring)."""
-        k = jax.random.split(key, 7)
+        k = jax.random.split(checks.key("key", key), 7)
         params = {
             "src_embed": jax.random.normal(k[0], (self.src_vocab, self.src_embed_size)),
             "tgt_embed": jax.random.normal(k[1], (self.tgt_vocab, self.embed_size)),
@@ -670,6 +670,8 @@ class Seq2Seq:
           ``(memory, state)``: the :class:`Memory` the decoder reads and the decoder's
           initial state, both with leading ``B`` axes.
         """
+        checks.model_params("params", self, params)
+        key = checks.key("key", key, optional=True)
         _check_tokens("src", src, 2, self.src_vocab)
         B, S = src.shape
         _check_len("src_len", src_len, (B,), S)
@@ -783,6 +785,8 @@ class Seq2Seq:
           ``(logits (T, V), weights (T, S) or None, fed (T,))``: the logits at every
           step, the attention weights, and the tokens that were fed in.
         """
+        checks.model_params("params", self, params)
+        key = checks.key("key", key, optional=True)
         _check_tokens("tgt", tgt, 1, self.tgt_vocab)
         _check_feeding(teacher_prob, key, feed)
         T = tgt.shape[0]
@@ -828,10 +832,32 @@ class Seq2Seq:
         draws. ``tgt_len`` is accepted for symmetry and checked; the padding needs no
         special treatment in the decoder (it is causal), only in the loss.
 
+        Args:
+          params: :meth:`init`'s parameters.
+          src: ``(S,)`` integer source tokens; src_len: optional integer scalar.
+          tgt: ``(T,)`` integer target tokens with ``T >= 1`` (an empty target is a
+            ``ValueError``: there is nothing to decode).
+          tgt_len: optional integer scalar in ``[0, T]``.
+          teacher_prob, key, feed: as in :meth:`decode`.
+
         Returns:
           ``(logits (T, V), weights (T, S) or None)``.
+
+        Example:
+          >>> import jax, jax.numpy as jnp, rnnjax as rj
+          >>> model = rj.Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
+          >>> params = model.init(jax.random.key(0))
+          >>> logits, _ = model.decode_train(params, jnp.array([3, 4]), 2, jnp.array([5, 2]))
+          >>> logits.shape                                   # (T, V)
+          (2, 6)
         """
+        checks.model_params("params", self, params)
+        key = checks.key("key", key, optional=True)
         _check_tokens("tgt", tgt, 1, self.tgt_vocab)
+        if tgt.shape[0] == 0:
+            raise ValueError(
+                "tgt must hold at least one token (shape (T,) with T >= 1); got shape (0,)"
+            )
         _check_len("tgt_len", tgt_len, (), tgt.shape[0])
         _check_feeding(teacher_prob, key, feed)
         k_enc, k_dec = (None, None) if key is None else jax.random.split(key)
@@ -852,9 +878,16 @@ class Seq2Seq:
         Returns:
           ``(logits (B, T, V), weights (B, T, S) or None)``.
         """
+        checks.model_params("params", self, params)
+        key = checks.key("key", key, optional=True)
         _check_tokens("src", src, 2, self.src_vocab)
         _check_tokens("tgt", tgt, 2, self.tgt_vocab)
         B = src.shape[0]
+        if tgt.shape[1] == 0:
+            raise ValueError(
+                "tgt must hold at least one token per row (shape (B, T) with T >= 1); got "
+                f"shape {tgt.shape}"
+            )
         if tgt.shape[0] != B:
             raise ValueError(f"tgt must have batch size {B}; got shape {tgt.shape}")
         _check_len("tgt_len", tgt_len, (B,), tgt.shape[1])
@@ -902,8 +935,7 @@ class Seq2Seq:
         B = src.shape[0]
         _check_len("src_len", src_len, (B,), src.shape[1])
         _check_len("tgt_len", tgt_len, (B,), tgt.shape[1])
-        if key is not None and not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-            key = jax.random.wrap_key_data(key)  # raw uint32 key data (the Trainer's)
+        key = checks.key("key", key, optional=True)  # raw uint32 data (the Trainer's) wrapped
         logits, _ = self.decode_train_batch(
             params, src, src_len, tgt, tgt_len, teacher_prob=teacher_prob, key=key, feed=feed
         )

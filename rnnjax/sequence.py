@@ -80,8 +80,15 @@ def restore_order(ys, order):
     if order is None:
         return ys
     if isinstance(order, str):
-        return ys[::-1]
-    return jnp.take_along_axis(ys, _bcast(order, ys), axis=0)
+        return jax.tree_util.tree_map(lambda y: y[::-1], ys)
+    return jax.tree_util.tree_map(lambda y: jnp.take_along_axis(y, _bcast(order, y), axis=0), ys)
+
+
+def batch_first(ys, nb: int):
+    """Time-major outputs ``(T, *B, ...)`` (an array or any pytree) as ``(*B, T, ...)``."""
+    if not nb:
+        return ys
+    return jax.tree_util.tree_map(lambda y: jnp.moveaxis(y, 0, nb), ys)
 
 
 def check_call(cell, params, xs, length, state, resets, *, batch_ndim, time_major, name="xs"):
@@ -89,7 +96,11 @@ def check_call(cell, params, xs, length, state, resets, *, batch_ndim, time_majo
     shape, checked ``length``, the state (given or initial, cast to the state dtype) and
     time-major ``resets``."""
     if not (hasattr(cell, "step") and hasattr(cell, "init") and hasattr(cell, "input_size")):
-        raise TypeError(f"cell must be an rnnjax cell; got {checks.describe(cell)}")
+        lacks = [a for a in ("step", "init", "initial_state", "input_size") if not hasattr(cell, a)]
+        raise TypeError(
+            f"cell must be an rnnjax cell (init, initial_state, step, input_size); got "
+            f"{checks.describe(cell)}, which lacks {lacks}"
+        )
     xs, batch, T = checks.sequence_inputs(
         name, xs, cell.input_size, batch_ndim=batch_ndim, time_major=time_major
     )
@@ -162,7 +173,9 @@ def unroll(
 
     Returns:
       ``(state, ys)``: the state after the last real step, and outputs ``(T, output_size)``,
-      exactly zero at padded steps.
+      exactly zero at padded steps. A cell whose output is a pytree (a tuple, list or
+      dict of arrays) gives that pytree with a leading ``T`` on every leaf, each leaf
+      zeroed, reversed and reset as an array output would be.
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -211,7 +224,8 @@ def unroll_batch(
       reverse, unroll, config: as in :func:`unroll`.
 
     Returns:
-      ``(state, ys)`` with ``ys`` laid out like ``xs`` (``(*B, T, H)`` or ``(T, *B, H)``).
+      ``(state, ys)`` with ``ys`` laid out like ``xs`` (``(*B, T, H)`` or ``(T, *B, H)``;
+      every leaf so for a pytree output).
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -229,7 +243,7 @@ def unroll_batch(
     )
     state, ys = run(cell, params, xs, length, state, reverse, resets, config)
     if not time_major:
-        ys = jnp.moveaxis(ys, 0, len(batch))
+        ys = batch_first(ys, len(batch))
     return state, ys
 
 
@@ -295,7 +309,9 @@ def unpack(ys, index):
 
     Args:
       ys: ``(R, T, ...)`` outputs of the packed rows.
-      index: :func:`pack`'s ``index``.
+      index: :func:`pack`'s ``index``: ``(row, start, T_i)`` triples with ``row < R`` and
+        ``start + T_i <= T``; anything else (out of bounds, negative, not a triple) is a
+        ``ValueError``/``TypeError`` naming ``index``, never clamped or cut short.
 
     Returns:
       A list of arrays ``(T_i, ...)``, in the order the sequences were given to :func:`pack`.
@@ -306,6 +322,16 @@ def unpack(ys, index):
       >>> [y.shape for y in rj.unpack(xs, index)]
       [(3, 1), (2, 1)]
     """
+    if isinstance(ys, (list, tuple)):
+        try:
+            ys = np.asarray(ys)
+        except ValueError as e:
+            raise TypeError(f"ys must be an array (R, T, ...); got a ragged list ({e})") from None
+    if not hasattr(ys, "shape") or len(ys.shape) < 2:
+        raise TypeError(
+            f"ys must be an array (R, T, ...) of packed rows; got {checks.describe(ys)}"
+        )
+    index = checks.pack_index("index", index, rows=ys.shape[0], T=ys.shape[1])
     return [ys[row, start : start + n] for row, start, n in index]
 
 
@@ -355,11 +381,18 @@ def parallel_solve(
         raise TypeError(
             f"options must be an rnnjax.parallel.ParallelOptions; got {checks.describe(options)}"
         )
+    if isinstance(xs, (list, tuple)):  # nested lists, as unroll takes them
+        xs = checks.floating_array("xs", xs)
     xs = jnp.asarray(xs) if isinstance(xs, np.ndarray) else xs
     one = getattr(xs, "ndim", 0) == 2
     if one:  # one sequence (T, I)
         xs = xs[:, None]
         resets = None if resets is None else jnp.asarray(resets)[:, None]
+        if length is not None and np.shape(length) != ():
+            raise ValueError(
+                "length must be a scalar for one sequence xs (T, I) (batch lengths go with "
+                f"xs (*B, T, I)); got {checks.describe(length)}"
+            )
         length = None if length is None else jnp.reshape(jnp.asarray(length), (1,))
         state = None if state is None else jax.tree_util.tree_map(lambda a: a[None], state)
         time_major = True
@@ -373,7 +406,8 @@ def parallel_solve(
     )
     ys = restore_order(ys, order)
     if one:
-        return jax.tree_util.tree_map(lambda a: a[0], state), ys[:, 0], info
+        ys = jax.tree_util.tree_map(lambda y: y[:, 0], ys)
+        return jax.tree_util.tree_map(lambda a: a[0], state), ys, info
     if not time_major:
-        ys = jnp.moveaxis(ys, 0, len(batch))
+        ys = batch_first(ys, len(batch))
     return state, ys, info

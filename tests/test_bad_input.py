@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import sys
 import tempfile
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -79,6 +80,8 @@ def F(name):
         return rj.EchoState(1, 8)
     if name == "esn_p":
         return F("esn").init(k)
+    if name == "k":
+        return jax.random.key(0)
     if name == "ckpt":
         return rj.checkpoint.Checkpointer(tempfile.mkdtemp(), async_save=False)
     raise KeyError(name)
@@ -811,6 +814,256 @@ VALID += [
 ]
 
 
+# --------------------------------------------------------------------------- third wave
+# Bad calls and user-written cells and layers: unpack bounds and types, contradictory
+# ScanConfig fields, another model's params in decoding, one sequence with batch lengths
+# in parallel_solve, integer keys, from_torch dtypes, a linen module fed another feature
+# size after init, metrics' argument kinds; and valid calls that were refused.
+
+
+def _packed():
+    xs, _, _, index = rj.pack([np.ones((3, 2)), np.ones((4, 2))], 5)  # 2 rows of T = 5
+    return xs, index
+
+
+class _LoopLayer:
+    """A user-written layer: init / apply / initial_state only (a Python loop over a cell)."""
+
+    def __init__(self, pytree=False):
+        self.cell, self.pytree = rj.GRU(2, 3), pytree
+
+    def init(self, key):
+        return self.cell.init(key)
+
+    def initial_state(self):
+        return self.cell.initial_state()
+
+    def apply(self, params, xs, length=None, state=None, *, resets=None, key=None):
+        s = self.cell.initial_state() if state is None else state
+        ys = []
+        for t in range(xs.shape[0]):
+            s, y = self.cell.step(params, s, xs[t])
+            ys.append(y)
+        ys = jnp.stack(ys)
+        return s, ((ys, ys * ys) if self.pytree else ys)
+
+
+class _NoInitialState:
+    def init(self, key):
+        return {}
+
+    def apply(self, params, xs, length=None, state=None, *, resets=None, key=None):
+        return None, xs
+
+
+class _PairState(NamedTuple):
+    h: jax.Array
+
+
+class _PairCell:
+    """A user-written cell whose output is a pytree ``(h, [h, sum(h)])``."""
+
+    input_size, hidden_size, output_size = 2, 3, 3
+
+    def init(self, key):
+        return {"w": jax.random.normal(key, (2, 3))}
+
+    def initial_state(self, dtype=None):
+        return _PairState(jnp.zeros(3, dtype or jnp.float32))
+
+    def step(self, params, state, x):
+        h = jnp.tanh(x @ params["w"] + state.h)
+        return _PairState(h), (h, [h, jnp.sum(h)])
+
+
+def _linen_other_feature_size():
+    from rnnjax import linen
+
+    m = linen.GRU(hidden_size=3)
+    v = m.init(jax.random.key(0), jnp.ones((1, 4, 2)))
+    return m.apply(v, jnp.ones((1, 4, 7)))
+
+
+def _bi_pytree(merge):
+    bi = rj.Bidirectional(_PairCell(), merge=merge)
+    return bi.apply_batch(bi.init(jax.random.key(0)), F("xsb"), jnp.array([5, 2]))
+
+
+def _stacked(layers, xs=None):
+    net = rj.Stacked(layers)
+    return net.apply_batch(net.init(jax.random.key(0)), F("xsb") if xs is None else xs)
+
+
+_KEY = "jax.random.key"  # an integer key's error must name `key` and show jax.random.key(...)
+
+BAD += [
+    # ---- unpack: bounds (never clamped, cut short or emptied) and types
+    ("unpack-index-row-out", "index", lambda: rj.unpack(_packed()[0], [(5, 0, 3)])),
+    ("unpack-index-past-T", "index", lambda: rj.unpack(_packed()[0], [(0, 4, 3)])),
+    ("unpack-index-negative-start", "index", lambda: rj.unpack(_packed()[0], [(0, -2, 2)])),
+    ("unpack-index-zero-steps", "index", lambda: rj.unpack(_packed()[0], [(0, 0, 0)])),
+    ("unpack-index-ints", "index", lambda: rj.unpack(_packed()[0], [1, 2, 3])),
+    ("unpack-index-none", "index", lambda: rj.unpack(_packed()[0], None)),
+    ("unpack-index-float", "index", lambda: rj.unpack(_packed()[0], [(0, 0.5, 3)])),
+    ("unpack-ys-none", "ys", lambda: rj.unpack(None, _packed()[1])),
+    ("unpack-ys-1d", "ys", lambda: rj.unpack(jnp.ones(5), [(0, 0, 3)])),
+    # ---- ScanConfig fields that contradict each other (both named)
+    ("scanconfig-parallel-remat", "remat", lambda: rj.ScanConfig(method="parallel", remat=2)),
+    (
+        "scanconfig-parallel-fused",
+        "backward",
+        lambda: rj.ScanConfig(method="parallel", backward="fused"),
+    ),
+    ("scanconfig-parallel-unroll", "unroll", lambda: rj.ScanConfig(method="parallel", unroll=4)),
+    ("scanconfig-fused-remat", "remat", lambda: rj.ScanConfig(backward="fused", remat=True)),
+    (
+        "scanconfig-sequential-parallel-options",
+        "parallel",
+        lambda: rj.ScanConfig(parallel=rj.parallel.ParallelOptions()),
+    ),
+    # ---- another model's params in decoding and in the models
+    ("generate-seq2seq-params", "params", lambda: rj.generate(F("lm"), F("s2s_p"), _tok(2, 3))),
+    (
+        "greedy-lm-params",
+        "params",
+        lambda: rj.greedy_decode(F("s2s"), F("lm_p"), _tok(2, 3, hi=5), max_len=2),
+    ),
+    (
+        "beam-lm-params",
+        "params",
+        lambda: rj.beam_search(F("s2s"), F("lm_p"), _tok(2, 3, hi=5), max_len=2),
+    ),
+    (
+        "s2s-decode_train-lm-params",
+        "params",
+        lambda: F("s2s").decode_train(F("lm_p"), _tok(4, hi=5), 4, _tok(5, hi=6)),
+    ),
+    ("lm-apply-s2s-params", "params", lambda: F("lm").apply(F("s2s_p"), _tok(5))),
+    ("lm-apply_batch-s2s-params", "params", lambda: F("lm").apply_batch(F("s2s_p"), _tok(2, 5))),
+    # ---- parallel_solve: one sequence with batch lengths
+    (
+        "parallel_solve-one-seq-length-vector",
+        "length",
+        lambda: rj.parallel_solve(F("gru"), F("gru_p"), F("xs"), length=jnp.array([2, 3])),
+    ),
+    (
+        "parallel_solve-one-seq-length-list",
+        "length",
+        lambda: rj.parallel_solve(F("gru"), F("gru_p"), F("xs"), length=[2, 3]),
+    ),
+    # ---- integer keys
+    ("gru-init-int-key", _KEY, lambda: F("gru").init(0)),
+    ("lstm-init-int-key", _KEY, lambda: rj.LSTM(2, 3).init(123)),
+    ("mingru-init-int-key", _KEY, lambda: rj.MinGRU(2, 3).init(0)),
+    ("lru-init-int-key", _KEY, lambda: rj.LRU(2, 3).init(0)),
+    ("recurrent-init-int-key", _KEY, lambda: F("rec").init(0)),
+    ("bidirectional-init-int-key", _KEY, lambda: rj.Bidirectional(F("gru")).init(0)),
+    ("stacked-init-int-key", _KEY, lambda: rj.Stacked([F("gru")]).init(0)),
+    ("model-init-int-key", _KEY, lambda: F("lm").init(0)),
+    ("s2s-init-int-key", _KEY, lambda: F("s2s").init(0)),
+    ("apply-int-key", _KEY, lambda: F("rec").apply(F("gru_p"), F("xs"), key=123)),
+    ("apply_batch-int-key", _KEY, lambda: F("rec").apply_batch(F("gru_p"), F("xsb"), key=123)),
+    ("apply-str-key", "key", lambda: F("rec").apply(F("gru_p"), F("xs"), key="a")),
+    (
+        "apply_batch-key-batch",
+        "key",
+        lambda: F("rec").apply_batch(F("gru_p"), F("xsb"), key=jax.random.split(F("k"), 2)),
+    ),
+    ("model-apply-int-key", _KEY, lambda: F("lm").apply(F("lm_p"), _tok(5), key=3)),
+    ("dropout-int-key", _KEY, lambda: rj.dropout(3, jnp.ones(4), 0.5)),
+    ("generate-int-key", _KEY, lambda: rj.generate(F("lm"), F("lm_p"), _tok(2, 3), key=123)),
+    (
+        "s2s-decode_train-int-key",
+        _KEY,
+        lambda: F("s2s").decode_train(
+            F("s2s_p"), _tok(4, hi=5), 4, _tok(5, hi=6), teacher_prob=0.5, key=3
+        ),
+    ),
+    # ---- from_torch dtypes
+    (
+        "from_torch-int32",
+        "dtype",
+        lambda: rj.interop.from_torch(__import__("torch").nn.GRU(2, 3), dtype=jnp.int32),
+    ),
+    (
+        "from_torch-dtype-str",
+        "dtype",
+        lambda: rj.interop.from_torch(__import__("torch").nn.GRU(2, 3), dtype="int8"),
+    ),
+    # ---- a linen module fed another feature size after init
+    ("linen-other-feature-size", "xs", _linen_other_feature_size),
+    # ---- user-written cells and layers: what they lack, pytrees where arrays are needed
+    ("stacked-layer-no-initial_state", "initial_state", lambda: rj.Stacked([_NoInitialState()])),
+    (
+        "bidirectional-layer-no-initial_state",
+        "initial_state",
+        lambda: rj.Bidirectional(_NoInitialState()),
+    ),
+    ("bidirectional-pytree-concat", "merge", lambda: _bi_pytree("concat")),
+    ("stacked-pytree-mid-layer", "layers[0]", lambda: _stacked([_LoopLayer(True), rj.GRU(3, 3)])),
+    # ---- Seq2Seq: an empty target, batched
+    (
+        "s2s-decode_train_batch-empty-tgt",
+        "tgt",
+        lambda: F("s2s").decode_train_batch(
+            F("s2s_p"), _tok(2, 4, hi=5), None, jnp.zeros((2, 0), jnp.int32)
+        ),
+    ),
+    # ---- metrics: argument kinds
+    ("accuracy-logits-0d", "logits", lambda: metrics.accuracy(jnp.array(1.0), jnp.array(1))),
+    (
+        "cross_entropy-logits-int",
+        "logits",
+        lambda: metrics.cross_entropy(jnp.ones((3, 4), jnp.int32), jnp.ones(3, jnp.int32)),
+    ),
+    ("accuracy-none", "logits", lambda: metrics.accuracy(None, None)),
+    ("mse-none", "predictions", lambda: metrics.mse(None, jnp.ones(2))),
+    (
+        "masked_mean-mask-weights",
+        "mask",
+        lambda: metrics.masked_mean(jnp.ones(3), jnp.array([0.5, 1.0, 1.0])),
+    ),
+    (
+        "memory_capacity-mask-weights",
+        "mask",
+        lambda: metrics.memory_capacity(
+            jnp.ones((4, 2)), jnp.ones((4, 2)), jnp.array([0.2, 1.0, 1.0, 1.0])
+        ),
+    ),
+]
+
+VALID += [
+    (
+        "generate-list-prompt_len",
+        lambda: rj.generate(F("lm"), F("lm_p"), _tok(2, 3), [1, 3], max_len=2),
+    ),
+    ("generate-list-prompt", lambda: rj.generate(F("lm"), F("lm_p"), [[1, 2, 3]], max_len=2)),
+    (
+        "greedy-list-src_len",
+        lambda: rj.greedy_decode(F("s2s"), F("s2s_p"), _tok(2, 3, hi=5), [3, 1], 2),
+    ),
+    ("parallel_solve-list-xs", lambda: rj.parallel_solve(F("gru"), F("gru_p"), [[1.0, 2.0]] * 3)),
+    ("accuracy-lists", lambda: metrics.accuracy([[0.1, 0.9]], [1])),
+    ("mse-lists", lambda: metrics.mse([1.0], [2.0])),
+    ("masked_mean-int-mask", lambda: metrics.masked_mean(jnp.ones(3), jnp.array([1, 0, 1]))),
+    (
+        "from_torch-bfloat16",
+        lambda: rj.interop.from_torch(__import__("torch").nn.GRU(2, 3), dtype=jnp.bfloat16),
+    ),
+    (
+        "apply-raw-uint32-key",
+        lambda: F("rec").apply(F("gru_p"), F("xs"), key=jax.random.PRNGKey(0)),
+    ),
+    ("stacked-user-layer", lambda: _stacked([_LoopLayer(), rj.GRU(3, 3)])),
+    ("bidirectional-user-layer", lambda: _stacked([rj.Bidirectional(_LoopLayer())])),
+    (
+        "unroll-pytree-output-cell",
+        lambda: rj.unroll(_PairCell(), _PairCell().init(F("k")), F("xs"), 3),
+    ),
+    ("bidirectional-pytree-sum", lambda: _bi_pytree("sum")),
+]
+
+
 # --------------------------------------------------------------------------- classify
 
 
@@ -897,3 +1150,41 @@ def test_train_step_refuses_out_of_range_targets_before_updating():
     tr, st = F("tr"), F("tr_state")
     with pytest.raises(ValueError, match="targets"):
         tr.train_step(st, _batch(targets=jnp.full((2, 5), 99, jnp.int32)))
+
+
+# --------------------------------------------------------------------------- third wave: messages
+
+
+def test_wrong_model_params_name_the_model_and_the_missing_keys():
+    with pytest.raises(ValueError) as info:
+        rj.generate(F("lm"), F("s2s_p"), _tok(2, 3))
+    msg = str(info.value)
+    assert "SequenceModel" in msg and "missing keys ['embed', 'head', 'layer']" in msg
+    with pytest.raises(ValueError, match="params of Seq2Seq.*missing keys"):
+        rj.greedy_decode(F("s2s"), F("lm_p"), _tok(2, 3, hi=5), max_len=2)
+
+
+def test_integer_key_names_key_and_shows_jax_random_key():
+    for call in (lambda: F("rec").init(0), lambda: F("rec").apply(F("gru_p"), F("xs"), key=123)):
+        with pytest.raises(TypeError) as info:
+            call()
+        assert str(info.value).startswith("key must be a PRNG key such as jax.random.key(")
+
+
+def test_contradictory_scan_config_names_both_fields():
+    with pytest.raises(ValueError) as info:
+        rj.ScanConfig(method="parallel", remat=2)
+    assert "remat" in str(info.value) and "method='parallel'" in str(info.value)
+    with pytest.raises(ValueError) as info:
+        rj.ScanConfig(method="parallel", backward="fused")
+    assert "backward='fused'" in str(info.value) and "method='parallel'" in str(info.value)
+
+
+def test_unpack_valid_index_and_list_prompt_lengths_match_arrays():
+    seqs = [np.arange(6.0).reshape(3, 2), np.ones((4, 2)), np.full((2, 2), 7.0)]
+    xs, _, _, index = rj.pack(seqs, 5)
+    for got, want in zip(rj.unpack(xs, index), seqs):
+        np.testing.assert_array_equal(got, want)
+    a = rj.generate(F("lm"), F("lm_p"), _tok(2, 3), [1, 3], max_len=3)
+    b = rj.generate(F("lm"), F("lm_p"), _tok(2, 3), jnp.array([1, 3]), max_len=3)
+    np.testing.assert_array_equal(a.tokens, b.tokens)

@@ -243,3 +243,180 @@ def test_layer_errors():
         bi.apply({"forward": {}}, _xs())
     with pytest.raises(ValueError, match="feature size 3"):
         net.apply(net.init(jax.random.key(0)), jnp.ones((T, I + 2)))
+
+
+# --------------------------------------------------------------------------- user layers
+# A user-written layer with only init / apply / initial_state (no input_size, no
+# output_size, no apply_batch, no reverse): a plain Python loop over a cell's step, one
+# sequence (T, I) at a time, as peer libraries' custom modules are written.
+
+
+class LoopLayer:
+    """A GRU run by a Python loop; outputs ``(T, H)`` or, with ``pytree=True``,
+    ``(y, {"sq": y * y})``."""
+
+    def __init__(self, input_size=I, hidden=H, pytree=False):
+        self.cell = rj.GRU(input_size, hidden)
+        self.pytree = pytree
+
+    def init(self, key):
+        return self.cell.init(key)
+
+    def initial_state(self):
+        return self.cell.initial_state()
+
+    def apply(self, params, xs, length=None, state=None, *, resets=None, key=None):
+        s = self.cell.initial_state() if state is None else state
+        n = xs.shape[0] if length is None else length
+        ys = []
+        for t in range(xs.shape[0]):
+            new, y = self.cell.step(params, s, xs[t])
+            real = t < n
+            s = jax.tree_util.tree_map(lambda a, b: jnp.where(real, a, b), new, s)
+            ys.append(jnp.where(real, y, 0.0))
+        ys = jnp.stack(ys)
+        return s, ((ys, {"sq": ys * ys}) if self.pytree else ys)
+
+
+def _loop_gru(cell, p, xs, n, reverse=False):
+    """Reference for one sequence: the real steps by a Python loop over step."""
+    s = cell.initial_state()
+    ys = [jnp.zeros(cell.output_size)] * xs.shape[0]
+    for t in reversed(range(n)) if reverse else range(n):
+        s, ys[t] = cell.step(p, s, xs[t])
+    return s, jnp.stack(ys)
+
+
+B_LEN = jnp.array([6, 3, 1, 0])
+
+
+def test_user_layer_in_stacked_apply_batch_is_batch_first():
+    layer = LoopLayer()
+    net = rj.Stacked([layer, rj.GRU(H, 5)])
+    p = net.init(jax.random.key(0))
+    xs = _xs(2, (4, T, I))
+    (s0, s1), ys = net.apply_batch(p, xs, B_LEN)
+    assert ys.shape == (4, T, 5)  # (B, T, H), the documented layout
+    for b in range(4):
+        n = int(B_LEN[b])
+        r0, y0 = _loop_gru(layer.cell, p[0], xs[b], n)
+        r1, y1 = _loop_gru(net.layers[1].cell, p[1], y0, n)
+        _close((s0.h[b], s1.h[b], ys[b]), (r0.h, r1.h, y1))
+    # time-major in, time-major out; a batch of sequences of length 1 (the issue's shape)
+    _, ys_tm = net.apply_batch(p, jnp.swapaxes(xs, 0, 1), B_LEN, time_major=True)
+    _close(jnp.swapaxes(ys_tm, 0, 1), ys)
+    _, one = rj.Stacked([layer]).apply_batch((p[0],), xs[:, :1])
+    assert one.shape == (4, 1, H)
+    _close(
+        one[:, 0], jnp.stack([_loop_gru(layer.cell, p[0], xs[b, :1], 1)[1][0] for b in range(4)])
+    )
+    # unbatched apply and a key (dropout between the layers) pass through
+    _, y_one = net.apply(p, xs[1], length=3)
+    _close(y_one, ys[1])
+    _, y_key = rj.Stacked([layer, rj.GRU(H, 5)], dropout=0.5).apply_batch(
+        p, xs, B_LEN, key=jax.random.key(3)
+    )
+    assert y_key.shape == (4, T, 5) and bool(jnp.all(y_key[1, 3:] == 0))
+
+
+def test_user_layer_in_bidirectional_runs_backwards_padding_aware():
+    layer = LoopLayer()
+    xs = _xs(4, (4, T, I))
+    for bi in (rj.Bidirectional(layer), rj.Bidirectional(rj.GRU(I, H), backward=layer)):
+        p = bi.init(jax.random.key(1))
+        st, ys = bi.apply_batch(p, xs, B_LEN)
+        assert ys.shape == (4, T, 2 * H)
+        fwd_cell = bi.forward.cell if isinstance(bi.forward, rj.Recurrent) else layer.cell
+        for b in range(4):
+            n = int(B_LEN[b])
+            sf, yf = _loop_gru(fwd_cell, p["forward"], xs[b], n)
+            sb, yb = _loop_gru(layer.cell, p["backward"], xs[b], n, reverse=True)
+            _close(
+                (st.forward.h[b], st.backward.h[b], ys[b]),
+                (sf.h, sb.h, jnp.concatenate([yf, yb], -1)),
+            )
+        # padding changes nothing
+        garbage = xs.at[:, 3:].set(50.0)
+        _close(
+            bi.apply_batch(p, garbage, jnp.minimum(B_LEN, 3)),
+            bi.apply_batch(p, xs, jnp.minimum(B_LEN, 3)),
+        )
+
+
+def test_user_layer_pytree_outputs_and_merges():
+    layer = LoopLayer(pytree=True)
+    xs = _xs(5, (2, T, I))
+    n = jnp.array([4, 2])
+    net = rj.Stacked([rj.GRU(I, I), layer])  # the last layer may output a pytree
+    p = net.init(jax.random.key(0))
+    _, (y, extra) = net.apply_batch(p, xs, n)
+    assert y.shape == (2, T, H) and extra["sq"].shape == (2, T, H)
+    _close(extra["sq"], y * y)
+    with pytest.raises(ValueError, match=r"layers\[0\] must output an array"):
+        rj.Stacked([layer, rj.GRU(H, H)]).apply_batch(
+            rj.Stacked([layer, rj.GRU(H, H)]).init(jax.random.key(0)), xs, n
+        )
+    bi = rj.Bidirectional(layer, merge="sum")
+    pb = bi.init(jax.random.key(2))
+    _, (ys, ex) = bi.apply_batch(pb, xs, n)
+    _, (yf, exf) = rj.Stacked([layer]).apply_batch((pb["forward"],), xs, n)
+    yb = jnp.stack(
+        [_loop_gru(layer.cell, pb["backward"], xs[b], int(n[b]), reverse=True)[1] for b in range(2)]
+    )
+    _close((ys, ex["sq"]), (yf + yb, exf["sq"] + yb * yb))
+    with pytest.raises(ValueError, match="merge='concat'"):
+        rj.Bidirectional(layer).apply_batch(pb, xs, n)
+    _, both = rj.Bidirectional(layer, merge=lambda f, b: (f, b)).apply_batch(pb, xs, n)
+    assert len(both) == 2
+
+
+def test_pytree_output_cell_through_every_layer_type():
+    from test_sequence import PAIR, PAIR_P, _loop_reference
+
+    xs = _xs(6, (2, T, 2))
+    n = jnp.array([5, 2])
+    rec = rj.Recurrent(PAIR)
+    _, got = rec.apply_batch(PAIR_P, xs, n)
+    for b in range(2):
+        _, ref = _loop_reference(PAIR, PAIR_P, xs[b], int(n[b]))
+        _close(jax.tree_util.tree_map(lambda a: a[b], got), ref)
+    bi = rj.Bidirectional(PAIR, merge="mean")
+    pb = bi.init(jax.random.key(0))
+    _, got = bi.apply_batch(pb, xs, n)
+    for b in range(2):
+        _, f = _loop_reference(PAIR, pb["forward"], xs[b], int(n[b]))
+        _, r = _loop_reference(PAIR, pb["backward"], xs[b], int(n[b]), reverse=True)
+        _close(
+            jax.tree_util.tree_map(lambda a: a[b], got),
+            jax.tree_util.tree_map(lambda u, v: 0.5 * (u + v), f, r),
+        )
+    with pytest.raises(ValueError, match="merge"):
+        rj.Bidirectional(PAIR).apply_batch(pb, xs, n)
+    st = rj.Stacked([rj.GRU(2, 2), PAIR])
+    ps = st.init(jax.random.key(1))
+    _, got = st.apply_batch(ps, xs, n)
+    y0 = rj.Recurrent(rj.GRU(2, 2)).apply_batch(ps[0], xs, n)[1]
+    for b in range(2):
+        _, ref = _loop_reference(PAIR, ps[1], y0[b], int(n[b]))
+        _close(jax.tree_util.tree_map(lambda a: a[b], got), ref)
+
+
+def test_user_layer_lacking_a_method_is_refused_naming_it():
+    class NoState:
+        def init(self, key):
+            return {}
+
+        def apply(self, params, xs, length=None, state=None, *, resets=None, key=None):
+            return None, xs
+
+    with pytest.raises(TypeError, match="lacks initial_state"):
+        rj.Stacked([NoState()])
+    with pytest.raises(TypeError, match="lacks initial_state"):
+        rj.Bidirectional(NoState())
+
+    class NoInit:
+        def step(self, params, state, x):
+            return state, x
+
+    with pytest.raises(TypeError, match="lacks init"):
+        rj.Stacked([NoInit()])

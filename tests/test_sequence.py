@@ -1,6 +1,8 @@
 """rj.unroll against a plain Python loop over step; length semantics; padding invariance."""
 
+import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -228,3 +230,116 @@ def test_hoisted_projection_path_equals_in_loop(name, monkeypatch):
         jax.tree_util.tree_leaves((ref, ref_grad)), jax.tree_util.tree_leaves((got, got_grad))
     ):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- user cells
+# A user-written cell (only init / initial_state / step / input_size, no project/recur,
+# no kernel) whose output is a pytree, as Haiku's "all states" and nested-output cores:
+# every leaf padded, reversed and reset as an array output would be.
+
+
+class PairState(NamedTuple):
+    h: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class PairCell:
+    input_size: int = 2
+    hidden_size: int = 3
+
+    @property
+    def output_size(self):
+        return self.hidden_size
+
+    def init(self, key):
+        k1, k2 = jax.random.split(key)
+        return {
+            "w": 0.5 * jax.random.normal(k1, (self.input_size, self.hidden_size)),
+            "u": 0.5 * jax.random.normal(k2, (self.hidden_size, self.hidden_size)),
+        }
+
+    def initial_state(self, dtype=None):
+        return PairState(jnp.zeros((self.hidden_size,), dtype or jnp.float32))
+
+    def step(self, params, state, x):
+        h = jnp.tanh(x @ params["w"] + state.h @ params["u"])
+        return PairState(h), (h, {"sq": h * h, "total": jnp.sum(h)})
+
+
+def _loop_reference(cell, params, xs, length=None, reverse=False, resets=None):
+    """One sequence by a plain Python loop over ``step``: the documented semantics."""
+    T = xs.shape[0]
+    n = T if length is None else int(length)
+    order = list(range(n))[::-1] if reverse else list(range(n))
+    resets = np.zeros(T, bool) if resets is None else np.asarray(resets)
+    if reverse:  # a segment starts (in processing order) where the next one starts
+        resets = np.concatenate([resets[1:], [False]])
+    s = s0 = cell.initial_state()
+    _, y0 = cell.step(params, s0, xs[0])
+    ys = [jax.tree_util.tree_map(jnp.zeros_like, y0) for _ in range(T)]
+    for t in order:
+        if resets[t]:
+            s = s0
+        s, ys[t] = cell.step(params, s, xs[t])
+    return s, jax.tree_util.tree_map(lambda *a: jnp.stack(a), *ys)
+
+
+PAIR = PairCell()
+PAIR_P = PAIR.init(jax.random.key(0))
+
+
+def _leaves_close(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for x, y in zip(la, lb):
+        assert x.shape == y.shape
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("length", [None, 3, 0])
+def test_pytree_output_cell_equals_python_loop(reverse, length):
+    xs = jax.random.normal(jax.random.key(1), (5, 2))
+    got = rj.unroll(PAIR, PAIR_P, xs, length=length, reverse=reverse)
+    _leaves_close(got, _loop_reference(PAIR, PAIR_P, xs, length, reverse))
+    if length is not None:  # padding zeroed leaf by leaf, exactly
+        for leaf in jax.tree_util.tree_leaves(got[1]):
+            assert bool(jnp.all(leaf[length:] == 0))
+
+
+def test_pytree_output_cell_with_resets_remat_and_empty_sequence():
+    xs = jax.random.normal(jax.random.key(2), (6, 2))
+    resets = np.array([False, False, True, False, False, True])
+    for reverse in (False, True):
+        got = rj.unroll(PAIR, PAIR_P, xs, length=5, reverse=reverse, resets=resets)
+        _leaves_close(got, _loop_reference(PAIR, PAIR_P, xs, 5, reverse, resets))
+    remat = rj.unroll(PAIR, PAIR_P, xs, length=4, config=rj.ScanConfig(remat=4))
+    _leaves_close(remat, _loop_reference(PAIR, PAIR_P, xs, 4))
+    _, empty = rj.unroll_batch(PAIR, PAIR_P, jnp.ones((2, 0, 2)))
+    assert jax.tree_util.tree_map(jnp.shape, empty) == (
+        (2, 0, 3),
+        {"sq": (2, 0, 3), "total": (2, 0)},
+    )
+
+
+def test_pytree_output_cell_batched_layouts_and_gradient():
+    xs = jax.random.normal(jax.random.key(3), (3, 5, 2))
+    length = jnp.array([5, 2, 0])
+    for time_major in (False, True):
+        x_in = jnp.swapaxes(xs, 0, 1) if time_major else xs
+        st, ys = rj.unroll_batch(PAIR, PAIR_P, x_in, length, time_major=time_major, reverse=True)
+        for b in range(3):
+            ref = _loop_reference(PAIR, PAIR_P, xs[b], int(length[b]), reverse=True)
+            y_b = jax.tree_util.tree_map(lambda y: y[:, b] if time_major else y[b], ys)
+            _leaves_close((jax.tree_util.tree_map(lambda a: a[b], st), y_b), ref)
+
+    def loss(p, run):
+        _, (h, extra) = run(p)
+        return jnp.sum(h**2) + jnp.sum(extra["total"] * 0.3) + jnp.sum(extra["sq"])
+
+    engine = lambda p: rj.unroll(PAIR, p, xs[0], length=4)[1]  # noqa: E731
+    loop = lambda p: _loop_reference(PAIR, p, xs[0], 4)[1]  # noqa: E731
+    _leaves_close(
+        jax.grad(lambda p: loss(p, lambda q: (None, engine(q))))(PAIR_P),
+        jax.grad(lambda p: loss(p, lambda q: (None, loop(q))))(PAIR_P),
+    )

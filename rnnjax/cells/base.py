@@ -33,6 +33,7 @@ Shapes: ``I`` input size, ``H`` hidden size, ``G`` number of gate blocks, ``B`` 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional, Protocol
 
 import jax
@@ -216,6 +217,8 @@ class Cell:
             from rnnjax._repr import short_repr
 
             cls.__repr__ = short_repr
+        if "init" in cls.__dict__:  # an integer key is named as `key` (rnnjax.checks.key)
+            cls.init = _checked_key_init(cls.__dict__["init"])
 
     def __post_init__(self):
         checks.integer("input_size", self.input_size, 1)
@@ -425,6 +428,16 @@ class DiagonalLinearCell(Cell):
 
 
 _SHAPES: dict = {}
+
+
+def _checked_key_init(init):
+    """``init(self, key, ...)`` with ``key`` checked first (:func:`rnnjax.checks.key`)."""
+
+    @functools.wraps(init)
+    def checked(self, key, *args, **kwargs):
+        return init(self, checks.key("key", key), *args, **kwargs)
+
+    return checked
 
 
 def _param_shapes(cell):

@@ -346,8 +346,19 @@ def detokenize(tokens, vocab: Sequence[str], sep: str = " ") -> str:
       ...            DATE_TGT_VOCAB, sep="")
       '19'
     """
+    ids = np.asarray(tokens)
+    if ids.ndim != 1 or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
+        raise ValueError(
+            f"tokens must be a 1-D sequence of integer token ids; got shape {ids.shape} and "
+            f"dtype {ids.dtype}"
+        )
+    if ids.size and (ids.min() < 0 or ids.max() >= len(vocab)):
+        raise ValueError(
+            f"tokens must lie in [0, len(vocab)) = [0, {len(vocab)}); got values in "
+            f"[{ids.min()}, {ids.max()}]"
+        )
     out = []
-    for t in np.asarray(tokens).tolist():
+    for t in ids.tolist():
         if t == EOS:
             break
         if t != PAD:

@@ -244,6 +244,27 @@ def _check_integrity(rec, step: int, path: str) -> None:
         )
 
 
+def _damaged_json(directory: str) -> str:
+    """``"; damaged: <files>"`` naming the JSON files orbax reads when it opens a
+    checkpoint directory (each step's metrics and metadata) that do not decode."""
+    bad = []
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        if not name.isdigit():
+            continue
+        for rel in (os.path.join("metrics", "metrics"), "_CHECKPOINT_METADATA"):
+            path = os.path.join(directory, name, rel)
+            if not os.path.isfile(path):
+                continue
+            try:
+                with open(path, encoding="utf-8") as f:
+                    json.load(f)
+            except (OSError, ValueError):
+                bad.append(path)
+    if not bad:
+        return ""
+    return f"; damaged (expected the JSON written at save time): {', '.join(bad)}"
+
+
 def _first_line(err) -> str:
     return str(err).splitlines()[0][:300] if str(err) else ""
 
@@ -405,7 +426,7 @@ class Checkpointer:
         except Exception as err:
             raise CheckpointError(
                 f"checkpoint directory {self.directory} cannot be opened by orbax: "
-                f"{type(err).__name__}: {_first_line(err)}"
+                f"{type(err).__name__}: {_first_line(err)}{_damaged_json(self.directory)}"
             ) from err
         # Every process checks; only process 0 writes the shared files, and the others
         # wait for it (no two processes ever write one file).
@@ -550,6 +571,12 @@ class Checkpointer:
         best = None
         for step in self.all_steps():
             m = self._metrics(step)
+            if not isinstance(m, dict):  # a ranked checkpoint always has its metrics
+                raise CheckpointError(
+                    f"checkpoint metrics at {os.path.join(self.step_path(step), 'metrics')} "
+                    f"are missing or damaged: expected the dict of metrics (with "
+                    f"{self.best_metric!r}) written at save time; got {m!r:.80}"
+                )
             v = float(m.get(self.best_metric, math.nan)) if isinstance(m, dict) else math.nan
             if not math.isfinite(v):
                 continue  # a NaN or Inf metric never ranks a checkpoint
@@ -578,7 +605,7 @@ class Checkpointer:
         except Exception as err:
             raise CheckpointError(
                 f"checkpoint directory {self.directory} cannot be read by orbax: "
-                f"{type(err).__name__}: {_first_line(err)}"
+                f"{type(err).__name__}: {_first_line(err)}{_damaged_json(self.directory)}"
             ) from err
         dirs = [int(n) for n in os.listdir(self.directory) if n.isdigit()]
         newer = [d for d in dirs if not steps or d > steps[-1]]

@@ -17,7 +17,13 @@ Several hosts: one command per host, the same coordinator (host 0's address) on 
 
 (``--dir`` must be a directory every host can read and write.) Process 0 writes the
 numbers to ``<dir>/result.json``: per-batch losses, the process count and a digest of
-the final parameters.
+the final parameters; it alone writes the files the processes share (the checkpoints'
+``config.json``), while orbax writes each checkpoint's arrays from every process.
+
+With ``--processes`` the launcher passes each worker's error output through (prefixed
+``[worker i]``); when a worker fails it stops every other worker at once and exits with
+the failing worker's exit code, after printing the end of its error output
+(``--timeout`` stops the whole job after that many seconds, exit code 124).
 """
 
 from __future__ import annotations

@@ -190,13 +190,14 @@ def _leaf_specs(state) -> dict:
     return out
 
 
-def _check_target(saved: Optional[dict], target, path: str) -> None:
-    """Raise ``ValueError`` naming every leaf whose dtype or shape in ``target``
-    differs from the saved one (a wrong target, not a damaged checkpoint)."""
-    if not saved:
-        return
+def _check_leaves(saved, path: str) -> None:
+    """The integrity record's leaves must be ``{leaf: [dtype, shape]}``."""
     ok = isinstance(saved, dict) and all(
-        isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], list)
+        isinstance(v, list)
+        and len(v) == 2
+        and isinstance(v[0], str)
+        and isinstance(v[1], list)
+        and all(isinstance(n, int) for n in v[1])
         for v in saved.values()
     )
     if not ok:
@@ -204,6 +205,14 @@ def _check_target(saved: Optional[dict], target, path: str) -> None:
             f"checkpoint at {path} is damaged: its integrity record's leaves are not "
             "{leaf: [dtype, shape]}"
         )
+
+
+def _check_target(saved: Optional[dict], target, path: str) -> None:
+    """Raise ``ValueError`` naming every leaf whose dtype or shape in ``target``
+    differs from the saved one (a wrong target, not a damaged checkpoint)."""
+    if not saved:
+        return
+    _check_leaves(saved, path)
     bad = []
     for name, (dtype, shape) in _leaf_specs(_abstract(target)).items():
         if name in saved and (saved[name][0] != dtype or list(saved[name][1]) != shape):
@@ -814,15 +823,9 @@ def load_run(directory, step: Optional[int] = None, *, best: bool = False) -> Ru
                 f"no checkpoint for step {step} at {ckpt.step_path(step)}; available steps: {steps}"
             )
         leaves = ckpt._integrity(step).get("leaves") or {}
-        if not isinstance(leaves, dict):
-            raise CheckpointError(
-                f"checkpoint at {ckpt.step_path(step)} is damaged: its integrity record's "
-                "leaves are not a dict"
-            )
+        _check_leaves(leaves, ckpt.step_path(step))
         carry_b = [
-            s[1][0]
-            for name, s in leaves.items()
-            if name.startswith(".carry") and isinstance(s, list) and len(s) == 2 and s[1]
+            shape[0] for name, (_, shape) in leaves.items() if name.startswith(".carry") and shape
         ]
         target = trainer.abstract_state(batch_size=carry_b[0] if carry_b else None)
         state = ckpt.restore(target, step)

@@ -20,7 +20,14 @@
   truncated, changed or deleted) a :class:`CheckpointError`, both naming the path. Every
   checkpoint carries a SHA-256 digest of the state that is checked on restore, and the
   dtype and shape of every leaf: a restore target of another dtype (bfloat16 params, say)
-  is a ``ValueError`` naming the leaves, not a damaged checkpoint.
+  is a ``ValueError`` naming the leaves, not a damaged checkpoint. Every file a
+  reader opens (config, ranking, metrics, integrity record) that does not decode is a
+  :class:`CheckpointError` naming the file, and a step directory whose integrity
+  record is of another step (copied or renamed) is damaged, never restored as that step;
+- with several processes (``jax.distributed``) every process constructs the same
+  ``Checkpointer`` and saves at the same steps: orbax writes the arrays with its own
+  multi-process protocol, process 0 alone writes ``config.json`` and ``ranking.json``
+  (the others wait at a barrier), so no two processes ever write one file.
 """
 
 from __future__ import annotations

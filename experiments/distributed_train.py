@@ -17,7 +17,13 @@ Several hosts: one command per host, the same coordinator (host 0's address) on 
 
 (``--dir`` must be a directory every host can read and write.) Process 0 writes the
 numbers to ``<dir>/result.json``: per-batch losses, the process count and a digest of
-the final parameters.
+the final parameters; it alone writes the files the processes share (the checkpoints'
+``config.json``), while orbax writes each checkpoint's arrays from every process.
+
+With ``--processes`` the launcher passes each worker's error output through (prefixed
+``[worker i]``); when a worker fails it stops every other worker at once and exits with
+the failing worker's exit code, after printing the end of its error output
+(``--timeout`` stops the whole job after that many seconds, exit code 124).
 """
 
 from __future__ import annotations
@@ -46,7 +52,14 @@ def _parse(argv=None):
     p.add_argument("--batches", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=8, help="global batch size")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        help="with --processes: stop every worker after this many seconds (0: no limit)",
+    )
     p.add_argument("--sleep", type=float, default=0.0, help=argparse.SUPPRESS)  # fault tests
+    p.add_argument("--fail-at", type=int, default=-1, help=argparse.SUPPRESS)  # fault tests
     return p.parse_args(argv)
 
 
@@ -69,6 +82,7 @@ def worker(args) -> dict:
     """Train (or resume) as one process of the job; returns the result (process 0
     also writes it)."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    _watch_parent()
     from rnnjax import distributed as dist
 
     if args.coordinator is not None and args.num_processes > 1:
@@ -96,6 +110,14 @@ def worker(args) -> dict:
     data = _data(args.seed, args.batch_size)
     if args.sleep:
         slow, data = data, (lambda p: (time.sleep(args.sleep), slow(p))[1])
+    if args.fail_at >= 0:  # fault tests: this process fails when it reaches the position
+        whole = data
+
+        def data(p):
+            if p == args.fail_at and jax.process_index() == args.num_processes - 1:
+                raise RuntimeError(f"injected failure at position {p}")
+            return whole(p)
+
     state, history = dist.fit(
         trainer,
         state,
@@ -122,14 +144,56 @@ def worker(args) -> dict:
     return result
 
 
-def launch_local(args) -> int:
-    """Start ``args.processes`` copies of this script on 127.0.0.1 and wait for them."""
+def _watch_parent() -> None:
+    """A worker started by :func:`launch_local` exits when its launcher is gone (killed),
+    rather than waiting in a collective for a peer that will never come."""
+    import threading
+
+    parent = os.environ.get("RNNJAX_LAUNCHER_PID")
+    if not parent:
+        return
+
+    def watch():
+        while True:
+            if os.getppid() != int(parent):
+                os._exit(3)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _stop(procs, grace: float = 5.0) -> None:
+    """SIGTERM every running process, then SIGKILL what is left after ``grace`` seconds."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.time() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
+    """Start ``args.processes`` copies of this script on 127.0.0.1 and wait for them.
+
+    Each worker's stderr is passed through, each line prefixed with ``[worker i]``. When
+    a worker fails, every other worker is stopped at once (SIGTERM, then SIGKILL) and
+    the launcher returns that worker's exit code after printing the end of its error;
+    with ``timeout`` > 0 the whole job is stopped after that many seconds (exit 124).
+    Returns 0 when every worker succeeded.
+    """
+    import collections
     import socket
+    import threading
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = []
+    env = dict(os.environ, RNNJAX_LAUNCHER_PID=str(os.getpid()))
+    procs, tails, readers = [], [], []
     for i in range(args.processes):
         cmd = [
             sys.executable,
@@ -148,16 +212,68 @@ def launch_local(args) -> int:
             str(args.batch_size),
             "--seed",
             str(args.seed),
+            *map(str, worker_args),
         ]
-        procs.append(subprocess.Popen(cmd))
-    return max(p.wait() for p in procs)
+        p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
+        tail = collections.deque(maxlen=40)
+
+        def pump(p=p, tail=tail, i=i):
+            for line in p.stderr:
+                tail.append(line)
+                sys.stderr.write(f"[worker {i}] {line}")
+            p.stderr.close()
+
+        t = threading.Thread(target=pump, daemon=True)
+        t.start()
+        procs.append(p)
+        tails.append(tail)
+        readers.append(t)
+    start = time.time()
+    failed = None
+    try:
+        while True:
+            codes = [p.poll() for p in procs]
+            bad = [i for i, c in enumerate(codes) if c not in (None, 0)]
+            if bad:
+                failed = bad[0]
+                break
+            if all(c == 0 for c in codes):
+                break
+            if timeout and time.time() - start > timeout:
+                _stop(procs)
+                sys.stderr.write(
+                    f"distributed_train: the job ran past --timeout {timeout:g} s; every "
+                    "worker was stopped\n"
+                )
+                return 124
+            time.sleep(0.1)
+    except BaseException:  # Ctrl-C or a kill of the launcher: take the workers down too
+        _stop(procs)
+        raise
+    if failed is None:
+        for t in readers:
+            t.join(timeout=5)
+        return 0
+    _stop(procs)
+    for t in readers:
+        t.join(timeout=5)
+    code = procs[failed].returncode
+    how = f"signal {-code}" if code < 0 else f"exit code {code}"
+    sys.stderr.write(
+        f"distributed_train: worker {failed} of {args.processes} failed ({how}); every "
+        f"other worker was stopped. The end of worker {failed}'s error output:\n"
+        + "".join(tails[failed])
+    )
+    return code if code > 0 else 1
 
 
 if __name__ == "__main__":
     a = _parse()
     os.makedirs(a.dir, exist_ok=True)
     if a.processes:
-        code = launch_local(a)
+        extra = ["--sleep", a.sleep] if a.sleep else []
+        extra += ["--fail-at", a.fail_at] if a.fail_at >= 0 else []
+        code = launch_local(a, extra, timeout=a.timeout)
         if code == 0:
             with open(os.path.join(a.dir, "result.json"), encoding="utf-8") as f:
                 r = json.load(f)

@@ -22,7 +22,14 @@
   truncated, changed or deleted) a :class:`CheckpointError`, both naming the path. Every
   checkpoint carries a SHA-256 digest of the state that is checked on restore, and the
   dtype and shape of every leaf: a restore target of another dtype (bfloat16 params, say)
-  is a ``ValueError`` naming the leaves, not a damaged checkpoint.
+  is a ``ValueError`` naming the leaves, not a damaged checkpoint. Every file a
+  reader opens (config, ranking, metrics, integrity record) that does not decode is a
+  :class:`CheckpointError` naming the file, and a step directory whose integrity
+  record is of another step (copied or renamed) is damaged, never restored as that step;
+- with several processes (``jax.distributed``) every process constructs the same
+  ``Checkpointer`` and saves at the same steps: orbax writes the arrays with its own
+  multi-process protocol, process 0 alone writes ``config.json`` and ``ranking.json``
+  (the others wait at a barrier), so no two processes ever write one file.
 """
 
 from __future__ import annotations
@@ -131,18 +138,57 @@ def load_config(directory) -> dict:
     path = os.path.join(os.path.abspath(os.fspath(directory)), CONFIG_NAME)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint config at {path}")
+    return _read_json(path, "a JSON object (the run's config)")
+
+
+def _read_json(path: str, expected: str, kind=dict):
+    """Read the JSON file ``path``; any failure to read or decode it, or a value that
+    is not a ``kind``, is a :class:`CheckpointError` naming the path and ``expected``."""
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"checkpoint config {path} is damaged: {err}") from err
+            value = json.load(f)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointError(
+            f"{path} is damaged: expected {expected}; {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(value, kind):
+        raise CheckpointError(
+            f"{path} is damaged: expected {expected}; got a JSON {type(value).__name__}"
+        )
+    return value
+
+
+def _primary() -> bool:
+    """Whether this process writes the files every process shares (process 0)."""
+    return jax.process_index() == 0
+
+
+def _barrier(name: str) -> None:
+    """With several processes, wait here until every process has arrived (a JAX
+    collective, ``multihost_utils.sync_global_devices``); nothing with one process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    """Write ``obj`` to ``path`` atomically (a temporary file of this process's own,
+    then ``os.replace``)."""
+    _write_text(path, json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.{jax.process_index()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _leaf_specs(state) -> dict:
@@ -154,11 +200,29 @@ def _leaf_specs(state) -> dict:
     return out
 
 
+def _check_leaves(saved, path: str) -> None:
+    """The integrity record's leaves must be ``{leaf: [dtype, shape]}``."""
+    ok = isinstance(saved, dict) and all(
+        isinstance(v, list)
+        and len(v) == 2
+        and isinstance(v[0], str)
+        and isinstance(v[1], list)
+        and all(isinstance(n, int) for n in v[1])
+        for v in saved.values()
+    )
+    if not ok:
+        raise CheckpointError(
+            f"checkpoint at {path} is damaged: its integrity record's leaves are not "
+            "{leaf: [dtype, shape]}"
+        )
+
+
 def _check_target(saved: Optional[dict], target, path: str) -> None:
     """Raise ``ValueError`` naming every leaf whose dtype or shape in ``target``
     differs from the saved one (a wrong target, not a damaged checkpoint)."""
     if not saved:
         return
+    _check_leaves(saved, path)
     bad = []
     for name, (dtype, shape) in _leaf_specs(_abstract(target)).items():
         if name in saved and (saved[name][0] != dtype or list(saved[name][1]) != shape):
@@ -174,6 +238,70 @@ def _check_target(saved: Optional[dict], target, path: str) -> None:
         )
 
 
+def _step_arg(step) -> int:
+    """``step`` must be a concrete integer ``>= 0`` (not a bool)."""
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
+        raise TypeError(f"step must be an int (a checkpoint's data position) or None; got {step!r}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0 (a checkpoint's data position); got {step}")
+    return int(step)
+
+
+def _check_integrity(rec, step: int, path: str) -> None:
+    """The integrity record must be a dict with a digest and this directory's step (a
+    step directory copied or renamed from another step is damaged, never restored as
+    this step)."""
+    if not isinstance(rec, dict) or "sha256" not in rec:
+        raise CheckpointError(
+            f"checkpoint at {path} is damaged: its integrity record is missing (expected a "
+            "JSON object with the state's SHA-256 and step)"
+        )
+    if rec.get("step") != step:
+        raise CheckpointError(
+            f"checkpoint at {path} is damaged: its integrity record is of step "
+            f"{rec.get('step')!r}, expected step {step} (a step directory copied or renamed?)"
+        )
+
+
+def _damaged_json(directory: str) -> str:
+    """``"; damaged: <files>"`` naming the JSON files orbax reads when it opens a
+    checkpoint directory (each step's metrics and metadata) that do not decode."""
+    bad = []
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        if not name.isdigit():
+            continue
+        for rel in (os.path.join("metrics", "metrics"), "_CHECKPOINT_METADATA"):
+            path = os.path.join(directory, name, rel)
+            if not os.path.isfile(path):
+                continue
+            try:
+                with open(path, encoding="utf-8") as f:
+                    json.load(f)
+            except (OSError, ValueError):
+                bad.append(path)
+    if not bad:
+        return ""
+    return f"; damaged (expected the JSON written at save time): {', '.join(bad)}"
+
+
+def _first_line(err) -> str:
+    return str(err).splitlines()[0][:300] if str(err) else ""
+
+
+def _directory(directory) -> str:
+    """``directory`` as an absolute path; refuses what is not a path, or a file."""
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(
+            f"directory must be a path (str or os.PathLike); got {type(directory).__name__}"
+        )
+    path = os.path.abspath(os.fspath(directory))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"directory must be a checkpoint directory; {path} exists and is not a directory"
+        )
+    return path
+
+
 def _abstract(target):
     def leaf(x):
         if isinstance(x, jax.ShapeDtypeStruct):
@@ -184,6 +312,35 @@ def _abstract(target):
         return x
 
     return jax.tree_util.tree_map(leaf, target)
+
+
+def _metric_values(metrics) -> dict:
+    """``metrics`` as ``{name: float}``; refuses what is not a dict of real scalars."""
+    if not isinstance(metrics, dict):
+        raise TypeError(f"metrics must be a dict of numbers or None; got {type(metrics).__name__}")
+    out = {}
+    for k, v in metrics.items():
+        if not isinstance(k, str):
+            raise TypeError(f"metrics keys must be metric names (str); got {k!r}")
+        a = v if isinstance(v, (bool, int, float)) else None
+        if a is None:
+            try:
+                arr = np.asarray(jax.device_get(v))
+            except Exception:  # noqa: BLE001 - anything that is not an array
+                arr = None
+            ok = (
+                arr is not None
+                and arr.shape == ()
+                and (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_)
+            )
+            if not ok or np.iscomplexobj(arr):
+                raise TypeError(
+                    f"metrics[{k!r}] must be a real number (a Python, NumPy or 0-d JAX "
+                    f"scalar); got {v!r}"
+                )
+            a = arr.item()
+        out[k] = float(a)
+    return out
 
 
 class Checkpointer:
@@ -274,10 +431,14 @@ class Checkpointer:
                     "config['trainer'] differs from trainer.config(); pass one of them"
                 )
             config = dict(config or {}, trainer=recorded)
-        self.directory = os.path.abspath(os.fspath(directory))
+        if config is not None and not isinstance(config, dict):
+            raise TypeError(f"config must be a dict or None; got {type(config).__name__}")
+        self.directory = _directory(directory)
         if not create and not os.path.isdir(self.directory):
             raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
-        os.makedirs(self.directory, exist_ok=True)
+        if _primary():
+            os.makedirs(self.directory, exist_ok=True)
+        _barrier(f"rnnjax.checkpoint.mkdir:{self.directory}")
         self.best_metric, self.best_mode = best_metric, best_mode
         self.config = config
         policies = [ocp.checkpoint_managers.LatestN(n=keep_last)]
@@ -302,15 +463,30 @@ class Checkpointer:
             enable_async_checkpointing=async_save,
             create=True,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        try:
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
+        except Exception as err:
+            raise CheckpointError(
+                f"checkpoint directory {self.directory} cannot be opened by orbax: "
+                f"{type(err).__name__}: {_first_line(err)}{_damaged_json(self.directory)}"
+            ) from err
+        # Every process checks; only process 0 writes the shared files, and the others
+        # wait for it (no two processes ever write one file).
+        text = None
         if config is not None:
             self._guard_config(config)
-            self._write_config(config)
-        if best_metric is not None:
-            _write_json(
-                os.path.join(self.directory, RANKING_NAME),
-                {"best_metric": best_metric, "best_mode": best_mode},
-            )
+            text = self._check_config(config)
+        if _primary():
+            if text is not None:
+                path = os.path.join(self.directory, CONFIG_NAME)
+                if not os.path.exists(path):
+                    _write_text(path, text)
+            if best_metric is not None:
+                _write_json(
+                    os.path.join(self.directory, RANKING_NAME),
+                    {"best_metric": best_metric, "best_mode": best_mode},
+                )
+        _barrier(f"rnnjax.checkpoint.config:{self.directory}")
 
     # ------------------------------------------------------------------ config
     def _integrity(self, step: int) -> dict:
@@ -321,24 +497,24 @@ class Checkpointer:
                 step, args=ocp.args.Composite(integrity=ocp.args.JsonRestore())
             ).integrity
         except Exception as err:
-            detail = str(err).splitlines()[0][:300] if str(err) else ""
             raise CheckpointError(
-                f"checkpoint at {path} is damaged: its integrity record cannot be read: "
-                f"{type(err).__name__}: {detail}"
+                f"checkpoint at {path} is damaged: its integrity record cannot be read "
+                f"(expected the JSON record written at save time): "
+                f"{type(err).__name__}: {_first_line(err)}"
             ) from err
-        if not isinstance(rec, dict) or "sha256" not in rec:
-            raise CheckpointError(
-                f"checkpoint at {path} is damaged: its integrity record is missing"
-            )
+        _check_integrity(rec, step, path)
         return rec
 
     def _guard_config(self, config: dict) -> None:
         """A resumed run must be the same run: compare ``config`` with the copy in the
         newest checkpoint's integrity record (checked even when ``config.json`` is gone)."""
-        steps = self.all_steps()
-        if not steps:
+        for step in reversed(self.all_steps()):
+            try:
+                rec = self._integrity(step)
+            except CheckpointError:
+                continue  # a damaged checkpoint is reported when it is restored
+            self._check_recorded_config(rec, step, config)
             return
-        self._check_recorded_config(self._integrity(steps[-1]), steps[-1], config)
 
     def _check_recorded_config(self, rec: dict, step: int, config) -> None:
         recorded = rec.get("config")
@@ -351,11 +527,12 @@ class Checkpointer:
                 "directory for a different run"
             )
 
-    def _write_config(self, config: dict) -> None:
+    def _check_config(self, config: dict) -> str:
+        """``config`` as JSON text; an existing different ``config.json`` is an error."""
         path = os.path.join(self.directory, CONFIG_NAME)
         try:
             text = json.dumps(config, indent=2, sort_keys=True)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise TypeError(f"config must be JSON-serialisable; got {config!r}: {err}") from err
         if os.path.exists(path):
             existing = load_config(self.directory)
@@ -364,11 +541,7 @@ class Checkpointer:
                     f"config differs from the one saved at {path}: saved {existing}, got "
                     f"{json.loads(text)}; use a new directory for a different run"
                 )
-            return
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        return text
 
     # ------------------------------------------------------------------ save
     def save(self, state, metrics: Optional[dict] = None, *, force: bool = False) -> bool:
@@ -384,17 +557,26 @@ class Checkpointer:
           Whether a checkpoint was started.
 
         Raises:
+          TypeError: ``state`` has no ``position``; ``metrics`` is not a dict of real
+            scalars.
           ValueError: the state has NaN/Inf, or ``best_metric`` is missing.
         """
+        if not hasattr(state, "position"):
+            raise TypeError(
+                "state must be an rnnjax.train.TrainState (a pytree with a data position, "
+                f"state.position); got {type(state).__name__}"
+            )
         step = checks.step_position("state.position", state.position)
+        if not isinstance(force, (bool, np.bool_)):
+            raise TypeError(f"force must be a bool; got {force!r}")
+        if metrics is not None:
+            # a non-finite value is kept as recorded; it never ranks (see best_step)
+            metrics = _metric_values(metrics)
         if step in self._manager.all_steps():
             return False
         if not force and not self._manager.should_save(step) and not self._time_to_save():
             return False
         check_finite(state)
-        if metrics is not None:
-            # a non-finite value is kept as recorded; it never ranks (see best_step)
-            metrics = {k: float(v) for k, v in metrics.items()}
         if self.best_metric is not None and (metrics is None or self.best_metric not in metrics):
             raise ValueError(
                 f"metrics must contain best_metric {self.best_metric!r}; got "
@@ -443,7 +625,13 @@ class Checkpointer:
             return None
         best = None
         for step in self.all_steps():
-            m = self._manager.metrics(step)
+            m = self._metrics(step)
+            if not isinstance(m, dict):  # a ranked checkpoint always has its metrics
+                raise CheckpointError(
+                    f"checkpoint metrics at {os.path.join(self.step_path(step), 'metrics')} "
+                    f"are missing or damaged: expected the dict of metrics (with "
+                    f"{self.best_metric!r}) written at save time; got {m!r:.80}"
+                )
             v = float(m.get(self.best_metric, math.nan)) if isinstance(m, dict) else math.nan
             if not math.isfinite(v):
                 continue  # a NaN or Inf metric never ranks a checkpoint
@@ -451,7 +639,48 @@ class Checkpointer:
                 best = (v, step)
         return None if best is None else best[1]
 
+    def _metrics(self, step: int):
+        """The metrics recorded with checkpoint ``step`` (orbax's ``metrics`` file)."""
+        try:
+            return self._manager.metrics(step)
+        except Exception as err:
+            path = os.path.join(self.step_path(step), "metrics")
+            raise CheckpointError(
+                f"checkpoint metrics at {path} are damaged: expected the JSON dict of "
+                f"metrics written at save time; {type(err).__name__}: {_first_line(err)}"
+            ) from err
+
+    def _reload(self) -> list:
+        """Re-read the directory; the kept steps, ascending. A step directory that
+        orbax does not recognise as a checkpoint, newer than every one it does, is a
+        damaged checkpoint (never a silent fall back to an older step)."""
+        try:
+            self._manager.reload()
+            steps = self.all_steps()
+        except Exception as err:
+            raise CheckpointError(
+                f"checkpoint directory {self.directory} cannot be read by orbax: "
+                f"{type(err).__name__}: {_first_line(err)}{_damaged_json(self.directory)}"
+            ) from err
+        dirs = [int(n) for n in os.listdir(self.directory) if n.isdigit()]
+        newer = [d for d in dirs if not steps or d > steps[-1]]
+        if newer:
+            raise CheckpointError(
+                f"checkpoint at {self.step_path(max(newer))} is damaged: orbax does not "
+                f"recognise it as a finished checkpoint (its metadata is missing or "
+                f"unreadable); the readable steps are {steps}"
+            )
+        return steps
+
     def step_path(self, step: int) -> str:
+        """The directory of checkpoint ``step``.
+
+        Example:
+          >>> import tempfile
+          >>> ckpt = Checkpointer(tempfile.mkdtemp(), async_save=False)
+          >>> ckpt.step_path(3).endswith("3")
+          True
+        """
         return os.path.join(self.directory, str(step))
 
     def restore(self, target, step: Optional[int] = None):
@@ -468,14 +697,16 @@ class Checkpointer:
           The restored state, with the structure (NamedTuples included) of ``target``.
 
         Raises:
+          TypeError: ``step`` is not an int; ``ValueError``: ``step < 0``.
           FileNotFoundError: the directory has no checkpoint, or not ``step``.
           CheckpointError: the checkpoint is damaged (unreadable, or its digest differs).
         """
         self.wait()
         if not os.path.isdir(self.directory):
             raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
-        self._manager.reload()
-        steps = self.all_steps()
+        if step is not None:
+            step = _step_arg(step)
+        steps = self._reload()
         if step is None:
             if not steps:
                 raise FileNotFoundError(f"no checkpoint in {self.directory}")
@@ -498,16 +729,12 @@ class Checkpointer:
                 ),
             )
         except Exception as err:
-            detail = str(err).splitlines()[0][:300] if str(err) else ""
             raise CheckpointError(
                 f"checkpoint at {path} is damaged or does not match the target structure: "
-                f"{type(err).__name__}: {detail}"
+                f"{type(err).__name__}: {_first_line(err)}"
             ) from err
         state, integrity = restored.state, restored.integrity
-        if not isinstance(integrity, dict) or "sha256" not in integrity:
-            raise CheckpointError(
-                f"checkpoint at {path} is damaged: its integrity record is missing"
-            )
+        _check_integrity(integrity, step, path)
         want = integrity["sha256"]
         if want is not None:
             got = state_digest(state)
@@ -617,8 +844,12 @@ def load_run(directory, step: Optional[int] = None, *, best: bool = False) -> Ru
       ``fit(run.trainer, run.state, ...)`` continues the run exactly.
 
     Raises:
-      FileNotFoundError: no directory, config or checkpoint.
-      ValueError: the config holds no trainer record, or a class it names is unknown.
+      FileNotFoundError: no directory, config or checkpoint, or no checkpoint ``step``.
+      TypeError: ``step`` is not an int, ``best`` not a bool.
+      ValueError: ``step < 0``, ``step`` together with ``best=True``, ``best=True`` for
+        checkpoints never ranked, or the config holds no trainer record.
+      CheckpointError: a file of the directory (config, ranking, metrics, integrity
+        record, arrays) cannot be read as written; the message names the file.
 
     Example:
       >>> run = load_run("/tmp/char_lm")  # doctest: +SKIP
@@ -626,16 +857,33 @@ def load_run(directory, step: Optional[int] = None, *, best: bool = False) -> Ru
     """
     from rnnjax.train import Trainer
 
-    directory = os.path.abspath(os.fspath(directory))
+    if step is not None:
+        step = _step_arg(step)
+    if not isinstance(best, (bool, np.bool_)):
+        raise TypeError(f"best must be a bool (True: the best checkpoint); got {best!r}")
+    if best and step is not None:
+        raise ValueError(f"pass step or best=True, not both; got step={step} and best=True")
+    directory = _directory(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
     config = load_config(directory)
-    if not isinstance(config, dict) or "trainer" not in config:
+    config_path = os.path.join(directory, CONFIG_NAME)
+    if "trainer" not in config:
         raise ValueError(
-            f"the config at {os.path.join(directory, CONFIG_NAME)} holds no trainer record; "
+            f"the config at {config_path} holds no trainer record; "
             "write checkpoints with Checkpointer(directory, trainer=trainer)"
         )
-    trainer = Trainer.from_config(config["trainer"])
+    try:
+        trainer = Trainer.from_config(config["trainer"])
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(
+            f"the trainer record in {config_path} cannot be rebuilt (expected the record "
+            f"of Trainer.config()): {type(err).__name__}: {_first_line(err)}"
+        ) from err
     meta = json.loads(json.dumps(config))  # the config as the checkpoints record it
-    best_metric = None
+    best_metric, best_mode = None, "min"
     if best:
         metrics = _ranking_metric(directory)
         if metrics is None:
@@ -648,15 +896,21 @@ def load_run(directory, step: Optional[int] = None, *, best: bool = False) -> Ru
         config=meta,
         create=False,
         best_metric=best_metric,
-        best_mode=best_mode if best else "min",
+        best_mode=best_mode,
     ) as ckpt:
+        steps = ckpt._reload()
         if step is None:
-            step = ckpt.best_step() if best else ckpt.latest_step()
+            step = ckpt.best_step() if best else (steps[-1] if steps else None)
             if step is None:
                 raise FileNotFoundError(
                     f"no checkpoint in {directory}" + (" ranked by a finite metric" if best else "")
                 )
+        elif step not in steps:
+            raise FileNotFoundError(
+                f"no checkpoint for step {step} at {ckpt.step_path(step)}; available steps: {steps}"
+            )
         leaves = ckpt._integrity(step).get("leaves") or {}
+        _check_leaves(leaves, ckpt.step_path(step))
         carry_b = [
             shape[0] for name, (_, shape) in leaves.items() if name.startswith(".carry") and shape
         ]
@@ -669,6 +923,9 @@ def _ranking_metric(directory):
     path = os.path.join(directory, RANKING_NAME)
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        rec = json.load(f)
-    return rec["best_metric"], rec["best_mode"]
+    expected = 'a JSON object {"best_metric": <name>, "best_mode": "min" or "max"}'
+    rec = _read_json(path, expected)
+    metric, mode = rec.get("best_metric"), rec.get("best_mode")
+    if not isinstance(metric, str) or mode not in ("min", "max"):
+        raise CheckpointError(f"{path} is damaged: expected {expected}; got {rec}")
+    return metric, mode

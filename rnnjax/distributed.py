@@ -106,16 +106,57 @@ def initialize(
 def make_mesh(devices: Optional[Sequence] = None, axis_name: str = DATA_AXIS) -> Mesh:
     """A one-axis ``Mesh`` over ``devices`` (default all devices of all processes).
 
+    Args:
+      devices: a sequence of distinct devices (``jax.Device``; default ``jax.devices()``).
+      axis_name: the name of the mesh axis (a non-empty ``str``).
+
+    Returns:
+      A ``jax.sharding.Mesh`` with the one axis ``axis_name``.
+
+    Raises:
+      TypeError: ``devices`` is not a sequence of devices, ``axis_name`` not a ``str``.
+      ValueError: ``devices`` is empty or repeats a device.
+
     Example:
       >>> from rnnjax import distributed
       >>> mesh = distributed.make_mesh()
       >>> mesh.axis_names
       ('data',)
     """
-    devices = jax.devices() if devices is None else list(devices)
+    if not isinstance(axis_name, str) or not axis_name:
+        raise TypeError(f"axis_name must be a non-empty str (a mesh axis name); got {axis_name!r}")
+    if devices is None:
+        devices = jax.devices()
+    elif isinstance(devices, (str, bytes)) or not hasattr(devices, "__iter__"):
+        raise TypeError(
+            f"devices must be a sequence of jax devices (e.g. jax.devices()); got {devices!r}"
+        )
+    devices = list(devices)
     if not devices:
         raise ValueError("devices must hold at least one device; got none")
+    bad = [d for d in devices if not isinstance(d, jax.Device)]
+    if bad:
+        raise TypeError(
+            f"devices must be jax devices (e.g. jax.devices()); got {type(bad[0]).__name__} "
+            f"{bad[0]!r}"
+        )
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"devices must be distinct; got {devices}")
     return Mesh(np.asarray(devices), (axis_name,))
+
+
+def _check_mesh(mesh, name: str = "mesh") -> Mesh:
+    """``mesh`` must be a ``jax.sharding.Mesh`` (e.g. :func:`make_mesh`)."""
+    if not isinstance(mesh, Mesh):
+        hint = (
+            "; build one with rnnjax.distributed.make_mesh(devices)"
+            if isinstance(mesh, (list, tuple)) or hasattr(mesh, "__iter__")
+            else "; build one with rnnjax.distributed.make_mesh()"
+        )
+        raise TypeError(
+            f"{name} must be a jax.sharding.Mesh; got {type(mesh).__name__} {mesh!r:.80}{hint}"
+        )
+    return mesh
 
 
 def replicate(tree, mesh: Mesh):
@@ -132,7 +173,7 @@ def replicate(tree, mesh: Mesh):
       >>> params["w"].sharding.is_fully_replicated
       True
     """
-    sharding = NamedSharding(mesh, PartitionSpec())
+    sharding = NamedSharding(_check_mesh(mesh), PartitionSpec())
     if jax.process_count() == 1:
         return jax.tree_util.tree_map(
             lambda a: jax.device_put(a, sharding) if hasattr(a, "shape") else a, tree
@@ -165,6 +206,7 @@ def shard_batch(batch, mesh: Mesh, axis_name: Optional[str] = None):
       >>> batch["inputs"].shape[1]                          # (B, T), B split over devices
       5
     """
+    mesh = _check_mesh(mesh)
     axis_name = mesh.axis_names[0] if axis_name is None else axis_name
     if axis_name not in mesh.axis_names:
         raise ValueError(
@@ -237,7 +279,7 @@ def global_batch(batch, mesh: Mesh):
       >>> batch["x"].shape
       (4, 3)
     """
-    return shard_batch(process_rows(batch), mesh)
+    return shard_batch(process_rows(batch), _check_mesh(mesh))
 
 
 def abstract_state(trainer, mesh: Mesh, **kwargs):
@@ -253,7 +295,7 @@ def abstract_state(trainer, mesh: Mesh, **kwargs):
       >>> all(leaf.sharding.is_fully_replicated for leaf in jax.tree_util.tree_leaves(target))
       True
     """
-    sharding = NamedSharding(mesh, PartitionSpec())
+    sharding = NamedSharding(_check_mesh(mesh), PartitionSpec())
     return jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
         trainer.abstract_state(**kwargs),
@@ -270,7 +312,18 @@ def fit(trainer, state, data, num_batches: int, mesh: Optional[Mesh] = None, **f
     then each process contributes its rows of it (:func:`global_batch`). ``state`` is
     replicated over the mesh (a fresh ``trainer.init`` on every process, or a state
     restored with :func:`abstract_state` as the target). A ``checkpointer`` in
-    ``fit_kwargs`` saves from every process (orbax coordinates them).
+    ``fit_kwargs`` saves from every process: orbax coordinates the arrays, and only
+    process 0 writes the files the processes share (``config.json``, ``ranking.json``,
+    orbax's metrics, and ``log_path``: on the other processes ``log_path`` and
+    ``progress`` are switched off, so their ``history`` holds only this call's rows).
+
+    Args:
+      trainer: the :class:`rnnjax.train.Trainer`.
+      state: the train state (replicated here over ``mesh``).
+      data: ``data(position)`` -> the global host batch at that position.
+      num_batches: train until the state's position reaches this.
+      mesh: a ``jax.sharding.Mesh`` (:func:`make_mesh`); default every device.
+      **fit_kwargs: passed to :func:`rnnjax.train.fit`.
 
     Returns:
       ``(state, history)`` as :func:`rnnjax.train.fit`; the state's arrays are global.
@@ -290,7 +343,11 @@ def fit(trainer, state, data, num_batches: int, mesh: Optional[Mesh] = None, **f
     from rnnjax import train
 
     train._trainer._check_state("state", state)  # a TrainState, not params alone
-    mesh = make_mesh() if mesh is None else mesh
+    mesh = make_mesh() if mesh is None else _check_mesh(mesh)
+    if jax.process_index() != 0:
+        # one writer for the files every process shares: the JSONL log and the
+        # progress display belong to process 0 (orbax coordinates the checkpoints)
+        fit_kwargs = dict(fit_kwargs, log_path=None, progress=False)
     per_step = getattr(trainer.model, "head", None) == "per_step"
 
     def sharded(position):

@@ -1,5 +1,11 @@
 """Test configuration: rank promotion raises, so silent broadcasting is an error.
 
+The slow tests fall into profiles, each a marker added here by file (see
+``pytest --markers``): ``properties`` (the long hypothesis profile), ``faults`` (kills
+and damaged files), ``multiprocess`` (several JAX processes) and ``parallel`` (the
+parallel-scan combinations). ``python -m pytest -m "slow and faults"`` runs one;
+``-m "slow and not (properties or faults or multiprocess or parallel)"`` the rest.
+
 After every test module the compiled programs are dropped (``jax.clear_caches``): a
 single process that keeps every executable of the whole suite runs out of memory
 mappings (XLA:CPU maps each program's code; Linux allows 65,530 mappings per process)
@@ -12,6 +18,23 @@ import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# the slow tests of these files form the profiles .ci/run runs one after another
+PROFILES = {
+    "test_properties.py": "properties",
+    "test_faults.py": "faults",
+    "test_multiprocess.py": "multiprocess",
+    "test_distributed.py": "multiprocess",
+    "test_parallel.py": "parallel",
+    "test_parallel_experiments.py": "parallel",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        profile = PROFILES.get(item.path.name)
+        if profile is not None and item.get_closest_marker("slow") is not None:
+            item.add_marker(getattr(pytest.mark, profile))
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1064,6 +1064,88 @@ VALID += [
 ]
 
 
+# --------------------------------------------------------------------------- checkpoints, processes
+# Checkpointer and load_run arguments, mesh arguments of rnnjax.distributed.
+
+
+def _a_file():
+    path = tempfile.mkstemp()[1]
+    return path
+
+
+def _dist_fit(**kw):
+    from rnnjax import distributed
+
+    args = dict(trainer=F("tr"), state=F("tr_state"), data=lambda p: _batch(), num_batches=1)
+    args.update(kw)
+    return distributed.fit(progress=False, **args)
+
+
+def _make_mesh(**kw):
+    from rnnjax import distributed
+
+    return distributed.make_mesh(**kw)
+
+
+BAD += [
+    ("ckpt-directory-file", "directory", lambda: rj.checkpoint.Checkpointer(_a_file())),
+    ("ckpt-directory-int", "directory", lambda: rj.checkpoint.Checkpointer(3)),
+    (
+        "ckpt-config-list",
+        "config",
+        lambda: rj.checkpoint.Checkpointer(tempfile.mkdtemp(), config=[1]),
+    ),
+    ("ckpt-save-dict-state", "state", lambda: F("ckpt").save({"a": jnp.ones(2)})),
+    (
+        "ckpt-save-metrics-str",
+        "metrics",
+        lambda: F("ckpt").save(F("tr_state"), metrics={"loss": "low"}, force=True),
+    ),
+    ("ckpt-save-metrics-list", "metrics", lambda: F("ckpt").save(F("tr_state"), metrics=[0.5])),
+    (
+        "ckpt-save-metrics-array",
+        "metrics",
+        lambda: F("ckpt").save(F("tr_state"), metrics={"loss": jnp.ones(2)}),
+    ),
+    (
+        "ckpt-restore-step-neg",
+        "step",
+        lambda: F("ckpt").restore(F("tr").abstract_state(), step=-1),
+    ),
+    (
+        "ckpt-restore-step-str",
+        "step",
+        lambda: F("ckpt").restore(F("tr").abstract_state(), step="1"),
+    ),
+    ("load_run-step-neg", "step", lambda: rj.load_run(tempfile.mkdtemp(), step=-1)),
+    ("load_run-step-str", "step", lambda: rj.load_run(tempfile.mkdtemp(), step="3")),
+    ("load_run-step-bool", "step", lambda: rj.load_run(tempfile.mkdtemp(), step=True)),
+    ("load_run-best-str", "best", lambda: rj.load_run(tempfile.mkdtemp(), best="yes")),
+    ("load_run-step-and-best", "best", lambda: rj.load_run(tempfile.mkdtemp(), step=1, best=True)),
+    ("load_run-directory-file", "directory", lambda: rj.load_run(_a_file())),
+    ("mesh-axis_name-int", "axis_name", lambda: _make_mesh(axis_name=3)),
+    ("mesh-axis_name-empty", "axis_name", lambda: _make_mesh(axis_name="")),
+    ("mesh-devices-str", "devices", lambda: _make_mesh(devices="cpu")),
+    ("mesh-devices-ints", "devices", lambda: _make_mesh(devices=[0, 1])),
+    ("mesh-devices-empty", "devices", lambda: _make_mesh(devices=[])),
+    ("dist-fit-mesh-str", "mesh", lambda: _dist_fit(mesh="data")),
+    ("dist-fit-mesh-devices", "mesh", lambda: _dist_fit(mesh=jax.devices())),
+]
+VALID += [
+    ("mesh-devices-list", lambda: _make_mesh(devices=list(jax.devices()), axis_name="batch")),
+    ("load_run-step-np-int", lambda: _load_run_np_step()),
+]
+
+
+def _load_run_np_step():
+    """A NumPy integer step is a step (the run directory holds checkpoint 1)."""
+    d = tempfile.mkdtemp()
+    st = F("tr_state")._replace(position=jnp.asarray(1, jnp.int32))
+    with rj.checkpoint.Checkpointer(d, trainer=F("tr"), async_save=False) as ck:
+        ck.save(st, force=True)
+    assert rj.load_run(d, step=np.int64(1)).step == 1
+
+
 # --------------------------------------------------------------------------- classify
 
 

@@ -282,3 +282,145 @@ def test_sigkill_and_resume_equals_uninterrupted_run(trainer, uninterrupted, tmp
     assert [h["loss"] for h in hist] == [h["loss"] for h in full_hist[start:]]
     assert tree_equal(state, full_state)
     ckpt.close()
+
+
+# --------------------------------------------------------------------------- arguments, readers
+
+
+@pytest.fixture(scope="module")
+def ranked_run(trainer, tmp_path_factory):
+    """A run directory with the trainer record: checkpoints 1, 2, 3 ranked by 'score'
+    (best: 2), written synchronously."""
+    d = tmp_path_factory.mktemp("ranked") / "run"
+    state = trainer.init(jax.random.key(0))
+    with Checkpointer(d, trainer=trainer, best_metric="score", keep_last=3, async_save=False) as ck:
+        for p, score in [(1, 3.0), (2, 1.0), (3, 2.0)]:
+            ck.save(state._replace(position=jnp.asarray(p, jnp.int32)), {"score": score})
+    return str(d)
+
+
+def test_checkpointer_arguments_are_checked(trainer, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="directory.*not a directory"):
+        Checkpointer(a_file)
+    with pytest.raises(TypeError, match="directory must be a path"):
+        Checkpointer(3)
+    with pytest.raises(TypeError, match="config must be a dict"):
+        Checkpointer(tmp_path / "c", config=[1, 2])
+    state = trainer.init(jax.random.key(0))
+    with Checkpointer(tmp_path / "s", async_save=False, best_metric="a") as ck:
+        with pytest.raises(TypeError, match="state must be an rnnjax.train.TrainState"):
+            ck.save({"a": jnp.ones(2)})
+        with pytest.raises(TypeError, match=r"metrics\['loss'\] must be a real number"):
+            ck.save(state, metrics={"loss": "low"}, force=True)
+        with pytest.raises(TypeError, match="metrics must be a dict"):
+            ck.save(state, metrics=[0.5], force=True)
+        with pytest.raises(TypeError, match=r"metrics\['loss'\]"):
+            ck.save(state, metrics={"loss": jnp.ones(2)}, force=True)
+        assert ck.all_steps() == []  # nothing was written by the refused calls
+        # NumPy, JAX 0-d and bool metrics are numbers
+        assert ck.save(
+            state,
+            metrics={"a": np.float32(1.5), "b": jnp.asarray(2.0), "c": True, "d": 3},
+            force=True,
+        )
+        ck.wait()
+        assert ck._manager.metrics(0) == {"a": 1.5, "b": 2.0, "c": 1.0, "d": 3.0}
+
+
+def test_load_run_step_and_best_are_checked(trainer, ranked_run):
+    with pytest.raises(ValueError, match="step must be >= 0"):
+        rj.load_run(ranked_run, step=-1)
+    with pytest.raises(FileNotFoundError, match=r"step 99 .*available steps: \[1, 2, 3\]"):
+        rj.load_run(ranked_run, step=99)
+    for bad in ("3", True, 2.0):
+        with pytest.raises(TypeError, match="step must be an int"):
+            rj.load_run(ranked_run, step=bad)
+    with pytest.raises(TypeError, match="best must be a bool"):
+        rj.load_run(ranked_run, best="yes")
+    with pytest.raises(ValueError, match="step or best=True, not both"):
+        rj.load_run(ranked_run, step=1, best=True)
+    assert rj.load_run(ranked_run).step == 3
+    assert rj.load_run(ranked_run, best=True).step == 2
+    assert rj.load_run(ranked_run, step=np.int64(1)).step == 1
+    with pytest.raises(FileNotFoundError, match="step 4"):
+        Checkpointer(ranked_run, create=False).restore(trainer.abstract_state(), step=4)
+    with pytest.raises(ValueError, match="step must be >= 0"):
+        Checkpointer(ranked_run, create=False).restore(trainer.abstract_state(), step=-1)
+
+
+def _copy(src, tmp_path):
+    import shutil
+
+    d = str(tmp_path / "copy")
+    shutil.copytree(src, d)
+    return d
+
+
+@pytest.mark.parametrize(
+    "name,pattern",
+    [
+        ("ranking.json", "ranking.json is damaged: expected a JSON object"),
+        ("config.json", "config.json is damaged: expected a JSON object"),
+        (os.path.join("2", "metrics", "metrics"), "damaged.*" + os.path.join("2", "metrics")),
+    ],
+)
+def test_damaged_shared_files_are_checkpoint_errors(ranked_run, tmp_path, name, pattern):
+    """Decode errors (bad UTF-8, cut JSON, a JSON list) become CheckpointError naming the file."""
+    for content in (b"\xff\xfe{", b'{"best_metric": "sc', b"[1, 2]"):
+        d = _copy(ranked_run, tmp_path)
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(content)
+        with pytest.raises(CheckpointError, match=pattern) as info:
+            rj.load_run(d, best=True)
+        assert d in str(info.value)
+        import shutil
+
+        shutil.rmtree(d)
+
+
+def test_step_directory_copied_from_another_step_is_damaged(ranked_run, tmp_path):
+    """Step 2's directory copied over step 3's: never step 2's state reported as step 3."""
+    import shutil
+
+    d = _copy(ranked_run, tmp_path)
+    shutil.rmtree(os.path.join(d, "3"))
+    shutil.copytree(os.path.join(d, "2"), os.path.join(d, "3"))
+    with pytest.raises(CheckpointError, match=r"3 is damaged: its integrity record is of step 2"):
+        rj.load_run(d)
+    assert rj.load_run(d, step=2).step == 2  # the intact steps still restore
+
+
+def test_unrecognised_newest_step_directory_is_damaged(ranked_run, tmp_path):
+    """A step directory orbax does not list (its metadata deleted) is not skipped silently
+    in favour of an older step."""
+    d = _copy(ranked_run, tmp_path)
+    for name in os.listdir(os.path.join(d, "3")):
+        path = os.path.join(d, "3", name)
+        if os.path.isfile(path) and "METADATA" in name.upper():
+            os.remove(path)
+    try:
+        run = rj.load_run(d)
+    except CheckpointError as err:
+        assert os.path.join(d, "3") in str(err)
+    else:
+        assert run.step == 3
+
+
+def test_only_process_zero_writes_the_shared_files(trainer, tmp_path, monkeypatch):
+    """Another process checks the config but writes neither config.json nor ranking.json."""
+    from rnnjax import checkpoint
+
+    monkeypatch.setattr(checkpoint, "_primary", lambda: False)
+    d = tmp_path / "other"
+    with Checkpointer(d, config={"a": 1}, best_metric="loss"):
+        pass
+    assert sorted(os.listdir(d)) == []
+    monkeypatch.setattr(checkpoint, "_primary", lambda: True)
+    with Checkpointer(d, config={"a": 1}, best_metric="loss"):
+        pass
+    assert sorted(os.listdir(d)) == ["config.json", "ranking.json"]
+    monkeypatch.setattr(checkpoint, "_primary", lambda: False)
+    with pytest.raises(ValueError, match="config differs"):  # every process checks
+        Checkpointer(d, config={"a": 2})

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import jax
 import jax.numpy as jnp
@@ -135,3 +136,38 @@ def test_initialize_is_a_no_op_for_one_process(monkeypatch):
     assert dist.initialize() is False and not called
     assert dist.initialize(coordinator_address="host:1234", num_processes=2, process_id=0) is True
     assert called and called[0]["num_processes"] == 2
+
+
+def test_mesh_arguments_are_checked():
+    with pytest.raises(TypeError, match="axis_name must be a non-empty str"):
+        dist.make_mesh(axis_name=3)
+    with pytest.raises(TypeError, match="devices must be"):
+        dist.make_mesh(devices="cpu")
+    with pytest.raises(TypeError, match="devices must be jax devices"):
+        dist.make_mesh(devices=[0])
+    with pytest.raises(ValueError, match="distinct"):
+        dist.make_mesh(devices=jax.devices() * 2)
+    mesh = dist.make_mesh(devices=jax.devices()[:1], axis_name="batch")
+    assert mesh.axis_names == ("batch",) and mesh.devices.size == 1
+    for bad in ("data", jax.devices()):
+        with pytest.raises(TypeError, match=r"mesh must be a jax.sharding.Mesh.*make_mesh"):
+            dist.fit(None, None, None, 1, mesh=bad)
+        with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
+            dist.shard_batch({"x": np.zeros((2, 3))}, bad)
+        with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
+            dist.replicate({"x": np.zeros(2)}, bad)
+
+
+def test_only_process_zero_writes_the_log(monkeypatch, tmp_path):
+    """In every process but 0, distributed.fit passes fit no log file and no progress."""
+    from rnnjax import train
+
+    seen = []
+    monkeypatch.setattr(train, "fit", lambda *a, **k: (seen.append(k), (a[1], []))[1])
+    state = {"w": jnp.ones(2)}
+    log = tmp_path / "log.jsonl"
+    for index, want_log in ((0, log), (1, None)):
+        monkeypatch.setattr(jax, "process_index", lambda: index)
+        dist.fit(types.SimpleNamespace(model=None), state, None, 1, log_path=log, progress=True)
+        assert seen[-1]["log_path"] == want_log
+        assert seen[-1]["progress"] is (index == 0)

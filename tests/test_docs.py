@@ -21,6 +21,7 @@ TOPICS = [
     "scan",
     "parallel",
     "training",
+    "distributed",
     "seq2seq",
     "esn",
     "flax",

@@ -241,6 +241,170 @@ def test_every_file_truncated_flipped_deleted(saved, tmp_path):
     assert out["clear error"] >= 3
 
 
+# --------------------------------------------------------------------------- damaged run directory
+
+RUN_KINDS = ("truncate", "flip", "delete", "copy-step")
+RUN_TABLE: dict = {}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory written by ``fit``: 4 checkpoints (3 kept), ranked by an
+    evaluated metric (best: step 2), with the trainer record; and the state at every
+    step."""
+    from rnnjax.train import fit
+
+    trainer = Trainer(SequenceModel(rj.GRU(2, 3), output_size=3, vocab_size=3))
+    d = tmp_path_factory.mktemp("rundir") / "run"
+    states = {}
+    scores = {1: 3.0, 2: 1.0, 3: 2.0, 4: 4.0}  # the best (min) is step 2
+
+    def data(p):
+        x = (np.arange(6).reshape(2, 3) + p) % 3
+        return {"inputs": x.astype(np.int32), "targets": np.roll(x, 1, 1).astype(np.int32)}
+
+    step = {"n": 0}
+
+    def evaluate(params):
+        step["n"] += 1
+        return {"score": scores[step["n"]]}
+
+    def keep(state, m):
+        states[int(state.position)] = jax.device_get(state)
+
+    ck = Checkpointer(d, trainer=trainer, best_metric="score", keep_last=3, async_save=False)
+    fit(
+        trainer,
+        trainer.init(jax.random.key(0)),
+        data,
+        4,
+        checkpointer=ck,
+        evaluate=evaluate,
+        eval_every=1,
+        callback=keep,
+        progress=False,
+    )
+    ck.close()
+    assert sorted(int(n) for n in os.listdir(d) if n.isdigit()) == [2, 3, 4]
+    return d, states
+
+
+def _readers():
+    # (name, call, the step it must return)
+    return [
+        ("latest", lambda d: rj.load_run(d), 4),
+        ("best", lambda d: rj.load_run(d, best=True), 2),
+        ("step=3", lambda d: rj.load_run(d, step=3), 3),
+    ]
+
+
+def _pattern(rel):
+    """``rel`` with the step and orbax's hashed file names generalised (one table row)."""
+    import re
+
+    parts = rel.split(os.sep)
+    parts = ["<step>" if p.isdigit() else re.sub(r"^[0-9a-f]{32}$", "*", p) for p in parts]
+    return os.sep.join(parts)
+
+
+def _damage_run(d, rel, how, rng):
+    path = os.path.join(d, rel)
+    if how == "copy-step":  # the step directory replaced by a copy of another step's
+        step = rel.split(os.sep)[0]
+        other = {"2": "3", "3": "4", "4": "2"}[step]
+        shutil.rmtree(os.path.join(d, step))
+        shutil.copytree(os.path.join(d, other), os.path.join(d, step))
+    else:
+        _damage(path, how, rng)
+
+
+def _check_run_dir(run_dir, tmp_path, kinds, every_file=True):
+    src, states = run_dir
+    rng = random.Random(1)
+    files = [os.path.relpath(f, src) for f in _files(src)]
+    steps = sorted(n for n in os.listdir(src) if n.isdigit())
+    bad = []
+    for how in kinds:
+        victims = [os.path.join(s, "x") for s in steps] if how == "copy-step" else files
+        if not every_file:
+            victims = victims[:: max(1, len(victims) // 3)]
+        for rel in victims:
+            d = tmp_path / "victim"
+            shutil.rmtree(d, ignore_errors=True)
+            shutil.copytree(src, d)
+            _damage_run(d, rel, how, rng)
+            row = RUN_TABLE.setdefault(
+                ("<step>/" if how == "copy-step" else _pattern(rel), how),
+                {"exact": 0, "clear error": 0, "bad": 0},
+            )
+            for name, call, want in _readers():
+                FAULTS["injected"] += 1
+                try:
+                    run = call(d)
+                except (CheckpointError, FileNotFoundError, ValueError) as err:
+                    if str(d) not in str(err) or "Decode" in type(err).__name__:
+                        row["bad"] += 1
+                        bad.append(f"{how} {rel} {name}: unclear {type(err).__name__}: {err}")
+                    else:
+                        row["clear error"] += 1
+                        FAULTS["survived"] += 1
+                    continue
+                except Exception as err:  # noqa: BLE001
+                    row["bad"] += 1
+                    bad.append(f"{how} {rel} {name}: obscure {type(err).__name__}: {err}")
+                    continue
+                same = run.step == want and all(
+                    np.array_equal(np.asarray(a), np.asarray(b))
+                    for a, b in zip(
+                        jax.tree_util.tree_leaves(run.state),
+                        jax.tree_util.tree_leaves(states[want]),
+                    )
+                )
+                if same:
+                    row["exact"] += 1
+                    FAULTS["survived"] += 1
+                else:
+                    row["bad"] += 1
+                    bad.append(f"{how} {rel} {name}: silently step {run.step}, wanted {want}")
+    shutil.rmtree(tmp_path / "victim", ignore_errors=True)
+    return bad
+
+
+def _print_run_table():
+    print("\nfile (damage) -> restores: exact / clear error / bad")
+    for (pattern, how), c in sorted(RUN_TABLE.items()):
+        print(f"  {pattern:45s} {how:9s} {c['exact']:3d} {c['clear error']:3d} {c['bad']:3d}")
+
+
+def test_run_directory_undamaged_restores_exactly(run_dir):
+    src, states = run_dir
+    for name, call, want in _readers():
+        run = call(src)
+        assert run.step == want, name
+        for a, b in zip(
+            jax.tree_util.tree_leaves(run.state), jax.tree_util.tree_leaves(states[want])
+        ):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_run_directory_some_files_damaged(run_dir, tmp_path):
+    """A sample of the run directory's files, every damage kind: exact or a clear error."""
+    bad = _check_run_dir(run_dir, tmp_path, RUN_KINDS, every_file=False)
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.slow
+def test_run_directory_every_file_every_damage(run_dir, tmp_path):
+    """Every file of the run directory truncated, flipped, deleted, and every step
+    directory replaced by another step's: under load_run (latest, best, a given step)
+    the exact state of the asked step or a clear error naming the path; never a raw
+    decode error, never another step."""
+    RUN_TABLE.clear()
+    bad = _check_run_dir(run_dir, tmp_path, RUN_KINDS)
+    _print_run_table()
+    assert not bad, "\n".join(bad)
+
+
 def test_zz_report_faults():
     print(f"\nfaults injected {FAULTS['injected']}, survived {FAULTS['survived']}")
     assert FAULTS["survived"] == FAULTS["injected"]

@@ -119,3 +119,33 @@ def test_resume_after_one_process_is_killed(tmp_path):
     assert r["final_position"] == 6
     assert r["positions"][0] == done_before + 1  # resumed, not restarted
     _same_params(_result(tmp_path / "ref"), r, rtol=0, atol=0)
+
+
+def _processes_naming(text):
+    """Pids of live processes whose command line contains ``text``."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.mark.slow
+def test_launcher_stops_every_worker_when_one_fails(tmp_path):
+    """Worker 1 raises at position 1: the launcher stops worker 0 (which would otherwise
+    wait in the next collective), exits non-zero and shows worker 1's error."""
+    d = tmp_path / "fail"
+    proc = _start(d, "--processes", 2, "--batches", 4, "--fail-at", 1)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err[-3000:]
+    assert "worker 1 of 2 failed (exit code 1)" in err, err[-3000:]
+    tail = err[err.index("worker 1 of 2 failed") :]
+    assert "RuntimeError: injected failure at position 1" in tail
+    assert not (d / "result.json").exists()
+    assert _processes_naming(str(d)) == []  # no worker left behind

@@ -355,31 +355,52 @@ def bad_input(data):
 
 # --------------------------------------------------------------------------- tests
 
+# (property, examples in the default profile, examples in the long profile): the long
+# profile (``-m "slow and properties"``) runs 300 examples of the semantic properties
+# together and 300 generated bad calls
 PROPERTIES = {
-    "loop_equality": (loop_equality, 6),
-    "padding_invariance": (padding_invariance, 4),
-    "batched_equals_per_example": (batched_equals_per_example, 3),
-    "unroll_batch_equals_unroll": (unroll_batch_equals_unroll, 4),
-    "jit_equals_no_jit": (jit_equals_no_jit, 3),
-    "bad_input": (bad_input, 40),
+    "loop_equality": (loop_equality, 6, 100),
+    "padding_invariance": (padding_invariance, 4, 60),
+    "batched_equals_per_example": (batched_equals_per_example, 3, 40),
+    "unroll_batch_equals_unroll": (unroll_batch_equals_unroll, 4, 60),
+    "jit_equals_no_jit": (jit_equals_no_jit, 3, 40),
+    "bad_input": (bad_input, 40, 300),
 }
+LONG_EXAMPLES = collections.Counter()  # examples run by the long profile's tests
 
 
 def _make(name, fn, n, profile):
-    s = settings(profile, max_examples=n) if profile is FAST else profile
-    if profile is LONG and name == "bad_input":
-        s = settings(LONG, max_examples=300)
-    test = s(given(st.data())(fn))
+    s = settings(profile, max_examples=n)
+    if profile is LONG:
+
+        def counted(data):
+            LONG_EXAMPLES[name] += 1
+            return fn(data)
+
+        counted.__name__ = fn.__name__
+        test = s(given(st.data())(counted))
+    else:
+        test = s(given(st.data())(fn))
     test.__name__ = f"test_{name}" + ("_long" if profile is LONG else "")
     return pytest.mark.slow(test) if profile is LONG else test
 
 
-for _name, (_fn, _n) in PROPERTIES.items():
+for _name, (_fn, _n, _n_long) in PROPERTIES.items():
     globals()[f"test_{_name}"] = _make(_name, _fn, _n, FAST)
-    globals()[f"test_{_name}_long"] = _make(_name, _fn, _n, LONG)
+    globals()[f"test_{_name}_long"] = _make(_name, _fn, _n_long, LONG)
 
 
 def test_zz_report_examples():
-    """Print the examples run so far (the count is reported with ``-s``)."""
+    """Print the examples run so far (the count is reported with ``-s``): the default
+    profile ran at least one example of every property."""
     print(f"\nproperty examples run: {dict(EXAMPLES)} total {sum(EXAMPLES.values())}")
-    assert sum(EXAMPLES.values()) >= 0
+    assert len(EXAMPLES) == len(PROPERTIES), dict(EXAMPLES)
+
+
+@pytest.mark.slow
+def test_zz_long_profile_ran_300_examples():
+    """The long profile ran its examples: hypothesis may stop a property early only when
+    it has exhausted the strategy, so at least 300 semantic examples and 300 bad calls."""
+    semantic = sum(v for k, v in LONG_EXAMPLES.items() if k != "bad_input")
+    print(f"\nlong-profile examples: {dict(LONG_EXAMPLES)}; semantic {semantic}")
+    assert semantic >= 300 and LONG_EXAMPLES["bad_input"] >= 300, dict(LONG_EXAMPLES)

@@ -143,3 +143,8 @@ __all__ = [
     "generate",
     "sample",
 ]
+
+# the modern recurrent cells (xLSTM, Griffin, Mamba)
+from rnnjax.cells import SLSTM, SLSTMState  # noqa: E402
+
+__all__ += ["SLSTM", "SLSTMState"]

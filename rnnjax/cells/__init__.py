@@ -32,3 +32,8 @@ __all__ = [
     "LRU",
     "LRUState",
 ]
+
+# the modern recurrent cells (xLSTM, Griffin, Mamba)
+from rnnjax.cells.slstm import SLSTM, SLSTMState  # noqa: E402
+
+__all__ += ["SLSTM", "SLSTMState"]

@@ -145,6 +145,6 @@ __all__ = [
 ]
 
 # the modern recurrent cells (xLSTM, Griffin, Mamba)
-from rnnjax.cells import SLSTM, SLSTMState  # noqa: E402
+from rnnjax.cells import MLSTM, SLSTM, MLSTMState, SLSTMState  # noqa: E402
 
-__all__ += ["SLSTM", "SLSTMState"]
+__all__ += ["SLSTM", "SLSTMState", "MLSTM", "MLSTMState"]

@@ -37,3 +37,6 @@ __all__ = [
 from rnnjax.cells.slstm import SLSTM, SLSTMState  # noqa: E402
 
 __all__ += ["SLSTM", "SLSTMState"]
+from rnnjax.cells.mlstm import MLSTM, MLSTMState  # noqa: E402
+
+__all__ += ["MLSTM", "MLSTMState"]

@@ -9,6 +9,7 @@ import importlib as _importlib
 
 from rnnjax import (
     attention,
+    blocks,
     cells,
     checks,
     decoding,
@@ -27,6 +28,7 @@ from rnnjax import (
     train,
 )
 from rnnjax.attention import AdditiveAttention, DotAttention, GeneralAttention
+from rnnjax.blocks import DeepRecurrent, ResidualBlock, count_params
 from rnnjax.cells import (
     GRU,
     LRU,
@@ -142,6 +144,11 @@ __all__ = [
     # generation for every model
     "generate",
     "sample",
+    # deep residual recurrent blocks
+    "blocks",
+    "ResidualBlock",
+    "DeepRecurrent",
+    "count_params",
 ]
 
 # the modern recurrent cells (xLSTM, Griffin, Mamba)

@@ -33,6 +33,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Optional, Union
 
 import flax.linen as nn
@@ -474,4 +475,11 @@ class Recurrent(_Recurrent):
             raise TypeError(
                 f"cell must be an rnnjax cell class (e.g. rnnjax.MinGRU); got {self.cell!r}"
             )
-        return self.cell(input_size, self.hidden_size, **dict(self.options), **self._cell_kwargs())
+        # initialisers the cell class does not declare (MinGRU has no recurrent weights,
+        # the LRU draws its own) are left out; set to another value they are an error
+        names = {f.name for f in dataclasses.fields(self.cell)}
+        kw = self._cell_kwargs()
+        for k in [k for k in kw if k not in names]:
+            if kw.pop(k) != getattr(_Recurrent, k):
+                raise ValueError(f"{k} is not a field of {self.cell.__name__}; leave it unset")
+        return self.cell(input_size, self.hidden_size, **dict(self.options), **kw)

@@ -41,7 +41,17 @@ import jax.numpy as jnp
 from rnnjax import checks
 from rnnjax import initializers as inits
 
-__all__ = ["Cell", "Kernel", "state_dtype", "matmul", "matmul_t", "lead", "param_shapes"]
+__all__ = [
+    "Cell",
+    "GatedCell",
+    "DiagonalLinearCell",
+    "Kernel",
+    "state_dtype",
+    "matmul",
+    "matmul_t",
+    "lead",
+    "param_shapes",
+]
 
 
 def state_dtype(*arrays) -> jnp.dtype:
@@ -150,31 +160,52 @@ class Kernel(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """Shared fields, initialisation and checks of the built-in gated and plain cells.
+    """The protocol base of every built-in cell: sizes, precision, state, checked step.
 
-    Subclasses set the class attribute ``gates`` (number of fused gate blocks ``G``) and
-    the ``State`` NamedTuple, and implement ``recur`` (and, for the fused path, ``kernel``).
+    It draws no parameters and states no initialiser: a subclass declares the fields it
+    uses and implements ``init``, ``project`` and ``recur`` (and, for the fused path,
+    ``kernel``). Two bases build on it: :class:`GatedCell` (dense input and recurrent
+    weights in ``G`` fused gate blocks: :class:`~rnnjax.SimpleRNN`, :class:`~rnnjax.GRU`,
+    :class:`~rnnjax.LSTM`) and :class:`DiagonalLinearCell` (``h_t = a_t h_{t-1} + b_t``
+    with coefficients from the input alone: :class:`~rnnjax.MinGRU`,
+    :class:`~rnnjax.MinLSTM`, :class:`~rnnjax.LRU`).
+
+    Args:
+      input_size: ``I``.
+      hidden_size: ``H``.
+      param_dtype: the dtype of the parameters (float32 default).
+      dtype: the compute dtype of the matrix products (default: the parameters').
 
     Example:
-      Every built-in cell is a subclass; the fields are shared:
+      Every built-in cell is a subclass; a new one states only what it uses:
 
-      >>> import jax, rnnjax as rj
+      >>> import dataclasses, typing, jax, jax.numpy as jnp, rnnjax as rj
       >>> from rnnjax.cells.base import Cell
-      >>> cell = rj.GRU(3, 4)
-      >>> isinstance(cell, Cell), cell.input_size, cell.output_size
-      (True, 3, 4)
-      >>> {k: v.shape for k, v in cell.init(jax.random.key(0)).items()}
-      {'w_ih': (3, 12), 'w_hh': (4, 12), 'b': (12,), 'b_hn': (4,)}
+      >>> isinstance(rj.GRU(3, 4), Cell), isinstance(rj.MinGRU(3, 4), Cell)
+      (True, True)
+      >>> class DecayState(typing.NamedTuple):
+      ...     h: jax.Array
+      >>> @dataclasses.dataclass(frozen=True)
+      ... class Decay(Cell):                       # h_t = 0.5 h_{t-1} + x_t w
+      ...     State = DecayState
+      ...     def init(self, key):
+      ...         return {"w": jax.random.normal(key, (self.input_size, self.hidden_size))}
+      ...     def project(self, params, x):
+      ...         return self.mm(x, params["w"])
+      ...     def recur(self, params, state, xp):
+      ...         h = 0.5 * state.h + xp
+      ...         return DecayState(h), h
+      >>> cell = Decay(2, 3)
+      >>> _, ys = rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((4, 2)))
+      >>> ys.shape
+      (4, 3)
     """
 
     input_size: int
     hidden_size: int
-    kernel_init: inits.InitSpec = "glorot_uniform"
-    recurrent_init: inits.InitSpec = "orthogonal"
     param_dtype: Any = jnp.float32
     dtype: Any = None
 
-    gates = 1  # number of fused gate blocks; a class attribute, not a field
     State = None  # the state NamedTuple; a class attribute, not a field
 
     def __init_subclass__(cls, **kwargs):
@@ -189,8 +220,6 @@ class Cell:
     def __post_init__(self):
         checks.integer("input_size", self.input_size, 1)
         checks.integer("hidden_size", self.hidden_size, 1)
-        inits.resolve(self.kernel_init, inits.KERNEL_INITIALIZERS, "kernel_init")
-        inits.resolve(self.recurrent_init, inits.RECURRENT_INITIALIZERS, "recurrent_init")
         checks.floating_dtype("param_dtype", self.param_dtype)
         if self.dtype is not None:
             checks.floating_dtype("dtype", self.dtype)
@@ -204,7 +233,7 @@ class Cell:
 
     @property
     def state_size(self) -> int:
-        """Size of the recurrent vector ``h`` (the ``fan_in`` of ``w_hh``)."""
+        """Size of the recurrent vector ``h``."""
         return self.hidden_size
 
     # ------------------------------------------------------------------ init
@@ -217,18 +246,19 @@ class Cell:
     def _cast(self, params: dict) -> dict:
         return {k: v.astype(self.param_dtype) for k, v in params.items()}
 
-    def _init_weights(self, key) -> dict:
-        k_ih, k_hh = jax.random.split(key)
+    def _input_weights(self, key, gates: int) -> dict:
+        """``{"w_ih": (I, G H), "b": (G H,)}`` drawn with the field ``kernel_init`` (of
+        the subclasses that declare it), in the initialisation dtype."""
         kernel = inits.resolve(self.kernel_init, inits.KERNEL_INITIALIZERS, "kernel_init")
-        recurrent = inits.resolve(
-            self.recurrent_init, inits.RECURRENT_INITIALIZERS, "recurrent_init"
-        )
-        H, G, dt = self.hidden_size, self.gates, self._init_dtype()
+        H, dt = self.hidden_size, self._init_dtype()
         return {
-            "w_ih": inits.per_gate(kernel, k_ih, self.input_size, H, G, dt),
-            "w_hh": inits.per_gate(recurrent, k_hh, self.state_size, H, G, dt),
-            "b": jnp.zeros((G * H,), dt),
+            "w_ih": inits.per_gate(kernel, key, self.input_size, H, gates, dt),
+            "b": jnp.zeros((gates * H,), dt),
         }
+
+    def init(self, key) -> dict:  # pragma: no cover - every cell overrides it
+        """The parameters (a ``dict`` of arrays)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement init")
 
     def initial_state(self, dtype=None):
         """The zero state, float32 unless ``dtype`` says otherwise."""
@@ -244,10 +274,18 @@ class Cell:
         """``a @ w`` in this cell's compute dtype (see :func:`matmul`)."""
         return matmul(a, w, self.dtype)
 
-    def project(self, params: dict, x: jax.Array) -> jax.Array:
-        """The input part of a step: ``x @ w_ih + b``, shape ``(..., G * H)``."""
+    def _affine(self, params: dict, x: jax.Array) -> jax.Array:
+        """``x @ w_ih + b`` in the compute dtype, shape ``(..., G * H)``."""
         y = self.mm(x, params["w_ih"])
         return y + lead(params["b"], y.ndim).astype(y.dtype)
+
+    def project(self, params: dict, x: jax.Array):  # pragma: no cover - overridden
+        """The input part of a step (depends on ``x`` only)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement project")
+
+    def recur(self, params: dict, state, xp):  # pragma: no cover - overridden
+        """The recurrent part of a step."""
+        raise NotImplementedError(f"{type(self).__name__} must implement recur")
 
     def step(self, params: dict, state, x: jax.Array):
         """One time step of one example: ``(state, x) -> (state', y)``.
@@ -277,6 +315,113 @@ class Cell:
     def kernel(self) -> Optional[Kernel]:
         """The fused-path kernel (see :class:`Kernel`), or ``None``: reference path only."""
         return None
+
+
+@dataclasses.dataclass(frozen=True)
+class GatedCell(Cell):
+    """The dense gated base: input weights ``w_ih`` ``(I, G H)``, recurrent weights
+    ``w_hh`` ``(S, G H)`` and a bias ``b`` ``(G H,)`` in ``G`` fused gate blocks.
+
+    Subclasses set the class attribute ``gates`` (``G``) and the ``State`` NamedTuple,
+    and implement ``recur`` (and, for the fused path, ``kernel``).
+
+    Args:
+      input_size, hidden_size, param_dtype, dtype: as in :class:`Cell`.
+      kernel_init: initialiser of ``w_ih`` (per gate block; default Glorot uniform).
+      recurrent_init: initialiser of ``w_hh`` (per gate block; default orthogonal).
+
+    Example:
+      >>> import jax, rnnjax as rj
+      >>> from rnnjax.cells.base import GatedCell
+      >>> cell = rj.GRU(3, 4)
+      >>> isinstance(cell, GatedCell), cell.gates
+      (True, 3)
+      >>> {k: v.shape for k, v in cell.init(jax.random.key(0)).items()}
+      {'w_ih': (3, 12), 'w_hh': (4, 12), 'b': (12,), 'b_hn': (4,)}
+    """
+
+    kernel_init: inits.InitSpec = "glorot_uniform"
+    recurrent_init: inits.InitSpec = "orthogonal"
+
+    gates = 1  # number of fused gate blocks; a class attribute, not a field
+
+    def __post_init__(self):
+        super().__post_init__()
+        inits.resolve(self.kernel_init, inits.KERNEL_INITIALIZERS, "kernel_init")
+        inits.resolve(self.recurrent_init, inits.RECURRENT_INITIALIZERS, "recurrent_init")
+
+    @property
+    def state_size(self) -> int:
+        """Size of the recurrent vector ``h`` (the ``fan_in`` of ``w_hh``)."""
+        return self.hidden_size
+
+    def _init_weights(self, key) -> dict:
+        k_ih, k_hh = jax.random.split(key)
+        recurrent = inits.resolve(
+            self.recurrent_init, inits.RECURRENT_INITIALIZERS, "recurrent_init"
+        )
+        H, G, dt = self.hidden_size, self.gates, self._init_dtype()
+        p = self._input_weights(k_ih, G)
+        return {
+            "w_ih": p["w_ih"],
+            "w_hh": inits.per_gate(recurrent, k_hh, self.state_size, H, G, dt),
+            "b": p["b"],
+        }
+
+    def project(self, params: dict, x: jax.Array) -> jax.Array:
+        """The input part of a step: ``x @ w_ih + b``, shape ``(..., G * H)``."""
+        return self._affine(params, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagonalLinearCell(Cell):
+    r"""The base of diagonal linear cells: :math:`h_t = a_t \odot h_{t-1} + b_t` with
+    ``(a_t, b_t)`` formed from the projected input alone, so every step's coefficients
+    are known at once and the engine can solve the recurrence with a parallel scan
+    (:func:`rnnjax.parallel.linear_scan`, ``ScanConfig(method="parallel")``).
+
+    A subclass states ``State`` (a NamedTuple with one field ``h``), ``init``,
+    ``project`` and ``coefficients(params, xp) -> (a, b)``; a complex recurrence (the
+    LRU) also overrides ``to_scan`` and ``from_scan``, which map the real state ``h`` to
+    the scan's variable and back (identity here). ``recur`` (one step) and
+    ``parallel_form`` (what the engine reads) come from this base, so the step and the
+    parallel scan share one copy of the maths.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax.cells.base import DiagonalLinearCell
+      >>> cell = rj.MinGRU(3, 4)
+      >>> isinstance(cell, DiagonalLinearCell), cell.parallel_form() is cell
+      (True, True)
+      >>> p = cell.init(jax.random.key(0))
+      >>> a, b = cell.coefficients(p, cell.project(p, jnp.ones((5, 3))))
+      >>> a.shape, b.shape                          # all steps at once
+      ((5, 4), (5, 4))
+    """
+
+    def coefficients(self, params: dict, xp):  # pragma: no cover - overridden
+        """``(a, b)`` of ``h_t = a_t h_{t-1} + b_t`` for projected inputs ``(..., .)``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement coefficients")
+
+    def recur(self, params: dict, state, xp):
+        """The recurrent part of a step, given ``xp = project(params, x)``:
+        ``h = a * h_prev + b`` (in the scan's variable), returned as ``(state, h)``."""
+        a, b = self.coefficients(params, xp)
+        h = self.from_scan(a * self.to_scan(state.h) + b).astype(state.h.dtype)
+        return state._replace(h=h), h
+
+    def parallel_form(self):
+        """The linear form the engine reads: this cell (``coefficients``, ``to_scan``,
+        ``from_scan``)."""
+        return self
+
+    def to_scan(self, h):
+        """The real state ``(..., S)`` as the scan's variable (identity here)."""
+        return h
+
+    def from_scan(self, h):
+        """The scan's variable back to the real state (identity here)."""
+        return h
 
 
 _SHAPES: dict = {}

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from rnnjax import checks
 from rnnjax import initializers as inits
-from rnnjax.cells.base import Cell, lead, matmul_t
+from rnnjax.cells.base import GatedCell, lead, matmul_t
 
 __all__ = ["GRU", "GRUState"]
 
@@ -28,7 +28,7 @@ class GRUState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class GRU(Cell):
+class GRU(GatedCell):
     r"""Gated recurrent unit, gate order (r, z, n) as in ``torch.nn.GRU``.
 
     With ``reset_after=True`` (default; the cuDNN / PyTorch form):

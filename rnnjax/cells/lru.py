@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import checks
-from rnnjax.cells.base import Cell, lead
+from rnnjax.cells.base import DiagonalLinearCell, lead
 
 __all__ = ["LRU", "LRUState"]
 
@@ -29,7 +29,7 @@ class LRUState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class LRU(Cell):
+class LRU(DiagonalLinearCell):
     r"""Linear recurrent unit (Orvieto et al. 2023): a diagonal complex linear recurrence
     with exponential parametrisation and normalisation.
 
@@ -148,16 +148,6 @@ class LRU(Cell):
         b = jax.lax.complex(gamma * xp[..., :N], gamma * xp[..., N:])
         a = jnp.broadcast_to(lead(lam.astype(b.dtype), b.ndim), b.shape)
         return a, b
-
-    def recur(self, params, state: LRUState, xp):
-        """The recurrent part of a step, given ``xp = project(params, x)``."""
-        a, b = self.coefficients(params, xp)
-        h = self.from_scan(a * self.to_scan(state.h) + b).astype(state.h.dtype)
-        return LRUState(h=h), h
-
-    def parallel_form(self):
-        """The linear form (this cell): ``coefficients``, ``to_scan``, ``from_scan``."""
-        return self
 
     def to_scan(self, h):
         """``(..., 2N)`` real -> ``(..., N)`` complex."""

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from rnnjax import checks
 from rnnjax import initializers as inits
-from rnnjax.cells.base import Cell, lead, matmul_t
+from rnnjax.cells.base import GatedCell, lead, matmul_t
 
 __all__ = ["LSTM", "LSTMState"]
 
@@ -30,7 +30,7 @@ class LSTMState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class LSTM(Cell):
+class LSTM(GatedCell):
     r"""Long short-term memory cell (``torch.nn.LSTM``), gate order (i, f, g, o).
 
     .. math::

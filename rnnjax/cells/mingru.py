@@ -8,9 +8,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax.cells.base import Cell
+from rnnjax import initializers as inits
+from rnnjax.cells.base import DiagonalLinearCell
 
-__all__ = ["MinGRU", "MinGRUState", "g"]
+__all__ = ["MinGRU", "MinGRUState", "InputGatedLinearCell", "g"]
 
 
 class MinGRUState(NamedTuple):
@@ -39,7 +40,50 @@ def g(x):
 
 
 @dataclasses.dataclass(frozen=True)
-class MinGRU(Cell):
+class InputGatedLinearCell(DiagonalLinearCell):
+    """A diagonal linear cell whose gates read only the input: ``w_ih`` ``(I, G H)`` and
+    ``b`` ``(G H,)`` in ``G`` gate blocks, no recurrent weights (:class:`MinGRU`,
+    :class:`~rnnjax.MinLSTM`).
+
+    Args:
+      input_size, hidden_size, param_dtype, dtype: as in :class:`rnnjax.cells.base.Cell`.
+      kernel_init: initialiser of ``w_ih`` (per gate block; default Glorot uniform).
+
+    Example:
+      >>> import jax, rnnjax as rj
+      >>> from rnnjax.cells.mingru import InputGatedLinearCell
+      >>> cell = rj.MinLSTM(2, 3)
+      >>> isinstance(cell, InputGatedLinearCell), cell.gates
+      (True, 3)
+      >>> {k: v.shape for k, v in cell.init(jax.random.key(0)).items()}
+      {'w_ih': (2, 9), 'b': (9,)}
+    """
+
+    kernel_init: inits.InitSpec = "glorot_uniform"
+
+    gates = 1  # number of gate blocks; a class attribute, not a field
+
+    def __post_init__(self):
+        super().__post_init__()
+        inits.resolve(self.kernel_init, inits.KERNEL_INITIALIZERS, "kernel_init")
+
+    def init(self, key) -> dict:
+        """Parameters ``{"w_ih": (I, G H), "b": (G H,)}``.
+
+        Example:
+          >>> import jax, rnnjax as rj
+          >>> sorted(rj.MinGRU(2, 3).init(jax.random.key(0)))
+          ['b', 'w_ih']
+        """
+        return self._cast(self._input_weights(key, self.gates))
+
+    def project(self, params: dict, x: jax.Array) -> jax.Array:
+        """The input part of a step: ``x @ w_ih + b``, shape ``(..., G * H)``."""
+        return self._affine(params, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class MinGRU(InputGatedLinearCell):
     r"""Minimal GRU (Feng et al. 2024, "Were RNNs all we needed?"), log-space form.
 
     The gate and the candidate read only the input, so the recurrence is linear in
@@ -75,12 +119,13 @@ class MinGRU(Cell):
     step (``step``, the default sequential method) it gives the same numbers.
 
     Params: ``w_ih`` ``(I, 2H)`` with blocks ``[z | h]``, ``b`` ``(2H,)``. No recurrent
-    weights (``recurrent_init`` is unused). State: :class:`MinGRUState` ``(h,)``.
+    weights. State: :class:`MinGRUState` ``(h,)``.
 
     Args:
       input_size: ``I``.
       hidden_size: ``H``.
-      kernel_init, param_dtype, dtype: as in :class:`~rnnjax.SimpleRNN`.
+      kernel_init: initialiser of ``w_ih`` (per gate block; default Glorot uniform).
+      param_dtype, dtype: as in :class:`~rnnjax.SimpleRNN`.
 
     References:
       Feng, Tung, Ahmed, Bengio & Hajimirsadeghi (2024). Were RNNs all we needed?
@@ -99,37 +144,8 @@ class MinGRU(Cell):
     gates = 2
     State = MinGRUState
 
-    def init(self, key) -> dict:
-        """Parameters ``{"w_ih": (I, 2H), "b": (2H,)}``.
-
-        Example:
-          >>> import jax, rnnjax as rj
-          >>> sorted(rj.MinGRU(2, 3).init(jax.random.key(0)))
-          ['b', 'w_ih']
-        """
-        p = self._init_weights(key)
-        return self._cast({"w_ih": p["w_ih"], "b": p["b"]})
-
     def coefficients(self, params, xp):
         """``(a, b)`` of ``h_t = a_t h_{t-1} + b_t`` from projected inputs ``(..., 2H)``."""
         H = self.hidden_size
         k, pre = xp[..., :H], xp[..., H:]
         return jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * g(pre)
-
-    def recur(self, params, state: MinGRUState, xp):
-        """The recurrent part of a step, given ``xp = project(params, x)``."""
-        a, b = self.coefficients(params, xp)
-        h = a * state.h + b
-        return MinGRUState(h=h), h
-
-    def parallel_form(self):
-        """The linear form (this cell): ``coefficients``, ``to_scan``, ``from_scan``."""
-        return self
-
-    @staticmethod
-    def to_scan(h):
-        return h
-
-    @staticmethod
-    def from_scan(h):
-        return h

@@ -8,8 +8,7 @@ from typing import NamedTuple
 import jax
 
 from rnnjax import checks
-from rnnjax.cells.base import Cell
-from rnnjax.cells.mingru import g
+from rnnjax.cells.mingru import InputGatedLinearCell, g
 
 __all__ = ["MinLSTM", "MinLSTMState"]
 
@@ -27,7 +26,7 @@ class MinLSTMState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class MinLSTM(Cell):
+class MinLSTM(InputGatedLinearCell):
     r"""Minimal LSTM (Feng et al. 2024, "Were RNNs all we needed?"), log-space form.
 
     Forget and input gates read only the input and are normalised to sum to one, so the
@@ -56,7 +55,8 @@ class MinLSTM(Cell):
       input_size: ``I``.
       hidden_size: ``H``.
       forget_bias: initial forget-gate bias (default 1.0).
-      kernel_init, param_dtype, dtype: as in :class:`~rnnjax.SimpleRNN`.
+      kernel_init: initialiser of ``w_ih`` (per gate block; default Glorot uniform).
+      param_dtype, dtype: as in :class:`~rnnjax.SimpleRNN`.
 
     References:
       Feng, Tung, Ahmed, Bengio & Hajimirsadeghi (2024). Were RNNs all we needed?
@@ -87,7 +87,7 @@ class MinLSTM(Cell):
           >>> rj.MinLSTM(2, 3).init(jax.random.key(0))["b"].tolist()[:4]
           [1.0, 1.0, 1.0, 0.0]
         """
-        p = self._init_weights(key)
+        p = self._input_weights(key, self.gates)
         b = p["b"].at[: self.hidden_size].set(self.forget_bias)
         return self._cast({"w_ih": p["w_ih"], "b": b})
 
@@ -97,21 +97,3 @@ class MinLSTM(Cell):
         kf, ki, pre = xp[..., :H], xp[..., H : 2 * H], xp[..., 2 * H :]
         d = jax.nn.softplus(-kf) - jax.nn.softplus(-ki)
         return jax.nn.sigmoid(-d), jax.nn.sigmoid(d) * g(pre)
-
-    def recur(self, params, state: MinLSTMState, xp):
-        """The recurrent part of a step, given ``xp = project(params, x)``."""
-        a, b = self.coefficients(params, xp)
-        h = a * state.h + b
-        return MinLSTMState(h=h), h
-
-    def parallel_form(self):
-        """The linear form (this cell): ``coefficients``, ``to_scan``, ``from_scan``."""
-        return self
-
-    @staticmethod
-    def to_scan(h):
-        return h
-
-    @staticmethod
-    def from_scan(h):
-        return h

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import checks
-from rnnjax.cells.base import Cell, matmul_t
+from rnnjax.cells.base import GatedCell, matmul_t
 
 __all__ = ["SimpleRNN", "SimpleRNNState"]
 
@@ -27,7 +27,7 @@ class SimpleRNNState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class SimpleRNN(Cell):
+class SimpleRNN(GatedCell):
     r"""Elman recurrent cell (``torch.nn.RNN``).
 
     .. math::

@@ -106,11 +106,13 @@ class MLSTM(Cell):
 
     num_heads: int = 1
     forget_bias: Union[float, Tuple[float, float]] = (3.0, 6.0)
+    kernel_init: inits.InitSpec = "glorot_uniform"
 
     State = MLSTMState
 
     def __post_init__(self):
         super().__post_init__()
+        inits.resolve(self.kernel_init, inits.KERNEL_INITIALIZERS, "kernel_init")
         checks.integer("num_heads", self.num_heads, 1)
         if self.hidden_size % self.num_heads:
             raise ValueError(
@@ -156,6 +158,10 @@ class MLSTM(Cell):
         return self._cast({"w_ih": w, "b": b})
 
     # ------------------------------------------------------------------ recurrent form
+
+    def project(self, params: dict, x: jax.Array) -> jax.Array:
+        """The input part of a step: ``x @ w_ih + b``, shape ``(..., 4H + 2 heads)``."""
+        return self._affine(params, x)
 
     def _split(self, xp):
         H, NH, d = self.hidden_size, self.num_heads, self.head_size

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from rnnjax import checks
 from rnnjax import initializers as inits
-from rnnjax.cells.base import Cell, state_dtype
+from rnnjax.cells.base import GatedCell, state_dtype
 
 __all__ = ["SLSTM", "SLSTMState", "forget_bias_range"]
 
@@ -67,7 +67,7 @@ def check_forget_bias(value):
 
 
 @dataclasses.dataclass(frozen=True)
-class SLSTM(Cell):
+class SLSTM(GatedCell):
     r"""sLSTM (Beck et al. 2024, "xLSTM"): an LSTM with exponential input (and optionally
     forget) gates, a normaliser state and block-diagonal recurrent weights (heads).
 

@@ -152,6 +152,15 @@ __all__ = [
 ]
 
 # the modern recurrent cells (xLSTM, Griffin, Mamba)
-from rnnjax.cells import MLSTM, SLSTM, MLSTMState, SLSTMState  # noqa: E402
+from rnnjax.cells import (  # noqa: E402
+    MLSTM,
+    RGLRU,
+    S6,
+    SLSTM,
+    MLSTMState,
+    RGLRUState,
+    S6State,
+    SLSTMState,
+)
 
-__all__ += ["SLSTM", "SLSTMState", "MLSTM", "MLSTMState"]
+__all__ += ["SLSTM", "SLSTMState", "MLSTM", "MLSTMState", "RGLRU", "RGLRUState", "S6", "S6State"]

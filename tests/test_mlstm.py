@@ -83,7 +83,11 @@ def _params():
 
 @pytest.mark.parametrize(
     "cfg",
-    [SEQ, WHOLE, pytest.param(CHUNKED, marks=pytest.mark.slow)],
+    [
+        pytest.param(SEQ, marks=pytest.mark.slow),
+        WHOLE,
+        pytest.param(CHUNKED, marks=pytest.mark.slow),
+    ],
     ids=["recurrent", "parallel", "chunkwise"],
 )
 def test_values_against_reference(cfg):

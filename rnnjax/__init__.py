@@ -164,3 +164,6 @@ from rnnjax.cells import (  # noqa: E402
 )
 
 __all__ += ["SLSTM", "SLSTMState", "MLSTM", "MLSTMState", "RGLRU", "RGLRUState", "S6", "S6State"]
+from rnnjax.modern_blocks import griffin_block, xlstm_block  # noqa: E402
+
+__all__ += ["xlstm_block", "griffin_block"]

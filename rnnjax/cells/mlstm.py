@@ -238,15 +238,16 @@ class MLSTM(Cell):
         B = xs.shape[1]
         valid = masks.get("valid")
         valid = jnp.ones((T, B), bool) if valid is None else valid.reshape(T, B)
-        reset = masks.get("reset")
-        reset = jnp.zeros((T, B), bool) if reset is None else reset.reshape(T, B)
+        reset = masks.get("reset")  # None: no segment starts (nothing to fold at compile)
+        reset = None if reset is None else reset.reshape(T, B)
         L = T if options.chunk is None else min(int(options.chunk), T)
         n = -(-T // L)
         pad = n * L - T
         if pad:
             xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
             valid = jnp.concatenate([valid, jnp.zeros((pad, B), bool)])
-            reset = jnp.concatenate([reset, jnp.zeros((pad, B), bool)])
+            if reset is not None:
+                reset = jnp.concatenate([reset, jnp.zeros((pad, B), bool)])
         xp = self.project(params, xs)
         split = lambda a: a.reshape((n, L) + a.shape[1:])  # noqa: E731
 
@@ -256,7 +257,8 @@ class MLSTM(Cell):
         if n == 1:
             st, ys = self._block(state, state, xp, valid, reset)
         else:
-            st, ys = jax.lax.scan(chunk, state, (split(xp), split(valid), split(reset)))
+            rs = None if reset is None else split(reset)
+            st, ys = jax.lax.scan(chunk, state, (split(xp), split(valid), rs))
             ys = ys.reshape((n * L,) + ys.shape[2:])
         ys = ys[:T]
         if unbatched:
@@ -273,12 +275,16 @@ class MLSTM(Cell):
         q, k, v, o, ip, log_f = self._split(xp.astype(sd))  # (L, B, NH, d), (L, B, NH)
         vh = valid[..., None]
         log_f = jnp.where(vh, log_f, 0.0)
-        start = reset & valid
-        seg = jnp.cumsum(start, axis=0)  # (L, B): 0 while the entering segment runs
         F = jnp.cumsum(log_f, axis=0)  # (L, B, NH)
         t_idx = jnp.arange(L)
-        last_start = jax.lax.cummax(jnp.where(start, t_idx[:, None], 0), axis=0)
-        F_before = jnp.take_along_axis(F - log_f, last_start[..., None], axis=0)
+        if reset is None:
+            seg = jnp.zeros((L, B), jnp.int32)
+            F_before = jnp.zeros_like(F)
+        else:
+            start = reset & valid
+            seg = jnp.cumsum(start, axis=0)  # (L, B): 0 while the entering segment runs
+            last_start = jax.lax.cummax(jnp.where(start, t_idx[:, None], 0), axis=0)
+            F_before = jnp.take_along_axis(F - log_f, last_start[..., None], axis=0)
         first = (seg == 0)[..., None]  # rows whose source is the entering state
         base = jnp.where(first, 0.0, F_before)
         m_src = jnp.where(first, carry.m[None], s0.m[None])  # (L, B, NH)

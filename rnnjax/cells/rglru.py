@@ -103,8 +103,8 @@ class RGLRU(DiagonalLinearCell):
     with :math:`c = 8`. At a segment start (the first step from the initial state, and
     after every reset) RecurrentGemma drops the previous state and does not normalise:
     :math:`h_t = i_t \odot x_t`. The state carries a flag ``fresh`` (1 in the initial
-    state, 0 after any step) so that the step, the parallel scan, resets and packed
-    sequences all do this; a state handed over from a previous call (``fresh = 0``)
+    state, 0 after any step; no derivative flows through it) so that the step, the parallel scan,
+    resets and packed sequences all do this; a state handed over from a previous call (``fresh = 0``)
     continues the recurrence. ``unnormalised_start=False`` normalises every step and
     reads ``h_0`` (the plain recurrence).
 
@@ -245,7 +245,7 @@ class RGLRU(DiagonalLinearCell):
         """The recurrent part of a step, given ``xp = project(params, x)``."""
         a, mult, ix = self._parts(params, xp)
         if self.unnormalised_start:
-            fr = state.fresh.astype(a.dtype)
+            fr = jax.lax.stop_gradient(state.fresh).astype(a.dtype)  # a flag: no derivative
             a = (1.0 - fr) * a
             mult = fr + (1.0 - fr) * mult
         h = (a * state.h + mult * ix).astype(state.h.dtype)
@@ -284,7 +284,8 @@ class RGLRU(DiagonalLinearCell):
             start = jnp.zeros((T,) + xs.shape[1:-1], bool).at[0].set(True)
             if masks.get("reset") is not None:
                 start = start | masks["reset"]
-            fr = _expand(start, nd).astype(a.dtype) * state.fresh[None].astype(a.dtype)
+            fresh0 = jax.lax.stop_gradient(state.fresh)[None].astype(a.dtype)
+            fr = _expand(start, nd).astype(a.dtype) * fresh0
             a = (1.0 - fr) * a
             mult = fr + (1.0 - fr) * mult
         hs = masked_linear_scan(a, mult * ix, state.h.astype(a.dtype), masks, options)

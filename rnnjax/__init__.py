@@ -150,3 +150,20 @@ __all__ = [
     "DeepRecurrent",
     "count_params",
 ]
+
+# the modern recurrent cells (xLSTM, Griffin, Mamba)
+from rnnjax.cells import (  # noqa: E402
+    MLSTM,
+    RGLRU,
+    S6,
+    SLSTM,
+    MLSTMState,
+    RGLRUState,
+    S6State,
+    SLSTMState,
+)
+
+__all__ += ["SLSTM", "SLSTMState", "MLSTM", "MLSTMState", "RGLRU", "RGLRUState", "S6", "S6State"]
+from rnnjax.modern_blocks import griffin_block, xlstm_block  # noqa: E402
+
+__all__ += ["xlstm_block", "griffin_block"]

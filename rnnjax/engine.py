@@ -579,10 +579,13 @@ def _to_compute_dtype(cell, params, ys):
 
 
 def _parallel_route(cell, config: ScanConfig) -> Optional[str]:
-    """``None`` (sequential), ``"linear"`` (parallel scan of a linear form) or ``"newton"``."""
+    """``None`` (sequential), ``"sequence"`` (the cell's own ``parallel_run``), ``"linear"``
+    (parallel scan of a linear form) or ``"newton"``."""
     form = getattr(cell, "parallel_form", None)
     if config.method == "sequential":
         return None
+    if getattr(cell, "parallel_run", None) is not None:  # a cell's own whole-sequence form
+        return "sequence"
     if form is not None:
         return "linear"
     if config.method == "auto":
@@ -594,6 +597,9 @@ def _run_parallel(route, cell, config, hoist, zrate, params, s0, xs, m_seq, rec_
     """The parallel strategies (:mod:`rnnjax.parallel`); returns ``(state, ys, info)``
     (``info``: :class:`rnnjax.parallel.NewtonInfo`, or ``None`` for linear forms)."""
     options = config.parallel or par.ParallelOptions()
+    if route == "sequence":
+        st, ys = cell.parallel_run(params, s0, xs, m_seq, options, rec_fixed, zrate)
+        return st, ys, None
     if route == "linear":
         st, ys = par.run_linear(
             cell, cell.parallel_form(), options, zrate, params, s0, xs, m_seq, rec_fixed

@@ -32,3 +32,17 @@ __all__ = [
     "LRU",
     "LRUState",
 ]
+
+# the modern recurrent cells (xLSTM, Griffin, Mamba)
+from rnnjax.cells.slstm import SLSTM, SLSTMState  # noqa: E402
+
+__all__ += ["SLSTM", "SLSTMState"]
+from rnnjax.cells.mlstm import MLSTM, MLSTMState  # noqa: E402
+
+__all__ += ["MLSTM", "MLSTMState"]
+from rnnjax.cells.rglru import RGLRU, RGLRUState  # noqa: E402
+
+__all__ += ["RGLRU", "RGLRUState"]
+from rnnjax.cells.ssm import S6, S6State  # noqa: E402
+
+__all__ += ["S6", "S6State"]

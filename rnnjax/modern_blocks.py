@@ -1,0 +1,110 @@
+r"""The xLSTM and Griffin residual blocks, composed from :class:`rnnjax.ResidualBlock`.
+
+Both papers stack pre-norm residual blocks around a recurrent layer; here each is one
+:class:`rnnjax.ResidualBlock` configured as the paper's block (stack them with
+:class:`rnnjax.DeepRecurrent`):
+
+- :func:`xlstm_block` ``("slstm")``: post-up-projection block, ``x + sLSTM(norm x)``
+  then ``+ GLU-MLP(norm .)`` (Beck et al. 2024, Fig. 9).
+- :func:`xlstm_block` ``("mlstm")``: pre-up-projection block, ``x + W_down mLSTM(norm x)``
+  with the mLSTM working at width ``2D`` (its ``q, k, v`` projections are the
+  up-projection; Beck et al. 2024, Fig. 10).
+- :func:`griffin_block`: RMS-norm, the RG-LRU, a residual, then a gated MLP of expansion
+  3 with its own residual (De et al. 2024, Fig. 2).
+
+What the composition leaves out, each said where it applies: the short causal
+convolutions in front of the mLSTM and the RG-LRU, the mLSTM block's learnable skip and
+SiLU output branch (its output gate ``o_t`` stands in), Griffin's GeLU branch and linear
+layer around the RG-LRU, and the block-level group norm of the xLSTM heads. The mixer's
+gate is a sigmoid (GLU) where the papers use GeLU/SiLU gates, and its expansion is an
+integer (the sLSTM block's ``4/3`` becomes ``1`` by default).
+
+References:
+  Beck et al. (2024). xLSTM: Extended long short-term memory.
+  De et al. (2024). Griffin: Mixing gated linear recurrences with local attention for
+  efficient language models.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from rnnjax import checks
+from rnnjax.blocks import ResidualBlock
+from rnnjax.cells.mlstm import MLSTM
+from rnnjax.cells.rglru import RGLRU
+from rnnjax.cells.slstm import SLSTM
+from rnnjax.layers import Recurrent
+
+__all__ = ["xlstm_block", "griffin_block"]
+
+
+def xlstm_block(
+    width: int,
+    kind: str = "mlstm",
+    num_heads: int = 4,
+    config=None,
+    expansion: Optional[int] = None,
+) -> ResidualBlock:
+    """An xLSTM block of width ``D`` (see the module docstring).
+
+    Args:
+      width: ``D``, the block's input and output size.
+      kind: ``"mlstm"`` (pre-up-projection: the mLSTM at width ``2D``, projected back) or
+        ``"slstm"`` (post-up-projection: the sLSTM at width ``D``, then a GLU MLP).
+      num_heads: heads of the cell (``2D`` or ``D`` divisible by it).
+      config: a :class:`rnnjax.ScanConfig` for the recurrent layer (e.g.
+        ``method="parallel"`` for the mLSTM's parallel form).
+      expansion: the sLSTM block's MLP expansion (default 1; the paper's 4/3 is not an
+        integer).
+
+    Returns:
+      A :class:`rnnjax.ResidualBlock`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax.modern_blocks import xlstm_block
+      >>> block = xlstm_block(8, "mlstm", num_heads=2)
+      >>> p = block.init(jax.random.key(0))
+      >>> _, ys = block.apply(p, jnp.ones((5, 8)), length=4)
+      >>> ys.shape, bool((ys[4:] == 0).all())
+      ((5, 8), True)
+    """
+    checks.integer("width", width, 1)
+    checks.choice("kind", kind, ("mlstm", "slstm"))
+    if kind == "mlstm":
+        layer = Recurrent(MLSTM(width, 2 * width, num_heads=num_heads), config=config)
+        return ResidualBlock(layer, mixer=None, norm="layer", residual="each")
+    layer = Recurrent(SLSTM(width, width, num_heads=num_heads), config=config)
+    return ResidualBlock(
+        layer, mixer="glu", expansion=expansion or 1, norm="layer", residual="each"
+    )
+
+
+def griffin_block(width: int, num_heads: int = 1, config=None, expansion: int = 3) -> ResidualBlock:
+    """Griffin's recurrent block of width ``D`` (see the module docstring): RMS-norm, the
+    RG-LRU, a residual, RMS-norm, a gated MLP of ``expansion`` (3 in the paper), a
+    residual.
+
+    Args:
+      width: ``D``.
+      num_heads: blocks of the RG-LRU's gate weights.
+      config: a :class:`rnnjax.ScanConfig` for the RG-LRU (``method="parallel"``: a
+        parallel scan).
+      expansion: the MLP's expansion.
+
+    Returns:
+      A :class:`rnnjax.ResidualBlock`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> from rnnjax.modern_blocks import griffin_block
+      >>> block = griffin_block(8, num_heads=2, config=rj.ScanConfig(method="parallel"))
+      >>> p = block.init(jax.random.key(0))
+      >>> _, ys = block.apply(p, jnp.ones((5, 8)))
+      >>> ys.shape
+      (5, 8)
+    """
+    checks.integer("width", width, 1)
+    layer = Recurrent(RGLRU(width, width, num_heads=num_heads), config=config)
+    return ResidualBlock(layer, mixer="glu", expansion=expansion, norm="rms", residual="each")

@@ -111,9 +111,23 @@ API_GROUPS = [
         "sequences",
         "Sequences and layers",
         "Running a cell over sequences (lengths, resets, reverse, packing) and the layers "
-        "and models built on it. Topic pages: :doc:`/getting_started`, :doc:`/layers`.",
-        ["rnnjax.sequence", "rnnjax.layers", "rnnjax.models"],
-        ["rnnjax.sequence", "rnnjax.layers", "rnnjax.models"],
+        "and models built on it, and the deep residual blocks of the linear-recurrence and "
+        "xLSTM/Griffin papers. Topic pages: :doc:`/getting_started`, :doc:`/layers`, "
+        ":doc:`/parallel`.",
+        [
+            "rnnjax.sequence",
+            "rnnjax.layers",
+            "rnnjax.models",
+            "rnnjax.blocks",
+            "rnnjax.modern_blocks",
+        ],
+        [
+            "rnnjax.sequence",
+            "rnnjax.layers",
+            "rnnjax.models",
+            "rnnjax.blocks",
+            "rnnjax.modern_blocks",
+        ],
     ),
     (
         "scan",

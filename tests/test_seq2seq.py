@@ -303,7 +303,7 @@ def test_bad_input_errors():
     model = Seq2Seq.build(
         src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, attention="additive"
     )
-    params = None  # every check below fires before the parameters are used
+    params = model.init(jax.random.key(0))
     with pytest.raises(ValueError, match=r"decoder.input_size must be embed_size \+ context"):
         Seq2Seq(rj.GRU(E, H), rj.GRU(E, H), SV, TV, E, AdditiveAttention(H, H))
     with pytest.raises(ValueError, match="attention.key_size"):

@@ -342,8 +342,8 @@ def fit(trainer, state, data, num_batches: int, mesh: Optional[Mesh] = None, **f
     """
     from rnnjax import train
 
-    train._trainer._check_state("state", state)  # a TrainState, not params alone
     mesh = make_mesh() if mesh is None else _check_mesh(mesh)
+    train._trainer._check_state("state", state)  # a TrainState, not params alone
     if jax.process_index() != 0:
         # one writer for the files every process shares: the JSONL log and the
         # progress display belong to process 0 (orbax coordinates the checkpoints)

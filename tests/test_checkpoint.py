@@ -293,9 +293,12 @@ def ranked_run(trainer, tmp_path_factory):
     (best: 2), written synchronously."""
     d = tmp_path_factory.mktemp("ranked") / "run"
     state = trainer.init(jax.random.key(0))
-    with Checkpointer(d, trainer=trainer, best_metric="score", keep_last=3, async_save=False) as ck:
+    with Checkpointer(
+        d, trainer=trainer, best_metric="score", keep_last=3, async_save=False, save_every=1
+    ) as ck:
         for p, score in [(1, 3.0), (2, 1.0), (3, 2.0)]:
             ck.save(state._replace(position=jnp.asarray(p, jnp.int32)), {"score": score})
+        assert ck.all_steps() == [1, 2, 3]
     return str(d)
 
 

@@ -164,7 +164,14 @@ def test_only_process_zero_writes_the_log(monkeypatch, tmp_path):
 
     seen = []
     monkeypatch.setattr(train, "fit", lambda *a, **k: (seen.append(k), (a[1], []))[1])
-    state = {"w": jnp.ones(2)}
+    state = train.TrainState(
+        step=jnp.int32(0),
+        position=jnp.int32(0),
+        params={"w": jnp.ones(2)},
+        opt_state=(),
+        key=jax.random.key_data(jax.random.key(0)),
+        carry=None,
+    )
     log = tmp_path / "log.jsonl"
     for index, want_log in ((0, log), (1, None)):
         monkeypatch.setattr(jax, "process_index", lambda: index)

@@ -9,7 +9,10 @@ reals), at (B, T) = (1, 16384) and (16, 4096):
   default linear scan);
 - ``scan``: :func:`rnnjax.parallel.linear_scan` alone on coefficients of the minGRU's
   shape (value and gradient of the same loss with respect to ``a`` and ``b``): the bound
-  a minGRU step cannot beat with this scan.
+  a minGRU step cannot beat with this scan;
+- ``proj``: the minGRU's input product alone (value and gradient of the sum of squares of
+  ``x @ W + b``, on the ``(T * B, I)`` rows the engine uses). ``mingru / (scan + proj)``
+  is what the coefficient maths and the passes between the parts add.
 
 Each row is the median of ``--reps`` (default 7) rounds; a round calls every function
 once, in turn, so a load change on the machine touches all of them alike. Ratios are
@@ -62,6 +65,14 @@ def _steps(B, T):
         return jnp.sum(parallel.linear_scan(ab[0], ab[1], jnp.zeros((B, H))) ** 2)
 
     fns["scan"] = (jax.jit(jax.value_and_grad(scan_loss)), (a, b))
+    # the minGRU's input product alone (value and gradient, on the (T * B, I) rows the
+    # engine uses): with "scan", the two parts of a minGRU step no fusion can remove
+    mingru, p = cells["mingru"][0], fns["mingru"][1]
+
+    def proj_loss(p):
+        return jnp.sum(parallel.project_rows(mingru, p, jnp.swapaxes(xs, 0, 1)) ** 2)
+
+    fns["proj"] = (jax.jit(jax.value_and_grad(proj_loss)), p)
     return fns
 
 
@@ -69,6 +80,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="T / 16: a smoke test")
     ap.add_argument("--reps", type=int, default=7, help="rounds (median)")
+    ap.add_argument("--out", default="results", help="directory of the JSON")
     args = ap.parse_args()
     rows = []
     for B, T in SHAPES:
@@ -94,16 +106,18 @@ def main():
             "gru/mingru": med["gru"] / med["mingru"],
             "gru/lru": med["gru"] / med["lru"],
             "mingru/scan": med["mingru"] / med["scan"],
+            "mingru/(scan+proj)": med["mingru"] / (med["scan"] + med["proj"]),
         }
         rows.append(row)
         print(
             f"B={B:3d} T={T:6d} | "
             + " ".join(f"{k} {v:8.2f} ms" for k, v in row["ms"].items())
             + f" | gru/mingru {row['gru/mingru']:.2f}x gru/lru {row['gru/lru']:.2f}x"
-            f" mingru/scan {row['mingru/scan']:.2f}x",
+            f" mingru/scan {row['mingru/scan']:.2f}x"
+            f" mingru/(scan+proj) {row['mingru/(scan+proj)']:.2f}x",
             flush=True,
         )
-    out = pathlib.Path("results")
+    out = pathlib.Path(args.out)
     out.mkdir(exist_ok=True)
     path = out / f"parallel_speed_table{'_quick' if args.quick else ''}.json"
     path.write_text(

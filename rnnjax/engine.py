@@ -356,7 +356,7 @@ def _fused_forward(cell, hoist, zrate, params, s0, xs, m_seq, rec_fixed):
         new = _leave(s, new, carry, m, zrate)
         return new, (new, res)
 
-    inputs = cell.project(params, xs) if hoist else xs
+    inputs = par.project_rows(cell, params, xs) if hoist else xs
     st, (news, res) = jax.lax.scan(body, s0, (inputs, m_seq))
     ys = _zero_invalid(news.h, m_seq.get("valid"))
     # the states each step read, formed outside the loop as whole-array ops

@@ -338,6 +338,19 @@ def _expand(mask, ndim):
     return mask.reshape(mask.shape + (1,) * (ndim - mask.ndim))
 
 
+def project_rows(cell, params, xs):
+    """``cell.project`` of ``xs`` ``(T, *B, I)`` computed on the 2-D view ``(T * B, I)``.
+
+    The same values; the input product's weight gradient is then one 2-D product over all
+    rows. On the stacked 3-D array XLA:CPU transposes the whole ``(T, *B, P)`` cotangent
+    before a product contracting over two axes: measured 3.9x slower for the projection's
+    value and gradient at B=1, T=16384, I=32, P=128.
+    """
+    lead = xs.shape[:-1]
+    xp = cell.project(params, xs.reshape((-1, xs.shape[-1])))
+    return jax.tree_util.tree_map(lambda a: a.reshape(lead + a.shape[1:]), xp)
+
+
 def run_linear(cell, form, options, zrate, params, s0, xs, m_seq, rec_fixed):
     """The engine's parallel path for a cell with a linear form (see the module docstring).
 
@@ -346,7 +359,7 @@ def run_linear(cell, form, options, zrate, params, s0, xs, m_seq, rec_fixed):
     """
     # the barrier keeps XLA:CPU from fusing the input product into the coefficients' and
     # scan's consumers: measured 5.5x faster in a minGRU training step (B=1, T=16384)
-    xp = jax.lax.optimization_barrier(cell.project(params, xs))
+    xp = jax.lax.optimization_barrier(project_rows(cell, params, xs))
     a, b = form.coefficients(params, xp)  # (T, *B, S)
     h0 = form.to_scan(s0.h)  # (*B, S)
     nd = a.ndim

@@ -54,6 +54,17 @@ def test_parallel_speed_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_parallel_speed_table_quick(tmp_path):
+    out = _run("parallel_speed_table", tmp_path)
+    assert [(r["B"], r["T"]) for r in out["rows"]] == [(1, 1024), (16, 256)]
+    for r in out["rows"]:
+        assert set(r["ms"]) == {"gru", "mingru", "lru", "scan", "proj"}
+        assert all(v > 0 for v in r["ms"].values())
+        want = r["ms"]["mingru"] / (r["ms"]["scan"] + r["ms"]["proj"])
+        assert math.isclose(r["mingru/(scan+proj)"], want, rel_tol=1e-9)
+
+
+@pytest.mark.slow
 def test_parallel_convergence_quick(tmp_path):
     out = _run("parallel_convergence", tmp_path)
     rows = {r["rho"]: r for r in out["rows"]}

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from rnnjax import checks
 from rnnjax import initializers as inits
+from rnnjax import parallel as par
 from rnnjax.cells.base import Cell, state_dtype
 from rnnjax.cells.slstm import check_forget_bias, forget_bias_range
 
@@ -248,7 +249,7 @@ class MLSTM(Cell):
             valid = jnp.concatenate([valid, jnp.zeros((pad, B), bool)])
             if reset is not None:
                 reset = jnp.concatenate([reset, jnp.zeros((pad, B), bool)])
-        xp = self.project(params, xs)
+        xp = par.project_rows(self, params, xs)
         split = lambda a: a.reshape((n, L) + a.shape[1:])  # noqa: E731
 
         def chunk(carry, inp):

@@ -277,7 +277,7 @@ class RGLRU(DiagonalLinearCell):
         """
         refuse_step_masks("RGLRU", masks, rec_mask, zoneout)
         T = xs.shape[0]
-        a, mult, ix = self._parts(params, self.project(params, xs))  # (T, *B, H)
+        a, mult, ix = self._parts(params, par.project_rows(self, params, xs))  # (T, *B, H)
         sd = state_dtype(state.h)
         nd = a.ndim
         if self.unnormalised_start:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from rnnjax import checks
 from rnnjax import initializers as inits
+from rnnjax import parallel as par
 from rnnjax.cells.base import Cell, lead, state_dtype
 from rnnjax.cells.rglru import _expand, masked_linear_scan, refuse_step_masks
 
@@ -217,7 +218,7 @@ class S6(Cell):
           ((5, 3), (6,))
         """
         refuse_step_masks("S6", masks, rec_mask, zoneout)
-        a, bx, Cm, x = self._coefficients(params, self.project(params, xs))
+        a, bx, Cm, x = self._coefficients(params, par.project_rows(self, params, xs))
         flat = lambda v: v.reshape(v.shape[:-2] + (self.state_size,))  # noqa: E731
         sd = state_dtype(state.h)
         hs = masked_linear_scan(flat(a), flat(bx), state.h.astype(a.dtype), masks, options)

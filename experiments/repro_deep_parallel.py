@@ -343,10 +343,10 @@ def plot(out):
         axes[0].set_xlabel("step"), axes[0].legend(fontsize=7)
         return fig
     for name in (k for k in ("mingru", "minlstm", "lru", "gru") if k in lm):
-        n = max(1, len(lm[name]["train_loss_curve"]) // 100)
-        axes[1].plot(
-            np.exp(lm[name]["train_loss_curve"][::n]), label=f"{name} ({lm[name]['params']})"
-        )
+        curve = np.asarray(lm[name]["train_loss_curve"])
+        n = max(1, len(curve) // 100)  # about 100 points, at their true steps
+        steps = np.arange(1, len(curve) + 1)[::n]
+        axes[1].plot(steps, np.exp(curve[::n]), label=f"{name} ({lm[name]['params']})")
         axes[2].semilogy(ad[name]["eval_steps"], ad[name]["test_mse_curve"], label=name)
     axes[1].axhline(lm["perplexity_bound"], c="k", ls=":", label="bound exp(H)")
     axes[1].set_title("Markov LM: training perplexity"), axes[1].set_ylim(top=40)

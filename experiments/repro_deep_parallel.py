@@ -34,13 +34,14 @@ with the number ``N`` of complex units nearest width / 2 that brings its count w
 the GRU is one layer whose hidden size gives the nearest count. The counts are printed and
 stored, and must agree within 5 %.
 
-Run (seed 0): ``python experiments/repro_deep_parallel.py`` (about 20-25 min on the shared
-2-core CPU); ``--quick`` (tiny: ``L = 16``, ``K = 4``, width 16, 10-20 steps, and only
-minGRU x1 and minLSTM x2 on selective copying, the MinGRU and the GRU in b and c, though all
-four are matched and counted; used by the smoke test); ``--long`` (selective copying only,
-minGRU at depths 1, 2, 3 for 2400 steps, the same schedule stretched: how far the 600-step
-figures are from the papers' regime). Writes ``results/repro_deep_parallel[_quick|_long].json``
-and ``.png``.
+Run (seed 0): ``python experiments/repro_deep_parallel.py`` (sized for about 25 min on the
+shared 2-core CPU; it took 33 min while other jobs and the ``--long`` run shared it);
+``--quick`` (tiny: ``L = 16``, ``K = 4``, width 16, 10-20 steps, and only minGRU x1 and
+minLSTM x2 on selective copying, the MinGRU and the GRU in b and c, though all four are
+matched and counted; used by the smoke test); ``--long`` (selective copying only, minGRU at
+depths 1, 2, 3 for 2400 steps, the same schedule stretched: how far the 600-step figures are
+from the papers' regime; 23 min, same conditions). Writes
+``results/repro_deep_parallel[_quick|_long].json`` and ``.png``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 subprocess and writes its JSON with the figures the REPRODUCTIONS row reports.
 
 Marked slow: the preset compiles a train step and an evaluation per model (six models
-trained, four more counted); the test took 4 min 50 s of wall time (1 min 37 s of CPU) on
-the shared 2-core CPU while other jobs loaded it, over the 20 s a default-run test may take."""
+trained, four more counted); on the shared 2-core CPU the preset took 81 s (79 s of CPU) and
+the test 1 min 52 s, or 4 min 50 s while other jobs loaded the machine: over the 20 s a
+default-run test may take."""
 
 import json
 import math

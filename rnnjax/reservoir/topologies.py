@@ -243,7 +243,8 @@ def fast_spectral(
 
     Each entry has variance ``r^2 / N``, so by the circular law the eigenvalues fill the
     disc of radius ``r``: the spectral radius is ``r`` up to a finite-size deviation
-    (measured: within a few percent at ``N = 500``, ``density = 0.1``, as ReservoirPy's).
+    (measured at ``N = 500``, ``density = 0.1``, ``r = 0.9``, three draws: 0.913-0.935;
+    ReservoirPy's: 0.909-0.923).
     ``spectral_radius=None``: ``a = 1`` (ReservoirPy's convention).
 
     Args:

@@ -6,6 +6,8 @@ One job per module:
   drivers run).
 - :mod:`~rnnjax.reservoir.matrices`: reservoir matrices (random dense and sparse,
   orthogonal, cycle, cycle with jumps, delay line, user-supplied) and their products.
+- :mod:`~rnnjax.reservoir.topologies`: small-world, clustered, ``+-1`` and fast spectral
+  initialisation matrices.
 - :mod:`~rnnjax.reservoir.readouts`: ridge statistics and the centred, checked solves.
 - :mod:`~rnnjax.reservoir.preamble`: the checks and call every driver shares.
 - :mod:`~rnnjax.reservoir.drivers`: harvest and the teacher-forced ridge fits.
@@ -39,6 +41,7 @@ from rnnjax.reservoir import (
     readouts,
     spiking,
     sweeps,
+    topologies,
     variants,
 )
 from rnnjax.reservoir.cell import EchoState, EchoStateState
@@ -69,6 +72,7 @@ from rnnjax.reservoir.readouts import (
 )
 from rnnjax.reservoir.spiking import LIF, LIFState
 from rnnjax.reservoir.sweeps import random_search, sweep
+from rnnjax.reservoir.topologies import bernoulli, cluster, fast_spectral, small_world
 from rnnjax.reservoir.variants import (
     ES2N,
     LOCAL_RULES,
@@ -91,6 +95,7 @@ __all__ = [
     "nvar",
     "readouts",
     "sweeps",
+    "topologies",
     "EchoState",
     "EchoStateState",
     "ES2N",
@@ -132,6 +137,10 @@ __all__ = [
     "freeze_reservoir",
     "dense_matrix",
     "TOPOLOGIES",
+    "small_world",
+    "cluster",
+    "bernoulli",
+    "fast_spectral",
     "NVAR",
     "nvar_features",
     "RESERVOIR_KEYS",

@@ -66,14 +66,16 @@ class EchoState:
     entries ``U(-1, 1) * input_scaling``, a fraction ``input_density`` of them non-zero;
     ``w``: the recurrent matrix of ``topology`` (:mod:`rnnjax.reservoir.matrices`): dense
     ``(N, N)`` in the math orientation (``W @ x``) for ``"normal"``, ``"uniform"``,
-    ``"orthogonal"``; edge weights ``(N,)`` (and ``w_jump`` ``(N,)``) for the structured
+    ``"orthogonal"``, ``"small_world"``, ``"cluster"``, ``"bernoulli"``,
+    ``"fast_spectral"``; edge weights ``(N,)`` (and ``w_jump`` ``(N,)``) for the structured
     ``"cycle"``, ``"jumps"``, ``"delay"``, whose product is ``O(N)``; ``b`` ``(N,)``
     ``U(-1, 1) * bias_scaling``; ``w_fb`` ``(F, N)`` ``U(-1, 1) * feedback_scaling``.
 
     Spectral radius: random dense ``w`` is scaled to ``spectral_radius`` exactly, by its
     eigenvalues computed with LAPACK in float64 on the host (see
     :func:`rnnjax.diagnostics.spectral_radius`): one ``O(N^3)`` solve in ``init`` (1-2 s
-    at ``N = 2000``). Orthogonal and cycle reservoirs have it by construction.
+    at ``N = 2000``). Orthogonal and cycle reservoirs have it by construction;
+    ``"fast_spectral"`` has it in expectation (no solve).
     ``spectral_radius=None`` leaves ``w`` unscaled.
 
     Precision: weights are drawn in ``param_dtype`` (float32 or float64; bfloat16 and
@@ -98,10 +100,17 @@ class EchoState:
       noise: standard deviation of the state noise (default 0).
       activation: ``"tanh"`` (default) or ``"identity"`` (linear reservoir).
       param_dtype: dtype of the parameters (default float32).
-      topology: ``"normal"`` (default), ``"uniform"``, ``"orthogonal"``, ``"cycle"``,
+      topology: ``"normal"`` (default), ``"uniform"``, ``"orthogonal"``,
+        ``"small_world"``, ``"cluster"``, ``"bernoulli"``, ``"fast_spectral"``, ``"cycle"``,
         ``"jumps"`` or ``"delay"`` (:mod:`rnnjax.reservoir.matrices`).
       jump_size: jump length ``l`` of ``"jumps"`` (default 4).
       jump_weight: jump weight relative to the cycle weight of ``"jumps"`` (default 0.5).
+      neighbours: lattice neighbours per unit of ``"small_world"`` (even, default 2).
+      rewire: rewiring probability of ``"small_world"`` (default 0.1).
+      clusters: number of blocks of ``"cluster"`` (default 3; ``hidden_size`` a multiple);
+        ``density`` is the density inside the blocks.
+      inter_density: density between the blocks of ``"cluster"`` (default 0.01).
+      bernoulli_p: probability of a ``+1`` entry of ``"bernoulli"`` (default 0.5).
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -129,6 +138,11 @@ class EchoState:
     topology: str = "normal"
     jump_size: int = 4
     jump_weight: float = 0.5
+    neighbours: int = 2
+    rewire: float = 0.1
+    clusters: int = 3
+    inter_density: float = 0.01
+    bernoulli_p: float = 0.5
 
     def __post_init__(self):
         checks.integer("input_size", self.input_size, 1)
@@ -148,6 +162,19 @@ class EchoState:
         if self.topology == "jumps":
             checks.integer("jump_size", self.jump_size, 1, self.hidden_size - 1)
         checks.number("jump_weight", self.jump_weight, 0.0)
+        if self.topology == "small_world":
+            checks.integer("neighbours", self.neighbours, 0, self.hidden_size - 1)
+            if self.neighbours % 2:
+                raise ValueError(f"neighbours must be even; got {self.neighbours}")
+        checks.number("rewire", self.rewire, 0.0, 1.0)
+        checks.integer("clusters", self.clusters, 1)
+        if self.topology == "cluster" and self.hidden_size % self.clusters:
+            raise ValueError(
+                f"hidden_size must be a multiple of clusters; got {self.hidden_size}, "
+                f"{self.clusters}"
+            )
+        checks.number("inter_density", self.inter_density, 0.0, 1.0)
+        checks.number("bernoulli_p", self.bernoulli_p, 0.0, 1.0)
         checks.floating_dtype("param_dtype", self.param_dtype)
 
     @property
@@ -201,6 +228,11 @@ class EchoState:
                 density=self.density,
                 jump_size=self.jump_size,
                 jump_weight=self.jump_weight,
+                neighbours=self.neighbours,
+                rewire=self.rewire,
+                clusters=self.clusters,
+                inter_density=self.inter_density,
+                bernoulli_p=self.bernoulli_p,
                 dtype=dt,
             )
         rest = _init_rest(

@@ -90,8 +90,18 @@ def harvest_stack(cells: Sequence, params: Sequence, us, *, input_to_all: bool =
 def _fit_states_jit(Z, ys, washout, ridge, *, precision):
     dt = ro.accum_dtype(precision)
     acc = ro.acc_init(Z.shape[1], ys.shape[1], dt)
-    acc = ro.acc_add(acc, Z, ys, jnp.arange(Z.shape[0]) >= washout)
-    return ro.acc_solve(acc, ridge)
+    mask = jnp.arange(Z.shape[0]) >= washout
+    acc = ro.acc_add(acc, Z, ys, mask)
+    out = ro.acc_solve(acc, ridge)
+    if isinstance(acc, ro.QRMoments):
+        return out
+
+    def by_qr(_):  # the Gram squared a bad condition: solve from the R factor
+        return ro.acc_solve(
+            ro.acc_add(ro.acc_init(*acc.cfy.shape, dt, qr=True), Z, ys, mask), ridge
+        )
+
+    return jax.lax.cond(ro.needs_qr(acc, out[1]), by_qr, lambda _: out, None)
 
 
 def fit_states(features, ys, *, ridge: float, washout: int = 0, precision: str = "float64"):

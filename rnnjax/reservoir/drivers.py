@@ -111,7 +111,9 @@ def padded_chunks(x, C, n):
     return x.reshape((n, C) + x.shape[1:])
 
 
-def stats_run(cell, params, us, ys, teacher, state, washout, chunk, accum, key, with_input):
+def stats_run(
+    cell, params, us, ys, teacher, state, washout, chunk, accum, key, with_input, qr=False
+):
     """Run and accumulate centred :class:`~rnnjax.reservoir.readouts.Moments` chunk by
     chunk (``chunk`` states alive at a time). Returns ``(moments, state)``."""
     T, N = us.shape[0], cell.hidden_size
@@ -130,7 +132,7 @@ def stats_run(cell, params, us, ys, teacher, state, washout, chunk, accum, key, 
         mom = ro.acc_add(mom, ro.features(H, u_c if with_input else None), y_c, m)
         return (st, mom), None
 
-    init = (state, ro.acc_init(F, ys.shape[1], accum))
+    init = (state, ro.acc_init(F, ys.shape[1], accum, qr))
     tf = None if teacher is None else padded_chunks(teacher, C, n)
     xs = (jnp.arange(n), padded_chunks(us, C, n), padded_chunks(ys, C, n), tf)
     (st, mom), _ = jax.lax.scan(body, init, xs)
@@ -165,6 +167,7 @@ def _fit_jit(
     columns ``splits[k]``, gets ridge ``ridges[k]``; one eigendecomposition)."""
     if mode == "harvest":
         return teacher_forced(cell, params, state, us, teacher, key)
+    state0 = state
     mom, state = stats_run(
         cell, params, us, ys, teacher, state, washout, chunk, ro.accum_dtype(precision), key,
         with_input,
@@ -172,8 +175,15 @@ def _fit_jit(
     if mode == "stats":
         return ro.acc_to_stats(mom), state
     if mode == "fit":
-        readout, info = ro.acc_solve(mom, ridges)
-        return readout, state, info
+        out = ro.acc_solve(mom, ridges)
+
+        def by_qr(_):  # the same run again, accumulating the R factor (same noise key)
+            args = (us, ys, teacher, state0, washout, chunk, ro.accum_dtype(precision), key)
+            return ro.acc_solve(stats_run(cell, params, *args, with_input, qr=True)[0], ridges)
+
+        if isinstance(mom, ro.Moments):
+            out = jax.lax.cond(ro.needs_qr(mom, out[1]), by_qr, lambda _: out, None)
+        return out[0], state, out[1]
     return ro.acc_solve_many(mom, ridges, splits), state
 
 

@@ -83,7 +83,7 @@ def predict(cell, params, readout, us, state=None, *, teacher=None, key=None):
       (2, 50, 1)
     """
     s = setup(cell, params, us, state, key=key, teacher=teacher, batch=True)
-    O, _ = ro.check_readout(readout, cell.hidden_size, cell.input_size)
+    O, _ = check_readout(readout, cell.hidden_size, cell.input_size)
     if cell.feedback_size and O != cell.feedback_size and teacher is None:
         raise ValueError(
             f"readout outputs O = {O} values but the cell feeds back F = "
@@ -162,7 +162,7 @@ def generate(cell, params, readout, state, n: int, *, inputs=None):
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
     dummy = jnp.zeros(batch + (1, cell.input_size), dtype)
     s = setup(cell, params, dummy, state, batch=True)
-    O, with_input = ro.check_readout(readout, cell.hidden_size, cell.input_size)
+    O, with_input = check_readout(readout, cell.hidden_size, cell.input_size)
     if with_input:
         raise ValueError(
             "generate needs a readout of the states alone (no include_input): "
@@ -234,7 +234,7 @@ def forecast(cell, params, readout, warmup, n_steps: int, *, state=None):
         raise ValueError(
             f"warmup must hold at least one observation (T >= 1); got shape {warmup.shape}"
         )
-    O, with_input = ro.check_readout(readout, cell.hidden_size, cell.input_size)
+    O, with_input = check_readout(readout, cell.hidden_size, cell.input_size)
     if with_input:
         raise ValueError(
             "forecast needs a readout of the states alone (include_input=False): the free "
@@ -283,10 +283,29 @@ def readout_apply(readout, hs, us=None):
             "with include_input=True needs its inputs, pass us"
         )
     I = 0 if us is None else jnp.shape(us)[-1]  # noqa: E741
-    _, with_input = ro.check_readout(readout, N, I)
+    _, with_input = check_readout(readout, N, I)
     if us is not None and not with_input:
         raise ValueError(
             "us was given but the readout has no input rows (fit without include_input)"
         )
     with ro.x64("float64" if readout["w_out"].dtype == jnp.float64 else "float32"):
         return _apply_jit(readout, hs, None if us is None else jnp.asarray(us, hs.dtype))
+
+
+def check_readout(readout, N: int, I: int = 0) -> tuple:  # noqa: E741
+    """Checks a readout dict; returns ``(O, include_input)``: ``w_out`` has ``N`` rows
+    (states only) or ``N + I`` (states and inputs)."""
+    if not isinstance(readout, dict) or set(readout) != set(ro.READOUT_KEYS):
+        raise ValueError(
+            f"readout must be a dict with keys {ro.READOUT_KEYS} (from fit_ridge / fit_rls); "
+            f"got {type(readout).__name__} {list(readout) if isinstance(readout, dict) else ''}"
+        )
+    w, b = readout["w_out"], readout["b_out"]
+    rows = jnp.shape(w)[0] if jnp.ndim(w) == 2 else None
+    if rows not in (N, N + I) or jnp.shape(b) != (jnp.shape(w)[1],):
+        want = f"{N}" + (f" or N + I = {N + I}" if I else "")
+        raise ValueError(
+            f"readout must hold w_out of shape (N, O) with N = {want} rows and b_out of "
+            f"shape (O,); got w_out {jnp.shape(w)}, b_out {jnp.shape(b)}"
+        )
+    return jnp.shape(w)[1], bool(I) and rows == N + I

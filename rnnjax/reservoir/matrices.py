@@ -17,9 +17,39 @@ Topologies (the ``topology`` field of :class:`rnnjax.reservoir.EchoState`):
   ``r_c = 1``, ``r_j = jump_weight``, then both scaled so that the spectral radius is
   ``spectral_radius`` (computed numerically: dense LAPACK up to ``N = 2048``, ARPACK on
   the ``O(N)`` product above).
+- ``"small_world"``: a Watts-Strogatz graph (Watts & Strogatz 1998), ReservoirPy's
+  ``small_world``: the ring lattice joining every unit to its ``neighbours`` nearest units
+  (``neighbours / 2`` on each side, both directions), then each lattice edge ``{i, j}``
+  (``i = j + k mod N``) rewired with probability ``rewire`` to ``{i, j'}``, ``j'`` drawn
+  uniformly among the units not yet linked to ``i``; Gaussian weights (independent in each
+  direction), scaled to ``spectral_radius``. The pattern stays symmetric and keeps
+  ``N * neighbours`` non-zeros. See :func:`~rnnjax.reservoir.topologies.small_world`.
+- ``"cluster"``: ``clusters`` equal diagonal blocks of density ``density`` joined by
+  entries of density ``inter_density`` (an Erdos-Renyi clustered graph; ReservoirPy's
+  ``cluster``, ``p_in``, ``p_out``); Gaussian weights scaled to ``spectral_radius``.
+  See :func:`~rnnjax.reservoir.topologies.cluster`.
+- ``"bernoulli"``: a fraction ``density`` of entries non-zero, each ``+1`` with probability
+  ``bernoulli_p`` and ``-1`` otherwise, scaled to ``spectral_radius`` (ReservoirPy's
+  ``bernoulli``). See :func:`~rnnjax.reservoir.topologies.bernoulli`.
+- ``"fast_spectral"``: fast spectral initialisation (Gallicchio, Micheli & Pedrelli 2020,
+  ReservoirPy's ``fast_spectral_initialization``): a fraction ``density`` of entries
+  ``U(-a, a)``, ``a = sqrt(3) r / sqrt(density N)``, so that each entry has variance
+  ``r^2 / N`` and, by the circular law, the spectral radius is close to ``r`` =
+  ``spectral_radius`` without any eigenvalue solve (no ``O(N^3)`` step in ``init``).
+  See :func:`~rnnjax.reservoir.topologies.fast_spectral`.
 - ``"delay"``: the delay line (Rodan & Tino 2011, DLR): unit ``i`` feeds unit ``i + 1``
   for ``i < N - 1`` with weight ``r`` = ``spectral_radius``. ``W`` is nilpotent: its
   spectrum is ``{0}``, so here ``spectral_radius`` sets the edge weight, not a radius.
+
+Random draws and ReservoirPy: rnnjax draws with JAX's counter-based RNG, ReservoirPy with
+numpy's, so the same seed gives different matrices; the tests check the structure that is
+deterministic (the lattice without rewiring, the block pattern, the value set) and the
+statistics (degrees, densities, symmetry, spectral radius) against ReservoirPy's
+generators. Sparse entries are drawn independently (a Bernoulli mask, as ``"normal"``),
+where ReservoirPy draws an exact number of non-zeros: same expected density. ReservoirPy's
+``small_world`` given an integer seed draws both directions' weights from the same seed,
+so the matrix comes out symmetric; given a generator (as its spectral-radius scaling
+passes) the directions are independent, as here.
 
 Storage and product. Dense topologies store ``w`` ``(N, N)`` (math orientation,
 ``W @ h``). The structured ones never form ``W``: ``w`` ``(N,)`` holds the edge weights
@@ -37,6 +67,9 @@ References:
   Rodan & Tino (2012). Simple deterministically constructed cycle reservoirs with regular
   jumps. Neural Computation 24(7).
   White, Lee & Sompolinsky (2004). Short-term memory in orthogonal neural networks. PRL 92.
+  Watts & Strogatz (1998). Collective dynamics of 'small-world' networks. Nature 393.
+  Gallicchio, Micheli & Pedrelli (2020). Fast spectral radius initialization for recurrent
+  neural networks. In: Recent Advances in Big Data and Deep Learning, 380-390.
 """
 
 from __future__ import annotations
@@ -47,7 +80,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import checks, diagnostics
+from rnnjax import checks
+from rnnjax.reservoir.topologies import (
+    _draw_dtype,
+    _finish,
+    bernoulli,
+    cluster,
+    fast_spectral,
+    small_world,
+)
 
 __all__ = [
     "TOPOLOGIES",
@@ -59,15 +100,9 @@ __all__ = [
     "structured_spectral_radius",
 ]
 
-DENSE = ("normal", "uniform", "orthogonal")
+DENSE = ("normal", "uniform", "orthogonal", "small_world", "cluster", "bernoulli", "fast_spectral")
 STRUCTURED = ("cycle", "jumps", "delay")
 TOPOLOGIES = DENSE + STRUCTURED
-
-
-def _draw_dtype(dtype) -> jnp.dtype:
-    """Draw in the parameter dtype, but never below float32 (bfloat16/float16 parameters
-    are drawn in float32 and cast: every backend can draw float32)."""
-    return jnp.promote_types(jnp.float32, jnp.dtype(dtype))
 
 
 def _jump_mask(N: int, jump_size: int) -> np.ndarray:
@@ -164,10 +199,7 @@ def _dense_draw(key, density, sr, *, topology, N, dtype, scale):
     else:
         w = jax.random.uniform(k_w, (N, N), dd, -1.0, 1.0)
     w = jnp.where(jax.random.bernoulli(k_m, density, (N, N)), w, jnp.zeros((), dd))
-    if scale:
-        rho = diagnostics.spectral_radius(w).astype(dd)
-        w = w * jnp.where(rho > 0, sr / jnp.where(rho > 0, rho, 1.0), 0.0).astype(dd)
-    return w.astype(dtype)
+    return _finish(w, sr if scale else None, dd, dtype)
 
 
 def draw(
@@ -179,6 +211,11 @@ def draw(
     density: float = 1.0,
     jump_size: int = 0,
     jump_weight: float = 0.5,
+    neighbours: int = 2,
+    rewire: float = 0.1,
+    clusters: int = 3,
+    inter_density: float = 0.01,
+    bernoulli_p: float = 0.5,
     dtype=jnp.float32,
 ) -> dict:
     """Draw ``W`` of one topology: ``{"w": ...}`` (plus ``"w_jump"`` for ``"jumps"``).
@@ -188,8 +225,12 @@ def draw(
       topology: one of :data:`TOPOLOGIES`.
       N: reservoir size.
       spectral_radius: target radius (``None``: unscaled; for ``"delay"`` the edge weight).
-      density: fraction of non-zero entries (``"normal"``, ``"uniform"``).
+      density: fraction of non-zero entries (``"normal"``, ``"uniform"``, ``"bernoulli"``,
+        ``"fast_spectral"``; inside the blocks of ``"cluster"``).
       jump_size, jump_weight: ``l`` and ``r_j / r_c`` of ``"jumps"``.
+      neighbours, rewire: lattice neighbours and rewiring probability of ``"small_world"``.
+      clusters, inter_density: blocks and the density between them of ``"cluster"``.
+      bernoulli_p: probability of ``+1`` of ``"bernoulli"``.
       dtype: the parameter dtype; drawn in it (never below float32, then cast).
 
     Returns:
@@ -204,6 +245,31 @@ def draw(
     """
     checks.choice("topology", topology, TOPOLOGIES)
     dt = jnp.dtype(dtype)
+    sr = spectral_radius
+    if topology == "small_world":
+        return {
+            "w": small_world(
+                key, N, neighbours=neighbours, rewire=rewire, spectral_radius=sr, dtype=dt
+            )
+        }
+    if topology == "cluster":
+        return {
+            "w": cluster(
+                key,
+                N,
+                clusters=clusters,
+                density=density,
+                inter_density=inter_density,
+                spectral_radius=sr,
+                dtype=dt,
+            )
+        }
+    if topology == "bernoulli":
+        return {
+            "w": bernoulli(key, N, p=bernoulli_p, density=density, spectral_radius=sr, dtype=dt)
+        }
+    if topology == "fast_spectral":
+        return {"w": fast_spectral(key, N, spectral_radius=sr, density=density, dtype=dt)}
     if topology in DENSE:
         sr = 1.0 if spectral_radius is None else spectral_radius
         return {

@@ -38,6 +38,7 @@ import numpy as np
 
 import rnnjax.reservoir.readouts as ro
 from rnnjax import checks
+from rnnjax.reservoir.freerun import check_readout
 
 __all__ = ["NVAR", "nvar_features"]
 
@@ -157,7 +158,7 @@ class NVAR:
     def predict(self, readout, us, *, residual: bool = False):
         """One-step outputs ``(T, O)`` for inputs ``(T, I)`` (``u_t + out`` if residual)."""
         us = checks.floating_array("us", us, 2, f" (T, {self.input_size})")
-        ro.check_readout(readout, self.feature_size)
+        check_readout(readout, self.feature_size)
         with ro.x64("float64" if readout["w_out"].dtype == jnp.float64 else "float32"):
             feats = self.features(jnp.asarray(us, readout["w_out"].dtype))
             out = ro.apply(readout, feats)
@@ -177,7 +178,7 @@ class NVAR:
                 f"history must have shape (>= {W}, {self.input_size}); got "
                 f"{checks.describe(history)}"
             )
-        O, _ = ro.check_readout(readout, self.feature_size)
+        O, _ = check_readout(readout, self.feature_size)
         if O != self.input_size:
             raise ValueError(f"forecast feeds the output back: needs O = I = {self.input_size}")
         with ro.x64("float64" if readout["w_out"].dtype == jnp.float64 else "float32"):

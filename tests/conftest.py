@@ -31,14 +31,14 @@ import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-# the slow tests of these files form the profiles (.ci/run runs them all in one `-m slow` run)
+# the slow tests of these files form the profiles .ci/run runs (in one run); the other slow
+# tests (experiment presets, long derivative compiles) run by hand: -m "slow and not (...)"
 PROFILES = {
     "test_properties.py": "properties",
     "test_faults.py": "faults",
     "test_multiprocess.py": "multiprocess",
     "test_distributed.py": "multiprocess",
     "test_parallel.py": "parallel",
-    "test_parallel_experiments.py": "parallel",
 }
 
 

@@ -356,15 +356,16 @@ def bad_input(data):
 # --------------------------------------------------------------------------- tests
 
 # (property, examples in the default profile, examples in the long profile): the long
-# profile (``-m "slow and properties"``) runs 300 examples of the semantic properties
-# together and 300 generated bad calls
+# profile (``-m "slow and properties"``) runs 150 examples of the semantic properties
+# together and 150 generated bad calls (sized to CI's budget: 300 + 300 took 11 minutes of
+# the two cores' 45)
 PROPERTIES = {
-    "loop_equality": (loop_equality, 6, 100),
-    "padding_invariance": (padding_invariance, 4, 60),
-    "batched_equals_per_example": (batched_equals_per_example, 3, 40),
-    "unroll_batch_equals_unroll": (unroll_batch_equals_unroll, 4, 60),
-    "jit_equals_no_jit": (jit_equals_no_jit, 3, 40),
-    "bad_input": (bad_input, 40, 300),
+    "loop_equality": (loop_equality, 6, 50),
+    "padding_invariance": (padding_invariance, 4, 30),
+    "batched_equals_per_example": (batched_equals_per_example, 3, 20),
+    "unroll_batch_equals_unroll": (unroll_batch_equals_unroll, 4, 30),
+    "jit_equals_no_jit": (jit_equals_no_jit, 3, 20),
+    "bad_input": (bad_input, 40, 150),
 }
 LONG_EXAMPLES = collections.Counter()  # examples run by the long profile's tests
 
@@ -398,11 +399,11 @@ def test_zz_report_examples():
 
 
 @pytest.mark.slow
-def test_zz_long_profile_ran_300_examples():
-    """The long profile ran its examples: at least 300 semantic examples, and the generated
-    bad calls as far as hypothesis goes with them (it ran 227 of the 300 asked for in the
-    run that set this bound: it stops early when it finds no new distinct calls), so at
-    least 100 of those."""
+def test_zz_long_profile_ran_150_examples():
+    """The long profile ran its examples: at least 150 semantic examples, and the generated
+    bad calls as far as hypothesis goes with them (it ran 227 of 300 asked for in the run
+    that set this bound: it stops early when it finds no new distinct calls), so at least
+    75 of those."""
     semantic = sum(v for k, v in LONG_EXAMPLES.items() if k != "bad_input")
     print(f"\nlong-profile examples: {dict(LONG_EXAMPLES)}; semantic {semantic}")
-    assert semantic >= 300 and LONG_EXAMPLES["bad_input"] >= 100, dict(LONG_EXAMPLES)
+    assert semantic >= 150 and LONG_EXAMPLES["bad_input"] >= 75, dict(LONG_EXAMPLES)

@@ -279,6 +279,21 @@ if __name__ == "__main__":
                 r = json.load(f)
             print(json.dumps({k: v for k, v in r.items() if k != "params"}))
         sys.exit(code)
-    r = worker(a)
+    try:
+        r = worker(a)
+    except BaseException as err:  # noqa: BLE001 - any failure of a worker ends it at once
+        # a normal exit would run JAX's distributed shutdown, a barrier that waits for
+        # every other process: those wait in the next collective, so the failed worker
+        # would hang until the coordination timeout and the launcher could not stop them
+        import traceback
+
+        code = 130 if isinstance(err, KeyboardInterrupt) else 1
+        if isinstance(err, SystemExit):
+            code = err.code if isinstance(err.code, int) else 1
+        else:
+            traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     if r["processes"] == 1:
         print(json.dumps({k: v for k, v in r.items() if k != "params"}))

@@ -1,14 +1,12 @@
 """The character-level language model example: its quick preset runs end to end in a
 fresh process (train on Python's own source, validate, checkpoint, restore from the
-directory alone, sample), and the README's short version runs too (marked slow)."""
+directory alone, sample). The README's code blocks run in tests/test_readme.py."""
 
 import json
 import os
 import re
 import subprocess
 import sys
-
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(ROOT, "experiments")
@@ -52,22 +50,3 @@ def test_char_lm_quick_preset_trains_validates_restores_and_samples(tmp_path):
     assert cfg["trainer"]["model"]["class"] == "rnnjax.models.SequenceModel"
     rows = [json.loads(x) for x in (tmp_path / "char_lm_quick.jsonl").read_text().splitlines()]
     assert [x["position"] for x in rows] == list(range(1, 91))
-
-
-@pytest.mark.slow
-def test_readme_char_lm_example_runs(tmp_path):
-    text = open(os.path.join(ROOT, "README.md")).read()
-    i = text.index("### A character-level language model, end to end")
-    code = re.search(r"```python\n(.*?)```", text[i:], re.S).group(1)
-    code = code.replace('"/tmp/char_lm.jsonl"', repr(str(tmp_path / "log.jsonl")))
-    code = code.replace('"/tmp/char_lm"', repr(str(tmp_path / "run")))
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=str(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.splitlines()[-1].startswith("def ") or "def " in proc.stdout

@@ -81,3 +81,42 @@ def test_parallel_quality_quick(tmp_path):
     for name in ("mingru", "minlstm", "lru", "gru", "lstm"):
         assert math.isfinite(out["adding"][name]["final_test_mse"])
         assert math.isfinite(out["language_model"][name]["perplexity"])
+
+
+@pytest.mark.slow
+def test_repro_deep_parallel_quick(tmp_path):
+    """The deep-block reproductions' quick preset (about 80 s alone: it compiles a train
+    step and an evaluation per model) writes the figures its REPRODUCTIONS row reports."""
+    out = _run("repro_deep_parallel", tmp_path)
+    assert out["quick"] is True and out["seed"] == 0
+    assert (tmp_path / "repro_deep_parallel_quick.png").exists()
+
+    sc = out["selective_copying"]
+    assert sc["runs"] and sc["K"] == 4
+    for run in sc["runs"]:
+        r = sc[run]
+        for acc in r["test_accuracy_curve"] + [r["best_test_accuracy"]]:
+            assert 0.0 <= acc <= 1.0
+        assert r["final_test_accuracy"] == r["test_accuracy_curve"][-1]
+        assert all(math.isfinite(v) for v in r["train_loss_curve"])
+        assert len(r["train_loss_curve"]) == sc["steps"] and r["params"] > 0
+    # deeper is bigger: a block's worth of parameters per layer
+    assert sc["minlstm_x2"]["params"] > sc["mingru_x1"]["params"]
+
+    for task in ("language_model", "adding"):
+        t = out[task]
+        counts = t["param_counts"]
+        assert set(counts) == {"mingru", "minlstm", "lru", "gru"}
+        for name, c in counts.items():
+            # the GRU and the three-block parallel models have equal parameter counts
+            assert abs(c - counts["mingru"]) <= out["tolerance"] * counts["mingru"], (task, name)
+            assert t["param_gap_vs_mingru"][name] <= out["tolerance"]
+        for name in ("mingru", "gru"):
+            assert t[name]["params"] == counts[name]
+    for name in ("mingru", "gru"):
+        lm = out["language_model"][name]
+        assert math.isfinite(lm["perplexity"]) and lm["perplexity"] > 1.0
+        assert all(math.isfinite(v) for v in lm["train_loss_curve"])
+        ad = out["adding"][name]
+        assert math.isfinite(ad["final_test_mse"]) and ad["final_test_mse"] >= 0.0
+        assert ad["final_test_mse"] == ad["test_mse_curve"][-1]

@@ -25,7 +25,6 @@ Run (seed 0): ``python experiments/parallel_quality.py`` (adding 1000 steps, lan
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import repro_common as rc
@@ -49,19 +48,6 @@ def layers(I):
         "gru": rj.Recurrent(rj.GRU(I, H)),
         "lstm": rj.Recurrent(rj.LSTM(I, H)),
     }
-
-
-def perplexity(model, params, source):
-    @jax.jit
-    def ce(params, inputs, targets):
-        _, logits = model.apply_batch(params, inputs)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-
-    nll = [
-        np.asarray(ce(params, jnp.asarray(b["inputs"]), jnp.asarray(b["targets"])))[:, 1:]
-        for b in (source.batch(i, BATCH, EVAL_LEN, seed=SEED + 1000) for i in range(EVAL_BATCHES))
-    ]
-    return float(np.exp(np.concatenate([n.ravel() for n in nll]).mean()))
 
 
 def main():
@@ -118,7 +104,7 @@ def main():
         state, log = rc.train(
             trainer, key, lambda i: source.batch(i, BATCH, SEQ_LEN, seed=SEED), lm_steps
         )
-        ppl = perplexity(model, state.params, source)
+        ppl = rc.perplexity(model, state.params, source, BATCH, EVAL_LEN, EVAL_BATCHES, SEED + 1000)
         out["language_model"][name] = {
             "perplexity": ppl,
             "seconds": log["seconds"],

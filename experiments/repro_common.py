@@ -146,5 +146,23 @@ def train(
     return state, log
 
 
+def perplexity(model, params, source, batch: int, length: int, batches: int, seed: int) -> float:
+    """Held-out perplexity of a language ``model`` on ``batches`` batches of ``source``
+    (``batch`` sequences of ``length`` tokens, seeds from ``seed``), the first target of
+    each sequence left out (the model has seen no context for it)."""
+    import optax
+
+    @jax.jit
+    def ce(params, inputs, targets):
+        _, logits = model.apply_batch(params, inputs)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+
+    nll = [
+        np.asarray(ce(params, jnp.asarray(b["inputs"]), jnp.asarray(b["targets"])))[:, 1:]
+        for b in (source.batch(i, batch, length, seed=seed) for i in range(batches))
+    ]
+    return float(np.exp(np.concatenate([n.ravel() for n in nll]).mean()))
+
+
 def param_count(params) -> int:
     return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))

@@ -226,19 +226,6 @@ def run_selective(p, key):
     return out
 
 
-def perplexity(model, params, source):
-    @jax.jit
-    def ce(params, inputs, targets):
-        _, logits = model.apply_batch(params, inputs)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-
-    nll = [
-        np.asarray(ce(params, jnp.asarray(b["inputs"]), jnp.asarray(b["targets"])))[:, 1:]
-        for b in (source.batch(i, BATCH, EVAL_LEN, seed=SEED + 1000) for i in range(EVAL_BATCHES))
-    ]
-    return float(np.exp(np.concatenate([n.ravel() for n in nll]).mean()))
-
-
 def _within(counts):
     ref = counts["mingru"]
     return {k: abs(v - ref) / ref for k, v in counts.items()}
@@ -269,7 +256,7 @@ def run_language_model(p, key):
             steps,
             label=f"language model {name}",
         )
-        ppl = perplexity(model, state.params, source)
+        ppl = rc.perplexity(model, state.params, source, BATCH, EVAL_LEN, EVAL_BATCHES, SEED + 1000)
         out[name] = {
             "perplexity": ppl, "seconds": log["seconds"], "params": count,
             "layer": repr(model.layer), "train_loss_curve": log["train_loss"],

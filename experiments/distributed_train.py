@@ -22,7 +22,8 @@ the final parameters; it alone writes the files the processes share (the checkpo
 
 With ``--processes`` the launcher passes each worker's error output through (prefixed
 ``[worker i]``); when a worker fails it stops every other worker at once and exits with
-the failing worker's exit code, after printing the end of its error output
+the failing worker's exit code, after printing the end of its error output (when several
+have failed, the one whose error began first: the others lost their peer)
 (``--timeout`` stops the whole job after that many seconds, exit code 124).
 """
 
@@ -194,6 +195,10 @@ def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
         port = s.getsockname()[1]
     env = dict(os.environ, RNNJAX_LAUNCHER_PID=str(os.getpid()))
     procs, tails, readers = [], [], []
+    # when each worker's error began (its first traceback line, else the end of its
+    # output): one worker's failure makes the others fail too (they lose their peer in
+    # the next collective), so the first to begin is the cause
+    began = [None] * args.processes
     for i in range(args.processes):
         cmd = [
             sys.executable,
@@ -219,8 +224,12 @@ def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
 
         def pump(p=p, tail=tail, i=i):
             for line in p.stderr:
+                if began[i] is None and line.startswith("Traceback (most recent call last)"):
+                    began[i] = time.monotonic()
                 tail.append(line)
                 sys.stderr.write(f"[worker {i}] {line}")
+            if began[i] is None:
+                began[i] = time.monotonic()
             p.stderr.close()
 
         t = threading.Thread(target=pump, daemon=True)
@@ -254,14 +263,20 @@ def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
         for t in readers:
             t.join(timeout=5)
         return 0
+    running = [p.poll() is None for p in procs]
     _stop(procs)
     for t in readers:
         t.join(timeout=5)
+    # of the workers that ended by themselves, report the one whose error began first
+    ended = [i for i, p in enumerate(procs) if not running[i] and p.returncode != 0]
+    failed = min(ended, key=lambda i: (began[i] is None, began[i] or 0.0, i))  # None: no EOF
     code = procs[failed].returncode
     how = f"signal {-code}" if code < 0 else f"exit code {code}"
+    also = [i for i in ended if i != failed]
+    after = f" Worker(s) {', '.join(map(str, also))} failed after it." if also else ""
     sys.stderr.write(
         f"distributed_train: worker {failed} of {args.processes} failed ({how}); every "
-        f"other worker was stopped. The end of worker {failed}'s error output:\n"
+        f"other worker was stopped.{after} The end of worker {failed}'s error output:\n"
         + "".join(tails[failed])
     )
     return code if code > 0 else 1

@@ -149,3 +149,34 @@ def test_launcher_stops_every_worker_when_one_fails(tmp_path):
     assert "RuntimeError: injected failure at position 1" in tail
     assert not (d / "result.json").exists()
     assert _processes_naming(str(d)) == []  # no worker left behind
+
+
+@pytest.mark.slow
+def test_launcher_names_the_first_failure_when_both_workers_end(tmp_path, monkeypatch, capsys):
+    """Worker 1 fails, and worker 0 fails after it (its peer is gone) before the launcher
+    looks again: the launcher names worker 1, the cause, not worker 0. The launcher's
+    polling is slowed to 3 s so that both have ended by its next look."""
+    import importlib.util
+    import types
+
+    spec = importlib.util.spec_from_file_location("distributed_train_launcher", SCRIPT)
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
+    slow = types.SimpleNamespace(**vars(time))
+    slow.sleep = lambda s: time.sleep(max(s, 3.0))
+    monkeypatch.setattr(launcher, "time", slow)
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    d = tmp_path / "both"
+    args = launcher._parse(["--dir", str(d), "--processes", "2", "--batches", "4"])
+    os.makedirs(d)
+    code = launcher.launch_local(args, ["--fail-at", 1], timeout=600)
+    err = capsys.readouterr().err
+    assert code == 1, err[-3000:]
+    assert "[worker 0] jax.errors.JaxRuntimeError" in err, err[-3000:]  # both failed
+    assert "worker 1 of 2 failed (exit code 1)" in err, err[-3000:]
+    assert "Worker(s) 0 failed after it." in err
+    tail = err[err.index("worker 1 of 2 failed") :]
+    assert "RuntimeError: injected failure at position 1" in tail
+    assert _processes_naming(str(d)) == []

@@ -11,11 +11,15 @@ scalar-memory recurrences of the same size, and the gap widens with the number o
 Models: token embedding (32) -> one recurrent layer -> dense head, the layer's hidden size
 chosen per cell so that every model has about the same number of parameters (printed);
 Adam 3e-3, ``optax.clip_by_global_norm(1.0)``, batch 32, fresh batches every step, seed 0.
+Each step sees its own token's embedding and the previous one's (a causal convolution of
+width 2, the token mixing that the xLSTM block's convolution in front of the mLSTM gives):
+without it, a key and its value never meet in one step, and one layer of a matrix memory
+cannot bind them (``--no-shift`` shows this).
 
 Run (seed 0): ``python experiments/repro_assoc_recall.py`` (P = 4, 8, 16; 1500 steps per
-model), ``--short`` (P = 4, 8; 300 steps: a first look on a busy CPU) or ``--quick``
-(P = 4, 40 steps: a smoke test, no verdict).
-Writes ``results/repro_assoc_recall.json``.
+model; about 4 min on an idle 2-core CPU), ``--no-shift`` (the same without the previous
+token), ``--short`` (P = 4, 8; 300 steps) or ``--quick`` (P = 4, 40 steps: a smoke test,
+no verdict). Writes ``results/repro_assoc_recall[_short][_noshift].json``.
 """
 
 from __future__ import annotations
@@ -53,29 +57,36 @@ def data(n, pairs, seed):
     return inputs, targets, mask
 
 
-def make_cell(name, H):
+def make_cell(name, H, I):
     return {
-        "mLSTM": lambda: rj.MLSTM(EMBED, H, num_heads=1),
-        "sLSTM": lambda: rj.SLSTM(EMBED, H, num_heads=1),
-        "LSTM": lambda: rj.LSTM(EMBED, H),
-        "GRU": lambda: rj.GRU(EMBED, H),
-        "minGRU": lambda: rj.MinGRU(EMBED, H),
+        "mLSTM": lambda: rj.MLSTM(I, H, num_heads=1),
+        "sLSTM": lambda: rj.SLSTM(I, H, num_heads=1),
+        "LSTM": lambda: rj.LSTM(I, H),
+        "GRU": lambda: rj.GRU(I, H),
+        "minGRU": lambda: rj.MinGRU(I, H),
     }[name]()
 
 
-def sized(name):
+def sized(name, I):
     """The cell whose layer (cell + head) is closest to the parameter target."""
     best = None
     for H in range(4, 513, 4):
-        cell = make_cell(name, H)
+        cell = make_cell(name, H, I)
         n = rc.param_count(jax.eval_shape(cell.init, jax.random.key(0))) + (H + 1) * V
         if best is None or abs(n - TARGET_LAYER_PARAMS) < abs(best[1] - TARGET_LAYER_PARAMS):
             best = (cell, n)
     return best[0]
 
 
-def run(name, pairs, steps, eval_every, quick):
-    cell = sized(name)
+def shifted(e):
+    """``[e_t, e_{t-1}]`` along features (zeros before the first step): a causal
+    convolution of width 2, the token mixing the xLSTM block's convolution gives."""
+    prev = jnp.concatenate([jnp.zeros_like(e[:, :1]), e[:, :-1]], axis=1)
+    return jnp.concatenate([e, prev], axis=-1)
+
+
+def run(name, pairs, steps, eval_every, quick, shift=True):
+    cell = sized(name, 2 * EMBED if shift else EMBED)
     H = cell.hidden_size
     k1, k2, k3 = jax.random.split(jax.random.key(SEED), 3)
     params = {
@@ -87,7 +98,8 @@ def run(name, pairs, steps, eval_every, quick):
     cfg = rj.ScanConfig(method="parallel") if name == "mLSTM" else None
 
     def logits(p, x):
-        _, hs = rj.unroll_batch(cell, p["cell"], p["embed"][x], config=cfg)
+        e = p["embed"][x]
+        _, hs = rj.unroll_batch(cell, p["cell"], shifted(e) if shift else e, config=cfg)
         return hs @ p["head"]["w"] + p["head"]["b"]
 
     def loss_acc(p, x, y, m):
@@ -130,15 +142,30 @@ def run(name, pairs, steps, eval_every, quick):
 
 
 def main():
-    args = rc.parse(__doc__, {"--short": "P = 4, 8 and 300 steps"})
+    args = rc.parse(
+        __doc__,
+        {
+            "--short": "P = 4, 8 and 300 steps",
+            "--no-shift": "each step sees its own token only (no width-2 causal convolution)",
+        },
+    )
+    shift = not args.no_shift
     pair_list = [4] if args.quick else [4, 8] if args.short else [4, 8, 16]
     steps = 40 if args.quick else 300 if args.short else 1500
     eval_every = 20 if args.quick else 100 if args.short else 250
     names = ["mLSTM", "sLSTM", "LSTM", "GRU", "minGRU"]
-    out = {"seed": SEED, "steps": steps, "batch": BATCH, "lr": LR, "chance": 1 / NK, "runs": {}}
+    out = {
+        "seed": SEED,
+        "shift": shift,
+        "steps": steps,
+        "batch": BATCH,
+        "lr": LR,
+        "chance": 1 / NK,
+        "runs": {},
+    }
     for pairs in pair_list:
         for name in names:
-            r = run(name, pairs, steps, eval_every, args.quick)
+            r = run(name, pairs, steps, eval_every, args.quick, shift)
             out["runs"][f"{name}_P{pairs}"] = r
             print(name, pairs, {k: v for k, v in r.items() if k != "curve"}, flush=True)
     verdict = {}
@@ -151,7 +178,8 @@ def main():
             "mlstm_ahead": acc["mLSTM"] > best_scalar,
         }
     out["verdict"] = verdict
-    rc.save(args, "repro_assoc_recall" + ("_short" if args.short else ""), out)
+    name = "repro_assoc_recall" + ("_short" if args.short else "") + ("" if shift else "_noshift")
+    rc.save(args, name, out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ convolutions in front of the mLSTM and the RG-LRU, the mLSTM block's learnable s
 SiLU output branch (its output gate ``o_t`` stands in), Griffin's GeLU branch and linear
 layer around the RG-LRU, and the block-level group norm of the xLSTM heads. The mixer's
 gate is a sigmoid (GLU) where the papers use GeLU/SiLU gates, and its expansion is an
-integer (the sLSTM block's ``4/3`` becomes ``1`` by default).
+integer (the sLSTM block's ``4/3`` becomes ``1`` by default). The convolutions matter
+for recall: in the associative-recall reproduction, one mLSTM layer binds keys to values
+only when each step also sees the previous token, so give the block such inputs (for
+example the concatenated embeddings of the current and the previous token) on such tasks.
 
 References:
   Beck et al. (2024). xLSTM: Extended long short-term memory.

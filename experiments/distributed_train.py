@@ -195,10 +195,11 @@ def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
         port = s.getsockname()[1]
     env = dict(os.environ, RNNJAX_LAUNCHER_PID=str(os.getpid()))
     procs, tails, readers = [], [], []
-    # when each worker's error began (its first traceback line, else the end of its
-    # output): one worker's failure makes the others fail too (they lose their peer in
-    # the next collective), so the first to begin is the cause
+    # when each worker's error began (its last traceback's first line, else the end of
+    # its output): one worker's failure makes the others fail too (they lose their peer
+    # in the next collective), so the first to begin is the cause
     began = [None] * args.processes
+    last_traceback = [None] * args.processes
     for i in range(args.processes):
         cmd = [
             sys.executable,
@@ -224,12 +225,11 @@ def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
 
         def pump(p=p, tail=tail, i=i):
             for line in p.stderr:
-                if began[i] is None and line.startswith("Traceback (most recent call last)"):
-                    began[i] = time.monotonic()
+                if line.startswith("Traceback (most recent call last)"):
+                    last_traceback[i] = time.monotonic()
                 tail.append(line)
                 sys.stderr.write(f"[worker {i}] {line}")
-            if began[i] is None:
-                began[i] = time.monotonic()
+            began[i] = last_traceback[i] or time.monotonic()
             p.stderr.close()
 
         t = threading.Thread(target=pump, daemon=True)
@@ -269,7 +269,8 @@ def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
         t.join(timeout=5)
     # of the workers that ended by themselves, report the one whose error began first
     ended = [i for i, p in enumerate(procs) if not running[i] and p.returncode != 0]
-    failed = min(ended, key=lambda i: (began[i] is None, began[i] or 0.0, i))  # None: no EOF
+    # (a reader still running after its join timeout has no time yet: it sorts last)
+    failed = min(ended, key=lambda i: (began[i] is None, began[i] or 0.0, i))
     code = procs[failed].returncode
     how = f"signal {-code}" if code < 0 else f"exit code {code}"
     also = [i for i in ended if i != failed]

@@ -3,39 +3,15 @@ fresh process (train on Python's own source, validate, checkpoint, restore from 
 directory alone, sample). The README's code blocks run in tests/test_readme.py."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENTS = os.path.join(ROOT, "experiments")
+from experiment_runner import run_quick
 
 
 def test_char_lm_quick_preset_trains_validates_restores_and_samples(tmp_path):
-    env = dict(
-        os.environ,
-        MPLBACKEND="Agg",
-        PYTHONPATH=os.pathsep.join([ROOT, EXPERIMENTS, os.environ.get("PYTHONPATH", "")]),
-    )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(EXPERIMENTS, "char_lm.py"),
-            "--quick",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=EXPERIMENTS,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    r, stdout = run_quick("char_lm", tmp_path)
     # progress lines appeared as it ran (stdout is a pipe here, not a terminal)
-    assert re.search(r"^train 30/90 .*valid_ppl", proc.stdout, re.M), proc.stdout[:2000]
-    r = json.loads((tmp_path / "char_lm_quick.json").read_text())
+    assert re.search(r"^train 30/90 .*valid_ppl", stdout, re.M), stdout[:2000]
     assert r["quick"] is True and r["seed"] == 0
     ppl = r["valid_ppl_by_position"]
     assert sorted(map(int, ppl)) == [30, 60, 90]

@@ -4,41 +4,14 @@ subprocess and writes its JSON with the expected figures.
 Marked slow: on the shared 2-core CPU the presets took 25 s to 2.5 min each (over the
 30 s a default-run test may take)."""
 
-import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENTS = os.path.join(ROOT, "experiments")
+from experiment_runner import run_quick
 
 
 def _run(name, tmp_path):
-    env = dict(
-        os.environ,
-        MPLBACKEND="Agg",
-        PYTHONPATH=os.pathsep.join([EXPERIMENTS, ROOT, os.environ.get("PYTHONPATH", "")]),
-    )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(EXPERIMENTS, name + ".py"),
-            "--quick",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=EXPERIMENTS,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(tmp_path / f"{name}_quick.json") as f:
-        return json.load(f)
+    return run_quick(name, tmp_path)[0]
 
 
 @pytest.mark.slow

@@ -4,16 +4,11 @@ The checked presets and the quicker others run in the default test run; the four
 (each 20-45 s on the 2-core CPU) run with ``-m slow``, to keep CI under its time budget.
 """
 
-import json
 import math
-import os
-import subprocess
 import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENTS = os.path.join(ROOT, "experiments")
+from experiment_runner import EXPERIMENTS, run_quick
 
 CHECKED = ["repro_vanishing", "repro_clipping", "repro_packing"]
 OTHERS = [
@@ -40,33 +35,10 @@ def _numbers(obj):
 
 
 def _run(name, tmp_path):
-    env = dict(
-        os.environ,
-        PYTHONPATH=EXPERIMENTS + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        MPLBACKEND="Agg",
-    )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(EXPERIMENTS, name + ".py"),
-            "--quick",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=EXPERIMENTS,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    path = tmp_path / f"{name}_quick.json"
-    assert path.exists(), os.listdir(tmp_path)
-    result = json.loads(path.read_text())
+    result, _ = run_quick(name, tmp_path, timeout=300)
     assert result["quick"] is True
     assert isinstance(result["seed"], int)
-    nums = list(_numbers(result))
-    assert nums
+    assert list(_numbers(result))
     return result
 
 

@@ -157,6 +157,8 @@ from rnnjax.cells import (  # noqa: E402
     RGLRU,
     S6,
     SLSTM,
+    CausalConv,
+    CausalConvState,
     MLSTMState,
     RGLRUState,
     S6State,
@@ -164,6 +166,7 @@ from rnnjax.cells import (  # noqa: E402
 )
 
 __all__ += ["SLSTM", "SLSTMState", "MLSTM", "MLSTMState", "RGLRU", "RGLRUState", "S6", "S6State"]
+__all__ += ["CausalConv", "CausalConvState"]
 from rnnjax.modern_blocks import griffin_block, xlstm_block  # noqa: E402
 
 __all__ += ["xlstm_block", "griffin_block"]

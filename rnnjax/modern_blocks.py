@@ -12,15 +12,20 @@ Both papers stack pre-norm residual blocks around a recurrent layer; here each i
 - :func:`griffin_block`: RMS-norm, the RG-LRU, a residual, then a gated MLP of expansion
   3 with its own residual (De et al. 2024, Fig. 2).
 
-What the composition leaves out, each said where it applies: the short causal
-convolutions in front of the mLSTM and the RG-LRU, the mLSTM block's learnable skip and
-SiLU output branch (its output gate ``o_t`` stands in), Griffin's GeLU branch and linear
-layer around the RG-LRU, and the block-level group norm of the xLSTM heads. The mixer's
-gate is a sigmoid (GLU) where the papers use GeLU/SiLU gates, and its expansion is an
-integer (the sLSTM block's ``4/3`` becomes ``1`` by default). The convolutions matter
-for recall: in the associative-recall reproduction, one mLSTM layer binds keys to values
-only when each step also sees the previous token, so give the block such inputs (for
-example the concatenated embeddings of the current and the previous token) on such tasks.
+``conv=K`` puts the papers' depthwise causal convolution of width ``K`` (4 in both papers;
+:class:`rnnjax.CausalConv`) in front of the recurrence, inside the residual branch; the
+default ``conv=0`` leaves it out. It matters for recall: in the associative-recall
+reproduction, one mLSTM layer binds keys to values only when each step also sees the
+previous token.
+
+What the composition leaves out, each said where it applies: the SiLU after the
+convolution, and the convolution's bypass of some inputs (here every projection of the
+cell reads the convolved input; in the papers the mLSTM's values and the sLSTM's ``z`` and
+``o`` read the unconvolved one); the mLSTM block's learnable skip and SiLU output branch
+(its output gate ``o_t`` stands in); Griffin's GeLU branch and linear layer around the
+RG-LRU; the block-level group norm of the xLSTM heads. The mixer's gate is a sigmoid
+(GLU) where the papers use GeLU/SiLU gates, and its expansion is an integer (the sLSTM
+block's ``4/3`` becomes ``1`` by default).
 
 References:
   Beck et al. (2024). xLSTM: Extended long short-term memory.
@@ -34,10 +39,11 @@ from typing import Optional
 
 from rnnjax import checks
 from rnnjax.blocks import ResidualBlock
+from rnnjax.cells.conv import CausalConv
 from rnnjax.cells.mlstm import MLSTM
 from rnnjax.cells.rglru import RGLRU
 from rnnjax.cells.slstm import SLSTM
-from rnnjax.layers import Recurrent
+from rnnjax.layers import Recurrent, Stacked
 
 __all__ = ["xlstm_block", "griffin_block"]
 
@@ -48,6 +54,7 @@ def xlstm_block(
     num_heads: int = 4,
     config=None,
     expansion: Optional[int] = None,
+    conv: int = 0,
 ) -> ResidualBlock:
     """An xLSTM block of width ``D`` (see the module docstring).
 
@@ -60,6 +67,8 @@ def xlstm_block(
         ``method="parallel"`` for the mLSTM's parallel form).
       expansion: the sLSTM block's MLP expansion (default 1; the paper's 4/3 is not an
         integer).
+      conv: width of a depthwise causal convolution in front of the cell (the paper:
+        4); 0 (default): none.
 
     Returns:
       A :class:`rnnjax.ResidualBlock`.
@@ -77,14 +86,20 @@ def xlstm_block(
     checks.choice("kind", kind, ("mlstm", "slstm"))
     if kind == "mlstm":
         layer = Recurrent(MLSTM(width, 2 * width, num_heads=num_heads), config=config)
-        return ResidualBlock(layer, mixer=None, norm="layer", residual="each")
-    layer = Recurrent(SLSTM(width, width, num_heads=num_heads), config=config)
+        return ResidualBlock(
+            _with_conv(layer, width, conv), mixer=None, norm="layer", residual="each"
+        )
+    layer = _with_conv(
+        Recurrent(SLSTM(width, width, num_heads=num_heads), config=config), width, conv
+    )
     return ResidualBlock(
         layer, mixer="glu", expansion=expansion or 1, norm="layer", residual="each"
     )
 
 
-def griffin_block(width: int, num_heads: int = 1, config=None, expansion: int = 3) -> ResidualBlock:
+def griffin_block(
+    width: int, num_heads: int = 1, config=None, expansion: int = 3, conv: int = 0
+) -> ResidualBlock:
     """Griffin's recurrent block of width ``D`` (see the module docstring): RMS-norm, the
     RG-LRU, a residual, RMS-norm, a gated MLP of ``expansion`` (3 in the paper), a
     residual.
@@ -95,6 +110,8 @@ def griffin_block(width: int, num_heads: int = 1, config=None, expansion: int = 
       config: a :class:`rnnjax.ScanConfig` for the RG-LRU (``method="parallel"``: a
         parallel scan).
       expansion: the MLP's expansion.
+      conv: width of a depthwise causal convolution in front of the RG-LRU (the paper:
+        4); 0 (default): none.
 
     Returns:
       A :class:`rnnjax.ResidualBlock`.
@@ -110,4 +127,14 @@ def griffin_block(width: int, num_heads: int = 1, config=None, expansion: int = 
     """
     checks.integer("width", width, 1)
     layer = Recurrent(RGLRU(width, width, num_heads=num_heads), config=config)
+    layer = _with_conv(layer, width, conv)
     return ResidualBlock(layer, mixer="glu", expansion=expansion, norm="rms", residual="each")
+
+
+def _with_conv(layer, width: int, conv: int):
+    """``layer``, or a depthwise causal convolution of width ``conv`` and then ``layer``."""
+    if checks.integer("conv", conv, 0) == 0:
+        return layer
+    if conv == 1:
+        raise ValueError("conv must be 0 (no convolution) or a width of at least 2; got 1")
+    return Stacked([Recurrent(CausalConv(width, width, width=conv, depthwise=True)), layer])

@@ -14,6 +14,7 @@ CELLS = [
     (rj.MLSTM, (("num_heads", 2),)),
     (rj.RGLRU, (("num_heads", 2),)),
     (rj.S6, (("state_dim", 3),)),
+    (rj.CausalConv, (("width", 3),)),
 ]
 PAR = rj.ScanConfig(method="parallel")
 

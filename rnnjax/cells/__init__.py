@@ -46,3 +46,6 @@ __all__ += ["RGLRU", "RGLRUState"]
 from rnnjax.cells.ssm import S6, S6State  # noqa: E402
 
 __all__ += ["S6", "S6State"]
+from rnnjax.cells.conv import CausalConv, CausalConvState  # noqa: E402
+
+__all__ += ["CausalConv", "CausalConvState"]

@@ -155,3 +155,20 @@ def test_block_with_conv_is_the_convolution_then_the_block(make):
     _, moved = with_conv.apply_batch(shifted, xs, lengths)
     assert not np.allclose(moved, want, atol=1e-3)
     assert bool((moved[1, 3:] == 0).all()) and bool((got[1, 3:] == 0).all())
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [rj.ScanConfig(projection="hoist"), rj.ScanConfig(method="parallel")],
+    ids=["hoisted", "newton"],
+)
+def test_other_scan_paths_give_the_convolution(cfg):
+    """The hoisted projection and the parallel-in-time (Newton) path give the same values
+    as the reference, every length, reverse and resets."""
+    cell = CELLS[0]
+    with jax.enable_x64(True):
+        p = perturbed_params(cell)
+        xs, s0 = _data(cell)
+        compare_values(
+            cell, _conv_step(cell), p, xs, s0, cfg, ref_s0_map=_to_ref(cell), state_map=_from_ref
+        )

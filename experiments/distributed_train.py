@@ -199,7 +199,6 @@ def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
     # its output): one worker's failure makes the others fail too (they lose their peer
     # in the next collective), so the first to begin is the cause
     began = [None] * args.processes
-    last_traceback = [None] * args.processes
     for i in range(args.processes):
         cmd = [
             sys.executable,
@@ -226,10 +225,11 @@ def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
         def pump(p=p, tail=tail, i=i):
             for line in p.stderr:
                 if line.startswith("Traceback (most recent call last)"):
-                    last_traceback[i] = time.monotonic()
+                    began[i] = time.monotonic()
                 tail.append(line)
                 sys.stderr.write(f"[worker {i}] {line}")
-            began[i] = last_traceback[i] or time.monotonic()
+            if began[i] is None:
+                began[i] = time.monotonic()
             p.stderr.close()
 
         t = threading.Thread(target=pump, daemon=True)

@@ -68,20 +68,22 @@ CELLS = [
 IDS = ["dense3", "depthwise2", "depthwise4"]
 
 
-def _data(cell):
-    xs = jax.random.normal(jax.random.key(1), (B, T, cell.input_size), jnp.float64)
-    a = 0.5 * jax.random.normal(jax.random.key(2), (B, cell.state_size), jnp.float64)
-    return xs, rj.CausalConvState(a=a)
+def _against_the_convolution(compare, cell, cfg=None):
+    """``compare`` (values or derivatives) of the library against :func:`_conv_step` in
+    float64, from a non-zero initial state."""
+    with jax.enable_x64(True):
+        p = perturbed_params(cell)
+        xs = jax.random.normal(jax.random.key(1), (B, T, cell.input_size), jnp.float64)
+        a = 0.5 * jax.random.normal(jax.random.key(2), (B, cell.state_size), jnp.float64)
+        s0 = rj.CausalConvState(a=a)
+        compare(
+            cell, _conv_step(cell), p, xs, s0, cfg, ref_s0_map=_to_ref(cell), state_map=_from_ref
+        )
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=IDS)
 def test_values_against_the_convolution(cell):
-    with jax.enable_x64(True):
-        p = perturbed_params(cell)
-        xs, s0 = _data(cell)
-        compare_values(
-            cell, _conv_step(cell), p, xs, s0, ref_s0_map=_to_ref(cell), state_map=_from_ref
-        )
+    _against_the_convolution(compare_values, cell)
 
 
 @pytest.mark.parametrize(
@@ -91,12 +93,7 @@ def test_values_against_the_convolution(cell):
 )
 def test_derivatives_against_the_convolution(cell):
     """grad, jvp and both Hessian-vector products in params, inputs and initial state."""
-    with jax.enable_x64(True):
-        p = perturbed_params(cell)
-        xs, s0 = _data(cell)
-        compare_derivatives(
-            cell, _conv_step(cell), p, xs, s0, ref_s0_map=_to_ref(cell), state_map=_from_ref
-        )
+    _against_the_convolution(compare_derivatives, cell)
 
 
 def test_depthwise_equals_numpy_convolve():
@@ -165,10 +162,4 @@ def test_block_with_conv_is_the_convolution_then_the_block(make):
 def test_other_scan_paths_give_the_convolution(cfg):
     """The hoisted projection and the parallel-in-time (Newton) path give the same values
     as the reference, every length, reverse and resets."""
-    cell = CELLS[0]
-    with jax.enable_x64(True):
-        p = perturbed_params(cell)
-        xs, s0 = _data(cell)
-        compare_values(
-            cell, _conv_step(cell), p, xs, s0, cfg, ref_s0_map=_to_ref(cell), state_map=_from_ref
-        )
+    _against_the_convolution(compare_values, CELLS[0], cfg)

@@ -89,7 +89,7 @@ class CausalConv(Cell):
             )
 
     def _state_sizes(self) -> dict:
-        return {"a": (self.width - 1) * self.hidden_size}
+        return {"a": self.state_size}
 
     @property
     def state_size(self) -> int:

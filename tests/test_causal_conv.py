@@ -96,6 +96,11 @@ def test_derivatives_against_the_convolution(cell):
     _against_the_convolution(compare_derivatives, cell)
 
 
+def test_hoisted_projection_derivatives_against_the_convolution():
+    """The same derivatives with the input products hoisted out of the loop."""
+    _against_the_convolution(compare_derivatives, CELLS[0], rj.ScanConfig(projection="hoist"))
+
+
 def test_depthwise_equals_numpy_convolve():
     """Each feature is ``numpy.convolve`` of its input with its filter, cut to ``T``."""
     cell = rj.CausalConv(3, 3, width=4, depthwise=True)

@@ -56,7 +56,7 @@ class MLSTM(Cell):
         h_t &= o_t \odot \frac{C_t q_t}{\max(|n_t^\top q_t|,\ e^{-m_t})}, \qquad y_t = h_t
         \end{aligned}
 
-    With :math:`C_t = e^{m_t} \bar C_t` (and :math:`n` alike) the unstabilised memory
+    With :math:`C_t = e^{-m_t} \bar C_t` (and :math:`n` alike) the unstabilised memory
     :math:`\bar C_t = f_t \bar C_{t-1} + e^{\tilde\imath_t} v_t k_t^\top` gives the same
     :math:`h_t = o_t \odot \bar C_t q_t / \max(|\bar n_t^\top q_t|, 1)`: the stabiliser
     only keeps the exponentials finite. Nothing in the recurrence reads ``h``, so the

@@ -85,8 +85,8 @@ class SLSTM(GatedCell):
         h_t &= \sigma(\tilde o_t) \odot c_t / n_t, \qquad y_t = h_t
         \end{aligned}
 
-    The stabiliser ``m`` changes nothing mathematically: with :math:`c_t = e^{m_t}\bar c_t`,
-    :math:`n_t = e^{m_t}\bar n_t`, where :math:`\bar c, \bar n` follow the unstabilised
+    The stabiliser ``m`` changes nothing mathematically: with :math:`c_t = e^{-m_t}\bar c_t`,
+    :math:`n_t = e^{-m_t}\bar n_t`, where :math:`\bar c, \bar n` follow the unstabilised
     equations (:math:`\bar c_t = f_t \bar c_{t-1} + e^{\tilde\imath_t} z_t`), the ratio
     ``c / n`` is the same; it keeps the exponentials finite over any length. ``R`` is
     block-diagonal: ``num_heads`` heads of ``H / num_heads`` units, each with its own

@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax import seq2seq
 from rnnjax.decoding import greedy_decode
-from rnnjax.seq2seq import Seq2Seq
 from rnnjax.tasks import seq2seq_tasks as tasks
 from rnnjax.train import Trainer
 
@@ -116,7 +116,7 @@ def main():
         "models": {},
     }
     for name, attention in [("no_attention", None), ("additive_attention", "additive")]:
-        model = Seq2Seq.build(
+        model = seq2seq.build(
             src_vocab=vocab,
             tgt_vocab=vocab,
             embed_size=EMBED,

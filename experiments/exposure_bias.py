@@ -58,9 +58,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import schedules
+from rnnjax import schedules, seq2seq
 from rnnjax.decoding import greedy_decode
-from rnnjax.seq2seq import Seq2Seq
 from rnnjax.tasks import seq2seq_tasks as tasks
 from rnnjax.train import Trainer
 
@@ -123,7 +122,9 @@ def evaluate(model, params, cfg):
     L, n = cfg["max_len"], cfg["n_eval"]
     d = TASKS[cfg["task"]](n, 1, L, N_SYMBOLS, seed=SEED + 12345)  # held out
     src, src_len, tgt, tgt_len = (jnp.asarray(a) for a in d)
-    logits, _ = jax.jit(model.decode_train_batch)(params, src, src_len, tgt, tgt_len)
+    logits, _ = jax.jit(seq2seq.decode_train_batch, static_argnums=0)(
+        model, params, src, src_len, tgt, tgt_len
+    )
     tf_pred = jnp.argmax(logits, -1)
     out = greedy_decode(model, params, src, src_len, max_len=L + 1)
     mask = np.arange(L + 1)[None, :] < d.tgt_len[:, None]
@@ -162,7 +163,7 @@ def main():
         "free_running": schedules.sampling_schedule("constant", value=0.0),
     }
     vocab = N_SYMBOLS + len(tasks.SPECIALS)
-    model = Seq2Seq.build(
+    model = seq2seq.build(
         src_vocab=vocab,
         tgt_vocab=vocab,
         embed_size=EMBED,

@@ -28,6 +28,13 @@ optional input encoder and an optional output head, with a final norm. Both are 
 gradient: it is zeroed on entry) and ``resets`` (handed to every recurrent layer; the
 rest of a block is position-wise).
 
+Both also step: ``step(params, state, x)`` reads one position of one example and carries
+the state, the work of one token whatever the sequence length, which is how
+:mod:`rnnjax.decoding` generates from them. :func:`step_layer` steps any causal layer
+(a forward :class:`rnnjax.Recurrent` of any cell, through the cell's ``step``; a
+:class:`rnnjax.Stacked` of causal layers; these blocks; a layer of your own with
+``step``) and names the layer that reads the future when there is one.
+
 Shapes: ``T`` time, ``B`` batch axes, ``D`` the width, ``I`` input, ``O`` output.
 
 References:
@@ -50,9 +57,9 @@ import jax.numpy as jnp
 from rnnjax import checks
 from rnnjax._repr import short_repr
 from rnnjax.cells.base import lead
-from rnnjax.layers import _as_layer, _Layer, _run_layer
+from rnnjax.layers import Recurrent, Stacked, _as_layer, _Layer, _run_layer, short
 
-__all__ = ["ResidualBlock", "DeepRecurrent", "count_params"]
+__all__ = ["ResidualBlock", "DeepRecurrent", "count_params", "step_layer"]
 
 MIXERS = ("glu", "mlp", None)
 NORMS = ("layer", "rms", None)
@@ -120,6 +127,63 @@ def _check_params(name, params, keys):
     if not isinstance(params, dict) or set(params) != set(keys):
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(f"{name} must be a dict with keys {sorted(keys)}; got {got}")
+
+
+def step_layer(layer, params, state, x, *, name: str = "layer"):
+    """One step of a causal layer on one example, carrying its state.
+
+    Running a causal layer over ``T`` positions equals ``T`` calls of this function (the
+    state of each call fed to the next): the layer's outputs at every position and its
+    final state. A forward :class:`rnnjax.Recurrent` steps its cell (any cell, through
+    the cell protocol's ``step``; with zoneout, the one-step run of the layer that gives
+    the zoneout expectation); a :class:`rnnjax.Stacked` steps its layers in turn;
+    :class:`ResidualBlock`, :class:`DeepRecurrent` and a layer of your own step with
+    their ``step(params, state, x)``.
+
+    Args:
+      layer: the layer.
+      params: its parameters.
+      state: its state after the previous position (``layer.initial_state()`` first).
+      x: ``(I,)``, the input at this position.
+      name: what errors call the layer.
+
+    Returns:
+      ``(state, y)``: the state after this position and the output ``(H,)``.
+
+    Raises:
+      ValueError: naming the layer that reads the future (a reverse or bidirectional
+        layer, or a layer of your own without ``step``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> net = rj.DeepRecurrent.stack(rj.MinGRU, width=4, depth=2)
+      >>> p, xs = net.init(jax.random.key(0)), jnp.ones((3, 4))
+      >>> state = net.initial_state()
+      >>> for x in xs:
+      ...     state, y = rj.blocks.step_layer(net, p, state, x)
+      >>> bool(jnp.allclose(y, net.apply(p, xs)[1][-1], atol=1e-5))
+      True
+    """
+    if isinstance(layer, Stacked):
+        states = []
+        for i, (sub, p, s) in enumerate(zip(layer.layers, params, state)):
+            s, x = step_layer(sub, p, s, x, name=f"{name}.layers[{i}]")
+            states.append(s)
+        return tuple(states), x
+    if isinstance(layer, Recurrent) and not layer.reverse:
+        if layer.zoneout:  # no key: the zoneout expectation, as apply gives it
+            state, ys = layer._run(params, x[None], None, state, None, None)
+            return state, ys[0]
+        return layer.cell.step(params, state, x)
+    if isinstance(layer, (ResidualBlock, DeepRecurrent)):
+        return layer.step(params, state, x, name=name)
+    if hasattr(layer, "step") and not getattr(layer, "reverse", False):
+        return layer.step(params, state, x)
+    raise ValueError(
+        f"{name} must be causal to run one position at a time (a reverse or bidirectional "
+        "layer reads the future; a layer of your own needs step(params, state, x)); got "
+        f"{short(layer)}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +296,14 @@ class ResidualBlock(_Layer):
             xs = jnp.where(valid, xs, jnp.zeros((), xs.dtype))
         h = _norm(self.norm, params["norm1"], xs).astype(xs.dtype)
         state, r = _run_layer(self.layer, params["layer"], h, length, state, resets, keys)
+        y = self._rest(params, xs, r)
+        if valid is not None:
+            y = jnp.where(valid, y, jnp.zeros((), y.dtype))
+        return state, y
+
+    def _rest(self, params, xs, r):
+        """What follows the layer, position by position: the block's outputs from its
+        inputs ``xs`` and the layer's outputs ``r``."""
         if "out" in params:
             r = _dense(params["out"], r)
         dt = jnp.promote_types(xs.dtype, r.dtype)
@@ -242,10 +314,33 @@ class ResidualBlock(_Layer):
             y = u + self._mix(params["mixer"], _norm(self.norm, params["norm2"], u)).astype(dt)
         else:
             y = xs.astype(dt) + self._mix(params["mixer"], jax.nn.gelu(r)).astype(dt)
-        y = y.astype(xs.dtype)
-        if valid is not None:
-            y = jnp.where(valid, y, jnp.zeros((), y.dtype))
-        return state, y
+        return y.astype(xs.dtype)
+
+    def step(self, params, state, x, *, name: str = "block"):
+        """One position of one example (see :func:`step_layer`).
+
+        Args:
+          params: from :meth:`init`.
+          state: the layer's state after the previous position.
+          x: ``(D,)``.
+          name: what errors call the block.
+
+        Returns:
+          ``(state, y (D,))``.
+
+        Example:
+          >>> import jax, jax.numpy as jnp, rnnjax as rj
+          >>> block = rj.ResidualBlock(rj.GRU(4, 4))
+          >>> p, xs = block.init(jax.random.key(0)), jnp.ones((2, 4))
+          >>> state, _ = block.step(p, block.initial_state(), xs[0])
+          >>> state, y = block.step(p, state, xs[1])
+          >>> bool(jnp.allclose(y, block.apply(p, xs)[1][1], atol=1e-5))
+          True
+        """
+        _check_params("params", params, self._keys())
+        h = _norm(self.norm, params["norm1"], x).astype(x.dtype)
+        state, r = step_layer(self.layer, params["layer"], state, h, name=f"{name}.layer")
+        return state, self._rest(params, x, r)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,8 +450,6 @@ class DeepRecurrent(_Layer):
         checks.integer("depth", depth, 1)
         if not isinstance(cell, type):
             raise TypeError(f"cell must be a cell class (e.g. rnnjax.MinGRU); got {cell!r}")
-        from rnnjax.layers import Recurrent
-
         hs = width if hidden_size is None else checks.integer("hidden_size", hidden_size, 1)
         opts = dict(cell_options or {})
         blocks = [
@@ -402,7 +495,7 @@ class DeepRecurrent(_Layer):
         """A tuple of the blocks' initial states."""
         return tuple(b.initial_state(dtype) for b in self.blocks)
 
-    def _run(self, params, xs, length, state, resets, keys):
+    def _check(self, params, state) -> None:
         keys_ = ["blocks", "norm"] + (["encoder"] if self.encoder_size is not None else [])
         keys_ += ["head"] if self.head_size is not None else []
         _check_params("params", params, keys_)
@@ -411,6 +504,35 @@ class DeepRecurrent(_Layer):
             raise ValueError(f"params['blocks'] must be a tuple of {n} block params")
         if state is not None and (not isinstance(state, (tuple, list)) or len(state) != n):
             raise ValueError(f"state must be a tuple of {n} block states; got {state!r}")
+
+    def _top(self, params, h):
+        """The final norm and the head, position by position."""
+        h = _norm(self.norm, params["norm"], h)
+        return _dense(params["head"], h) if "head" in params else h
+
+    def step(self, params, state, x, *, name: str = "layer"):
+        """One position of one example (see :func:`step_layer`).
+
+        Args:
+          params: from :meth:`init`.
+          state: the tuple of the blocks' states after the previous position.
+          x: ``(I,)``.
+          name: what errors call the model.
+
+        Returns:
+          ``(state, y (O,))``.
+        """
+        self._check(params, state)
+        h = _dense(params["encoder"], x) if "encoder" in params else x
+        states = []
+        for i, b in enumerate(self.blocks):
+            s_i, h = b.step(params["blocks"][i], state[i], h, name=f"{name}.blocks[{i}]")
+            states.append(s_i)
+        return tuple(states), self._top(params, h)
+
+    def _run(self, params, xs, length, state, resets, keys):
+        self._check(params, state)
+        n = len(self.blocks)
         T, batch = xs.shape[0], xs.shape[1:-1]
         valid = _valid(T, length, batch)
         if valid is not None:
@@ -429,9 +551,7 @@ class DeepRecurrent(_Layer):
             k_i = None if ks is None else ks[..., i]
             s_i, h = b._run(params["blocks"][i], h, length, s_i, resets, k_i)
             states.append(s_i)
-        h = _norm(self.norm, params["norm"], h)
-        if "head" in params:
-            h = _dense(params["head"], h)
+        h = self._top(params, h)
         if valid is not None:
             h = jnp.where(valid, h, jnp.zeros((), h.dtype))
         return tuple(states), h

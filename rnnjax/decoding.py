@@ -148,20 +148,19 @@ def _check_input_tokens(model, name, tokens):
         checks.token_ids(name, tokens, vocab)
 
 
+def _from_list(name, value, what):
+    """A (nested) list as an array; anything else as it is."""
+    try:
+        return jnp.asarray(value) if isinstance(value, (list, tuple)) else value
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be {what}; got a ragged list ({e})") from None
+
+
 def _check_prompt(prompt, prompt_len, name="prompt", minimum=0):
     n_name = "src_len" if name == "src" else "prompt_len"
-    if isinstance(prompt, (list, tuple)):  # nested lists of token ids, as arrays
-        try:
-            prompt = jnp.asarray(prompt)
-        except (TypeError, ValueError) as e:
-            raise ValueError(
-                f"{name} must be integer tokens (B, P); got a ragged list ({e})"
-            ) from None
-    if isinstance(prompt_len, (list, tuple)):  # a list of lengths, as unroll_batch takes
-        try:
-            prompt_len = jnp.asarray(prompt_len)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{n_name} must be integers (B,); got a ragged list ({e})") from None
+    # nested lists of token ids and lists of lengths (as unroll_batch takes), as arrays
+    prompt = _from_list(name, prompt, "integer tokens (B, P)")
+    prompt_len = _from_list(n_name, prompt_len, "integers (B,)")
     if (
         not hasattr(prompt, "ndim")
         or prompt.ndim != 2
@@ -190,6 +189,18 @@ def _check_prompt(prompt, prompt_len, name="prompt", minimum=0):
             f"the last one read); got {prompt_len.tolist()}"
         )
     return prompt, prompt_len
+
+
+def _check_call(model, params, prompt, prompt_len, name, max_len, eos_id, pad_id):
+    """The arguments every decoding function takes, checked: ``(prompt, prompt_len,
+    max_len, eos_id, pad_id)`` (the lengths filled in, the token ids defaulted)."""
+    _check_model(model, params)
+    prompt, prompt_len = _check_prompt(
+        prompt, prompt_len, name, getattr(model, "min_prompt_len", 0)
+    )
+    _check_input_tokens(model, name, prompt)
+    max_len = checks.integer("max_len", max_len, 1)
+    return (prompt, prompt_len, max_len) + _token_ids(model, eos_id, pad_id)
 
 
 def _token_ids(model, eos_id, pad_id):
@@ -358,18 +369,14 @@ def generate(
       >>> out.tokens.shape, out.token_log_probs.shape
       ((1, 5), (1, 5))
     """
-    _check_model(model, params)
-    prompt, prompt_len = _check_prompt(
-        prompt, prompt_len, minimum=getattr(model, "min_prompt_len", 0)
+    prompt, prompt_len, max_len, eos_id, pad_id = _check_call(
+        model, params, prompt, prompt_len, "prompt", max_len, eos_id, pad_id
     )
-    _check_input_tokens(model, "prompt", prompt)
-    max_len = checks.integer("max_len", max_len, 1)
     temperature = checks.number("temperature", temperature, 0.0)
     if top_k is not None:
         top_k = checks.integer("top_k", top_k, 1)
     if top_p is not None:
         top_p = checks.number("top_p", top_p, 0.0, 1.0, min_open=True)
-    eos_id, pad_id = _token_ids(model, eos_id, pad_id)
     greedy = key is None or temperature == 0.0 or top_k == 1
     if greedy:
         key = jax.random.key(0)  # unused
@@ -394,21 +401,17 @@ def generate(
     )
 
 
-def sample(
-    model,
-    params,
-    prompt,
-    prompt_len=None,
-    *,
-    key,
-    max_len: int = 32,
-    temperature: float = 1.0,
-    top_k: Optional[int] = None,
-    top_p: Optional[float] = None,
-    eos_id: Optional[int] = None,
-    pad_id: Optional[int] = None,
-) -> Hypotheses:
+def sample(model, params, prompt, prompt_len=None, *, key, **options) -> Hypotheses:
     """Sampled generation: :func:`generate` with a required ``key``.
+
+    Args:
+      model, params, prompt, prompt_len: as in :func:`generate`.
+      key: PRNG key of the draws.
+      **options: ``max_len``, ``temperature``, ``top_k``, ``top_p``, ``eos_id`` and
+        ``pad_id``, as in :func:`generate`.
+
+    Returns:
+      :class:`Hypotheses`, as :func:`generate` returns them.
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -420,31 +423,10 @@ def sample(
     """
     if key is None:
         raise TypeError("key must be a jax.random.key for sampling; got None")
-    return generate(
-        model,
-        params,
-        prompt,
-        prompt_len,
-        max_len=max_len,
-        key=key,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        eos_id=eos_id,
-        pad_id=pad_id,
-    )
+    return generate(model, params, prompt, prompt_len, key=key, **options)
 
 
-def greedy_decode(
-    model,
-    params,
-    src,
-    src_len=None,
-    max_len: int = 32,
-    *,
-    eos_id: Optional[int] = None,
-    pad_id: Optional[int] = None,
-) -> Hypotheses:
+def greedy_decode(model, params, src, src_len=None, max_len=32, *, eos_id=None, pad_id=None):
     """Greedy decoding: the arg-max token at every step, fed back.
 
     Args:
@@ -462,18 +444,16 @@ def greedy_decode(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax.seq2seq import Seq2Seq
+      >>> from rnnjax import seq2seq
       >>> from rnnjax.decoding import greedy_decode
-      >>> model = Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
+      >>> model = seq2seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
       >>> params = model.init(jax.random.key(0))
       >>> greedy_decode(model, params, jnp.array([[3, 4, 0]]), jnp.array([2]), 5).tokens.shape
       (1, 5)
     """
-    _check_model(model, params)
-    src, src_len = _check_prompt(src, src_len, "src", getattr(model, "min_prompt_len", 0))
-    _check_input_tokens(model, "src", src)
-    max_len = checks.integer("max_len", max_len, 1)
-    eos_id, pad_id = _token_ids(model, eos_id, pad_id)
+    src, src_len, max_len, eos_id, pad_id = _check_call(
+        model, params, src, src_len, "src", max_len, eos_id, pad_id
+    )
     return _generate(
         model,
         params,
@@ -549,21 +529,17 @@ def beam_search(
     params,
     src,
     src_len=None,
-    beam_width: int = 4,
-    max_len: int = 32,
-    alpha: float = 0.0,
+    beam_width=4,
+    max_len=32,
+    alpha=0.0,
     *,
-    eos_id: Optional[int] = None,
-    pad_id: Optional[int] = None,
-) -> Hypotheses:
+    eos_id=None,
+    pad_id=None,
+):
     """Beam search with length normalisation, an end token and a maximum length.
 
     Args:
-      model: a model with the stepping protocol (a :class:`rnnjax.Seq2Seq` or a
-        :class:`rnnjax.SequenceModel`; static under ``jit``).
-      params: its parameters.
-      src: ``(B, S)`` integer source tokens (the prompt for a language model).
-      src_len: optional ``(B,)`` source lengths.
+      model, params, src, src_len: as in :func:`greedy_decode`.
       beam_width: ``K`` (static).
       max_len: ``L``, the most tokens per hypothesis (static).
       alpha: length-normalisation exponent (static; 0 = none; Wu et al. use 0.6-0.7).
@@ -575,19 +551,16 @@ def beam_search(
       were never filled (``K`` larger than the number of hypotheses) have score ``-inf``.
 
     Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from rnnjax.seq2seq import Seq2Seq
-      >>> from rnnjax.decoding import beam_search
-      >>> model = Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
-      >>> params = model.init(jax.random.key(0))
-      >>> beam_search(model, params, jnp.array([[3, 4, 0]]), jnp.array([2]), 3, 5).tokens.shape
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> model = rj.seq2seq.build(6, 6, embed_size=3, hidden_size=4, attention="general")
+      >>> beams = rj.beam_search(model, model.init(jax.random.key(0)), jnp.array([[3, 4, 0]]),
+      ...                        jnp.array([2]), beam_width=3, max_len=5)
+      >>> beams.tokens.shape                               # (B, K, L)
       (1, 3, 5)
     """
-    _check_model(model, params)
-    src, src_len = _check_prompt(src, src_len, "src", getattr(model, "min_prompt_len", 0))
-    _check_input_tokens(model, "src", src)
-    max_len = checks.integer("max_len", max_len, 1)
+    src, src_len, max_len, eos_id, pad_id = _check_call(
+        model, params, src, src_len, "src", max_len, eos_id, pad_id
+    )
     beam_width = checks.integer("beam_width", beam_width, 1)
     alpha = checks.number("alpha", alpha, 0.0)
-    eos_id, pad_id = _token_ids(model, eos_id, pad_id)
     return _beam(model, params, src, src_len, beam_width, max_len, alpha, eos_id, pad_id)

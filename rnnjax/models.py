@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from rnnjax import checks
 from rnnjax import initializers as inits
 from rnnjax._repr import short_repr as _short_repr
+from rnnjax.blocks import step_layer
 from rnnjax.layers import _as_layer
 
 __all__ = ["SequenceModel"]
@@ -253,9 +254,13 @@ class SequenceModel:
     def decode_step(self, params: dict, state, token):
         """Feed one token per sequence (the stepping protocol of :mod:`rnnjax.decoding`).
 
-        A :class:`rnnjax.Recurrent` layer (and each of a :class:`rnnjax.Stacked`'s) runs
-        its cell's ``step``; one with zoneout runs a one-step scan (the zoneout
-        expectation); a reverse or bidirectional layer cannot generate (``ValueError``).
+        The layer steps one position with the state carried (the work of one token
+        whatever the prompt's length; see :func:`rnnjax.blocks.step_layer`): any causal
+        layer generates, a forward :class:`rnnjax.Recurrent` of any cell, a
+        :class:`rnnjax.Stacked` of causal layers, :class:`rnnjax.ResidualBlock` and
+        :class:`rnnjax.DeepRecurrent` (the xLSTM and Griffin blocks among them); a
+        reverse or bidirectional layer reads the future and cannot (``ValueError``
+        naming it).
 
         Args:
           params: from :meth:`init`.
@@ -266,26 +271,6 @@ class SequenceModel:
           ``(state, logits (B, O))``.
         """
         self._check_generative()
-        state, h = _layer_step(self.layer, params["layer"], state, params["embed"][token])
+        one = lambda s, x: step_layer(self.layer, params["layer"], s, x, name="layer")
+        state, h = jax.vmap(one)(state, params["embed"][token])
         return state, h @ params["head"]["w"] + params["head"]["b"][None, :]
-
-
-def _layer_step(layer, params, state, x):
-    """One step of a causal layer on a batch: ``x (B, I)`` -> ``(state, y (B, H))``."""
-    from rnnjax.layers import Recurrent, Stacked
-
-    if isinstance(layer, Stacked):
-        states = []
-        for sub, p, s in zip(layer.layers, params, state):
-            s, x = _layer_step(sub, p, s, x)
-            states.append(s)
-        return tuple(states), x
-    if isinstance(layer, Recurrent) and not layer.reverse:
-        if layer.zoneout:
-            state, ys = layer.apply_batch(params, x[:, None, :], None, state)
-            return state, ys[:, 0]
-        return jax.vmap(layer.cell.step, in_axes=(None, 0, 0))(params, state, x)
-    raise ValueError(
-        "generation runs the layer one step at a time: it must be a forward Recurrent or a "
-        f"Stacked of those (a reverse or bidirectional layer reads the future); got {layer!r}"
-    )

@@ -118,8 +118,7 @@ def griffin_block(
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
-      >>> from rnnjax.modern_blocks import griffin_block
-      >>> block = griffin_block(8, num_heads=2, config=rj.ScanConfig(method="parallel"))
+      >>> block = rj.griffin_block(8, num_heads=2, config=rj.ScanConfig(method="parallel"))
       >>> p = block.init(jax.random.key(0))
       >>> _, ys = block.apply(p, jnp.ones((5, 8)))
       >>> ys.shape

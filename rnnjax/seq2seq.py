@@ -15,6 +15,13 @@ target token embeddings and an output projection. It is composed of small pieces
 
 The constructor's strings (``bridge="auto"``, ``wiring="luong"``) only choose pieces.
 
+The class holds the hyperparameters, the parameters' layout, the encoder, the decoder step
+and the stepping protocol of :mod:`rnnjax.decoding` (``decode_start``, ``decode_step``);
+:func:`build` makes the common configurations, and teacher-forced decoding
+(:func:`decode`, :func:`decode_train`, :func:`decode_train_batch`) and the losses
+(:func:`token_losses`, :func:`log_prob`, :func:`loss_batch`) are functions that take the
+model first.
+
 The decoder, at target step ``t`` (``y_{-1}`` is the begin token ``bos_id``):
 
 .. math::
@@ -47,8 +54,8 @@ Targets hold the output tokens followed by the end token ``eos_id``; ``tgt_len``
 the end token. Positions ``t >= tgt_len`` are padding: they are left out of the loss, and
 since the decoder is causal they never change a real position's output or gradient.
 
-Training modes, all one function (:meth:`Seq2Seq.decode`): the token fed at step ``t >= 1``
-is the ground truth ``y_{t-1}`` with probability ``teacher_prob`` (drawn per step and per
+Training modes, all one function (:func:`decode`): the token fed at step ``t >= 1`` is
+the ground truth ``y_{t-1}`` with probability ``teacher_prob`` (drawn per step and per
 example) and the model's own prediction at step ``t-1`` otherwise. ``teacher_prob=1`` is
 teacher forcing, ``0`` free running, and a decaying ``teacher_prob = eps_i``
 (:mod:`rnnjax.schedules`) scheduled sampling (Bengio et al. 2015). No gradient flows
@@ -80,6 +87,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -95,6 +103,13 @@ from rnnjax._repr import short_repr
 
 __all__ = [
     "Seq2Seq",
+    "build",
+    "decode",
+    "decode_train",
+    "decode_train_batch",
+    "token_losses",
+    "log_prob",
+    "loss_batch",
     "Memory",
     "LuongState",
     "ZeroBridge",
@@ -118,9 +133,9 @@ class Memory(NamedTuple):
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax.seq2seq import Seq2Seq
-      >>> model = Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4,
-      ...                       attention="additive")
+      >>> from rnnjax.seq2seq import build
+      >>> model = build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4,
+      ...               attention="additive")
       >>> memory, state = model.encode(model.init(jax.random.key(0)), jnp.array([3, 4, 0]), 2)
       >>> memory.values.shape, memory.mask.tolist()         # (S, C), (S,)
       ((3, 4), [True, True, False])
@@ -138,9 +153,9 @@ class LuongState(NamedTuple):
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax.seq2seq import Seq2Seq
-      >>> model = Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4,
-      ...                       attention="general", wiring="luong")
+      >>> from rnnjax.seq2seq import build
+      >>> model = build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4,
+      ...               attention="general", wiring="luong")
       >>> memory, state = model.encode(model.init(jax.random.key(0)), jnp.array([3, 4, 0]), 2)
       >>> type(state).__name__, state.attentional.shape     # (H,): fed to the next step
       ('LuongState', (4,))
@@ -172,10 +187,6 @@ def _is_cell(obj) -> bool:
     return hasattr(obj, "step") and hasattr(obj, "init") and hasattr(obj, "initial_state")
 
 
-def _check_int(name, value, minimum):
-    return checks.integer(name, value, minimum)
-
-
 def _check_tokens(name, tokens, ndim, vocab=None):
     if not hasattr(tokens, "ndim") or not jnp.issubdtype(tokens.dtype, jnp.integer):
         raise TypeError(
@@ -183,29 +194,23 @@ def _check_tokens(name, tokens, ndim, vocab=None):
             f"{getattr(tokens, 'dtype', type(tokens).__name__)}"
         )
     if tokens.ndim != ndim:
-        shape = "(S,)" if name.startswith("src") else "(T,)"
-        if ndim == 2:
-            shape = "(B, " + shape[1:]
+        axis = "S" if name.startswith("src") else "T"
+        shape = f"(B, {axis})" if ndim == 2 else f"({axis},)"
         raise ValueError(f"{name} must have shape {shape}; got shape {tokens.shape}")
     if vocab is not None:  # concrete ids are range-checked; traced ones masked by callers
         checks.token_ids(name, tokens, vocab)
 
 
-def _check_len(name, length, shape, T=None):
-    if length is None:
-        return
-    if T is None:
-        if not jnp.issubdtype(jnp.result_type(length), jnp.integer) or jnp.shape(length) != shape:
-            raise ValueError(
-                f"{name} must be integers of shape {shape}; got shape {jnp.shape(length)} and "
-                f"dtype {jnp.result_type(length)}"
-            )
-        return
-    checks.lengths(name, length, T, shape)  # concrete values outside [0, T] raise
+def _check_target(tgt, ndim, vocab):
+    """Target tokens ``(T,)`` or ``(B, T)`` with ``T >= 1``."""
+    _check_tokens("tgt", tgt, ndim, vocab)
+    if tgt.shape[-1] == 0:
+        what = "(shape (T,) with T >= 1)" if ndim == 1 else "per row (shape (B, T) with T >= 1)"
+        raise ValueError(f"tgt must hold at least one token {what}; got shape {tgt.shape}")
 
 
 def _check_feeding(teacher_prob, key, feed) -> None:
-    """Check the training-mode arguments of :meth:`Seq2Seq.decode`."""
+    """Check the training-mode arguments of :func:`decode`."""
     if feed not in ("argmax", "sample"):
         raise ValueError(f"feed must be 'argmax' or 'sample'; got {feed!r}")
     concrete = not isinstance(teacher_prob, jax.core.Tracer)
@@ -370,9 +375,9 @@ class LuongDecoder:
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax.seq2seq import Seq2Seq
-      >>> model = Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4,
-      ...                       attention="general", wiring="luong")
+      >>> from rnnjax.seq2seq import build
+      >>> model = build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4,
+      ...               attention="general", wiring="luong")
       >>> params = model.init(jax.random.key(0))
       >>> memory, state = model.encode(params, jnp.array([3, 4, 0]), 2)
       >>> dec = model.decoder_piece                            # a LuongDecoder
@@ -412,12 +417,401 @@ class LuongDecoder:
         return LuongState(cell_state, att), logits, weights
 
 
+# --------------------------------------------------------------------------- building
+
+
+def build(
+    src_vocab: int,
+    tgt_vocab: int,
+    embed_size: int,
+    hidden_size: int,
+    cell: str = "gru",
+    attention: Optional[str] = None,
+    bidirectional: bool = False,
+    num_layers: int = 1,
+    **kwargs,
+) -> "Seq2Seq":
+    """A :class:`Seq2Seq` from sizes: the same cell type for encoder and decoder.
+
+    Args:
+      src_vocab, tgt_vocab, embed_size: as in :class:`Seq2Seq`.
+      hidden_size: ``H`` of every encoder layer (per direction) and of the decoder.
+      cell: ``"gru"``, ``"lstm"`` or ``"rnn"``.
+      attention: ``None``, ``"additive"``, ``"dot"`` or ``"general"``.
+      bidirectional: bidirectional encoder layers (concatenated outputs).
+      num_layers: encoder layers.
+      **kwargs: ``bridge``, ``bos_id``, ``eos_id``, ``pad_id``, ``wiring``.
+
+    Returns:
+      A :class:`Seq2Seq`.
+
+    Example:
+      >>> from rnnjax import seq2seq
+      >>> model = seq2seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4,
+      ...                       attention="dot", num_layers=2)
+      >>> model.context_size, model.decoder.input_size       # C, E + C
+      (4, 7)
+    """
+    makers = {"gru": cells_lib.GRU, "lstm": cells_lib.LSTM, "rnn": cells_lib.SimpleRNN}
+    if cell not in makers:
+        raise ValueError(f"cell must be one of {sorted(makers)}; got {cell!r}")
+    for name, value in (
+        ("num_layers", num_layers),
+        ("embed_size", embed_size),
+        ("hidden_size", hidden_size),
+    ):
+        checks.integer(name, value, 1)
+    make = makers[cell]
+    layers, size = [], embed_size
+    for _ in range(num_layers):
+        c = make(size, hidden_size)
+        layers.append(layers_lib.Bidirectional(c) if bidirectional else c)
+        size = 2 * hidden_size if bidirectional else hidden_size
+    encoder = layers[0] if num_layers == 1 else layers_lib.Stacked(layers)
+    encoder = layers_lib._as_layer(encoder, name="encoder")
+    attentions = {
+        "additive": attn_lib.AdditiveAttention,
+        "dot": attn_lib.DotAttention,
+        "general": attn_lib.GeneralAttention,
+    }
+    if attention is not None and attention not in attentions:
+        raise ValueError(
+            f"attention must be None, 'additive', 'dot' or 'general'; got {attention!r}"
+        )
+    attn = attentions[attention](hidden_size, size) if attention else None
+    if attn is not None:
+        ctx = size
+    else:
+        ctx = sum(s.h.shape[0] for s in _top_states(encoder, encoder.initial_state()))
+    if kwargs.get("wiring") == "luong":
+        ctx = hidden_size  # input feeding of the attentional vector
+    decoder = make(embed_size + ctx, hidden_size)
+    return Seq2Seq(encoder, decoder, src_vocab, tgt_vocab, embed_size, attn, **kwargs)
+
+
+def _check_attention(attention, encoder, decoder) -> None:
+    if encoder.output_size is None:
+        raise ValueError(
+            "attention needs an encoder with a known output_size "
+            "(a Bidirectional with a callable merge has none)"
+        )
+    for what, want, size in (
+        ("key_size must be the encoder's output_size", encoder.output_size, attention.key_size),
+        ("query_size must be the decoder's state size", decoder.state_size, attention.query_size),
+    ):
+        if size != want:
+            raise ValueError(f"attention.{what} {want}; got {size}")
+
+
+def _bridge_mode(mode, model) -> str:
+    """The bridge ``mode`` resolved (``"auto"``: ``"copy"`` when it fits) and checked."""
+    if mode not in ("auto", "copy", "linear", "zero"):
+        raise ValueError(f"bridge must be 'auto', 'copy', 'linear' or 'zero'; got {mode!r}")
+    tops, dec = model._enc_tops(), model.decoder.initial_state()
+    shapes = lambda tree: jax.tree_util.tree_map(jnp.shape, tree)
+    fits = (
+        len(tops) == 1
+        and jax.tree_util.tree_structure(tops[0]) == jax.tree_util.tree_structure(dec)
+        and shapes(tops[0]) == shapes(dec)
+    )
+    if mode == "auto":
+        mode = "copy" if fits else "linear"
+    if mode == "copy" and not fits:
+        raise ValueError(
+            "bridge='copy' needs the encoder's top-layer final state to have the "
+            f"decoder's state structure and sizes {shapes(dec)}; got {shapes(tops)}"
+        )
+    return mode
+
+
+def _length_mask(length, B: int, T: int) -> jax.Array:
+    """``(B, T)`` bool, True before each row's length (everywhere without lengths)."""
+    if length is None:
+        return jnp.ones((B, T), bool)
+    return jnp.arange(T)[None, :] < length[:, None]
+
+
+# --------------------------------------------------------------------------- teacher forcing
+
+
+def decode(model, params, memory: Memory, state, tgt, *, teacher_prob=1.0, key=None, feed="argmax"):
+    """Run the decoder over ``T = len(tgt)`` steps with teacher forcing, free running or
+    scheduled sampling.
+
+    At step 0 the decoder reads ``bos_id``; at step ``t >= 1`` it reads ``tgt[t-1]`` with
+    probability ``teacher_prob`` and its own prediction of step ``t-1`` otherwise (one
+    Bernoulli draw per step).
+
+    Args:
+      model: the :class:`Seq2Seq`.
+      params, memory, state: its parameters and :meth:`Seq2Seq.encode`'s output.
+      tgt: ``(T,)`` integer target tokens.
+      teacher_prob: probability of feeding the ground truth; 1 (teacher forcing, the
+        default, needs no key), 0 (free running, no key needed) or anything in between
+        (needs ``key``). May be traced (a schedule's value inside ``jit``).
+      key: PRNG key for the draws (and for ``feed="sample"``).
+      feed: the model's own prediction is its ``"argmax"`` (default) or a ``"sample"``
+        from its softmax.
+
+    Returns:
+      ``(logits (T, V), weights (T, S) or None, fed (T,))``: the logits at every step,
+      the attention weights, and the tokens that were fed in.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import seq2seq
+      >>> model = seq2seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
+      >>> params = model.init(jax.random.key(0))
+      >>> memory, state = model.encode(params, jnp.array([3, 4]))
+      >>> logits, _, fed = seq2seq.decode(model, params, memory, state, jnp.array([5, 2]))
+      >>> logits.shape, fed.tolist()                     # bos_id, then the truth
+      ((2, 6), [1, 5])
+    """
+    checks.model_params("params", model, params)
+    key = checks.key("key", key, optional=True)
+    _check_target(tgt, 1, model.tgt_vocab)
+    _check_feeding(teacher_prob, key, feed)
+    T = tgt.shape[0]
+    if not checks.is_concrete(tgt):  # traced ids outside the vocabulary are fed as pad_id
+        tgt = jnp.where(checks.valid_tokens(tgt, model.tgt_vocab), tgt, model.pad_id)
+    p = None if isinstance(teacher_prob, jax.core.Tracer) else float(teacher_prob)
+    gt_prev = jnp.concatenate([jnp.full((1,), model.bos_id, tgt.dtype), tgt[:-1]])
+    if p in (0.0, 1.0):
+        use_gt = jnp.full((T,), p == 1.0)
+    else:
+        k_coin, key = jax.random.split(key)
+        use_gt = jax.random.bernoulli(k_coin, teacher_prob, (T,))
+    sample_keys = jax.random.split(key, T) if feed == "sample" and key is not None else None
+
+    def body(carry, inp):
+        s, own = carry
+        gt, coin, k = inp
+        tok = jnp.where(coin, gt, own)
+        s, logits, w = model.step(params, s, tok, memory)
+        if feed == "argmax" or k is None:
+            nxt = jnp.argmax(logits).astype(tgt.dtype)
+        else:
+            nxt = jax.random.categorical(k, logits).astype(tgt.dtype)
+        return (s, nxt), (logits, w, tok)
+
+    init = (state, jnp.asarray(model.bos_id, tgt.dtype))
+    _, (logits, weights, fed) = jax.lax.scan(body, init, (gt_prev, use_gt, sample_keys))
+    return logits, weights, fed
+
+
+def decode_train(
+    model, params, src, src_len, tgt, tgt_len=None, *, teacher_prob=1.0, key=None, feed="argmax"
+):
+    """:meth:`Seq2Seq.encode` then :func:`decode` for one example.
+
+    ``key`` (when given) is split between the encoder's dropout and the decoder's draws.
+    ``tgt_len`` is accepted for symmetry and checked; the padding needs no special
+    treatment in the decoder (it is causal), only in the loss.
+
+    Args:
+      model: the :class:`Seq2Seq`.
+      params: its parameters.
+      src: ``(S,)`` integer source tokens; src_len: optional integer scalar.
+      tgt: ``(T,)`` integer target tokens with ``T >= 1`` (an empty target is a
+        ``ValueError``: there is nothing to decode).
+      tgt_len: optional integer scalar in ``[0, T]``.
+      teacher_prob, key, feed: as in :func:`decode`.
+
+    Returns:
+      ``(logits (T, V), weights (T, S) or None)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> model = rj.seq2seq.build(6, 6, embed_size=3, hidden_size=4, cell="lstm")
+      >>> src, tgt = jnp.array([3, 4]), jnp.array([5, 2])
+      >>> logits, _ = rj.seq2seq.decode_train(model, model.init(jax.random.key(0)), src, 2, tgt)
+      >>> logits.shape                                   # (T, V)
+      (2, 6)
+    """
+    checks.model_params("params", model, params)
+    key = checks.key("key", key, optional=True)
+    _check_target(tgt, 1, model.tgt_vocab)
+    checks.lengths("tgt_len", tgt_len, tgt.shape[0], ())
+    _check_feeding(teacher_prob, key, feed)
+    k_enc, k_dec = (None, None) if key is None else jax.random.split(key)
+    memory, state = model.encode(params, src, src_len, key=k_enc)
+    logits, weights, _ = decode(
+        model, params, memory, state, tgt, teacher_prob=teacher_prob, key=k_dec, feed=feed
+    )
+    return logits, weights
+
+
+def decode_train_batch(
+    model, params, src, src_len, tgt, tgt_len=None, *, teacher_prob=1.0, key=None, feed="argmax"
+):
+    """Encode a batch natively batched, then decode every example (:func:`decode`).
+
+    ``key`` (when given) is split between the encoder's dropout and the decoder's draws
+    (one key per example).
+
+    Args:
+      model: the :class:`Seq2Seq`.
+      params: its parameters.
+      src: ``(B, S)``; src_len: optional ``(B,)``; tgt: ``(B, T)``; tgt_len: optional
+        ``(B,)``.
+      teacher_prob, key, feed: as in :func:`decode`.
+
+    Returns:
+      ``(logits (B, T, V), weights (B, T, S) or None)``.
+    """
+    checks.model_params("params", model, params)
+    key = checks.key("key", key, optional=True)
+    _check_tokens("src", src, 2, model.src_vocab)
+    _check_target(tgt, 2, model.tgt_vocab)
+    B = src.shape[0]
+    if tgt.shape[0] != B:
+        raise ValueError(f"tgt must have batch size {B}; got shape {tgt.shape}")
+    checks.lengths("tgt_len", tgt_len, tgt.shape[1], (B,))
+    _check_feeding(teacher_prob, key, feed)
+    k_enc, k_dec = (None, None) if key is None else jax.random.split(key)
+    memory, state = model.encode_batch(params, src, src_len, key=k_enc)
+    keys = None if k_dec is None else jax.random.split(k_dec, B)
+    fn = lambda m, s, t, k: decode(
+        model, params, m, s, t, teacher_prob=teacher_prob, key=k, feed=feed
+    )[:2]
+    return jax.vmap(fn, in_axes=(0, 0, 0, None if keys is None else 0))(memory, state, tgt, keys)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def token_losses(
+    model, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0, key=None, feed="argmax"
+):
+    """Per-position cross-entropy ``(T,)`` of one example (zero at ``t >= tgt_len``) and
+    the mask.
+
+    A concrete ``tgt_len`` outside ``[0, T]`` or target token outside ``[0, tgt_vocab)``
+    raises; traced out-of-range tokens are left out of the mask (zero loss, not counted).
+
+    Args:
+      model, params, src, src_len, tgt: as in :func:`decode_train`.
+      tgt_len: integer scalar in ``[0, T]``.
+      teacher_prob, key, feed: as in :func:`decode`.
+
+    Returns:
+      ``(ce (T,), mask (T,))``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jax.random import key
+      >>> from rnnjax.seq2seq import build, token_losses
+      >>> model = build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
+      >>> ce, mask = token_losses(model, model.init(key(0)), jnp.array([3, 4]), 2,
+      ...                         jnp.array([5, 2, 0]), 2)
+      >>> mask.tolist(), float(ce[2])
+      ([True, True, False], 0.0)
+    """
+    if tgt_len is None:
+        raise ValueError("tgt_len must be an integer scalar in [0, T]; got None")
+    logits, _ = decode_train(
+        model, params, src, src_len, tgt, tgt_len, teacher_prob=teacher_prob, key=key, feed=feed
+    )
+    return _masked_ce(model, logits, tgt, jnp.arange(tgt.shape[0]) < tgt_len)
+
+
+def log_prob(model, params, src, src_len, tgt, tgt_len):
+    """``log p(tgt[:tgt_len] | src)`` under the model (teacher forcing), a scalar.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> model = rj.seq2seq.build(6, 6, embed_size=3, hidden_size=4, attention="dot")
+      >>> lp = rj.seq2seq.log_prob(model, model.init(jax.random.key(0)), jnp.array([3, 4]), 2,
+      ...                          jnp.array([5, 2]), 2)
+      >>> bool(lp < 0)                                   # a log-probability
+      True
+    """
+    ce, _ = token_losses(model, params, src, src_len, tgt, tgt_len)
+    return -jnp.sum(ce)
+
+
+def _masked_ce(model, logits, tgt, mask):
+    """The cross-entropy at every target position, zero where ``mask`` (and, for traced
+    targets, the vocabulary) leaves a position out; and that mask."""
+    if not checks.is_concrete(tgt):  # traced ids outside the vocabulary: not counted
+        mask = mask & checks.valid_tokens(tgt, model.tgt_vocab)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, tgt)
+    return jnp.where(mask, ce, 0.0), mask
+
+
+def _batch_loss(model, params, src, src_len, tgt, tgt_len, teacher_prob, key, feed):
+    """``(mean cross-entropy per real token, (logits (B, T, V), mask (B, T)))``; the
+    arguments are checked by :func:`decode_train_batch` (the Trainer's raw uint32 key
+    data too)."""
+    logits, _ = decode_train_batch(
+        model, params, src, src_len, tgt, tgt_len, teacher_prob=teacher_prob, key=key, feed=feed
+    )
+    ce, mask = _masked_ce(model, logits, tgt, _length_mask(tgt_len, *tgt.shape))
+    return jnp.sum(ce) / jnp.maximum(jnp.sum(mask), 1), (logits, mask)
+
+
+def loss_batch(
+    model, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0, key=None, feed="argmax"
+):
+    """Mean cross-entropy per real target token over a batch.
+
+    Args:
+      model: the :class:`Seq2Seq`.
+      params: its parameters.
+      src: ``(B, S)``; src_len: ``(B,)``; tgt: ``(B, T)``; tgt_len: ``(B,)``.
+      teacher_prob, feed: as in :func:`decode`; key: split between the encoder's dropout
+        and one key per example for the decoder's draws.
+
+    Returns:
+      A scalar: the summed cross-entropy over all real target tokens divided by their
+      number (padding excluded).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import seq2seq
+      >>> model = seq2seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
+      >>> params = model.init(jax.random.key(0))
+      >>> loss = seq2seq.loss_batch(model, params, jnp.array([[3, 4]]), jnp.array([2]),
+      ...                           jnp.array([[5, 2]]), jnp.array([2]))
+      >>> loss.shape
+      ()
+    """
+    return _batch_loss(model, params, src, src_len, tgt, tgt_len, teacher_prob, key, feed)[0]
+
+
 # --------------------------------------------------------------------------- the model
+
+
+def _deprecated(fn):
+    """The method that stays one release for the module function ``fn``: it warns and
+    calls ``fn`` with the model first (``build``: with the class left out)."""
+    name = fn.__name__
+    model_first = name != "build"
+
+    def method(self, *args, **kwargs):
+        warnings.warn(
+            f"Seq2Seq.{name} is deprecated and will be removed in the next release; use "
+            f"rnnjax.seq2seq.{name}({'model, ' if model_first else ''}...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return fn(self, *args, **kwargs) if model_first else fn(*args, **kwargs)
+
+    method.__name__, method.__qualname__ = name, f"Seq2Seq.{name}"
+    method.__doc__ = f"Deprecated: :func:`rnnjax.seq2seq.{name}` does this."
+    return method
 
 
 @dataclasses.dataclass(frozen=True)
 class Seq2Seq:
-    """An RNN encoder-decoder with optional attention.
+    """An RNN encoder-decoder with optional attention: its hyperparameters, its
+    parameters, the encoder, the decoder step and the stepping protocol of
+    :mod:`rnnjax.decoding`.
+
+    :func:`build` makes the common configurations; teacher-forced decoding and the
+    losses are the module's functions (:func:`decode`, :func:`decode_train`,
+    :func:`decode_train_batch`, :func:`token_losses`, :func:`log_prob`,
+    :func:`loss_batch`), which take the model first.
 
     Params: ``{"src_embed": (V_src, E_src), "tgt_embed": (V_tgt, E), "encoder": ...,
     "decoder": ..., "bridge": {...}, "attention": {...}, "out": {"w": (H + C, V_tgt),
@@ -429,7 +823,7 @@ class Seq2Seq:
         the source embedding size.
       decoder: a cell; its ``input_size`` must be ``embed_size + C``, with ``C`` the
         encoder's output size with attention, else the fixed context size (see
-        :attr:`context_size`). :meth:`build` computes this for you.
+        :attr:`context_size`). :func:`build` computes this for you.
       src_vocab: ``V_src``.
       tgt_vocab: ``V_tgt``.
       embed_size: ``E``, the target embedding size.
@@ -448,12 +842,12 @@ class Seq2Seq:
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax.seq2seq import Seq2Seq
-      >>> model = Seq2Seq.build(src_vocab=7, tgt_vocab=7, embed_size=4, hidden_size=8,
+      >>> from rnnjax import seq2seq
+      >>> model = seq2seq.build(src_vocab=7, tgt_vocab=7, embed_size=4, hidden_size=8,
       ...                       attention="additive", bidirectional=True)
       >>> params = model.init(jax.random.key(0))
       >>> src = jnp.array([3, 4, 5, 0]); tgt = jnp.array([5, 4, 3, 2])
-      >>> logits, weights = model.decode_train(params, src, 3, tgt, 4)
+      >>> logits, weights = seq2seq.decode_train(model, params, src, 3, tgt, 4)
       >>> logits.shape, weights.shape
       ((4, 7), (4, 4))
     """
@@ -477,30 +871,14 @@ class Seq2Seq:
         object.__setattr__(self, "encoder", enc)
         if not _is_cell(self.decoder):
             raise TypeError(f"decoder must be an rnnjax cell; got {self.decoder!r}")
-        _check_int("src_vocab", self.src_vocab, 1)
-        _check_int("tgt_vocab", self.tgt_vocab, 1)
-        _check_int("embed_size", self.embed_size, 1)
+        for name in ("src_vocab", "tgt_vocab", "embed_size"):
+            checks.integer(name, getattr(self, name), 1)
         for name in ("bos_id", "eos_id", "pad_id"):
-            v = getattr(self, name)
-            _check_int(name, v, 0)
+            v = checks.integer(name, getattr(self, name), 0)
             if v >= self.tgt_vocab:
                 raise ValueError(f"{name} must be < tgt_vocab={self.tgt_vocab}; got {v}")
         if self.attention is not None:
-            if enc.output_size is None:
-                raise ValueError(
-                    "attention needs an encoder with a known output_size "
-                    "(a Bidirectional with a callable merge has none)"
-                )
-            if self.attention.key_size != enc.output_size:
-                raise ValueError(
-                    f"attention.key_size must be the encoder's output_size "
-                    f"{enc.output_size}; got {self.attention.key_size}"
-                )
-            if self.attention.query_size != self.decoder.state_size:
-                raise ValueError(
-                    f"attention.query_size must be the decoder's state size "
-                    f"{self.decoder.state_size}; got {self.attention.query_size}"
-                )
+            _check_attention(self.attention, enc, self.decoder)
         if self.wiring not in ("bahdanau", "luong"):
             raise ValueError(f"wiring must be 'bahdanau' or 'luong'; got {self.wiring!r}")
         if self.wiring == "luong" and self.attention is None:
@@ -512,22 +890,7 @@ class Seq2Seq:
                 f"decoder.input_size must be embed_size + {what} = {self.embed_size} + "
                 f"{self.feed_size} = {expected}; got {self.decoder.input_size}"
             )
-        if self.bridge not in ("auto", "copy", "linear", "zero"):
-            raise ValueError(
-                f"bridge must be 'auto', 'copy', 'linear' or 'zero'; got {self.bridge!r}"
-            )
-        mode = self.bridge
-        fits = self._copy_fits()
-        if mode == "auto":
-            mode = "copy" if fits else "linear"
-        if mode == "copy" and not fits:
-            raise ValueError(
-                "bridge='copy' needs the encoder's top-layer final state to have the "
-                "decoder's state structure and sizes "
-                f"{jax.tree_util.tree_map(jnp.shape, self.decoder.initial_state())}; got "
-                f"{jax.tree_util.tree_map(jnp.shape, self._enc_tops())}"
-            )
-        object.__setattr__(self, "bridge", mode)
+        object.__setattr__(self, "bridge", _bridge_mode(self.bridge, self))
 
     # ------------------------------------------------------------------ pieces
 
@@ -549,81 +912,8 @@ class Seq2Seq:
             return LuongDecoder(self.decoder, self.attention)
         return BahdanauDecoder(self.decoder, self.attention)
 
-    # ------------------------------------------------------------------ construction
-
-    @classmethod
-    def build(
-        cls,
-        src_vocab: int,
-        tgt_vocab: int,
-        embed_size: int,
-        hidden_size: int,
-        cell: str = "gru",
-        attention: Optional[str] = None,
-        bidirectional: bool = False,
-        num_layers: int = 1,
-        **kwargs,
-    ) -> "Seq2Seq":
-        """A model from sizes: the same cell type for encoder and decoder.
-
-        Args:
-          src_vocab, tgt_vocab, embed_size: as in the class.
-          hidden_size: ``H`` of every encoder layer (per direction) and of the decoder.
-          cell: ``"gru"``, ``"lstm"`` or ``"rnn"``.
-          attention: ``None``, ``"additive"``, ``"dot"`` or ``"general"``.
-          bidirectional: bidirectional encoder layers (concatenated outputs).
-          num_layers: encoder layers.
-          **kwargs: ``bridge``, ``bos_id``, ``eos_id``, ``pad_id``, ``wiring``.
-
-        Returns:
-          A :class:`Seq2Seq`.
-        """
-        makers = {"gru": cells_lib.GRU, "lstm": cells_lib.LSTM, "rnn": cells_lib.SimpleRNN}
-        if cell not in makers:
-            raise ValueError(f"cell must be one of {sorted(makers)}; got {cell!r}")
-        _check_int("num_layers", num_layers, 1)
-        _check_int("embed_size", embed_size, 1)
-        _check_int("hidden_size", hidden_size, 1)
-        make = makers[cell]
-        layers, size = [], embed_size
-        for _ in range(num_layers):
-            c = make(size, hidden_size)
-            layers.append(layers_lib.Bidirectional(c) if bidirectional else c)
-            size = 2 * hidden_size if bidirectional else hidden_size
-        encoder = layers[0] if num_layers == 1 else layers_lib.Stacked(layers)
-        encoder = layers_lib._as_layer(encoder, name="encoder")
-        attentions = {
-            None: None,
-            "additive": lambda: attn_lib.AdditiveAttention(hidden_size, size),
-            "dot": lambda: attn_lib.DotAttention(hidden_size, size),
-            "general": lambda: attn_lib.GeneralAttention(hidden_size, size),
-        }
-        if attention not in attentions:
-            raise ValueError(
-                f"attention must be None, 'additive', 'dot' or 'general'; got {attention!r}"
-            )
-        attn = attentions[attention]() if attention else None
-        if attn is not None:
-            ctx = size
-        else:
-            ctx = sum(s.h.shape[0] for s in _top_states(encoder, encoder.initial_state()))
-        if kwargs.get("wiring") == "luong":
-            ctx = hidden_size  # input feeding of the attentional vector
-        decoder = make(embed_size + ctx, hidden_size)
-        return cls(encoder, decoder, src_vocab, tgt_vocab, embed_size, attn, **kwargs)
-
     def _enc_tops(self):
         return _top_states(self.encoder, self.encoder.initial_state())
-
-    def _copy_fits(self) -> bool:
-        tops = self._enc_tops()
-        if len(tops) != 1:
-            return False
-        dec = self.decoder.initial_state()
-        return jax.tree_util.tree_structure(tops[0]) == jax.tree_util.tree_structure(dec) and all(
-            a.shape == b.shape
-            for a, b in zip(jax.tree_util.tree_leaves(tops[0]), jax.tree_util.tree_leaves(dec))
-        )
 
     @property
     def context_size(self) -> int:
@@ -674,7 +964,7 @@ class Seq2Seq:
         key = checks.key("key", key, optional=True)
         _check_tokens("src", src, 2, self.src_vocab)
         B, S = src.shape
-        _check_len("src_len", src_len, (B,), S)
+        checks.lengths("src_len", src_len, S, (B,))
         xs = params["src_embed"][src]
         if not checks.is_concrete(src):  # traced ids outside the vocabulary: zero rows
             xs = jnp.where(checks.valid_tokens(src, self.src_vocab)[..., None], xs, 0.0)
@@ -683,9 +973,7 @@ class Seq2Seq:
         context = jnp.concatenate([s.h for s in tops], axis=-1)
         state = self.bridge_piece(params["bridge"], tops, (B,), outs.dtype)
         state = self.decoder_piece.initial(state, outs.dtype)
-        mask = (
-            jnp.ones((B, S), bool) if src_len is None else jnp.arange(S)[None, :] < src_len[:, None]
-        )
+        mask = _length_mask(src_len, B, S)
         keys = None
         if self.attention is not None:
             keys = jax.vmap(self.attention.precompute, in_axes=(None, 0))(params["attention"], outs)
@@ -705,7 +993,7 @@ class Seq2Seq:
           initial state (bridged from the encoder's final state).
         """
         _check_tokens("src", src, 1, self.src_vocab)
-        _check_len("src_len", src_len, (), src.shape[0])
+        checks.lengths("src_len", src_len, src.shape[0], ())
         n = None if src_len is None else jnp.reshape(src_len, (1,))
         memory, state = self.encode_batch(params, src[None], n, key=key)
         return jax.tree_util.tree_map(lambda a: a[0], (memory, state))
@@ -753,218 +1041,6 @@ class Seq2Seq:
         )
         return (state, memory), logits
 
-    def decode(
-        self,
-        params,
-        memory: Memory,
-        state,
-        tgt,
-        *,
-        teacher_prob=1.0,
-        key=None,
-        feed: str = "argmax",
-    ):
-        """Run the decoder over ``T = len(tgt)`` steps with teacher forcing, free running
-        or scheduled sampling.
-
-        At step 0 the decoder reads ``bos_id``; at step ``t >= 1`` it reads ``tgt[t-1]``
-        with probability ``teacher_prob`` and its own prediction of step ``t-1``
-        otherwise (one Bernoulli draw per step).
-
-        Args:
-          params, memory, state: the parameters and :meth:`encode`'s output.
-          tgt: ``(T,)`` integer target tokens.
-          teacher_prob: probability of feeding the ground truth; 1 (teacher forcing, the
-            default, needs no key), 0 (free running, no key needed) or anything in
-            between (needs ``key``). May be traced (a schedule's value inside ``jit``).
-          key: PRNG key for the draws (and for ``feed="sample"``).
-          feed: the model's own prediction is its ``"argmax"`` (default) or a
-            ``"sample"`` from its softmax.
-
-        Returns:
-          ``(logits (T, V), weights (T, S) or None, fed (T,))``: the logits at every
-          step, the attention weights, and the tokens that were fed in.
-        """
-        checks.model_params("params", self, params)
-        key = checks.key("key", key, optional=True)
-        _check_tokens("tgt", tgt, 1, self.tgt_vocab)
-        _check_feeding(teacher_prob, key, feed)
-        T = tgt.shape[0]
-        if T == 0:
-            raise ValueError(
-                "tgt must hold at least one token (shape (T,) with T >= 1); got shape (0,)"
-            )
-        if not checks.is_concrete(tgt):  # traced ids outside the vocabulary are fed as pad_id
-            tgt = jnp.where(checks.valid_tokens(tgt, self.tgt_vocab), tgt, self.pad_id)
-        concrete = not isinstance(teacher_prob, jax.core.Tracer)
-        p = float(teacher_prob) if concrete else None
-        gt_prev = jnp.concatenate([jnp.full((1,), self.bos_id, tgt.dtype), tgt[:-1]])
-        if concrete and p == 1.0:
-            use_gt = jnp.ones((T,), bool)
-        elif concrete and p == 0.0:
-            use_gt = jnp.zeros((T,), bool)
-        else:
-            k_coin, key = jax.random.split(key)
-            use_gt = jax.random.bernoulli(k_coin, teacher_prob, (T,))
-        sample_keys = jax.random.split(key, T) if feed == "sample" and key is not None else None
-
-        def body(carry, inp):
-            s, own = carry
-            gt, coin, k = inp
-            tok = jnp.where(coin, gt, own)
-            s, logits, w = self.step(params, s, tok, memory)
-            if feed == "argmax" or k is None:
-                nxt = jnp.argmax(logits).astype(tgt.dtype)
-            else:
-                nxt = jax.random.categorical(k, logits).astype(tgt.dtype)
-            return (s, nxt), (logits, w, tok)
-
-        init = (state, jnp.asarray(self.bos_id, tgt.dtype))
-        _, (logits, weights, fed) = jax.lax.scan(body, init, (gt_prev, use_gt, sample_keys))
-        return logits, weights, fed
-
-    def decode_train(
-        self, params, src, src_len, tgt, tgt_len=None, *, teacher_prob=1.0, key=None, feed="argmax"
-    ):
-        """:meth:`encode` then :meth:`decode` for one example.
-
-        ``key`` (when given) is split between the encoder's dropout and the decoder's
-        draws. ``tgt_len`` is accepted for symmetry and checked; the padding needs no
-        special treatment in the decoder (it is causal), only in the loss.
-
-        Args:
-          params: :meth:`init`'s parameters.
-          src: ``(S,)`` integer source tokens; src_len: optional integer scalar.
-          tgt: ``(T,)`` integer target tokens with ``T >= 1`` (an empty target is a
-            ``ValueError``: there is nothing to decode).
-          tgt_len: optional integer scalar in ``[0, T]``.
-          teacher_prob, key, feed: as in :meth:`decode`.
-
-        Returns:
-          ``(logits (T, V), weights (T, S) or None)``.
-
-        Example:
-          >>> import jax, jax.numpy as jnp, rnnjax as rj
-          >>> model = rj.Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
-          >>> params = model.init(jax.random.key(0))
-          >>> logits, _ = model.decode_train(params, jnp.array([3, 4]), 2, jnp.array([5, 2]))
-          >>> logits.shape                                   # (T, V)
-          (2, 6)
-        """
-        checks.model_params("params", self, params)
-        key = checks.key("key", key, optional=True)
-        _check_tokens("tgt", tgt, 1, self.tgt_vocab)
-        if tgt.shape[0] == 0:
-            raise ValueError(
-                "tgt must hold at least one token (shape (T,) with T >= 1); got shape (0,)"
-            )
-        _check_len("tgt_len", tgt_len, (), tgt.shape[0])
-        _check_feeding(teacher_prob, key, feed)
-        k_enc, k_dec = (None, None) if key is None else jax.random.split(key)
-        memory, state = self.encode(params, src, src_len, key=k_enc)
-        logits, weights, _ = self.decode(
-            params, memory, state, tgt, teacher_prob=teacher_prob, key=k_dec, feed=feed
-        )
-        return logits, weights
-
-    def decode_train_batch(
-        self, params, src, src_len, tgt, tgt_len=None, *, teacher_prob=1.0, key=None, feed="argmax"
-    ):
-        """Encode a batch natively batched, then decode every example.
-
-        ``key`` (when given) is split between the encoder's dropout and the decoder's
-        draws (one key per example).
-
-        Returns:
-          ``(logits (B, T, V), weights (B, T, S) or None)``.
-        """
-        checks.model_params("params", self, params)
-        key = checks.key("key", key, optional=True)
-        _check_tokens("src", src, 2, self.src_vocab)
-        _check_tokens("tgt", tgt, 2, self.tgt_vocab)
-        B = src.shape[0]
-        if tgt.shape[1] == 0:
-            raise ValueError(
-                "tgt must hold at least one token per row (shape (B, T) with T >= 1); got "
-                f"shape {tgt.shape}"
-            )
-        if tgt.shape[0] != B:
-            raise ValueError(f"tgt must have batch size {B}; got shape {tgt.shape}")
-        _check_len("tgt_len", tgt_len, (B,), tgt.shape[1])
-        _check_feeding(teacher_prob, key, feed)
-        k_enc, k_dec = (None, None) if key is None else jax.random.split(key)
-        memory, state = self.encode_batch(params, src, src_len, key=k_enc)
-        keys = None if k_dec is None else jax.random.split(k_dec, B)
-        fn = lambda m, s, t, k: self.decode(
-            params, m, s, t, teacher_prob=teacher_prob, key=k, feed=feed
-        )[:2]
-        return jax.vmap(fn, in_axes=(0, 0, 0, None if keys is None else 0))(
-            memory, state, tgt, keys
-        )
-
-    # ------------------------------------------------------------------ losses
-
-    def token_losses(
-        self, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0, key=None, feed="argmax"
-    ):
-        """Per-position cross-entropy ``(T,)`` (zero at ``t >= tgt_len``) and the mask.
-
-        A concrete ``tgt_len`` outside ``[0, T]`` or target token outside
-        ``[0, tgt_vocab)`` raises; traced out-of-range tokens are left out of the mask
-        (zero loss, not counted)."""
-        if tgt_len is None:
-            raise ValueError("tgt_len must be an integer scalar in [0, T]; got None")
-        logits, _ = self.decode_train(
-            params, src, src_len, tgt, tgt_len, teacher_prob=teacher_prob, key=key, feed=feed
-        )
-        mask = jnp.arange(tgt.shape[0]) < tgt_len
-        if not checks.is_concrete(tgt):
-            mask = mask & checks.valid_tokens(tgt, self.tgt_vocab)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, tgt)
-        return jnp.where(mask, ce, 0.0), mask
-
-    def log_prob(self, params, src, src_len, tgt, tgt_len):
-        """``log p(tgt[:tgt_len] | src)`` under the model (teacher forcing), a scalar."""
-        ce, _ = self.token_losses(params, src, src_len, tgt, tgt_len)
-        return -jnp.sum(ce)
-
-    def _batch_loss(self, params, src, src_len, tgt, tgt_len, teacher_prob, key, feed):
-        """``(mean cross-entropy per real token, (logits (B, T, V), mask (B, T)))``."""
-        _check_tokens("src", src, 2, self.src_vocab)
-        _check_tokens("tgt", tgt, 2, self.tgt_vocab)
-        B = src.shape[0]
-        _check_len("src_len", src_len, (B,), src.shape[1])
-        _check_len("tgt_len", tgt_len, (B,), tgt.shape[1])
-        key = checks.key("key", key, optional=True)  # raw uint32 data (the Trainer's) wrapped
-        logits, _ = self.decode_train_batch(
-            params, src, src_len, tgt, tgt_len, teacher_prob=teacher_prob, key=key, feed=feed
-        )
-        T = tgt.shape[1]
-        mask = (
-            jnp.ones((B, T), bool) if tgt_len is None else jnp.arange(T)[None, :] < tgt_len[:, None]
-        )
-        if not checks.is_concrete(tgt):  # traced ids outside the vocabulary: not counted
-            mask = mask & checks.valid_tokens(tgt, self.tgt_vocab)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, tgt)
-        loss = jnp.sum(jnp.where(mask, ce, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
-        return loss, (logits, mask)
-
-    def loss_batch(
-        self, params, src, src_len, tgt, tgt_len, *, teacher_prob=1.0, key=None, feed="argmax"
-    ):
-        """Mean cross-entropy per real target token over a batch.
-
-        Args:
-          src: ``(B, S)``; src_len: ``(B,)``; tgt: ``(B, T)``; tgt_len: ``(B,)``.
-          teacher_prob, feed: as in :meth:`decode`; key: split between the encoder's
-            dropout and one key per example for the decoder's draws.
-
-        Returns:
-          A scalar: the summed cross-entropy over all real target tokens divided by
-          their number (padding excluded).
-        """
-        return self._batch_loss(params, src, src_len, tgt, tgt_len, teacher_prob, key, feed)[0]
-
     def trainer_loss(self, params, batch: dict, key=None):
         """The loss that :class:`rnnjax.Trainer` minimises (teacher forcing or scheduled
         sampling).
@@ -983,7 +1059,7 @@ class Seq2Seq:
 
         Example:
           >>> import jax, jax.numpy as jnp, rnnjax as rj
-          >>> model = rj.Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
+          >>> model = rj.seq2seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
           >>> trainer = rj.Trainer(model)
           >>> state = trainer.init(jax.random.key(0))
           >>> batch = {"inputs": jnp.array([[3, 4, 5]]), "targets": jnp.array([[5, 4, 2]]),
@@ -999,16 +1075,19 @@ class Seq2Seq:
                 f"'input_length', 'target_length', 'teacher_prob'; got {got}"
             )
         tp = 1.0 if key is None else batch.get("teacher_prob", 1.0)
-        return self._batch_loss(
-            params,
-            batch["inputs"],
-            batch.get("input_length"),
-            batch["targets"],
-            batch.get("target_length"),
-            tp,
-            key,
-            "argmax",
-        )
+        src, src_len = batch["inputs"], batch.get("input_length")
+        tgt, tgt_len = batch["targets"], batch.get("target_length")
+        return _batch_loss(self, params, src, src_len, tgt, tgt_len, tp, key, "argmax")
+
+    # ------------------------------------------------------------------ deprecated
+
+    build = classmethod(_deprecated(build))
+    decode = _deprecated(decode)
+    decode_train = _deprecated(decode_train)
+    decode_train_batch = _deprecated(decode_train_batch)
+    token_losses = _deprecated(token_losses)
+    log_prob = _deprecated(log_prob)
+    loss_batch = _deprecated(loss_batch)
 
 
 def make_train_step(model: Seq2Seq, optimizer, schedule=None, feed: str = "argmax"):
@@ -1026,7 +1105,7 @@ def make_train_step(model: Seq2Seq, optimizer, schedule=None, feed: str = "argma
         ``optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))``.
       schedule: ``step -> eps`` (see :func:`rnnjax.schedules.sampling_schedule`);
         ``None`` is teacher forcing.
-      feed: ``"argmax"`` or ``"sample"`` (see :meth:`Seq2Seq.decode`).
+      feed: ``"argmax"`` or ``"sample"`` (see :func:`decode`).
 
     Returns:
       ``step_fn(params, opt_state, step, batch, key) -> (params, opt_state, loss, eps)``
@@ -1036,9 +1115,9 @@ def make_train_step(model: Seq2Seq, optimizer, schedule=None, feed: str = "argma
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
-      >>> from rnnjax.seq2seq import Seq2Seq, make_train_step
+      >>> from rnnjax.seq2seq import build, make_train_step
       >>> from rnnjax.schedules import sampling_schedule
-      >>> model = Seq2Seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
+      >>> model = build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4)
       >>> params = model.init(jax.random.key(0))
       >>> opt = optax.adam(1e-2)
       >>> step_fn = make_train_step(model, opt, sampling_schedule("constant", value=1.0))
@@ -1056,8 +1135,8 @@ def make_train_step(model: Seq2Seq, optimizer, schedule=None, feed: str = "argma
         tp = 1.0 if schedule is None else eps
 
         def loss_fn(p):
-            return model.loss_batch(
-                p, src, src_len, tgt, tgt_len, teacher_prob=tp, key=key, feed=feed
+            return loss_batch(
+                model, p, src, src_len, tgt, tgt_len, teacher_prob=tp, key=key, feed=feed
             )
 
         loss, grads = jax.value_and_grad(loss_fn)(params)

@@ -193,3 +193,44 @@ def test_bad_params():
     del p["mixer"]
     with pytest.raises(ValueError, match="params must be a dict with keys"):
         block.apply(p, jnp.ones((T, D)))
+
+
+def _stepped(layer, p, xs):
+    """``step_layer`` carried over the positions of ``xs`` by a scan: (state, ys)."""
+    one = lambda s, x: rj.blocks.step_layer(layer, p, s, x)
+    return jax.lax.scan(one, layer.initial_state(), xs)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        rj.DeepRecurrent.stack(
+            rj.LRU, D, 2, hidden_size=3, input_size=3, output_size=5, mixer="mlp", residual="block"
+        ),
+        rj.Stacked([rj.Recurrent(rj.CausalConv(D, D, width=3)), rj.ResidualBlock(rj.S6(D, D))]),
+    ],
+    ids=["deep_lru", "conv_then_block"],
+)
+def test_stepping_equals_the_whole_sequence(layer):
+    """One position at a time with the state carried gives the outputs at every position
+    and the final state of the layer run over the whole sequence."""
+    p = _perturb(layer.init(jax.random.key(0)))
+    xs = jax.random.normal(jax.random.key(1), (T, layer.input_size))
+    want_state, want = jax.jit(layer.apply)(p, xs)
+    state, ys = jax.jit(functools.partial(_stepped, layer))(p, xs)
+    np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(want_state)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_stepping_names_what_reads_the_future_and_uses_a_layer_s_own_step():
+    x, bi = jnp.ones(D), rj.Bidirectional(rj.GRU(D, 2))
+    net = rj.DeepRecurrent([rj.ResidualBlock(rj.Stacked([rj.GRU(D, D), bi]))])
+    with pytest.raises(ValueError, match=r"net\.blocks\[0\]\.layer\.layers\[1\] must be causal"):
+        rj.blocks.step_layer(net, net.init(jax.random.key(0)), net.initial_state(), x, name="net")
+
+    class Doubling:  # a layer of one's own: its step is what generation runs
+        def step(self, params, state, x):
+            return state + 1, 2.0 * x
+
+    assert rj.blocks.step_layer(Doubling(), {}, 0, x)[1].tolist() == [2.0] * D

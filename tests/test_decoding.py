@@ -1,6 +1,7 @@
 """Decoding: greedy against a Python loop, beam width 1 equals greedy, and beam search
 finds the best-scoring sequence where all sequences can be enumerated."""
 
+import functools
 import itertools
 
 import jax
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
+from rnnjax import seq2seq
 from rnnjax.decoding import (
     beam_search,
     filter_logits,
@@ -17,14 +19,13 @@ from rnnjax.decoding import (
     length_penalty,
     sample,
 )
-from rnnjax.seq2seq import Seq2Seq
 
 SV, E, H, S = 7, 3, 5, 4
 
 
 @pytest.fixture(scope="module")
 def setup():
-    model = Seq2Seq.build(
+    model = seq2seq.build(
         src_vocab=SV,
         tgt_vocab=6,
         embed_size=E,
@@ -86,7 +87,7 @@ def test_beam_width_one_equals_greedy(setup, alpha):
 
 
 def test_beam_width_one_equals_greedy_with_luong_wiring():
-    model = Seq2Seq.build(
+    model = seq2seq.build(
         src_vocab=SV,
         tgt_vocab=6,
         embed_size=E,
@@ -121,7 +122,7 @@ def _all_sequences(V, eos, L):
 
 @pytest.fixture(scope="module")
 def small():
-    model = Seq2Seq.build(
+    model = seq2seq.build(
         src_vocab=5,
         tgt_vocab=4,
         embed_size=2,
@@ -150,7 +151,9 @@ def test_beam_search_finds_the_best_sequence_by_enumeration(small, alpha):
     # independent scores: teacher-forced log-probabilities of every hypothesis
     score_all = jax.jit(
         jax.vmap(
-            lambda s, sl: jax.vmap(lambda t, n: model.log_prob(params, s, sl, t, n))(tgt, lens)
+            lambda s, sl: jax.vmap(lambda t, n: seq2seq.log_prob(model, params, s, sl, t, n))(
+                tgt, lens
+            )
         )
     )
     logps = np.asarray(score_all(src, src_len), np.float64)
@@ -400,7 +403,7 @@ def test_lm_beam_width_one_is_greedy_and_beam_log_probs_are_the_model_s(lm):
 def test_seq2seq_sampling_log_probs_equal_teacher_forced_ones(setup):
     model, params, src, src_len = setup
     out = sample(model, params, src, src_len, key=jax.random.key(4), max_len=5, top_p=0.9)
-    token_losses = jax.jit(model.token_losses)
+    token_losses = jax.jit(functools.partial(seq2seq.token_losses, model))
     for b in range(src.shape[0]):
         n = int(out.lengths[b])
         ce, _ = token_losses(params, src[b], src_len[b], out.tokens[b], n)
@@ -445,3 +448,82 @@ def test_lm_with_zoneout_generates_like_its_deterministic_apply():
     toks, lps = _lm_greedy_loop(model, params, prompt[0], 3, 4)
     assert out.tokens[0].tolist() == toks
     np.testing.assert_allclose(np.asarray(out.token_log_probs[0]), lps, rtol=1e-5, atol=1e-6)
+
+
+# every causal model generates: the state carried one token at a time equals the full
+# model re-run on the growing prefix
+
+_W = 4  # the width of the blocks (the embedding size)
+
+
+def _causal_layers():
+    par = rj.ScanConfig(method="parallel")
+    return {
+        # (the default suite steps an LSTM-GRU stack in the tests above)
+        "lstm_stack": pytest.param(
+            rj.Stacked([rj.LSTM(_W, 6), rj.LSTM(6, 5)]),
+            marks=[pytest.mark.slow, pytest.mark.properties],
+        ),
+        "deep_recurrent": rj.DeepRecurrent.stack(rj.MinGRU, width=_W, depth=2, config=par),
+        "residual_block": rj.ResidualBlock(rj.GRU(_W, 6), residual="block", norm="rms"),
+        "xlstm_mlstm": rj.xlstm_block(_W, "mlstm", num_heads=2),
+        "xlstm_slstm": rj.xlstm_block(_W, "slstm", num_heads=2),
+        "griffin": rj.griffin_block(_W, num_heads=2, config=par),
+        "griffin_conv": rj.griffin_block(_W, num_heads=2, conv=3),
+    }
+
+
+_reference_cache = {}
+
+
+def _prefix_reference(model, params, prompt, prompt_len, L, key=None, **kw):
+    """Generation by hand without any step: at every token the whole model runs again
+    over the prefix (the prompt and the tokens so far), from which the last position's
+    logits choose the next token, as ``generate`` draws it (the same keys)."""
+    if model not in _reference_cache:
+        _reference_cache[model] = jax.jit(model.apply_batch)
+    run = _reference_cache[model]
+    B, P = prompt.shape
+    rows = jnp.arange(B)
+    buf = jnp.zeros((B, P + L), jnp.int32).at[:, :P].set(prompt)
+    n = jnp.asarray(prompt_len)
+    keys = None if key is None else jax.random.split(key, L)
+    toks, lps = [], []
+    for t in range(L):
+        _, logits = run(params, buf, n)  # the prefix: buf[b, :n[b]]
+        last = logits[rows, n - 1]
+        if keys is None:
+            nxt = jnp.argmax(last, axis=-1)
+        else:
+            nxt = jax.random.categorical(keys[t], filter_logits(last, **kw), axis=-1)
+        lps.append(jax.nn.log_softmax(last)[rows, nxt])
+        buf, n = buf.at[rows, n].set(nxt.astype(jnp.int32)), n + 1
+        toks.append(nxt)
+    return np.stack(toks, 1), np.stack(lps, 1)
+
+
+@pytest.mark.parametrize("layer", list(_causal_layers().values()), ids=list(_causal_layers()))
+def test_every_causal_model_generates_like_its_prefix_rerun(layer):
+    model = rj.SequenceModel(layer, output_size=LV, vocab_size=LV)
+    params = model.init(jax.random.key(21))
+    params["head"]["w"] = 3.0 * params["head"]["w"]  # peaked enough that tokens vary
+    prompt, prompt_len, L = jnp.array([[1, 2, 3], [4, 5, 0]]), jnp.array([3, 2]), 4
+    greedy = generate(model, params, prompt, prompt_len, max_len=L)
+    toks, lps = _prefix_reference(model, params, prompt, prompt_len, L)
+    assert greedy.tokens.tolist() == toks.tolist()
+    np.testing.assert_allclose(greedy.token_log_probs, lps, rtol=1e-4, atol=1e-5)
+    key = jax.random.key(3)
+    drawn = sample(model, params, prompt, prompt_len, key=key, max_len=L, top_k=4)
+    toks, lps = _prefix_reference(model, params, prompt, prompt_len, L, key, top_k=4)
+    assert drawn.tokens.tolist() == toks.tolist()
+    np.testing.assert_allclose(drawn.token_log_probs, lps, rtol=1e-4, atol=1e-5)
+    assert drawn.tokens.tolist() != greedy.tokens.tolist()  # the draws are not greedy ones
+
+
+def test_generation_names_the_layer_that_reads_the_future():
+    layer = rj.DeepRecurrent(
+        [rj.ResidualBlock(rj.GRU(_W, _W)), rj.ResidualBlock(rj.Recurrent(rj.GRU(_W, _W), True))]
+    )
+    model = rj.SequenceModel(layer, output_size=LV, vocab_size=LV)
+    with pytest.raises(ValueError, match=r"layer\.blocks\[1\]\.layer must be causal.*reverse=True"):
+        generate(model, model.init(jax.random.key(0)), jnp.array([[1, 2]]), max_len=2)

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import rnnjax as rj
-from rnnjax import schedules
+from rnnjax import schedules, seq2seq
 from rnnjax.attention import AdditiveAttention
 from rnnjax.seq2seq import Seq2Seq, make_train_step
 
@@ -27,7 +27,7 @@ CONFIGS = {
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def setup(request):
-    model = Seq2Seq.build(
+    model = seq2seq.build(
         src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, **CONFIGS[request.param]
     )
     params = jax.jit(model.init)(jax.random.key(0))
@@ -45,18 +45,20 @@ def setup(request):
 def _jitted(model):
     """Jitted entry points, compiled once per model and shared by the tests."""
     return dict(
-        tf=jax.jit(lambda p, s, sl, t, tl: model.decode_train_batch(p, s, sl, t, tl)),
+        tf=jax.jit(lambda p, s, sl, t, tl: seq2seq.decode_train_batch(model, p, s, sl, t, tl)),
         fr=jax.jit(
-            lambda p, s, sl, t, tl: model.decode_train_batch(p, s, sl, t, tl, teacher_prob=0.0)
+            lambda p, s, sl, t, tl: seq2seq.decode_train_batch(
+                model, p, s, sl, t, tl, teacher_prob=0.0
+            )
         ),
         mixed=jax.jit(
-            lambda p, s, sl, t, tl, prob, key: model.decode_train_batch(
-                p, s, sl, t, tl, teacher_prob=prob, key=key
+            lambda p, s, sl, t, tl, prob, key: seq2seq.decode_train_batch(
+                model, p, s, sl, t, tl, teacher_prob=prob, key=key
             )[0]
         ),
-        loss=jax.jit(lambda p, s, sl, t, tl: model.loss_batch(p, s, sl, t, tl)),
+        loss=jax.jit(lambda p, s, sl, t, tl: seq2seq.loss_batch(model, p, s, sl, t, tl)),
         loss_grad=jax.jit(
-            jax.value_and_grad(lambda p, s, sl, t, tl: model.loss_batch(p, s, sl, t, tl))
+            jax.value_and_grad(lambda p, s, sl, t, tl: seq2seq.loss_batch(model, p, s, sl, t, tl))
         ),
         encode=jax.jit(model.encode),
         step=jax.jit(model.step),
@@ -121,7 +123,7 @@ def test_scheduled_sampling_at_one_is_teacher_forcing_and_at_zero_free_running(s
 
 
 def test_scheduled_sampling_mixes_truth_and_own_predictions():
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H)
+    model = seq2seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H)
     params = jax.jit(model.init)(jax.random.key(0))
     n, TT = 64, 6
     src = jax.random.randint(jax.random.key(1), (n, S), 3, SV)
@@ -132,7 +134,7 @@ def test_scheduled_sampling_mixes_truth_and_own_predictions():
     def fed(p, key):
         def one(s, sl, t, k):
             memory, state = model.encode(params, s, sl)
-            return model.decode(params, memory, state, t, teacher_prob=p, key=k)
+            return seq2seq.decode(model, params, memory, state, t, teacher_prob=p, key=k)
 
         logits, _, toks = jax.vmap(one)(src, src_len, tgt, jax.random.split(key, n))
         return logits, toks
@@ -174,7 +176,7 @@ def test_attention_weights_in_decoder_sum_to_one_and_zero_on_padding(setup):
 
 
 def test_copy_bridge_and_fixed_context_come_from_the_encoder_final_state():
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, cell="lstm")
+    model = seq2seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, cell="lstm")
     assert model.bridge == "copy" and model.context_size == H
     params = jax.jit(model.init)(jax.random.key(0))
     src = jnp.array([3, 4, 5, 6, 0])
@@ -189,7 +191,7 @@ def test_copy_bridge_and_fixed_context_come_from_the_encoder_final_state():
 
 
 def test_luong_step_matches_its_equations_in_float64():
-    model = Seq2Seq.build(
+    model = seq2seq.build(
         src_vocab=SV,
         tgt_vocab=TV,
         embed_size=E,
@@ -223,7 +225,7 @@ def test_luong_step_matches_its_equations_in_float64():
 
 
 def test_linear_bridge_for_a_bidirectional_encoder():
-    model = Seq2Seq.build(
+    model = seq2seq.build(
         src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, bidirectional=True, cell="lstm"
     )
     assert model.bridge == "linear" and model.context_size == 2 * H
@@ -251,7 +253,7 @@ def test_linear_bridge_for_a_bidirectional_encoder():
 
 @pytest.mark.slow
 def test_train_step_learns_a_tiny_copy_task():
-    model = Seq2Seq.build(
+    model = seq2seq.build(
         src_vocab=SV, tgt_vocab=SV, embed_size=4, hidden_size=16, attention="additive"
     )
     params = jax.jit(model.init)(jax.random.key(0))
@@ -300,7 +302,7 @@ def test_schedule_errors():
 
 
 def test_bad_input_errors():
-    model = Seq2Seq.build(
+    model = seq2seq.build(
         src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, attention="additive"
     )
     params = model.init(jax.random.key(0))
@@ -311,21 +313,26 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="bridge='copy'"):
         Seq2Seq(rj.Bidirectional(rj.GRU(E, H)), rj.GRU(E + 2 * H, H), SV, TV, E, bridge="copy")
     with pytest.raises(ValueError, match="wiring='luong' needs an attention module"):
-        Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, wiring="luong")
+        seq2seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, wiring="luong")
     with pytest.raises(ValueError, match="wiring must be"):
-        Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, wiring="x")
+        seq2seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, wiring="x")
     with pytest.raises(ValueError, match="eos_id must be < tgt_vocab"):
-        Seq2Seq.build(src_vocab=SV, tgt_vocab=2, embed_size=E, hidden_size=H)
+        seq2seq.build(src_vocab=SV, tgt_vocab=2, embed_size=E, hidden_size=H)
     with pytest.raises(TypeError, match="src must be an integer token array"):
         model.encode(params, jnp.ones(3))
     with pytest.raises(ValueError, match=r"src must have shape \(S,\)"):
         model.encode(params, jnp.ones((2, 3), jnp.int32))
     with pytest.raises(ValueError, match="key is required"):
-        model.decode_train(params, jnp.array([3, 4]), 2, jnp.array([3, 2]), 2, teacher_prob=0.5)
+        seq2seq.decode_train(
+            model, params, jnp.array([3, 4]), 2, jnp.array([3, 2]), 2, teacher_prob=0.5
+        )
     with pytest.raises(ValueError, match=r"teacher_prob must be in \[0, 1\]"):
-        model.decode_train(params, jnp.array([3, 4]), 2, jnp.array([3, 2]), 2, teacher_prob=1.5)
+        seq2seq.decode_train(
+            model, params, jnp.array([3, 4]), 2, jnp.array([3, 2]), 2, teacher_prob=1.5
+        )
     with pytest.raises(ValueError, match="tgt_len must (be integers of|have the batch) shape"):
-        model.loss_batch(
+        seq2seq.loss_batch(
+            model,
             params,
             jnp.ones((2, 3), jnp.int32),
             jnp.array([3, 3]),
@@ -336,7 +343,7 @@ def test_bad_input_errors():
 
 @pytest.mark.slow  # float64 recompiles the model: about 15 s
 def test_gradient_matches_float64_finite_differences():
-    model = Seq2Seq.build(
+    model = seq2seq.build(
         src_vocab=SV, tgt_vocab=TV, embed_size=2, hidden_size=3, attention="additive"
     )
     src = jnp.array([[3, 4, 5], [6, 3, 0]])
@@ -346,8 +353,10 @@ def test_gradient_matches_float64_finite_differences():
         params = jax.tree_util.tree_map(
             lambda a: jnp.asarray(a, jnp.float64), model.init(jax.random.key(0))
         )
-        loss = jax.jit(lambda p: model.loss_batch(p, src, src_len, tgt, tgt_len))
-        grads = jax.jit(jax.grad(lambda p: model.loss_batch(p, src, src_len, tgt, tgt_len)))(params)
+        loss = jax.jit(lambda p: seq2seq.loss_batch(model, p, src, src_len, tgt, tgt_len))
+        grads = jax.jit(
+            jax.grad(lambda p: seq2seq.loss_batch(model, p, src, src_len, tgt, tgt_len))
+        )(params)
         leaves, treedef = jax.tree_util.tree_flatten(params)
         direction = [
             jax.random.normal(k, l.shape, jnp.float64)
@@ -363,14 +372,14 @@ def test_gradient_matches_float64_finite_differences():
 
 
 def test_sampled_feeding_follows_the_softmax():
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H)
+    model = seq2seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H)
     params = jax.jit(model.init)(jax.random.key(0))
     src = jax.random.randint(jax.random.key(1), (8, S), 3, SV)
     tgt = jax.random.randint(jax.random.key(2), (8, T), 3, TV)
     src_len, tgt_len = jnp.full((8,), S), jnp.full((8,), T)
     run = jax.jit(
-        lambda p, key, feed: model.decode_train_batch(
-            p, src, src_len, tgt, tgt_len, teacher_prob=0.0, key=key, feed=feed
+        lambda p, key, feed: seq2seq.decode_train_batch(
+            model, p, src, src_len, tgt, tgt_len, teacher_prob=0.0, key=key, feed=feed
         )[0],
         static_argnames="feed",
     )
@@ -387,3 +396,33 @@ def test_sampled_feeding_follows_the_softmax():
     b = np.asarray(run(flat, jax.random.key(4), "sample"))
     np.testing.assert_array_equal(a, np.asarray(run(flat, jax.random.key(3), "sample")))
     assert not np.allclose(a, b)
+
+
+def test_deprecated_methods_warn_and_give_the_functions_numbers():
+    """The methods that became module functions stay one release: each warns, names its
+    replacement and returns what the function returns."""
+    with pytest.warns(DeprecationWarning, match=r"use rnnjax\.seq2seq\.build\("):
+        model = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H)
+    assert model == seq2seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H)
+    params = model.init(jax.random.key(0))
+    src, tgt = jnp.array([3, 4, 5]), jnp.array([4, 3, 2])
+    bsrc, btgt, blen = src[None], tgt[None], jnp.array([3])
+    memory, state = model.encode(params, src)
+    calls = {
+        "decode": (memory, state, tgt),
+        "decode_train": (src, 3, tgt, 3),
+        "decode_train_batch": (bsrc, blen, btgt, blen),
+        "token_losses": (src, 3, tgt, 2),
+        "log_prob": (src, 3, tgt, 2),
+        "loss_batch": (bsrc, blen, btgt, blen),
+    }
+    for name, args in calls.items():
+        with pytest.warns(
+            DeprecationWarning,
+            match=rf"Seq2Seq\.{name} is deprecated.*"
+            rf"rnnjax\.seq2seq\.{name}\(model, ",
+        ):
+            old = getattr(model, name)(params, *args)
+        new = getattr(seq2seq, name)(model, params, *args)
+        for a, b in zip(jax.tree_util.tree_leaves(old), jax.tree_util.tree_leaves(new)):
+            np.testing.assert_array_equal(a, b)

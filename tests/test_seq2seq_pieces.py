@@ -10,14 +10,13 @@ import optax
 import pytest
 
 import rnnjax as rj
-from rnnjax import schedules
+from rnnjax import schedules, seq2seq
 from rnnjax.seq2seq import (
     BahdanauDecoder,
     CopyBridge,
     LinearBridge,
     LuongDecoder,
     LuongState,
-    Seq2Seq,
     ZeroBridge,
     make_train_step,
 )
@@ -124,7 +123,7 @@ def data():
     ],
 )
 def test_loss_gradient_and_free_run_equal_a_reference_from_the_equations(name, data):
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, **CONFIGS[name])
+    model = seq2seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, **CONFIGS[name])
     params = model.init(jax.random.key(0))
     params["out"]["w"] = 3.0 * params["out"]["w"]
     src, src_len, tgt, tgt_len = data
@@ -132,19 +131,21 @@ def test_loss_gradient_and_free_run_equal_a_reference_from_the_equations(name, d
     ref_fn = jax.value_and_grad(lambda p: _reference_loss(model, p, src, src_len, tgt, tgt_len))
     ref, ref_grad = ref_fn(params)
     got, got_grad = jax.jit(
-        jax.value_and_grad(lambda p: model.loss_batch(p, src, src_len, tgt, tgt_len))
+        jax.value_and_grad(lambda p: seq2seq.loss_batch(model, p, src, src_len, tgt, tgt_len))
     )(params)
     np.testing.assert_allclose(float(got), float(ref), rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(got_grad), jax.tree_util.tree_leaves(ref_grad)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
-    free, _ = model.decode_train_batch(params, src, src_len, tgt, tgt_len, teacher_prob=0.0)
+    free, _ = seq2seq.decode_train_batch(
+        model, params, src, src_len, tgt, tgt_len, teacher_prob=0.0
+    )
     for b in range(2):
         want = _reference_logits(model, params, src[b], int(src_len[b]), tgt[b], False)
         np.testing.assert_allclose(np.asarray(free[b]), np.asarray(want), rtol=1e-5, atol=1e-6)
 
 
 def test_the_strings_choose_the_pieces():
-    bi = Seq2Seq.build(
+    bi = seq2seq.build(
         src_vocab=SV,
         tgt_vocab=TV,
         embed_size=E,
@@ -154,12 +155,12 @@ def test_the_strings_choose_the_pieces():
     )
     assert isinstance(bi.bridge_piece, LinearBridge) and bi.bridge == "linear"
     assert isinstance(bi.decoder_piece, BahdanauDecoder)
-    plain = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H)
+    plain = seq2seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H)
     assert isinstance(plain.bridge_piece, CopyBridge)
     assert plain.decoder_piece.attention is None
-    zero = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, bridge="zero")
+    zero = seq2seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, bridge="zero")
     assert isinstance(zero.bridge_piece, ZeroBridge)
-    luong = Seq2Seq.build(
+    luong = seq2seq.build(
         src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H, attention="dot", wiring="luong"
     )
     assert isinstance(luong.decoder_piece, LuongDecoder)
@@ -171,7 +172,7 @@ def test_the_strings_choose_the_pieces():
 def test_encoder_runs_natively_batched():
     """The encoder is one apply_batch call (no vmap of apply): its jaxpr holds one scan
     over time for the whole batch, not a batched (vmapped) per-example program."""
-    model = Seq2Seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H)
+    model = seq2seq.build(src_vocab=SV, tgt_vocab=TV, embed_size=E, hidden_size=H)
     params = model.init(jax.random.key(0))
     calls = []
     layer = model.encoder
@@ -202,7 +203,7 @@ def _copy_batch(i, n=8):
 
 @pytest.fixture(scope="module")
 def trainer():
-    model = Seq2Seq.build(
+    model = seq2seq.build(
         src_vocab=SV, tgt_vocab=SV, embed_size=4, hidden_size=16, attention="additive"
     )
     return rj.Trainer(model, learning_rate=3e-2)

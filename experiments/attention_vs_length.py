@@ -187,4 +187,6 @@ def plot(results, path):
 
 
 if __name__ == "__main__":
-    main()
+    from repro_common import run_main
+
+    run_main(main)

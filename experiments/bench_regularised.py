@@ -150,4 +150,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from experiments.repro_common import run_main
+
+    run_main(main)

@@ -335,4 +335,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from repro_common import run_main
+
+    run_main(main)

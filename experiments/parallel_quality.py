@@ -141,4 +141,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    rc.run_main(main)

@@ -220,4 +220,4 @@ def measure_lstm_seq(B, T, H, reps):
 KINDS = ("gru", "mingru", "lru", "gru_deer", "gru_qdeer", "lstm_deer", "lstm_qdeer")
 
 if __name__ == "__main__":
-    main()
+    rc.run_main(main)

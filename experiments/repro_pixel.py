@@ -98,4 +98,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    rc.run_main(main)

@@ -54,16 +54,6 @@ def cells(I):
     return {"lstm": rj.LSTM(I, H), "gru": rj.GRU(I, H), "rnn": rj.SimpleRNN(I, H)}
 
 
-def ridge_fit(Z, Y):
-    Z = np.concatenate([Z, np.ones((Z.shape[0], 1))], 1).astype(np.float64)
-    A = Z.T @ Z + RIDGE * np.eye(Z.shape[1])
-    return np.linalg.solve(A, Z.T @ Y.astype(np.float64))
-
-
-def ridge_apply(W, Z):
-    return np.concatenate([Z, np.ones((Z.shape[0], 1))], 1) @ W
-
-
 def esn_states(cell, params, xs, final_only=False):
     """``(final state, all states)`` of the reservoir over ``xs`` ``(B, T, I)``; with
     ``final_only`` only the final state (the ``(B, T, N)`` states are never stored)."""
@@ -77,29 +67,18 @@ def _adding(T, steps, eval_every, esn_train, key) -> dict:
     test = rc.to_jnp(adding_problem(N_TEST, T, seed=(SEED + 1, T)))
     res = {"T": T, "baseline_mse": ADDING_BASELINE_MSE}
     for name, cell in cells(2).items():
-        trainer = Trainer(
+        _, log = rc.train_adding(
             SequenceModel(cell, output_size=1, head="final"),
-            loss="mse",
-            learning_rate=LR,
-            clip_norm=CLIP,
-        )
-        _, log = rc.train(
-            trainer,
             key,
-            lambda i, T=T: adding_problem(BATCH, T, seed=(SEED, T, i)),
+            T,
             steps,
-            eval_batch=test,
+            test=test,
             eval_every=eval_every,
-            solved=lambda m: m["loss"] < 0.01,
+            learning_rate=LR,
+            batch=BATCH,
+            seed=SEED,
         )
-        res[name] = {
-            "steps_to_solve": log["steps_to_solve"],
-            "final_test_mse": log["eval"][-1]["loss"],
-            "best_test_mse": min(e["loss"] for e in log["eval"]),
-            "test_mse_curve": [e["loss"] for e in log["eval"]],
-            "eval_steps": log["eval_steps"],
-            "seconds": log["seconds"],
-        }
+        res[name] = rc.eval_record(log)
         print(
             f"adding T={T} {name}: solve step {log['steps_to_solve']}, final test MSE "
             f"{log['eval'][-1]['loss']:.4f} ({log['seconds']:.0f} s)",
@@ -110,9 +89,9 @@ def _adding(T, steps, eval_every, esn_train, key) -> dict:
     t0 = time.perf_counter()
     tr = adding_problem(esn_train, T, seed=(SEED + 2, T))
     s_tr = esn_states(esn, p, tr["inputs"], final_only=True)
-    W = ridge_fit(np.asarray(s_tr.h), tr["targets"])
+    W = rc.ridge_fit(np.asarray(s_tr.h), tr["targets"], RIDGE)
     s_te = esn_states(esn, p, test["inputs"], final_only=True)
-    mse = float(np.mean((ridge_apply(W, np.asarray(s_te.h)) - np.asarray(test["targets"])) ** 2))
+    mse = float(np.mean((rc.ridge_apply(W, np.asarray(s_te.h)) - np.asarray(test["targets"])) ** 2))
     res["esn"] = {
         "test_mse": mse,
         "solved": mse < 0.01,
@@ -132,9 +111,11 @@ def _copy_esn(T, test, esn_train, key) -> dict:
     tr = copy_task(esn_train // 4, T, n_symbols=N_SYM, n_copy=N_COPY, seed=(SEED + 2, T))
     onehot = np.eye(V, dtype=np.float32)
     s_tr = esn_states(esn, p, onehot[tr["inputs"]])[1]
-    W = ridge_fit(np.asarray(s_tr).reshape(-1, ESN_N), onehot[tr["targets"]].reshape(-1, V))
+    W = rc.ridge_fit(
+        np.asarray(s_tr).reshape(-1, ESN_N), onehot[tr["targets"]].reshape(-1, V), RIDGE
+    )
     s_te = np.asarray(esn_states(esn, p, onehot[np.asarray(test["inputs"])])[1])
-    pred = ridge_apply(W, s_te.reshape(-1, ESN_N)).reshape(N_TEST, L, V).argmax(-1)[:, -N_COPY:]
+    pred = rc.ridge_apply(W, s_te.reshape(-1, ESN_N)).reshape(N_TEST, L, V).argmax(-1)[:, -N_COPY:]
     recall = float(np.mean(pred == np.asarray(test["targets"])[:, -N_COPY:]))
     print(f"copy T={T} esn: recall acc {recall:.3f}", flush=True)
     return {
@@ -166,15 +147,7 @@ def _copy(T, steps, eval_every, esn_train, key) -> dict:
         _, logits = jax.jit(model.apply_batch)(state.params, test["inputs"])
         pred = np.asarray(jnp.argmax(logits, -1))[:, -N_COPY:]
         recall = float(np.mean(pred == np.asarray(test["targets"])[:, -N_COPY:]))
-        res[name] = {
-            "steps_to_solve": log["steps_to_solve"],
-            "final_test_ce": log["eval"][-1]["loss"],
-            "best_test_ce": min(e["loss"] for e in log["eval"]),
-            "recall_accuracy": recall,
-            "test_ce_curve": [e["loss"] for e in log["eval"]],
-            "eval_steps": log["eval_steps"],
-            "seconds": log["seconds"],
-        }
+        res[name] = dict(rc.eval_record(log, "test_ce"), recall_accuracy=recall)
         print(
             f"copy T={T} {name}: solve step {log['steps_to_solve']}, final CE "
             f"{log['eval'][-1]['loss']:.4f} (baseline {base:.4f}), recall acc {recall:.3f}",

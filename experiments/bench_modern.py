@@ -143,6 +143,6 @@ def main():
 
 
 if __name__ == "__main__":
-    from repro_common import run_main
+    from entry import run_main
 
     run_main(main)

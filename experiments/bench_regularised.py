@@ -150,6 +150,6 @@ def main():
 
 
 if __name__ == "__main__":
-    from experiments.repro_common import run_main
+    from experiments.entry import run_main
 
     run_main(main)

@@ -93,6 +93,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    from experiments.repro_common import run_main
+    from experiments.entry import run_main
 
     run_main(main, sys.argv[1:])

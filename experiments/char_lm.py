@@ -249,4 +249,6 @@ def main():
 
 
 if __name__ == "__main__":
-    rc.run_main(main)
+    from entry import run_main
+
+    run_main(main)

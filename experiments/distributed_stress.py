@@ -254,6 +254,6 @@ def _summary(rows):
 
 
 if __name__ == "__main__":
-    from repro_common import run_main
+    from entry import run_main
 
     sys.exit(run_main(main))

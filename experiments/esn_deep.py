@@ -112,6 +112,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from repro_common import run_main
+    from entry import run_main
 
     run_main(main)

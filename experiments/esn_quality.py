@@ -616,6 +616,6 @@ def plot(results):
 
 
 if __name__ == "__main__":
-    from repro_common import run_main
+    from entry import run_main
 
     run_main(main)

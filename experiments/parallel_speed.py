@@ -214,4 +214,6 @@ def measure_lstm_seq(B, T, H, reps):
 KINDS = ("gru", "mingru", "lru", "gru_deer", "gru_qdeer", "lstm_deer", "lstm_qdeer")
 
 if __name__ == "__main__":
-    rc.run_main(main)
+    from entry import run_main
+
+    run_main(main)

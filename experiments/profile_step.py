@@ -147,6 +147,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from experiments.repro_common import run_main
+    from experiments.entry import run_main
 
     run_main(main)

@@ -1,7 +1,7 @@
 """Shared plumbing of the experiment scripts: the ``--quick`` flag, results files,
 progress lines as a script runs (:class:`Progress`), a seeded training loop over
-:class:`rnnjax.train.Trainer` that reports its progress, and the scripts' entry point
-(:func:`run_main`: Ctrl-C ends a script with exit status 130).
+:class:`rnnjax.train.Trainer` that reports its progress, the adding-problem training, a
+ridge readout and the figures' ``pyplot``.
 
 The scripts import it as ``repro_common``: run them as scripts
 (``python experiments/repro_<claim>.py``), whose folder is then on ``sys.path``."""
@@ -19,27 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "results")
-
-
-def run_main(main, *args, **kwargs):
-    """Run a script's ``main(*args, **kwargs)`` and return what it returns; Ctrl-C
-    (``KeyboardInterrupt``) ends the process with exit status 130, the shell's code for an
-    interrupt, with no traceback (:func:`rnnjax.train.fit` has already saved and printed
-    how to resume).
-
-    Example:
-      >>> def main():
-      ...     raise KeyboardInterrupt
-      >>> try:
-      ...     run_main(main)
-      ... except SystemExit as e:
-      ...     print(e.code)
-      130
-    """
-    try:
-        return main(*args, **kwargs)
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
 
 
 def parse(doc: str, flags: dict = None):

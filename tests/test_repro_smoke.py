@@ -100,6 +100,7 @@ def test_ctrl_c_ends_a_script_with_exit_status_130(monkeypatch, capsys):
     import runpy
 
     monkeypatch.syspath_prepend(EXPERIMENTS)
+    import entry
     import repro_common
 
     def interrupted(*args, **kwargs):
@@ -110,12 +111,13 @@ def test_ctrl_c_ends_a_script_with_exit_status_130(monkeypatch, capsys):
         runpy.run_path(f"{EXPERIMENTS}/repro_vanishing.py", run_name="__main__")
     assert exit_info.value.code == 130
     assert capsys.readouterr() == ("", "")
-    assert repro_common.run_main(lambda x: x + 1, 1) == 2  # otherwise it returns main's value
+    assert entry.run_main(lambda x: x + 1, 1) == 2  # otherwise it returns main's value
 
 
 def test_every_script_entry_point_goes_through_run_main():
     import pathlib
     import re
+    import subprocess
 
     for path in sorted(pathlib.Path(EXPERIMENTS).glob("*.py")):
         text = path.read_text()
@@ -123,3 +125,6 @@ def test_every_script_entry_point_goes_through_run_main():
             continue
         block = text[text.index('__name__ == "__main__"') :]
         assert re.search(r"\brun_main\(main\b", block), path.name
+    # the entry point imports no JAX: a script may still set JAX's environment in main
+    code = "import sys, entry; assert 'jax' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], cwd=EXPERIMENTS, check=True)

@@ -29,47 +29,31 @@ References:
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import time
-
-import jax
 import jax.numpy as jnp
 import numpy as np
+import seq2seq_common as sc
 
-from rnnjax import seq2seq
 from rnnjax.decoding import greedy_decode
 from rnnjax.tasks import seq2seq_tasks as tasks
-from rnnjax.train import Trainer
 
 SEED = 0
-N_SYMBOLS, EMBED, HIDDEN, BATCH, LR = 10, 16, 64, 64, 3e-3
 PRESETS = {
     "default": dict(max_len=20, steps=2000, n_eval=100),
     "quick": dict(max_len=10, steps=300, n_eval=40),
 }
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "results")
 
 
 def train(model, cfg, log_every=100):
-    """Train with teacher forcing on fresh batches from a fixed seed (the common
-    :class:`rnnjax.Trainer`: Adam, global-norm clipping at 1); returns params and log."""
+    """Train with teacher forcing on fresh batches from a fixed seed; returns params, log
+    and seconds (:func:`seq2seq_common.train`)."""
     L = cfg["max_len"]
-    trainer = Trainer(model, learning_rate=LR, clip_norm=1.0)
-    state = trainer.init(jax.random.key(SEED), params=model.init(jax.random.key(SEED)))
-    rng = np.random.default_rng(SEED + 1)  # the same batches for every model
-    log, t0 = [], time.perf_counter()
-    for i in range(cfg["steps"]):
-        d = tasks.reversal(BATCH, 1, L, N_SYMBOLS, seed=rng)
-        src, src_len, tgt, tgt_len = (jnp.asarray(a) for a in d)
-        state, m = trainer.train_step(
-            state,
-            {"inputs": src, "input_length": src_len, "targets": tgt, "target_length": tgt_len},
-        )
-        if i % log_every == 0 or i == cfg["steps"] - 1:
-            log.append({"step": i, "loss": float(m["loss"]), "time_s": time.perf_counter() - t0})
-    return state.params, log, time.perf_counter() - t0
+    return sc.train(
+        model,
+        cfg["steps"],
+        lambda rng: tasks.reversal(sc.BATCH, 1, L, sc.N_SYMBOLS, seed=rng),
+        seed=SEED,
+        log_every=log_every,
+    )
 
 
 def evaluate(model, params, cfg):
@@ -77,7 +61,7 @@ def evaluate(model, params, cfg):
     rng = np.random.default_rng(SEED + 12345)  # held out: never used for training
     rows = []
     for length in range(1, L + 1):
-        d = tasks.reversal(n, length, length, N_SYMBOLS, seed=rng, pad_to=L)
+        d = tasks.reversal(n, length, length, sc.N_SYMBOLS, seed=rng, pad_to=L)
         out = greedy_decode(
             model, params, jnp.asarray(d.src), jnp.asarray(d.src_len), max_len=L + 1
         )
@@ -91,47 +75,7 @@ def evaluate(model, params, cfg):
     return rows
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small preset, under a minute")
-    args = ap.parse_args()
-    preset = "quick" if args.quick else "default"
-    cfg = PRESETS[preset]
-    vocab = N_SYMBOLS + len(tasks.SPECIALS)
-    results = {
-        "config": dict(
-            cfg,
-            preset=preset,
-            seed=SEED,
-            n_symbols=N_SYMBOLS,
-            embed=EMBED,
-            hidden=HIDDEN,
-            batch=BATCH,
-            lr=LR,
-            cell="gru",
-            task="reversal",
-            decoding="greedy",
-            backend=jax.default_backend(),
-        ),
-        "models": {},
-    }
-    for name, attention in [("no_attention", None), ("additive_attention", "additive")]:
-        model = seq2seq.build(
-            src_vocab=vocab,
-            tgt_vocab=vocab,
-            embed_size=EMBED,
-            hidden_size=HIDDEN,
-            cell="gru",
-            attention=attention,
-        )
-        params, log, secs = train(model, cfg)
-        rows = evaluate(model, params, cfg)
-        results["models"][name] = {"train_log": log, "train_time_s": secs, "by_length": rows}
-        print(
-            f"{name}: trained {cfg['steps']} steps in {secs:.1f} s, final loss "
-            f"{log[-1]['loss']:.4f}"
-        )
-
+def _print_table(results, cfg):
     print(f"\nreversal, greedy decoding, {cfg['n_eval']} held-out sources per length")
     print(
         f"{'length':>6} | {'tok acc (none)':>14} {'seq acc (none)':>14} | "
@@ -147,12 +91,26 @@ def main():
             f"{rb['token_acc']:>14.3f} {rb['seq_acc']:>14.3f}"
         )
 
-    os.makedirs(RESULTS, exist_ok=True)
-    stem = os.path.join(RESULTS, "attention_vs_length" + ("_quick" if args.quick else ""))
-    with open(stem + ".json", "w") as f:
-        json.dump(results, f, indent=1)
-    plot(results, stem + ".png")
-    print(f"wrote {stem}.json and {stem}.png")
+
+def main():
+    args = sc.parser(__doc__).parse_args()
+    preset = "quick" if args.quick else "default"
+    cfg = PRESETS[preset]
+    results = {
+        "config": sc.config(cfg, preset, SEED, task="reversal", decoding="greedy"),
+        "models": {},
+    }
+    for name, attention in [("no_attention", None), ("additive_attention", "additive")]:
+        model = sc.build(attention)
+        params, log, secs = train(model, cfg)
+        rows = evaluate(model, params, cfg)
+        results["models"][name] = {"train_log": log, "train_time_s": secs, "by_length": rows}
+        print(
+            f"{name}: trained {cfg['steps']} steps in {secs:.1f} s, final loss "
+            f"{log[-1]['loss']:.4f}"
+        )
+    _print_table(results, cfg)
+    sc.save(results, "attention_vs_length" + ("_quick" if args.quick else ""), plot)
 
 
 def plot(results, path):
@@ -177,14 +135,15 @@ def plot(results, path):
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower left", fontsize=8)
     c = results["config"]
-    fig.suptitle(
+    sc.finish(
+        fig,
         f"Reversal, trained on lengths 1..{c['max_len']} ({c['steps']} steps, "
-        f"GRU H={c['hidden']}); greedy decoding of held-out sources"
+        f"GRU H={c['hidden']}); greedy decoding of held-out sources",
+        path,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

@@ -260,6 +260,17 @@ def _check_keys(where: str, obj, spec: dict) -> list:
     return errors
 
 
+def _well_formed(errors: list, entries: list, name: str, spec: dict):
+    """``(where, entry)`` for each entry of the list ``name`` whose keys and types match
+    ``spec``; the problems of the others are appended to ``errors``."""
+    for n, entry in enumerate(entries):
+        where = f"{name}[{n}]"
+        errs = _check_keys(where, entry, spec)
+        errors += errs
+        if not errs:
+            yield where, entry
+
+
 def validate_report(report: dict) -> list:
     """Check a benchmark report against :data:`REPORT_SCHEMA`.
 
@@ -276,24 +287,14 @@ def validate_report(report: dict) -> list:
     ):
         return errors
     index = {}
-    for n, r in enumerate(report["results"]):
-        where = f"results[{n}]"
-        errs = _check_keys(where, r, RESULT_KEYS)
-        errors += errs
-        if errs:
-            continue
+    for where, r in _well_formed(errors, report["results"], "results", RESULT_KEYS):
         for k in ("fwd_s", "train_s"):
             if not all(isinstance(v, _NUM) and v > 0 for v in r[k]):
                 errors.append(f"{where}.{k} must hold positive seconds; got {r[k]}")
         if not r["fwd_s"]:
             errors.append(f"{where}.fwd_s is empty")
         index[(tuple(sorted(r["shape"].items())), r["cell"], r["impl"])] = r
-    for n, q in enumerate(report["ratios"]):
-        where = f"ratios[{n}]"
-        errs = _check_keys(where, q, RATIO_KEYS)
-        errors += errs
-        if errs:
-            continue
+    for where, q in _well_formed(errors, report["ratios"], "ratios", RATIO_KEYS):
         key = tuple(sorted(q["shape"].items())), q["cell"]
         a, b = index.get(key + (q["impl"],)), index.get(key + (q["peer"],))
         if a is None or b is None:

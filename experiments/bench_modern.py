@@ -143,4 +143,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

@@ -150,4 +150,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from experiments.entry import run_main
+
+    run_main(main)

@@ -93,4 +93,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from experiments.entry import run_main
+
+    run_main(main, sys.argv[1:])

@@ -39,30 +39,20 @@ from rnnjax.train import EarlyStopping, Trainer, evaluate_batches, evaluate_stre
 
 SEED = 0
 PROMPT = "def "
-QUICK = dict(
-    modules=("textwrap",),
-    chars=12_000,
-    embed=16,
-    hidden=64,
-    batch=8,
-    seq_len=32,
-    tbptt=16,
-    batches=90,
-    eval_every=30,
-    sample_len=80,
-)
-FULL = dict(
-    modules=("textwrap", "argparse", "json.decoder", "string", "shlex"),
-    chars=None,
-    embed=64,
-    hidden=256,
-    batch=32,
-    seq_len=64,
-    tbptt=32,
-    batches=3000,
-    eval_every=250,
-    sample_len=400,
-)
+_PRESETS = {  # name: (--quick, full)
+    "modules": (("textwrap",), ("textwrap", "argparse", "json.decoder", "string", "shlex")),
+    "chars": (12_000, None),
+    "embed": (16, 64),
+    "hidden": (64, 256),
+    "batch": (8, 32),
+    "seq_len": (32, 64),
+    "tbptt": (16, 32),
+    "batches": (90, 3000),
+    "eval_every": (30, 250),
+    "sample_len": (80, 400),
+}
+QUICK = {name: values[0] for name, values in _PRESETS.items()}
+FULL = {name: values[1] for name, values in _PRESETS.items()}
 
 
 def stdlib_text(modules, chars=None) -> str:
@@ -99,27 +89,22 @@ def sample(model, params, prompt, length: int, *, temperature: float, key):
     return np.asarray(run(params, jnp.asarray(prompt, jnp.int32), key))
 
 
-def main():
-    args = rc.parse(__doc__)
-    cfg = QUICK if args.quick else FULL
+def _fresh_paths(args):
+    """The run directory and the JSONL log of this preset, emptied: one seeded command
+    starts afresh."""
     stem = "char_lm" + ("_quick" if args.quick else "")
     run_dir = os.path.join(args.out, stem + "_run")
     log_path = os.path.join(args.out, stem + ".jsonl")
-    shutil.rmtree(run_dir, ignore_errors=True)  # one seeded command: start afresh
+    shutil.rmtree(run_dir, ignore_errors=True)
     if os.path.exists(log_path):
         os.remove(log_path)
+    return run_dir, log_path
 
-    text = stdlib_text(cfg["modules"], cfg["chars"])
-    corpus = TextCorpus(text, train_fraction=0.9)
-    train = corpus.streams(cfg["batch"], cfg["seq_len"], part="train")
-    valid = corpus.streams(cfg["batch"] // 2, cfg["seq_len"], part="valid")
+
+def _train(cfg, corpus, train, valid, run_dir, log_path):
+    """Fit the model with checkpoints by validation perplexity; returns the history and
+    the training seconds."""
     V = corpus.vocab_size
-    print(
-        f"text: {len(text)} characters of {', '.join(cfg['modules'])}; vocabulary {V}; "
-        f"{train.num_windows} training windows per pass",
-        flush=True,
-    )
-
     model = rj.SequenceModel(rj.LSTM(cfg["embed"], cfg["hidden"]), output_size=V, vocab_size=V)
     lr = schedule(
         "warmup_cosine_decay_schedule",
@@ -138,7 +123,7 @@ def main():
     with Checkpointer(
         run_dir, trainer=trainer, best_metric="valid_ppl", keep_last=1, save_every=cfg["eval_every"]
     ) as ckpt:
-        state, history = fit(
+        _, history = fit(
             trainer,
             trainer.init(jax.random.key(SEED)),
             train,
@@ -152,9 +137,12 @@ def main():
             eval_every=cfg["eval_every"],
             early_stopping=EarlyStopping("valid_ppl", patience=4),
         )
-    train_s = time.perf_counter() - t0
+    return history, time.perf_counter() - t0
 
-    # everything below uses the checkpoint directory alone
+
+def _restored(cfg, corpus, valid, run_dir) -> dict:
+    """The best checkpoint, from the run directory alone: its validation perplexity over
+    the stream and in fresh windows, and samples from the prompt."""
     run = load_run(run_dir, best=True)
     params = run.state.params
     stream = evaluate_stream(run.trainer, params, valid)
@@ -162,34 +150,69 @@ def main():
         run.trainer, params, [valid.batch(j) for j in range(valid.num_windows)]
     )
     prompt = corpus.encode(PROMPT)
-    greedy = corpus.decode(
-        sample(
-            run.trainer.model,
-            params,
-            prompt,
-            cfg["sample_len"],
-            temperature=0.0,
-            key=jax.random.key(SEED),
+    greedy, warm = (
+        corpus.decode(
+            sample(
+                run.trainer.model,
+                params,
+                prompt,
+                cfg["sample_len"],
+                temperature=temperature,
+                key=jax.random.key(SEED),
+            )
         )
-    )
-    warm = corpus.decode(
-        sample(
-            run.trainer.model,
-            params,
-            prompt,
-            cfg["sample_len"],
-            temperature=0.8,
-            key=jax.random.key(SEED),
-        )
+        for temperature in (0.0, 0.8)
     )
     print(
         f"best step {run.step}: validation perplexity {stream['ppl']:.3f} over the stream, "
-        f"{windowed['ppl']:.3f} in fresh windows (uniform: {V})",
+        f"{windowed['ppl']:.3f} in fresh windows (uniform: {corpus.vocab_size})",
         flush=True,
     )
     print("greedy:", repr(PROMPT + greedy), flush=True)
     print("T=0.8: ", repr(PROMPT + warm), flush=True)
+    return {
+        "step": run.step,
+        "stream": stream,
+        "windowed": windowed,
+        "greedy": greedy,
+        "warm": warm,
+    }
 
+
+def _plot(plt, history, evals):
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    loss = [float(np.nanmean(np.asarray(h["loss"], float))) for h in history]
+    ax.plot(range(1, len(loss) + 1), np.exp(loss), lw=1, label="training (exp loss)")
+    ax.plot(
+        [h["position"] for h in evals],
+        [h["valid_ppl"] for h in evals],
+        "o-",
+        label="validation stream",
+    )
+    ax.set_yscale("log")
+    ax.set_xlabel("batch", fontsize=10)
+    ax.set_ylabel("perplexity", fontsize=10)
+    ax.set_title("char-level LSTM on Python's own source", fontsize=11)
+    ax.legend(fontsize=9)
+    return fig
+
+
+def main():
+    args = rc.parse(__doc__)
+    cfg = QUICK if args.quick else FULL
+    run_dir, log_path = _fresh_paths(args)
+    text = stdlib_text(cfg["modules"], cfg["chars"])
+    corpus = TextCorpus(text, train_fraction=0.9)
+    train = corpus.streams(cfg["batch"], cfg["seq_len"], part="train")
+    valid = corpus.streams(cfg["batch"] // 2, cfg["seq_len"], part="valid")
+    V = corpus.vocab_size
+    print(
+        f"text: {len(text)} characters of {', '.join(cfg['modules'])}; vocabulary {V}; "
+        f"{train.num_windows} training windows per pass",
+        flush=True,
+    )
+    history, train_s = _train(cfg, corpus, train, valid, run_dir, log_path)
+    best = _restored(cfg, corpus, valid, run_dir)  # from the checkpoint directory alone
     evals = [h for h in history if "valid_ppl" in h]
     result = {
         "seed": SEED,
@@ -205,45 +228,27 @@ def main():
         "train_seconds": train_s,
         "train_loss_last": history[-1]["loss"][-1],
         "valid_ppl_by_position": {str(h["position"]): h["valid_ppl"] for h in evals},
-        "best_step": run.step,
-        "restored_valid_ppl_stream": stream["ppl"],
-        "restored_valid_ppl_windowed": windowed["ppl"],
+        "best_step": best["step"],
+        "restored_valid_ppl_stream": best["stream"]["ppl"],
+        "restored_valid_ppl_windowed": best["windowed"]["ppl"],
         "restored_equals_logged": bool(
             np.isclose(
-                stream["ppl"], {h["position"]: h["valid_ppl"] for h in evals}[run.step], rtol=1e-5
+                best["stream"]["ppl"],
+                {h["position"]: h["valid_ppl"] for h in evals}[best["step"]],
+                rtol=1e-5,
             )
         ),
         "uniform_ppl": V,
         "prompt": PROMPT,
-        "sample_greedy": greedy,
-        "sample_temperature_0.8": warm,
+        "sample_greedy": best["greedy"],
+        "sample_temperature_0.8": best["warm"],
         "checkpoint_dir": os.path.abspath(run_dir),
     }
-    fig = None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        loss = [float(np.nanmean(np.asarray(h["loss"], float))) for h in history]
-        ax.plot(range(1, len(loss) + 1), np.exp(loss), lw=1, label="training (exp loss)")
-        ax.plot(
-            [h["position"] for h in evals],
-            [h["valid_ppl"] for h in evals],
-            "o-",
-            label="validation stream",
-        )
-        ax.set_yscale("log")
-        ax.set_xlabel("batch", fontsize=10)
-        ax.set_ylabel("perplexity", fontsize=10)
-        ax.set_title("char-level LSTM on Python's own source", fontsize=11)
-        ax.legend(fontsize=9)
-    except ImportError:
-        pass
-    rc.save(args, "char_lm", result, fig)
+    plt = rc.pyplot()
+    rc.save(args, "char_lm", result, plt and _plot(plt, history, evals))
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

@@ -254,4 +254,6 @@ def _summary(rows):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from entry import run_main
+
+    sys.exit(run_main(main))

@@ -616,4 +616,6 @@ def plot(results):
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

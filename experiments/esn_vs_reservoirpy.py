@@ -78,11 +78,23 @@ def best_time(fn, repeats=REPEATS):
     return min(times), out
 
 
-def run_size(N, u_tr, y_tr, u_te, y_te):
-    scale = float(np.std(y_te))
-    row = {"N": N}
+def _own_cell(N):
+    """rnnjax's own reservoir of the comparison's hyperparameters (eigenvalue scaling)."""
+    return esn.EchoState(
+        1,
+        N,
+        spectral_radius=SR,
+        leak_rate=LR,
+        input_scaling=IN_SCALE,
+        density=DENSITY,
+        input_density=IN_DENSITY,
+    )
+
+
+def _reservoirpy(N, row, u_tr, y_tr, u_te, y_te, scale):
+    """ReservoirPy's reservoir and ridge readout: its one-step and free-run errors into
+    ``row``; returns the reservoir and a function that fits the model again."""
     reservoirpy.set_seed(SEED)
-    # ---------------------------------------------------------------- ReservoirPy
     t = time.perf_counter()
     res = Reservoir(
         N,
@@ -122,8 +134,11 @@ def run_size(N, u_tr, y_tr, u_te, y_te):
         res.state["out"] = s
         y = s @ Wout + bout
     row["rpy_nrmse_84"] = nrmse(gen, np.concatenate([y_tr[-1:], y_te])[:N_FREE], scale)
+    return res, rpy_fit
 
-    # ---------------------------------------------------------------- rnnjax, same weights
+
+def _same_weights(res, N, row):
+    """rnnjax's reservoir with ReservoirPy's weights: the cell and its parameters."""
     cell = esn.EchoState(1, N, spectral_radius=None, leak_rate=LR)
     W = res.W.toarray() if hasattr(res.W, "toarray") else np.asarray(res.W)
     Win = res.Win.toarray() if hasattr(res.Win, "toarray") else np.asarray(res.Win)
@@ -142,33 +157,14 @@ def run_size(N, u_tr, y_tr, u_te, y_te):
         "b": jnp.asarray(bias, jnp.float32),
         "w_fb": jnp.zeros((0, N), jnp.float32),
     }
-    u32, y32 = jnp.asarray(u_tr, jnp.float32), jnp.asarray(y_tr, jnp.float32)
-    fit = lambda: esn.fit_ridge(cell, params, u32, y32, ridge=RIDGE, washout=WARMUP)
-    t = time.perf_counter()
-    ro, state = jax.block_until_ready(fit())
-    first = time.perf_counter() - t
-    _, pred = esn.predict(cell, params, ro, jnp.asarray(u_te, jnp.float32), state)
-    row["rnnjax_nrmse_1"] = nrmse(pred, y_te, scale)
-    _, gen = esn.generate(cell, params, ro, state, N_FREE)
-    row["rnnjax_nrmse_84"] = nrmse(gen, np.concatenate([y_tr[-1:], y_te])[:N_FREE], scale)
-    # rnnjax's own initialisation (eigenvalue scaling), timed
-    own = esn.EchoState(
-        1,
-        N,
-        spectral_radius=SR,
-        leak_rate=LR,
-        input_scaling=IN_SCALE,
-        density=DENSITY,
-        input_density=IN_DENSITY,
-    )
-    own.init(jax.random.key(0))  # compile the init once
-    row["rnnjax_init_s"], _ = best_time(lambda: own.init(jax.random.key(SEED)), repeats=1)
+    return cell, params
 
-    # interleaved timing: the machine is shared, so alternate the peers and keep each
-    # one's best, which both see under the same background load
-    # rnnjax's reservoir run alone (the teacher-forced scan, no readout): a floor under
-    # its fit time, so rpy_fit_s / rnnjax_run_s bounds the speed-up any readout could give
-    run = lambda: esn.harvest(cell, params, u32)
+
+def _timings(row, rpy_fit, fit, run):
+    """Interleaved timing: the machine is shared, so alternate the peers and keep each
+    one's best, which both see under the same background load. ``run`` is rnnjax's
+    reservoir alone (the teacher-forced scan, no readout): a floor under its fit time, so
+    ``rpy_fit_s / rnnjax_run_s`` bounds the speed-up any readout could give."""
     jax.block_until_ready(run())
     t_rpy, t_jax, t_run = [], [], []
     for _ in range(REPEATS):
@@ -185,6 +181,26 @@ def run_size(N, u_tr, y_tr, u_te, y_te):
     row["speedup_bound_run"] = min(t_rpy) / row["rnnjax_run_s"]
     row["rpy_fit_s"], row["rnnjax_fit_s"] = min(t_rpy), min(t_jax)
     row["rpy_fit_all_s"], row["rnnjax_fit_all_s"] = t_rpy, t_jax
+
+
+def run_size(N, u_tr, y_tr, u_te, y_te):
+    scale = float(np.std(y_te))
+    row = {"N": N}
+    res, rpy_fit = _reservoirpy(N, row, u_tr, y_tr, u_te, y_te, scale)
+    cell, params = _same_weights(res, N, row)
+    u32, y32 = jnp.asarray(u_tr, jnp.float32), jnp.asarray(y_tr, jnp.float32)
+    fit = lambda: esn.fit_ridge(cell, params, u32, y32, ridge=RIDGE, washout=WARMUP)
+    t = time.perf_counter()
+    ro, state = jax.block_until_ready(fit())
+    first = time.perf_counter() - t
+    _, pred = esn.predict(cell, params, ro, jnp.asarray(u_te, jnp.float32), state)
+    row["rnnjax_nrmse_1"] = nrmse(pred, y_te, scale)
+    _, gen = esn.generate(cell, params, ro, state, N_FREE)
+    row["rnnjax_nrmse_84"] = nrmse(gen, np.concatenate([y_tr[-1:], y_te])[:N_FREE], scale)
+    own = _own_cell(N)  # rnnjax's own initialisation (eigenvalue scaling), timed
+    own.init(jax.random.key(0))  # compile the init once
+    row["rnnjax_init_s"], _ = best_time(lambda: own.init(jax.random.key(SEED)), repeats=1)
+    _timings(row, rpy_fit, fit, lambda: esn.harvest(cell, params, u32))
     row["rnnjax_compile_s"] = max(first - row["rnnjax_fit_s"], 0.0)
     row["speedup_fit"] = row["rpy_fit_s"] / row["rnnjax_fit_s"]
     row["nrmse_1_rel_diff"] = abs(row["rnnjax_nrmse_1"] / row["rpy_nrmse_1"] - 1)
@@ -202,15 +218,7 @@ def sweep_compare(u_tr, y_tr, u_te, y_te, quick):
     """64 configurations at N=500: one rnnjax sweep against a ReservoirPy loop."""
     N = 500
     scale = float(np.std(y_te))
-    cell = esn.EchoState(
-        1,
-        N,
-        spectral_radius=SR,
-        leak_rate=LR,
-        input_scaling=IN_SCALE,
-        density=DENSITY,
-        input_density=IN_DENSITY,
-    )
+    cell = _own_cell(N)
     u32, y32 = np.asarray(u_tr, np.float32), np.asarray(y_tr, np.float32)
     ue32, ye32 = np.asarray(u_te, np.float32), np.asarray(y_te, np.float32)
     run = lambda: esn.sweep(
@@ -335,4 +343,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

@@ -48,29 +48,31 @@ References:
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import seq2seq_common as sc
 
 from rnnjax import schedules, seq2seq
 from rnnjax.decoding import greedy_decode
 from rnnjax.tasks import seq2seq_tasks as tasks
-from rnnjax.train import Trainer
 
 SEED = 0
-N_SYMBOLS, EMBED, HIDDEN, BATCH, LR = 10, 16, 64, 64, 3e-3
 PRESETS = {  # max_len per task
     "default": dict(max_len={"sorting": 12, "reversal": 16}, steps=2000, n_eval=1000, seeds=3),
     "quick": dict(max_len={"sorting": 8, "reversal": 8}, steps=200, n_eval=300, seeds=1),
 }
 TASKS = {"sorting": tasks.sorting, "reversal": tasks.reversal}
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "results")
+KEYS = [
+    "teacher_forced_token_acc",
+    "free_running_token_acc",
+    "free_running_seq_acc",
+    "exposure_bias_gap",
+    "free_running_acc_by_position",
+    "teacher_forced_acc_by_position",
+]
 
 
 def inverse_sigmoid_k(steps: int) -> float:
@@ -84,43 +86,22 @@ def inverse_sigmoid_k(steps: int) -> float:
 
 
 def train(model, cfg, schedule, seed, log_every=50):
-    """Train on fresh batches with the common :class:`rnnjax.Trainer` (Adam, global-norm
-    clipping at 1); ``schedule(i)`` is the teacher-forcing probability of batch ``i``
-    (``None``: teacher forcing)."""
+    """Train on fresh batches (:func:`seq2seq_common.train`); ``schedule(i)`` is the
+    teacher-forcing probability of batch ``i`` (``None``: teacher forcing)."""
     L = cfg["max_len"]
-    trainer = Trainer(model, learning_rate=LR, clip_norm=1.0)
-    state = trainer.init(jax.random.key(seed), params=model.init(jax.random.key(seed)))
-    rng = np.random.default_rng(seed + 1)  # the same batches for every mode
-    log, t0 = [], time.perf_counter()
-    for i in range(cfg["steps"]):
-        d = TASKS[cfg["task"]](BATCH, 1, L, N_SYMBOLS, seed=rng)
-        src, src_len, tgt, tgt_len = (jnp.asarray(a) for a in d)
-        eps = jnp.asarray(1.0 if schedule is None else schedule(i), jnp.float32)
-        state, m = trainer.train_step(
-            state,
-            {
-                "inputs": src,
-                "input_length": src_len,
-                "targets": tgt,
-                "target_length": tgt_len,
-                "teacher_prob": eps,
-            },
-        )
-        if i % log_every == 0 or i == cfg["steps"] - 1:
-            log.append(
-                {
-                    "step": i,
-                    "loss": float(m["loss"]),
-                    "eps": float(eps),
-                    "time_s": time.perf_counter() - t0,
-                }
-            )
-    return state.params, log, time.perf_counter() - t0
+    return sc.train(
+        model,
+        cfg["steps"],
+        lambda rng: TASKS[cfg["task"]](sc.BATCH, 1, L, sc.N_SYMBOLS, seed=rng),
+        seed=seed,
+        log_every=log_every,
+        teacher_prob=(lambda i: 1.0) if schedule is None else schedule,
+    )
 
 
 def evaluate(model, params, cfg):
     L, n = cfg["max_len"], cfg["n_eval"]
-    d = TASKS[cfg["task"]](n, 1, L, N_SYMBOLS, seed=SEED + 12345)  # held out
+    d = TASKS[cfg["task"]](n, 1, L, sc.N_SYMBOLS, seed=SEED + 12345)  # held out
     src, src_len, tgt, tgt_len = (jnp.asarray(a) for a in d)
     logits, _ = jax.jit(seq2seq.decode_train_batch, static_argnums=0)(
         model, params, src, src_len, tgt, tgt_len
@@ -146,84 +127,43 @@ def evaluate(model, params, cfg):
     return res
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small preset, under a minute")
-    ap.add_argument("--attention", action="store_true", help="additive attention")
-    ap.add_argument("--task", choices=sorted(TASKS), default="sorting")
-    args = ap.parse_args()
-    attention = "additive" if args.attention else None
-    preset = "quick" if args.quick else "default"
-    cfg = dict(PRESETS[preset], task=args.task)
-    cfg["max_len"] = cfg["max_len"][args.task]
-    k = inverse_sigmoid_k(cfg["steps"])
-    modes = {
+def _modes(steps: int) -> dict:
+    """Teacher forcing, scheduled sampling (inverse sigmoid, ``eps = 1/2`` at half the
+    steps) and free running."""
+    return {
         "teacher_forcing": None,
-        "scheduled_sampling": schedules.sampling_schedule("inverse_sigmoid", k=k),
+        "scheduled_sampling": schedules.sampling_schedule(
+            "inverse_sigmoid", k=inverse_sigmoid_k(steps)
+        ),
         "free_running": schedules.sampling_schedule("constant", value=0.0),
     }
-    vocab = N_SYMBOLS + len(tasks.SPECIALS)
-    model = seq2seq.build(
-        src_vocab=vocab,
-        tgt_vocab=vocab,
-        embed_size=EMBED,
-        hidden_size=HIDDEN,
-        cell="gru",
-        attention=attention,
-    )
-    results = {
-        "config": dict(
-            cfg,
-            preset=preset,
-            seed=SEED,
-            n_symbols=N_SYMBOLS,
-            embed=EMBED,
-            hidden=HIDDEN,
-            batch=BATCH,
-            lr=LR,
-            cell="gru",
-            attention=attention,
-            inverse_sigmoid_k=k,
-            feed="argmax",
-            backend=jax.default_backend(),
-        ),
-        "modes": {},
-    }
-    keys = [
-        "teacher_forced_token_acc",
-        "free_running_token_acc",
-        "free_running_seq_acc",
-        "exposure_bias_gap",
-        "free_running_acc_by_position",
-        "teacher_forced_acc_by_position",
-    ]
-    for name, schedule in modes.items():
-        runs = []
-        for seed in range(SEED, SEED + cfg["seeds"]):
-            params, log, secs = train(model, cfg, schedule, seed)
-            res = evaluate(model, params, cfg)
-            res.update(seed=seed, train_log=log, train_time_s=secs)
-            runs.append(res)
-            print(
-                f"{name}, seed {seed}: {cfg['steps']} steps in {secs:.1f} s, final loss "
-                f"{log[-1]['loss']:.4f}, free-running seq acc {res['free_running_seq_acc']:.4f}"
-            )
-        results["modes"][name] = {
-            "runs": runs,
-            "mean": {k: np.mean([r[k] for r in runs], axis=0).tolist() for k in keys},
-            "std": {k: np.std([r[k] for r in runs], axis=0).tolist() for k in keys},
-        }
 
+
+def _run_mode(name, model, cfg, schedule) -> dict:
+    """Train and evaluate one mode from every seed; its runs, mean and spread."""
+    runs = []
+    for seed in range(SEED, SEED + cfg["seeds"]):
+        params, log, secs = train(model, cfg, schedule, seed)
+        res = evaluate(model, params, cfg)
+        res.update(seed=seed, train_log=log, train_time_s=secs)
+        runs.append(res)
+        print(
+            f"{name}, seed {seed}: {cfg['steps']} steps in {secs:.1f} s, final loss "
+            f"{log[-1]['loss']:.4f}, free-running seq acc {res['free_running_seq_acc']:.4f}"
+        )
+    return {
+        "runs": runs,
+        "mean": {k: np.mean([r[k] for r in runs], axis=0).tolist() for k in KEYS},
+        "std": {k: np.std([r[k] for r in runs], axis=0).tolist() for k in KEYS},
+    }
+
+
+def _print_table(results, task, cfg, attention):
     print(
-        f"\n{args.task}, lengths 1..{cfg['max_len']}, attention: {attention}, "
+        f"\n{task}, lengths 1..{cfg['max_len']}, attention: {attention}, "
         f"{cfg['n_eval']} held-out sequences; mean +- std over {cfg['seeds']} seed(s)"
     )
-    cols = [
-        "teacher_forced_token_acc",
-        "free_running_token_acc",
-        "free_running_seq_acc",
-        "exposure_bias_gap",
-    ]
+    cols = KEYS[:4]
     print(
         f"{'training mode':<20} "
         + " ".join(
@@ -233,18 +173,36 @@ def main():
     for name, r in results["modes"].items():
         print(f"{name:<20} " + " ".join(f"{r['mean'][c]:>9.4f} +- {r['std'][c]:.4f}" for c in cols))
 
-    os.makedirs(RESULTS, exist_ok=True)
-    stem = os.path.join(
-        RESULTS,
+
+def main():
+    ap = sc.parser(__doc__)
+    ap.add_argument("--attention", action="store_true", help="additive attention")
+    ap.add_argument("--task", choices=sorted(TASKS), default="sorting")
+    args = ap.parse_args()
+    attention = "additive" if args.attention else None
+    preset = "quick" if args.quick else "default"
+    cfg = dict(PRESETS[preset], task=args.task)
+    cfg["max_len"] = cfg["max_len"][args.task]
+    model = sc.build(attention)
+    config = sc.config(
+        cfg,
+        preset,
+        SEED,
+        attention=attention,
+        inverse_sigmoid_k=inverse_sigmoid_k(cfg["steps"]),
+        feed="argmax",
+    )
+    results = {"config": config, "modes": {}}
+    for name, schedule in _modes(cfg["steps"]).items():
+        results["modes"][name] = _run_mode(name, model, cfg, schedule)
+    _print_table(results, args.task, cfg, attention)
+    name = (
         "exposure_bias"
         + ("" if args.task == "sorting" else "_" + args.task)
         + ("_attention" if args.attention else "")
-        + ("_quick" if args.quick else ""),
+        + ("_quick" if args.quick else "")
     )
-    with open(stem + ".json", "w") as f:
-        json.dump(results, f, indent=1)
-    plot(results, stem + ".png")
-    print(f"wrote {stem}.json and {stem}.png")
+    sc.save(results, name, plot)
 
 
 def plot(results, path):
@@ -294,14 +252,15 @@ def plot(results, path):
     for ax in axes:
         ax.grid(alpha=0.3)
     c = results["config"]
-    fig.suptitle(
+    sc.finish(
+        fig,
         f"{c['task'].capitalize()}, lengths 1..{c['max_len']}, {c['steps']} steps, "
-        f"attention: {c['attention']}, {c['seeds']} seed(s): exposure bias"
+        f"attention: {c['attention']}, {c['seeds']} seed(s): exposure bias",
+        path,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

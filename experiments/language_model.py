@@ -70,29 +70,16 @@ def evaluate(model, params, source: MarkovSource):
     }
 
 
-def main():
-    os.makedirs(RESULTS, exist_ok=True)
-    source = MarkovSource(vocab_size=VOCAB, order=ORDER, concentration=ALPHA, seed=SEED)
-    H = source.entropy_rate
-    bound = source.perplexity_bound
-    print(
-        f"source: order-{ORDER} Markov chain over {VOCAB} symbols, Dirichlet({ALPHA}); "
-        f"entropy rate {H:.4f} nats/symbol, perplexity bound exp(H) = {bound:.4f}"
-    )
-    schedule = optax.schedules.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=LR, warmup_steps=100, decay_steps=STEPS, end_value=LR / 10
-    )
-    data = lambda p: {
-        k: jnp.asarray(v) for k, v in source.batch(p, BATCH, SEQ_LEN, seed=SEED).items()
-    }  # noqa: E731
-    results = {
+def _setup(source) -> dict:
+    """What the JSON records of the source and the training."""
+    return {
         "source": {
             "vocab_size": VOCAB,
             "order": ORDER,
             "concentration": ALPHA,
             "seed": SEED,
-            "entropy_rate_nats": H,
-            "perplexity_bound": bound,
+            "entropy_rate_nats": source.entropy_rate,
+            "perplexity_bound": source.perplexity_bound,
         },
         "setup": {
             "embed": EMBED,
@@ -109,40 +96,46 @@ def main():
         },
         "models": {},
     }
-    curves = {}
-    for name, cell in (("LSTM", rj.LSTM(EMBED, HIDDEN)), ("GRU", rj.GRU(EMBED, HIDDEN))):
-        model = SequenceModel(cell, output_size=VOCAB, vocab_size=VOCAB)
-        trainer = Trainer(model, optimizer="adam", learning_rate=schedule, clip_norm=1.0)
-        log = os.path.join(RESULTS, f"language_model_{name.lower()}.jsonl")
-        if os.path.exists(log):
-            os.remove(log)
-        t0 = time.perf_counter()
-        state, hist = fit(
-            trainer, trainer.init(jax.random.key(SEED)), data, STEPS, log_path=log, progress=True
-        )
-        seconds = time.perf_counter() - t0
-        ev = evaluate(model, state.params, source)
-        ev.update(
-            {
-                "train_seconds": seconds,
-                "steps_per_second": STEPS / seconds,
-                "final_train_loss": float(np.mean([h["loss"] for h in hist[-50:]])),
-                "clipped_fraction": float(np.mean([h["clipped"] for h in hist])),
-                "skipped_steps": int(hist[-1]["nonfinite_total"]),
-                "excess_nats": ev["model_ce_nats"] - H,
-            }
-        )
-        results["models"][name] = ev
-        curves[name] = [h["loss"] for h in hist]
-        print(
-            f"{name}: held-out perplexity {ev['model_perplexity']:.4f} vs bound exp(H) = {bound:.4f} "
-            f"(true source on the same tokens: {ev['source_empirical_perplexity']:.4f}); "
-            f"{ev['excess_nats']:.4f} nats/symbol above H; {seconds:.1f} s"
-        )
 
-    with open(os.path.join(RESULTS, "language_model.json"), "w") as f:
-        json.dump(results, f, indent=2)
 
+def _train(name, cell, source, schedule):
+    """Fit one model (its JSONL log under ``results/``) and evaluate it held out; returns
+    ``(figures, training losses)``."""
+    model = SequenceModel(cell, output_size=VOCAB, vocab_size=VOCAB)
+    trainer = Trainer(model, optimizer="adam", learning_rate=schedule, clip_norm=1.0)
+    log = os.path.join(RESULTS, f"language_model_{name.lower()}.jsonl")
+    if os.path.exists(log):
+        os.remove(log)
+
+    def data(p):
+        return {k: jnp.asarray(v) for k, v in source.batch(p, BATCH, SEQ_LEN, seed=SEED).items()}
+
+    t0 = time.perf_counter()
+    state, hist = fit(
+        trainer, trainer.init(jax.random.key(SEED)), data, STEPS, log_path=log, progress=True
+    )
+    seconds = time.perf_counter() - t0
+    ev = evaluate(model, state.params, source)
+    ev.update(
+        {
+            "train_seconds": seconds,
+            "steps_per_second": STEPS / seconds,
+            "final_train_loss": float(np.mean([h["loss"] for h in hist[-50:]])),
+            "clipped_fraction": float(np.mean([h["clipped"] for h in hist])),
+            "skipped_steps": int(hist[-1]["nonfinite_total"]),
+            "excess_nats": ev["model_ce_nats"] - source.entropy_rate,
+        }
+    )
+    print(
+        f"{name}: held-out perplexity {ev['model_perplexity']:.4f} vs bound exp(H) = "
+        f"{source.perplexity_bound:.4f} "
+        f"(true source on the same tokens: {ev['source_empirical_perplexity']:.4f}); "
+        f"{ev['excess_nats']:.4f} nats/symbol above H; {seconds:.1f} s"
+    )
+    return ev, [h["loss"] for h in hist]
+
+
+def _plot(curves, H, bound):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,8 +155,31 @@ def main():
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(RESULTS, "language_model.png"), dpi=120)
+
+
+def main():
+    os.makedirs(RESULTS, exist_ok=True)
+    source = MarkovSource(vocab_size=VOCAB, order=ORDER, concentration=ALPHA, seed=SEED)
+    H = source.entropy_rate
+    bound = source.perplexity_bound
+    print(
+        f"source: order-{ORDER} Markov chain over {VOCAB} symbols, Dirichlet({ALPHA}); "
+        f"entropy rate {H:.4f} nats/symbol, perplexity bound exp(H) = {bound:.4f}"
+    )
+    schedule = optax.schedules.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=LR, warmup_steps=100, decay_steps=STEPS, end_value=LR / 10
+    )
+    results = _setup(source)
+    curves = {}
+    for name, cell in (("LSTM", rj.LSTM(EMBED, HIDDEN)), ("GRU", rj.GRU(EMBED, HIDDEN))):
+        results["models"][name], curves[name] = _train(name, cell, source, schedule)
+    with open(os.path.join(RESULTS, "language_model.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    _plot(curves, H, bound)
     print(f"wrote {os.path.join(RESULTS, 'language_model.json')} and language_model.png")
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

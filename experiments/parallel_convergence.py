@@ -126,12 +126,8 @@ def main():
     )
     out = {"seed": SEED, "I": I, "H": H, "T": T, "tol": TOL, "rows": rows, "gru": gru_row}
     fig = None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = rc.pyplot()
+    if plt is not None:
         fig, ax = plt.subplots(figsize=(6, 4))
         for name in VARIANTS:
             its = [r[name]["iterations"] if r[name]["converged"] else np.nan for r in rows]
@@ -142,10 +138,10 @@ def main():
         ax.set_xlabel("spectral radius of W_hh"), ax.set_ylabel("Newton iterations to 1e-5")
         ax.set_yscale("log"), ax.legend(fontsize=7)
         ax.set_title(f"tanh RNN H={H}, T={T}: DEER vs damped")
-    except ImportError:
-        pass
     rc.save(args, "parallel_convergence", out, fig)
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

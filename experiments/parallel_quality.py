@@ -50,51 +50,35 @@ def layers(I):
     }
 
 
-def main():
-    args = rc.parse(__doc__)
-    add_T, add_steps, lm_steps = (20, 60, 30) if args.quick else (200, 1000, 600)
-    eval_every = 20 if args.quick else 100
-    key = jax.random.key(SEED)
-    out = {
-        "seed": SEED,
-        "H": H,
-        "batch": BATCH,
-        "adding": {"T": add_T, "steps": add_steps, "baseline_mse": ADDING_BASELINE_MSE},
-        "language_model": {"steps": lm_steps},
-    }
+def _adding(add_T, add_steps, eval_every, key) -> dict:
+    """Every layer on the adding problem of length ``add_T``."""
+    out = {"T": add_T, "steps": add_steps, "baseline_mse": ADDING_BASELINE_MSE}
     test = rc.to_jnp(adding_problem(N_TEST, add_T, seed=(SEED + 1, add_T)))
     for name, layer in layers(2).items():
-        trainer = Trainer(
+        state, log = rc.train_adding(
             SequenceModel(layer, output_size=1, head="final"),
-            loss="mse",
-            learning_rate=3e-3,
-            clip_norm=1.0,
-        )
-        state, log = rc.train(
-            trainer,
             key,
-            lambda i: adding_problem(BATCH, add_T, seed=(SEED, add_T, i)),
+            add_T,
             add_steps,
-            eval_batch=test,
+            test=test,
             eval_every=eval_every,
-            solved=lambda m: m["loss"] < 0.01,
+            batch=BATCH,
+            seed=SEED,
         )
-        out["adding"][name] = {
-            "steps_to_solve": log["steps_to_solve"],
-            "final_test_mse": log["eval"][-1]["loss"],
-            "test_mse_curve": [e["loss"] for e in log["eval"]],
-            "eval_steps": log["eval_steps"],
-            "seconds": log["seconds"],
-            "params": rc.param_count(state.params),
-        }
+        out[name] = dict(rc.eval_record(log, best=False), params=rc.param_count(state.params))
         print(
             f"adding T={add_T} {name}: solved at {log['steps_to_solve']}, final MSE "
             f"{log['eval'][-1]['loss']:.4f}, {log['seconds']:.1f} s",
             flush=True,
         )
+    return out
 
+
+def _language_model(lm_steps, key) -> dict:
+    """Every layer as a language model of a Markov source: held-out perplexity."""
+    out = {"steps": lm_steps}
     source = MarkovSource(vocab_size=VOCAB, order=2, concentration=0.1, seed=SEED)
-    out["language_model"]["perplexity_bound"] = source.perplexity_bound
+    out["perplexity_bound"] = source.perplexity_bound
     schedule = optax.schedules.warmup_cosine_decay_schedule(
         0.0, 1e-2, warmup_steps=min(100, lm_steps // 3), decay_steps=lm_steps, end_value=1e-3
     )
@@ -105,7 +89,7 @@ def main():
             trainer, key, lambda i: source.batch(i, BATCH, SEQ_LEN, seed=SEED), lm_steps
         )
         ppl = rc.perplexity(model, state.params, source, BATCH, EVAL_LEN, EVAL_BATCHES, SEED + 1000)
-        out["language_model"][name] = {
+        out[name] = {
             "perplexity": ppl,
             "seconds": log["seconds"],
             "train_loss_curve": log["train_loss"][:: max(1, lm_steps // 100)],
@@ -116,29 +100,39 @@ def main():
             f"{log['seconds']:.1f} s",
             flush=True,
         )
-    fig = None
-    try:
-        import matplotlib
+    return out
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for name in layers(2):
-            r = out["adding"][name]
-            axes[0].semilogy(r["eval_steps"], r["test_mse_curve"], label=name)
-            axes[1].plot(np.exp(out["language_model"][name]["train_loss_curve"]), label=name)
-        axes[0].axhline(ADDING_BASELINE_MSE, ls="--", c="k", label="baseline 1/6")
-        axes[0].set_title(f"adding problem T={add_T}: test MSE"), axes[0].set_xlabel("step")
-        axes[1].axhline(source.perplexity_bound, ls="--", c="k", label="bound exp(H)")
-        axes[1].set_title("Markov language model: training perplexity")
-        axes[1].set_xlabel(f"step / {max(1, lm_steps // 100)}")
-        for ax in axes:
-            ax.legend(fontsize=7)
-    except ImportError:
-        pass
-    rc.save(args, "parallel_quality", out, fig)
+def _plot(plt, out, add_T, lm_steps):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name in layers(2):
+        r = out["adding"][name]
+        axes[0].semilogy(r["eval_steps"], r["test_mse_curve"], label=name)
+        axes[1].plot(np.exp(out["language_model"][name]["train_loss_curve"]), label=name)
+    axes[0].axhline(ADDING_BASELINE_MSE, ls="--", c="k", label="baseline 1/6")
+    axes[0].set_title(f"adding problem T={add_T}: test MSE"), axes[0].set_xlabel("step")
+    bound = out["language_model"]["perplexity_bound"]
+    axes[1].axhline(bound, ls="--", c="k", label="bound exp(H)")
+    axes[1].set_title("Markov language model: training perplexity")
+    axes[1].set_xlabel(f"step / {max(1, lm_steps // 100)}")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def main():
+    args = rc.parse(__doc__)
+    add_T, add_steps, lm_steps = (20, 60, 30) if args.quick else (200, 1000, 600)
+    eval_every = 20 if args.quick else 100
+    key = jax.random.key(SEED)
+    out = {"seed": SEED, "H": H, "batch": BATCH}
+    out["adding"] = _adding(add_T, add_steps, eval_every, key)
+    out["language_model"] = _language_model(lm_steps, key)
+    plt = rc.pyplot()
+    rc.save(args, "parallel_quality", out, plt and _plot(plt, out, add_T, lm_steps))
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

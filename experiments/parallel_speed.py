@@ -185,12 +185,8 @@ def main():
         **({"sequential_vs_torch": lstm_seq / torch_s} if torch_s else {}),
     }
     fig = None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = rc.pyplot()
+    if plt is not None:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for ax, key in zip(axes, ("forward_s", "train_s")):
             for kind in kinds:
@@ -203,8 +199,6 @@ def main():
                     ax.loglog(*zip(*pts), marker="o", label=kind)
             ax.set_xlabel("T"), ax.set_ylabel("seconds"), ax.legend(fontsize=7)
             ax.set_title(f"{key[:-2]} at B=1, H={grid[0][2]} ({jax.default_backend()})")
-    except ImportError:
-        pass
     name = "parallel_speed" + ("_full" if args.full else "")
     rc.save(args, name, out, fig)
 
@@ -220,4 +214,6 @@ def measure_lstm_seq(B, T, H, reps):
 KINDS = ("gru", "mingru", "lru", "gru_deer", "gru_qdeer", "lstm_deer", "lstm_qdeer")
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

@@ -147,4 +147,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from experiments.entry import run_main
+
+    run_main(main)

@@ -87,22 +87,18 @@ def main():
         <= bound + 0.01,
     }
     fig = None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = rc.pyplot()
+    if plt is not None:
         fig, ax = plt.subplots(figsize=(6, 4))
         for name, (s, a) in curves.items():
             ax.plot(s, a, marker="o", label=name)
         ax.axhline(bound, ls="--", c="k", label=f"future-blind bound {bound:.3f}")
         ax.set_xlabel("step"), ax.set_ylabel("test token accuracy"), ax.legend()
         ax.set_title("tagging (x_t + x_{t+1}) mod 4")
-    except ImportError:
-        pass
     rc.save(args, "repro_bidirectional", out, fig)
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

@@ -111,12 +111,8 @@ def main():
         },
     }
     fig = None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = rc.pyplot()
+    if plt is not None:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4))
         for name, (l, g) in curves.items():
             a1.semilogy(np.arange(1, steps + 1), l, label=name, lw=0.8)
@@ -125,10 +121,10 @@ def main():
         a1.set_title("training loss (MSE)"), a1.set_xlabel("step"), a1.legend()
         a2.axhline(CLIP, ls=":", c="k", label="clip norm")
         a2.set_title("global gradient norm (before clipping)"), a2.set_xlabel("step"), a2.legend()
-    except ImportError:
-        pass
     rc.save(args, "repro_clipping", out, fig)
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

@@ -1,6 +1,7 @@
-"""Shared plumbing of the ``repro_*.py`` reproduction scripts: the ``--quick`` flag,
-results files, progress lines as a script runs (:class:`Progress`), and a seeded training
-loop over :class:`rnnjax.train.Trainer` that reports its progress.
+"""Shared plumbing of the experiment scripts: the ``--quick`` flag, results files,
+progress lines as a script runs (:class:`Progress`), a seeded training loop over
+:class:`rnnjax.train.Trainer` that reports its progress, the adding-problem training, a
+ridge readout and the figures' ``pyplot``.
 
 The scripts import it as ``repro_common``: run them as scripts
 (``python experiments/repro_<claim>.py``), whose folder is then on ``sys.path``."""
@@ -92,6 +93,19 @@ def progress(label: str, total: int, every: int = None) -> Progress:
     return Progress(label, total, every)
 
 
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend, or ``None`` where matplotlib is
+    not installed (the scripts then write their JSON without a figure)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def to_jnp(batch: dict) -> dict:
     return {k: jnp.asarray(v) for k, v in batch.items()}
 
@@ -146,6 +160,58 @@ def train(
     return state, log
 
 
+def train_adding(
+    model,
+    key,
+    T: int,
+    steps: int,
+    *,
+    test,
+    eval_every: int,
+    learning_rate: float = 3e-3,
+    batch: int = 32,
+    seed: int = 0,
+    label: str = "train",
+):
+    """Train ``model`` (a one-output regressor read at the final step) on the adding
+    problem of length ``T`` with a mean squared error, Adam and clipping at norm 1:
+    :func:`train` on ``adding_problem(batch, T, seed=(seed, T, i))`` at step ``i``,
+    evaluated on ``test``; solved at a test MSE under 0.01.
+
+    Returns:
+      :func:`train`'s ``(state, log)``.
+    """
+    from rnnjax.tasks.long_range import adding_problem
+    from rnnjax.train import Trainer
+
+    trainer = Trainer(model, loss="mse", learning_rate=learning_rate, clip_norm=1.0)
+    return train(
+        trainer,
+        key,
+        lambda i: adding_problem(batch, T, seed=(seed, T, i)),
+        steps,
+        eval_batch=test,
+        eval_every=eval_every,
+        solved=lambda m: m["loss"] < 0.01,
+        label=label,
+    )
+
+
+def eval_record(log: dict, metric: str = "test_mse", best: bool = True) -> dict:
+    """What a results file keeps of :func:`train`'s ``log``: the step that solved the task,
+    the final (and with ``best`` the lowest) evaluated loss as ``final_<metric>``
+    (``best_<metric>``), its curve ``<metric>_curve`` over ``eval_steps``, and the
+    seconds."""
+    losses = [e["loss"] for e in log["eval"]]
+    record = {"steps_to_solve": log["steps_to_solve"], f"final_{metric}": losses[-1]}
+    if best:
+        record[f"best_{metric}"] = min(losses)
+    record.update(
+        {f"{metric}_curve": losses, "eval_steps": log["eval_steps"], "seconds": log["seconds"]}
+    )
+    return record
+
+
 def perplexity(model, params, source, batch: int, length: int, batches: int, seed: int) -> float:
     """Held-out perplexity of a language ``model`` on ``batches`` batches of ``source``
     (``batch`` sequences of ``length`` tokens, seeds from ``seed``), the first target of
@@ -162,6 +228,19 @@ def perplexity(model, params, source, batch: int, length: int, batches: int, see
         for b in (source.batch(i, batch, length, seed=seed) for i in range(batches))
     ]
     return float(np.exp(np.concatenate([n.ravel() for n in nll]).mean()))
+
+
+def ridge_fit(Z, Y, ridge: float):
+    """Ridge regression with an intercept in float64: ``W`` minimising
+    ``|[Z, 1] W - Y|^2 + ridge |W|^2`` (``Z`` ``(n, f)``, ``Y`` ``(n, o)``); apply it with
+    :func:`ridge_apply`."""
+    Z = np.concatenate([Z, np.ones((Z.shape[0], 1))], 1).astype(np.float64)
+    return np.linalg.solve(Z.T @ Z + ridge * np.eye(Z.shape[1]), Z.T @ Y.astype(np.float64))
+
+
+def ridge_apply(W, Z):
+    """``[Z, 1] W``: the readout of :func:`ridge_fit` on features ``Z``."""
+    return np.concatenate([Z, np.ones((Z.shape[0], 1))], 1) @ W
 
 
 def param_count(params) -> int:

@@ -286,22 +286,18 @@ def run_adding(p, key):
     for name, (model, count) in models.items():
         if name not in p.get("trained", models):
             continue
-        trainer = Trainer(model, loss="mse", learning_rate=3e-3, clip_norm=1.0)
-        state, log = rc.train(
-            trainer,
+        state, log = rc.train_adding(
+            model,
             key,
-            lambda i: adding_problem(BATCH, T, seed=(SEED, T, i)),
+            T,
             p["add_steps"],
-            eval_batch=test,
+            test=test,
             eval_every=p["add_eval_every"],
-            solved=lambda m: m["loss"] < 0.01,
+            batch=BATCH,
+            seed=SEED,
             label=f"adding T={T} {name}",
         )
-        out[name] = {
-            "steps_to_solve": log["steps_to_solve"], "final_test_mse": log["eval"][-1]["loss"],
-            "test_mse_curve": [e["loss"] for e in log["eval"]], "eval_steps": log["eval_steps"],
-            "seconds": log["seconds"], "params": count, "layer": repr(model.layer),
-        }  # fmt: skip
+        out[name] = dict(rc.eval_record(log, best=False), params=count, layer=repr(model.layer))
         print(
             f"adding T={T} {name}: solved at {log['steps_to_solve']}, final MSE "
             f"{log['eval'][-1]['loss']:.4f}, {count} params, {log['seconds']:.1f} s",
@@ -361,4 +357,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

@@ -106,12 +106,8 @@ def main():
         < r["naive_per_step_recurrent"]["final_heldout_loss"],
     }
     fig = None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = rc.pyplot()
+    if plt is not None:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
         for name, (s, held, trl) in curves.items():
             a1.plot(s, held, label=name)
@@ -120,10 +116,10 @@ def main():
             a.axhline(src.entropy_rate, ls="--", c="k", label="entropy rate")
             a.set_xlabel("step"), a.legend(fontsize=8)
         a1.set_title("held-out loss (nats/token)"), a2.set_title("training loss (with dropout)")
-    except ImportError:
-        pass
     rc.save(args, "repro_dropout", out, fig)
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

@@ -24,10 +24,24 @@ import repro_common as rc
 import rnnjax as rj
 from rnnjax.models import SequenceModel
 from rnnjax.tasks.long_range import ADDING_BASELINE_MSE, adding_problem
-from rnnjax.train import Trainer
 
 SEED = 0
 H, BATCH, LR, STEPS = 64, 32, 3e-3, 2000
+
+
+def _plot(plt, out, T):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, r in out["runs"].items():
+        ax.semilogy(r["eval_steps"], r["test_mse_curve"], label=name)
+    ax.axhline(ADDING_BASELINE_MSE, ls="--", c="k", label="baseline 1/6")
+    ax.axhline(0.01, ls=":", c="gray", label="solved (0.01)")
+    (
+        ax.set_xlabel("step"),
+        ax.set_ylabel("test MSE"),
+        ax.set_title(f"LSTM initialisation, adding T={T}"),
+    )
+    ax.legend(fontsize=8)
+    return fig
 
 
 def main():
@@ -50,56 +64,28 @@ def main():
         "runs": {},
     }
     for name, cell in variants.items():
-        trainer = Trainer(
+        _, log = rc.train_adding(
             SequenceModel(cell, output_size=1, head="final"),
-            loss="mse",
-            learning_rate=LR,
-            clip_norm=1.0,
-        )
-        _, log = rc.train(
-            trainer,
             jax.random.key(SEED),
-            lambda i: adding_problem(BATCH, T, seed=(SEED, T, i)),
+            T,
             steps,
-            eval_batch=test,
+            test=test,
             eval_every=eval_every,
-            solved=lambda m: m["loss"] < 0.01,
+            learning_rate=LR,
+            batch=BATCH,
+            seed=SEED,
         )
-        out["runs"][name] = {
-            "steps_to_solve": log["steps_to_solve"],
-            "final_test_mse": log["eval"][-1]["loss"],
-            "best_test_mse": min(e["loss"] for e in log["eval"]),
-            "eval_steps": log["eval_steps"],
-            "test_mse_curve": [e["loss"] for e in log["eval"]],
-            "seconds": log["seconds"],
-        }
+        out["runs"][name] = rc.eval_record(log)
         print(
             f"{name}: solve step {log['steps_to_solve']}, final test MSE {log['eval'][-1]['loss']:.4f} "
             f"({log['seconds']:.0f} s)",
             flush=True,
         )
-    fig = None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for name, r in out["runs"].items():
-            ax.semilogy(r["eval_steps"], r["test_mse_curve"], label=name)
-        ax.axhline(ADDING_BASELINE_MSE, ls="--", c="k", label="baseline 1/6")
-        ax.axhline(0.01, ls=":", c="gray", label="solved (0.01)")
-        (
-            ax.set_xlabel("step"),
-            ax.set_ylabel("test MSE"),
-            ax.set_title(f"LSTM initialisation, adding T={T}"),
-        )
-        ax.legend(fontsize=8)
-    except ImportError:
-        pass
-    rc.save(args, "repro_init", out, fig)
+    plt = rc.pyplot()
+    rc.save(args, "repro_init", out, plt and _plot(plt, out, T))
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

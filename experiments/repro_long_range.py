@@ -54,22 +54,134 @@ def cells(I):
     return {"lstm": rj.LSTM(I, H), "gru": rj.GRU(I, H), "rnn": rj.SimpleRNN(I, H)}
 
 
-def ridge_fit(Z, Y):
-    Z = np.concatenate([Z, np.ones((Z.shape[0], 1))], 1).astype(np.float64)
-    A = Z.T @ Z + RIDGE * np.eye(Z.shape[1])
-    return np.linalg.solve(A, Z.T @ Y.astype(np.float64))
-
-
-def ridge_apply(W, Z):
-    return np.concatenate([Z, np.ones((Z.shape[0], 1))], 1) @ W
-
-
 def esn_states(cell, params, xs, final_only=False):
     """``(final state, all states)`` of the reservoir over ``xs`` ``(B, T, I)``; with
     ``final_only`` only the final state (the ``(B, T, N)`` states are never stored)."""
     if final_only:
         return jax.jit(lambda x: rj.unroll_batch(cell, params, x)[0])(jnp.asarray(xs))
     return jax.jit(lambda x: rj.unroll_batch(cell, params, x))(jnp.asarray(xs))
+
+
+def _adding(T, steps, eval_every, esn_train, key) -> dict:
+    """The gradient-trained cells and the ridge-fitted reservoir on the adding problem."""
+    test = rc.to_jnp(adding_problem(N_TEST, T, seed=(SEED + 1, T)))
+    res = {"T": T, "baseline_mse": ADDING_BASELINE_MSE}
+    for name, cell in cells(2).items():
+        _, log = rc.train_adding(
+            SequenceModel(cell, output_size=1, head="final"),
+            key,
+            T,
+            steps,
+            test=test,
+            eval_every=eval_every,
+            learning_rate=LR,
+            batch=BATCH,
+            seed=SEED,
+        )
+        res[name] = rc.eval_record(log)
+        print(
+            f"adding T={T} {name}: solve step {log['steps_to_solve']}, final test MSE "
+            f"{log['eval'][-1]['loss']:.4f} ({log['seconds']:.0f} s)",
+            flush=True,
+        )
+    esn = EchoState(2, ESN_N, spectral_radius=0.95, input_scaling=1.0, density=0.1)
+    p = esn.init(key)
+    t0 = time.perf_counter()
+    tr = adding_problem(esn_train, T, seed=(SEED + 2, T))
+    s_tr = esn_states(esn, p, tr["inputs"], final_only=True)
+    W = rc.ridge_fit(np.asarray(s_tr.h), tr["targets"], RIDGE)
+    s_te = esn_states(esn, p, test["inputs"], final_only=True)
+    mse = float(np.mean((rc.ridge_apply(W, np.asarray(s_te.h)) - np.asarray(test["targets"])) ** 2))
+    res["esn"] = {
+        "test_mse": mse,
+        "solved": mse < 0.01,
+        "N": ESN_N,
+        "train_sequences": esn_train,
+        "seconds": time.perf_counter() - t0,
+    }
+    print(f"adding T={T} esn: test MSE {mse:.4f}", flush=True)
+    return res
+
+
+def _copy_esn(T, test, esn_train, key) -> dict:
+    """A ridge-fitted reservoir on the copy task: its recall accuracy."""
+    V, L = N_SYM + 2, T + 2 * N_COPY
+    esn = EchoState(V, ESN_N, spectral_radius=0.95, input_scaling=1.0, density=0.1)
+    p = esn.init(key)
+    tr = copy_task(esn_train // 4, T, n_symbols=N_SYM, n_copy=N_COPY, seed=(SEED + 2, T))
+    onehot = np.eye(V, dtype=np.float32)
+    s_tr = esn_states(esn, p, onehot[tr["inputs"]])[1]
+    W = rc.ridge_fit(
+        np.asarray(s_tr).reshape(-1, ESN_N), onehot[tr["targets"]].reshape(-1, V), RIDGE
+    )
+    s_te = np.asarray(esn_states(esn, p, onehot[np.asarray(test["inputs"])])[1])
+    pred = rc.ridge_apply(W, s_te.reshape(-1, ESN_N)).reshape(N_TEST, L, V).argmax(-1)[:, -N_COPY:]
+    recall = float(np.mean(pred == np.asarray(test["targets"])[:, -N_COPY:]))
+    print(f"copy T={T} esn: recall acc {recall:.3f}", flush=True)
+    return {
+        "recall_accuracy": recall,
+        "N": ESN_N,
+        "train_sequences": esn_train // 4,
+        "note": "ridge readout: no probabilities, so no cross-entropy; recall accuracy only",
+    }
+
+
+def _copy(T, steps, eval_every, esn_train, key) -> dict:
+    """The gradient-trained cells and the ridge-fitted reservoir on the copy task."""
+    base = copy_baseline(T, n_symbols=N_SYM, n_copy=N_COPY)
+    test = rc.to_jnp(copy_task(N_TEST, T, n_symbols=N_SYM, n_copy=N_COPY, seed=(SEED + 1, T)))
+    res = {"T": T, "baseline_ce": base, "chance_recall_accuracy": 1 / N_SYM}
+    V = N_SYM + 2
+    for name, cell in cells(EMBED).items():
+        model = SequenceModel(cell, output_size=V, vocab_size=V, head="per_step")
+        trainer = Trainer(model, loss="cross_entropy", learning_rate=LR, clip_norm=CLIP)
+        state, log = rc.train(
+            trainer,
+            key,
+            lambda i: copy_task(BATCH, T, n_symbols=N_SYM, n_copy=N_COPY, seed=(SEED, T, i)),
+            steps,
+            eval_batch=test,
+            eval_every=eval_every,
+            solved=lambda m: m["loss"] < 0.1 * base,
+        )
+        _, logits = jax.jit(model.apply_batch)(state.params, test["inputs"])
+        pred = np.asarray(jnp.argmax(logits, -1))[:, -N_COPY:]
+        recall = float(np.mean(pred == np.asarray(test["targets"])[:, -N_COPY:]))
+        res[name] = dict(rc.eval_record(log, "test_ce"), recall_accuracy=recall)
+        print(
+            f"copy T={T} {name}: solve step {log['steps_to_solve']}, final CE "
+            f"{log['eval'][-1]['loss']:.4f} (baseline {base:.4f}), recall acc {recall:.3f}",
+            flush=True,
+        )
+    res["esn"] = _copy_esn(T, test, esn_train, key)
+    return res
+
+
+def _plot(out, add_T, copy_T):
+    """Test curves of the adding problems and the copy task (``None`` without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    n = len(add_T) + 1
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4))
+    for ax, T in zip(axes, add_T):
+        r = out["adding"][str(T)]
+        for name in ("lstm", "gru", "rnn"):
+            ax.semilogy(r[name]["eval_steps"], r[name]["test_mse_curve"], label=name)
+        ax.axhline(ADDING_BASELINE_MSE, ls="--", c="k", label="baseline 1/6")
+        ax.axhline(r["esn"]["test_mse"], ls=":", c="gray", label="ESN (ridge)")
+        ax.set_title(f"adding problem T={T}: test MSE"), ax.set_xlabel("step"), ax.legend()
+    r = out["copy"][str(copy_T)]
+    for name in ("lstm", "gru", "rnn"):
+        axes[-1].semilogy(r[name]["eval_steps"], r[name]["test_ce_curve"], label=name)
+    axes[-1].axhline(r["baseline_ce"], ls="--", c="k", label="baseline 10 log 8/(T+20)")
+    axes[-1].set_title(f"copy task T={copy_T}: test cross-entropy"), axes[-1].set_xlabel("step")
+    axes[-1].legend()
+    return fig
 
 
 def main():
@@ -91,144 +203,16 @@ def main():
         "copy": {},
     }
     key = jax.random.key(SEED)
-
-    # ------------------------------------------------------------------ adding problem
     for T in add_T:
-        test = rc.to_jnp(adding_problem(N_TEST, T, seed=(SEED + 1, T)))
-        res = {"T": T, "baseline_mse": ADDING_BASELINE_MSE}
-        for name, cell in cells(2).items():
-            trainer = Trainer(
-                SequenceModel(cell, output_size=1, head="final"),
-                loss="mse",
-                learning_rate=LR,
-                clip_norm=CLIP,
-            )
-            _, log = rc.train(
-                trainer,
-                key,
-                lambda i, T=T: adding_problem(BATCH, T, seed=(SEED, T, i)),
-                steps,
-                eval_batch=test,
-                eval_every=eval_every,
-                solved=lambda m: m["loss"] < 0.01,
-            )
-            res[name] = {
-                "steps_to_solve": log["steps_to_solve"],
-                "final_test_mse": log["eval"][-1]["loss"],
-                "best_test_mse": min(e["loss"] for e in log["eval"]),
-                "test_mse_curve": [e["loss"] for e in log["eval"]],
-                "eval_steps": log["eval_steps"],
-                "seconds": log["seconds"],
-            }
-            print(
-                f"adding T={T} {name}: solve step {log['steps_to_solve']}, final test MSE "
-                f"{log['eval'][-1]['loss']:.4f} ({log['seconds']:.0f} s)",
-                flush=True,
-            )
-        esn = EchoState(2, ESN_N, spectral_radius=0.95, input_scaling=1.0, density=0.1)
-        p = esn.init(key)
-        t0 = time.perf_counter()
-        tr = adding_problem(esn_train, T, seed=(SEED + 2, T))
-        s_tr = esn_states(esn, p, tr["inputs"], final_only=True)
-        W = ridge_fit(np.asarray(s_tr.h), tr["targets"])
-        s_te = esn_states(esn, p, test["inputs"], final_only=True)
-        mse = float(
-            np.mean((ridge_apply(W, np.asarray(s_te.h)) - np.asarray(test["targets"])) ** 2)
-        )
-        res["esn"] = {
-            "test_mse": mse,
-            "solved": mse < 0.01,
-            "N": ESN_N,
-            "train_sequences": esn_train,
-            "seconds": time.perf_counter() - t0,
-        }
-        print(f"adding T={T} esn: test MSE {mse:.4f}", flush=True)
-        out["adding"][str(T)] = res
-
+        out["adding"][str(T)] = _adding(T, steps, eval_every, esn_train, key)
     if t400:
         rc.save(args, "repro_long_range_t400", out)
         return
-
-    # ------------------------------------------------------------------ copy task
-    T = copy_T
-    L = T + 2 * N_COPY
-    base = copy_baseline(T, n_symbols=N_SYM, n_copy=N_COPY)
-    test = rc.to_jnp(copy_task(N_TEST, T, n_symbols=N_SYM, n_copy=N_COPY, seed=(SEED + 1, T)))
-    res = {"T": T, "baseline_ce": base, "chance_recall_accuracy": 1 / N_SYM}
-    V = N_SYM + 2
-    for name, cell in cells(EMBED).items():
-        model = SequenceModel(cell, output_size=V, vocab_size=V, head="per_step")
-        trainer = Trainer(model, loss="cross_entropy", learning_rate=LR, clip_norm=CLIP)
-        state, log = rc.train(
-            trainer,
-            key,
-            lambda i: copy_task(BATCH, T, n_symbols=N_SYM, n_copy=N_COPY, seed=(SEED, T, i)),
-            steps,
-            eval_batch=test,
-            eval_every=eval_every,
-            solved=lambda m: m["loss"] < 0.1 * base,
-        )
-        _, logits = jax.jit(model.apply_batch)(state.params, test["inputs"])
-        pred = np.asarray(jnp.argmax(logits, -1))[:, -N_COPY:]
-        recall = float(np.mean(pred == np.asarray(test["targets"])[:, -N_COPY:]))
-        res[name] = {
-            "steps_to_solve": log["steps_to_solve"],
-            "final_test_ce": log["eval"][-1]["loss"],
-            "best_test_ce": min(e["loss"] for e in log["eval"]),
-            "recall_accuracy": recall,
-            "test_ce_curve": [e["loss"] for e in log["eval"]],
-            "eval_steps": log["eval_steps"],
-            "seconds": log["seconds"],
-        }
-        print(
-            f"copy T={T} {name}: solve step {log['steps_to_solve']}, final CE "
-            f"{log['eval'][-1]['loss']:.4f} (baseline {base:.4f}), recall acc {recall:.3f}",
-            flush=True,
-        )
-    esn = EchoState(V, ESN_N, spectral_radius=0.95, input_scaling=1.0, density=0.1)
-    p = esn.init(key)
-    tr = copy_task(esn_train // 4, T, n_symbols=N_SYM, n_copy=N_COPY, seed=(SEED + 2, T))
-    onehot = np.eye(V, dtype=np.float32)
-    s_tr = esn_states(esn, p, onehot[tr["inputs"]])[1]
-    W = ridge_fit(np.asarray(s_tr).reshape(-1, ESN_N), onehot[tr["targets"]].reshape(-1, V))
-    s_te = np.asarray(esn_states(esn, p, onehot[np.asarray(test["inputs"])])[1])
-    pred = ridge_apply(W, s_te.reshape(-1, ESN_N)).reshape(N_TEST, L, V).argmax(-1)[:, -N_COPY:]
-    recall = float(np.mean(pred == np.asarray(test["targets"])[:, -N_COPY:]))
-    res["esn"] = {
-        "recall_accuracy": recall,
-        "N": ESN_N,
-        "train_sequences": esn_train // 4,
-        "note": "ridge readout: no probabilities, so no cross-entropy; recall accuracy only",
-    }
-    print(f"copy T={T} esn: recall acc {recall:.3f}", flush=True)
-    out["copy"][str(T)] = res
-
-    fig = None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        n = len(add_T) + 1
-        fig, axes = plt.subplots(1, n, figsize=(5 * n, 4))
-        for ax, T in zip(axes, add_T):
-            r = out["adding"][str(T)]
-            for name in ("lstm", "gru", "rnn"):
-                ax.semilogy(r[name]["eval_steps"], r[name]["test_mse_curve"], label=name)
-            ax.axhline(ADDING_BASELINE_MSE, ls="--", c="k", label="baseline 1/6")
-            ax.axhline(r["esn"]["test_mse"], ls=":", c="gray", label="ESN (ridge)")
-            ax.set_title(f"adding problem T={T}: test MSE"), ax.set_xlabel("step"), ax.legend()
-        r = out["copy"][str(copy_T)]
-        for name in ("lstm", "gru", "rnn"):
-            axes[-1].semilogy(r[name]["eval_steps"], r[name]["test_ce_curve"], label=name)
-        axes[-1].axhline(r["baseline_ce"], ls="--", c="k", label="baseline 10 log 8/(T+20)")
-        axes[-1].set_title(f"copy task T={copy_T}: test cross-entropy"), axes[-1].set_xlabel("step")
-        axes[-1].legend()
-    except ImportError:
-        pass
-    rc.save(args, "repro_long_range", out, fig)
+    out["copy"][str(copy_T)] = _copy(copy_T, steps, eval_every, esn_train, key)
+    rc.save(args, "repro_long_range", out, _plot(out, add_T, copy_T))
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

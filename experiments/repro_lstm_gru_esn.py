@@ -46,15 +46,6 @@ SEED = 0
 H, N, RIDGE, STEPS = 64, 500, 1e-3, 1000
 
 
-def ridge(Z, Y):
-    Z = np.concatenate([Z, np.ones((Z.shape[0], 1))], 1).astype(np.float64)
-    return np.linalg.solve(Z.T @ Z + RIDGE * np.eye(Z.shape[1]), Z.T @ Y.astype(np.float64))
-
-
-def ridge_apply(W, Z):
-    return np.concatenate([Z, np.ones((Z.shape[0], 1))], 1) @ W
-
-
 def sample_batches(train, batch, seed):
     n = len(train["targets"])
 
@@ -65,13 +56,9 @@ def sample_batches(train, batch, seed):
     return fn
 
 
-def main():
-    args = rc.parse(__doc__)
-    steps = 30 if args.quick else STEPS
-    key = jax.random.key(SEED)
-    out = {"seed": SEED, "steps": steps, "H": H, "N": N, "tasks": {}}
-    onehot = np.eye(30, dtype=np.float32)
-    src = MarkovSource(vocab_size=30, order=2, concentration=0.1, seed=SEED)
+def _tasks(src):
+    """The two tasks: digit rows classified at the last step, and next-symbol prediction
+    of a Markov source (with the accuracy ceiling of its true transitions)."""
     lm_train = src.batch(0, 512, 64, seed=SEED)  # the ESN's readout data
     lm_test = src.batch(0, 64, 64, seed=SEED + 1000)
     # ceiling: the most likely next symbol under the true transitions (targets from t >= 1)
@@ -80,7 +67,7 @@ def main():
     best = np.argmax(src.transitions[ctx], -1)
     ceiling = float(np.mean(best == x[:, 2:]))
     digits = load_digit_sequences("rows", seed=SEED)
-    tasks = {
+    return {
         "digits_rows": dict(
             train=digits["train"],
             test=digits["test"],
@@ -104,62 +91,84 @@ def main():
             fresh=lambda i: src.batch(i + 1, 32, 64, seed=SEED),
         ),
     }
-    for tname, t in tasks.items():
-        res = {"ceiling_accuracy": t.get("ceiling")}
-        test = rc.to_jnp(t["test"])
-        for name, cell in (("lstm", rj.LSTM(t["I"], H)), ("gru", rj.GRU(t["I"], H))):
-            model = SequenceModel(cell, output_size=t["O"], vocab_size=t["vocab"], head=t["head"])
-            trainer = Trainer(model, learning_rate=3e-3, clip_norm=1.0)
-            batch_fn = t.get("fresh") or sample_batches(t["train"], t["batch"], SEED)
-            state, log = rc.train(
-                trainer,
-                key,
-                batch_fn,
-                steps,
-                eval_batch=test,
-                eval_every=steps,
-                label=f"{tname} {name}",
-            )
-            res[name] = {
-                "test_accuracy": log["eval"][-1]["accuracy"],
-                "trained_params": rc.param_count(state.params),
-                "all_params": rc.param_count(state.params),
-                "train_seconds": log["seconds"],
-            }
-            print(tname, name, res[name], flush=True)
-        esn = EchoState(
-            t["O"] if t["vocab"] else t["I"],
-            N,
-            spectral_radius=0.9,
-            leak_rate=t["leak"],
-            input_scaling=1.0,
-            density=0.1,
+
+
+def _gradient(tname, t, steps, key) -> dict:
+    """The LSTM and the GRU trained by gradient on task ``t``."""
+    res = {}
+    test = rc.to_jnp(t["test"])
+    for name, cell in (("lstm", rj.LSTM(t["I"], H)), ("gru", rj.GRU(t["I"], H))):
+        model = SequenceModel(cell, output_size=t["O"], vocab_size=t["vocab"], head=t["head"])
+        trainer = Trainer(model, learning_rate=3e-3, clip_norm=1.0)
+        batch_fn = t.get("fresh") or sample_batches(t["train"], t["batch"], SEED)
+        state, log = rc.train(
+            trainer,
+            key,
+            batch_fn,
+            steps,
+            eval_batch=test,
+            eval_every=steps,
+            label=f"{tname} {name}",
         )
-        t0 = time.perf_counter()
-        p = esn.init(key)
-        run = jax.jit(lambda x: rj.unroll_batch(esn, p, x))
-
-        def feats(inputs):
-            xin = onehot[inputs] if t["vocab"] else inputs
-            s, hs = run(jnp.asarray(xin))
-            return np.asarray(s.h) if t["head"] == "final" else np.asarray(hs).reshape(-1, N)
-
-        Z = feats(t["train"]["inputs"])
-        Y = np.eye(t["O"])[np.asarray(t["train"]["targets"]).reshape(-1)]
-        W = ridge(Z, Y)
-        fit_s = time.perf_counter() - t0
-        pred = ridge_apply(W, feats(t["test"]["inputs"])).argmax(-1)
-        acc = float(np.mean(pred == np.asarray(t["test"]["targets"]).reshape(-1)))
-        res["esn"] = {
-            "test_accuracy": acc,
-            "trained_params": int(W.size),
-            "all_params": int(W.size + rc.param_count(p)),
-            "train_seconds": fit_s,
+        res[name] = {
+            "test_accuracy": log["eval"][-1]["accuracy"],
+            "trained_params": rc.param_count(state.params),
+            "all_params": rc.param_count(state.params),
+            "train_seconds": log["seconds"],
         }
+        print(tname, name, res[name], flush=True)
+    return res
+
+
+def _esn(t, key) -> dict:
+    """An echo state network with a ridge readout on task ``t``."""
+    onehot = np.eye(30, dtype=np.float32)
+    esn = EchoState(
+        t["O"] if t["vocab"] else t["I"],
+        N,
+        spectral_radius=0.9,
+        leak_rate=t["leak"],
+        input_scaling=1.0,
+        density=0.1,
+    )
+    t0 = time.perf_counter()
+    p = esn.init(key)
+    run = jax.jit(lambda x: rj.unroll_batch(esn, p, x))
+
+    def feats(inputs):
+        xin = onehot[inputs] if t["vocab"] else inputs
+        s, hs = run(jnp.asarray(xin))
+        return np.asarray(s.h) if t["head"] == "final" else np.asarray(hs).reshape(-1, N)
+
+    Z = feats(t["train"]["inputs"])
+    Y = np.eye(t["O"])[np.asarray(t["train"]["targets"]).reshape(-1)]
+    W = rc.ridge_fit(Z, Y, RIDGE)
+    fit_s = time.perf_counter() - t0
+    pred = rc.ridge_apply(W, feats(t["test"]["inputs"])).argmax(-1)
+    acc = float(np.mean(pred == np.asarray(t["test"]["targets"]).reshape(-1)))
+    return {
+        "test_accuracy": acc,
+        "trained_params": int(W.size),
+        "all_params": int(W.size + rc.param_count(p)),
+        "train_seconds": fit_s,
+    }
+
+
+def main():
+    args = rc.parse(__doc__)
+    steps = 30 if args.quick else STEPS
+    key = jax.random.key(SEED)
+    out = {"seed": SEED, "steps": steps, "H": H, "N": N, "tasks": {}}
+    src = MarkovSource(vocab_size=30, order=2, concentration=0.1, seed=SEED)
+    for tname, t in _tasks(src).items():
+        res = {"ceiling_accuracy": t.get("ceiling"), **_gradient(tname, t, steps, key)}
+        res["esn"] = _esn(t, key)
         print(tname, "esn", res["esn"], flush=True)
         out["tasks"][tname] = res
     rc.save(args, "repro_lstm_gru_esn", out)
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

@@ -61,19 +61,21 @@ def _packed_batches(pairs):
     ], index
 
 
-def main():
-    args = rc.parse(__doc__)
-    n_train, n_test = (64, 32) if args.quick else (512, 128)
+def _sequences(n_train, n_test):
+    """Training and test sequences of random lengths cut from a Markov stream, as
+    (input, target) pairs."""
     rng = np.random.default_rng(SEED)
     src = MarkovSource(vocab_size=V, order=2, seed=SEED)
     stream = np.asarray(src.sample((n_train + n_test) * T, seed=SEED))
     lengths = rng.integers(8, T + 2, size=n_train + n_test)
     starts = rng.integers(0, len(stream) - T - 2, size=n_train + n_test)
     seqs = [stream[s : s + n] for s, n in zip(starts, lengths)]
-    train, test = _pairs(seqs[:n_train]), _pairs(seqs[n_train:])
+    return _pairs(seqs[:n_train]), _pairs(seqs[n_train:])
 
-    model = SequenceModel(rj.LSTM(32, 128), output_size=V, vocab_size=V)
-    opt = optax.adam(3e-3)
+
+def _training(model, opt):
+    """``loss_fn(params, x, n, r) -> (mean loss, per-token losses)`` over the real tokens,
+    and one jitted Adam ``step``."""
 
     def loss_fn(params, x, n, r):
         _, logits = model.apply_batch(params, x[..., 0], n, resets=r)
@@ -87,70 +89,50 @@ def main():
         upd, opt_state = opt.update(g, opt_state, params)
         return optax.apply_updates(params, upd), opt_state, loss
 
-    test_batches = _padded_batches(test)
+    return loss_fn, step
 
-    def perplexity(params):
-        tot = cnt = 0.0
-        for x, n, _ in test_batches:
-            loss, _ = loss_fn(params, jnp.asarray(x), jnp.asarray(n), None)
-            tot, cnt = tot + float(loss) * n.sum(), cnt + n.sum()
-        return float(np.exp(tot / cnt))
 
-    init = model.init(jax.random.key(SEED))
-    real = int(sum(len(p) for p in train))
-    packed, index = _packed_batches(train)
-    runs = {"padded": _padded_batches(train), "packed": packed}
-    out = {"seed": SEED, "n_train": n_train, "real_tokens": real}
-    for name, batches in runs.items():
-        params, opt_state = init, opt.init(init)
-        x, n, r = (jnp.asarray(a) if a is not None else None for a in batches[0])
-        jax.block_until_ready(step(params, opt_state, x, n, r))  # compile
-        if len(batches[-1][0]) != len(batches[0][0]):
-            x, n, r = (jnp.asarray(a) if a is not None else None for a in batches[-1])
-            jax.block_until_ready(step(params, opt_state, x, n, r))
-        t0 = time.perf_counter()
-        for i, (x, n, r) in enumerate(batches):
-            params, opt_state, loss = step(
-                params,
-                opt_state,
-                jnp.asarray(x),
-                jnp.asarray(n),
-                None if r is None else jnp.asarray(r),
-            )
-            if (i + 1) % 8 == 0:
-                print(f"  {name}: batch {i + 1}/{len(batches)} loss {float(loss):.3f}", flush=True)
-        jax.block_until_ready(params)
-        secs = time.perf_counter() - t0
-        computed = sum(a[0].shape[0] * T for a in batches)
-        out[name] = {
-            "batches": len(batches),
-            "seconds": secs,
-            "tokens_per_second": real / secs,
-            "real_share": real / computed,
-            "test_perplexity": perplexity(params),
-        }
-        print(
-            f"{name}: {len(batches)} batches, {real / secs:,.0f} real tokens/s, "
-            f"{100 * real / computed:.0f}% of computed steps real, "
-            f"test perplexity {out[name]['test_perplexity']:.2f}",
-            flush=True,
-        )
-    out["speedup"] = out["packed"]["tokens_per_second"] / out["padded"]["tokens_per_second"]
+def _perplexity(loss_fn, params, test_batches) -> float:
+    tot = cnt = 0.0
+    for x, n, _ in test_batches:
+        loss, _ = loss_fn(params, jnp.asarray(x), jnp.asarray(n), None)
+        tot, cnt = tot + float(loss) * n.sum(), cnt + n.sum()
+    return float(np.exp(tot / cnt))
 
-    # exactness: per-sequence losses, packed against padded, same parameters
+
+def _epoch(name, batches, step, params, opt_state):
+    """One timed epoch over ``batches`` (compiled first); returns the parameters and the
+    seconds."""
+
+    def device(batch):
+        return tuple(None if a is None else jnp.asarray(a) for a in batch)
+
+    jax.block_until_ready(step(params, opt_state, *device(batches[0])))  # compile
+    if len(batches[-1][0]) != len(batches[0][0]):
+        jax.block_until_ready(step(params, opt_state, *device(batches[-1])))
+    t0 = time.perf_counter()
+    for i, batch in enumerate(batches):
+        params, opt_state, loss = step(params, opt_state, *device(batch))
+        if (i + 1) % 8 == 0:
+            print(f"  {name}: batch {i + 1}/{len(batches)} loss {float(loss):.3f}", flush=True)
+    jax.block_until_ready(params)
+    return params, time.perf_counter() - t0
+
+
+def _loss_difference(loss_fn, params, train, index) -> float:
+    """The largest difference of a sequence's loss, packed against padded, same
+    parameters."""
     xs, resets, length = (jnp.asarray(a) for a in rj.pack(train, row_length=T)[:3])
-    _, ce_packed = loss_fn(init, xs, length, resets)
+    _, ce_packed = loss_fn(params, xs, length, resets)
     per_packed = [float(c.sum()) for c in rj.unpack(ce_packed, index)]
     per_padded = []
     for x, n, _ in _padded_batches(train):
-        _, ce = loss_fn(init, jnp.asarray(x), jnp.asarray(n), None)
+        _, ce = loss_fn(params, jnp.asarray(x), jnp.asarray(n), None)
         per_padded += [float(ce[j, : n[j]].sum()) for j in range(len(n))]
-    out["max_abs_loss_difference"] = float(np.max(np.abs(np.array(per_packed) - per_padded)))
-    print(
-        f"packed / padded real tokens per second: {out['speedup']:.2f}x; per-sequence loss "
-        f"difference packed vs padded: {out['max_abs_loss_difference']:.2e}"
-    )
+    return float(np.max(np.abs(np.array(per_packed) - per_padded)))
 
+
+def _plot(out):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,8 +144,48 @@ def main():
     ax.set_ylabel("real tokens per second", fontsize=10)
     ax.set_title(f"LSTM language model, one epoch: packed {out['speedup']:.2f}x", fontsize=10)
     ax.tick_params(labelsize=10)
-    rc.save(args, "repro_packing", out, fig)
+    return fig
+
+
+def main():
+    args = rc.parse(__doc__)
+    n_train, n_test = (64, 32) if args.quick else (512, 128)
+    train, test = _sequences(n_train, n_test)
+    model = SequenceModel(rj.LSTM(32, 128), output_size=V, vocab_size=V)
+    opt = optax.adam(3e-3)
+    loss_fn, step = _training(model, opt)
+    test_batches = _padded_batches(test)
+    init = model.init(jax.random.key(SEED))
+    real = int(sum(len(p) for p in train))
+    packed, index = _packed_batches(train)
+    runs = {"padded": _padded_batches(train), "packed": packed}
+    out = {"seed": SEED, "n_train": n_train, "real_tokens": real}
+    for name, batches in runs.items():
+        params, secs = _epoch(name, batches, step, init, opt.init(init))
+        computed = sum(a[0].shape[0] * T for a in batches)
+        out[name] = {
+            "batches": len(batches),
+            "seconds": secs,
+            "tokens_per_second": real / secs,
+            "real_share": real / computed,
+            "test_perplexity": _perplexity(loss_fn, params, test_batches),
+        }
+        print(
+            f"{name}: {len(batches)} batches, {real / secs:,.0f} real tokens/s, "
+            f"{100 * real / computed:.0f}% of computed steps real, "
+            f"test perplexity {out[name]['test_perplexity']:.2f}",
+            flush=True,
+        )
+    out["speedup"] = out["packed"]["tokens_per_second"] / out["padded"]["tokens_per_second"]
+    out["max_abs_loss_difference"] = _loss_difference(loss_fn, init, train, index)
+    print(
+        f"packed / padded real tokens per second: {out['speedup']:.2f}x; per-sequence loss "
+        f"difference packed vs padded: {out['max_abs_loss_difference']:.2e}"
+    )
+    rc.save(args, "repro_packing", out, _plot(out))
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

@@ -79,12 +79,8 @@ def main():
                 flush=True,
             )
     fig = None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = rc.pyplot()
+    if plt is not None:
         fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4), squeeze=False)
         for ax, mode in zip(axes[0], modes):
             for name in ("lstm", "gru", "rnn"):
@@ -92,10 +88,10 @@ def main():
                 ax.plot(r["eval_steps"], r["accuracy_curve"], label=name)
             ax.set_title(f"digits, {mode} (T={out['runs'][f'{mode}/lstm']['T']})")
             ax.set_xlabel("step"), ax.set_ylabel("test accuracy"), ax.legend()
-    except ImportError:
-        pass
     rc.save(args, "repro_pixel", out, fig)
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

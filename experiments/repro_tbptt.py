@@ -47,29 +47,18 @@ def lag_batch(n, T, d, seed):
     return {"inputs": x, "targets": y}
 
 
-def main():
-    args = rc.parse(__doc__)
-    if args.quick:
-        T, B, epoch, ks, lag_T, lags, lag_ks, lag_steps = 32, 8, 10, (4, 32), 16, (6,), (4, 16), 20
-    else:
-        T, B, epoch, ks, lag_T, lags, lag_ks, lag_steps = (
-            128,
-            16,
-            EPOCH,
-            (4, 16, 32, 128),
-            64,
-            (2, 6, 12, 24),
-            (4, 8, 16, 64),
-            LAG_STEPS,
-        )
-    key = jax.random.key(SEED)
-    out = {"seed": SEED, "language_model": {}, "dependency_length": {}}
+def _presets(quick: bool):
+    """``T, B, epoch, ks, lag_T, lags, lag_ks, lag_steps``."""
+    if quick:
+        return 32, 8, 10, (4, 32), 16, (6,), (4, 16), 20
+    return 128, 16, EPOCH, (4, 16, 32, 128), 64, (2, 6, 12, 24), (4, 8, 16, 64), LAG_STEPS
 
-    # (a) language model
-    src = MarkovSource(vocab_size=30, order=2, concentration=0.1, seed=SEED)
+
+def _language_model(src, T, B, epoch, ks, key) -> dict:
+    """(a) Held-out perplexity and time per epoch of an LSTM language model per truncation
+    length ``k``."""
+    out = {"perplexity_bound": src.perplexity_bound, "T": T, "batches_per_epoch": epoch}
     test = rc.to_jnp(src.batch(0, 64, T, seed=SEED + 1000))
-    out["language_model"]["perplexity_bound"] = src.perplexity_bound
-    out["language_model"]["T"], out["language_model"]["batches_per_epoch"] = T, epoch
     data = [rc.to_jnp(src.batch(i, B, T, seed=SEED)) for i in range(epoch + 1)]
     for k in ks:
         trainer = Trainer(
@@ -88,7 +77,7 @@ def main():
         jax.block_until_ready(state.params)
         epoch_s = time.perf_counter() - t0
         ppl = float(trainer.evaluate(state.params, test)["perplexity"])
-        out["language_model"][f"k={k}"] = {
+        out[f"k={k}"] = {
             "k": k,
             "heldout_perplexity": ppl,
             "seconds_per_epoch": epoch_s,
@@ -99,8 +88,13 @@ def main():
             f"LM k={k}: perplexity {ppl:.3f} (bound {src.perplexity_bound:.3f}), epoch {epoch_s:.1f} s",
             flush=True,
         )
+    return out
 
-    # (b) dependency length
+
+def _dependency_length(lag_T, lags, lag_ks, lag_steps, key) -> dict:
+    """(b) Held-out accuracy of a GRU copying its input ``d`` steps late, per lag ``d``
+    and truncation length ``k``."""
+    out = {}
     for d in lags:
         test_np = lag_batch(500, lag_T, d, (SEED + 1, d))
         for k in lag_ks:
@@ -117,14 +111,40 @@ def main():
             acc = float(
                 np.mean(np.asarray(jnp.argmax(logits, -1))[:, d:] == test_np["targets"][:, d:])
             )
-            out["dependency_length"][f"d={d},k={k}"] = {
-                "lag": d,
-                "k": k,
-                "heldout_accuracy": acc,
-                "learnt": acc > 0.9,
-            }
+            out[f"d={d},k={k}"] = {"lag": d, "k": k, "heldout_accuracy": acc, "learnt": acc > 0.9}
             print(f"lag d={d} k={k}: accuracy {acc:.3f}", flush=True)
+    return out
+
+
+def _plot(plt, out, ks, lags, lag_ks):
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
+    lm = [out["language_model"][f"k={k}"] for k in ks]
+    a1.plot(ks, [r["heldout_perplexity"] for r in lm], "o-", label="held-out perplexity")
+    a1.axhline(out["language_model"]["perplexity_bound"], ls="--", c="k", label="exp(entropy rate)")
+    a1.set_xscale("log", base=2), a1.set_xlabel("truncation k"), a1.legend()
+    a1b = a1.twinx()
+    a1b.plot(ks, [r["seconds_per_epoch"] for r in lm], "s:", c="C1")
+    a1b.set_ylabel("seconds per epoch", color="C1")
+    a1.set_title("language model: perplexity and time vs k")
     dl = out["dependency_length"]
+    for d in lags:
+        a2.plot(
+            lag_ks, [dl[f"d={d},k={k}"]["heldout_accuracy"] for k in lag_ks], "o-", label=f"lag {d}"
+        )
+    a2.axhline(0.25, ls="--", c="k", label="chance")
+    a2.set_xscale("log", base=2), a2.set_xlabel("truncation k"), a2.set_ylabel("held-out accuracy")
+    a2.set_title("delayed copy: lag vs truncation"), a2.legend()
+    return fig
+
+
+def main():
+    args = rc.parse(__doc__)
+    T, B, epoch, ks, lag_T, lags, lag_ks, lag_steps = _presets(args.quick)
+    key = jax.random.key(SEED)
+    src = MarkovSource(vocab_size=30, order=2, concentration=0.1, seed=SEED)
+    out = {"seed": SEED}
+    out["language_model"] = _language_model(src, T, B, epoch, ks, key)
+    out["dependency_length"] = dl = _dependency_length(lag_T, lags, lag_ks, lag_steps, key)
     out["claims"] = {
         # (b): lags >= k stay near chance, lags well below k are learnt
         "lags_at_least_k_not_learnt": all(
@@ -132,40 +152,11 @@ def main():
         ),
         "lags_below_k_learnt": {key_: v["learnt"] for key_, v in dl.items() if v["lag"] < v["k"]},
     }
-    fig = None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
-        lm = [out["language_model"][f"k={k}"] for k in ks]
-        a1.plot(ks, [r["heldout_perplexity"] for r in lm], "o-", label="held-out perplexity")
-        a1.axhline(src.perplexity_bound, ls="--", c="k", label="exp(entropy rate)")
-        a1.set_xscale("log", base=2), a1.set_xlabel("truncation k"), a1.legend()
-        a1b = a1.twinx()
-        a1b.plot(ks, [r["seconds_per_epoch"] for r in lm], "s:", c="C1")
-        a1b.set_ylabel("seconds per epoch", color="C1")
-        a1.set_title("language model: perplexity and time vs k")
-        for d in lags:
-            a2.plot(
-                lag_ks,
-                [dl[f"d={d},k={k}"]["heldout_accuracy"] for k in lag_ks],
-                "o-",
-                label=f"lag {d}",
-            )
-        a2.axhline(0.25, ls="--", c="k", label="chance")
-        (
-            a2.set_xscale("log", base=2),
-            a2.set_xlabel("truncation k"),
-            a2.set_ylabel("held-out accuracy"),
-        )
-        a2.set_title("delayed copy: lag vs truncation"), a2.legend()
-    except ImportError:
-        pass
-    rc.save(args, "repro_tbptt", out, fig)
+    plt = rc.pyplot()
+    rc.save(args, "repro_tbptt", out, plt and _plot(plt, out, ks, lags, lag_ks))
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

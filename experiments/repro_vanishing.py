@@ -38,6 +38,70 @@ H, I = 64, 8
 SCALES = (0.5, 0.9, 1.0, 1.5, 3.0)
 
 
+def _one(name, scale, p, norms_fn, xs, T):
+    """Gradient norms through time of cell ``name`` with its recurrent matrix scaled by
+    ``scale``: the record of its decay and the geometric-mean curve over lags."""
+    g = np.asarray(norms_fn(p, xs), np.float64)  # (n_seq, T)
+    with np.errstate(divide="ignore"):
+        logg = np.log(g)[:, ::-1]  # lag k = T - 1 - t
+    mean_log = logg.mean(0)
+    ok = np.isfinite(mean_log)
+    lags = np.arange(T)
+    slope = float(-np.polyfit(lags[ok], mean_log[ok], 1)[0])
+    ratios = {
+        f"lag_{k}": float(np.exp(mean_log[k] - mean_log[0])) for k in (10, 50, T - 1) if k < T
+    }
+    below = np.nonzero(mean_log < mean_log[0] + np.log(1e-3))[0]
+    horizon = int(below.min()) if below.size else None
+    block = (
+        p["w_hh"]
+        if name == "rnn"
+        else p["w_hh"][:, :H]
+        if name == "lstm"
+        else p["w_hh"][:, 2 * H :]
+    )
+    b = pascanu_bound(p["w_hh"]) if name == "rnn" else pascanu_bound(block)
+    print(
+        f"{name:5s} scale {scale:4.1f}: decay/step {slope:+.3f}  lag to 1e-3 {horizon}  "
+        f"ratios {', '.join(f'{k}={v:.2e}' for k, v in ratios.items())}"
+    )
+    record = {
+        "cell": name,
+        "scale": scale,
+        "sigma_max_w_hh_block": float(b.sigma_max),
+        "pascanu_vanishing_guaranteed": bool(b.vanishing) if name == "rnn" else None,
+        "ratio_to_last": ratios,
+        "log_decay_per_step_back": slope,
+        "lag_to_fall_1e-3": horizon,
+    }
+    return record, np.exp(mean_log)
+
+
+def _claims(r) -> dict:
+    return {
+        "rnn_vanishes_below_1": all(
+            r[f"rnn@{s}"]["log_decay_per_step_back"] > 0 for s in SCALES if s < 1
+        ),
+        "rnn_grows_well_above_1": all(
+            r[f"rnn@{s}"]["log_decay_per_step_back"] < 0 for s in SCALES if s > 1.2
+        ),
+        "lstm_flatter_than_rnn_at_scale_1": r["lstm@1.0"]["log_decay_per_step_back"]
+        < r["rnn@1.0"]["log_decay_per_step_back"],
+    }
+
+
+def _plot(plt, curves, cells, T):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
+    for ax, name in zip(axes, cells):
+        for s in SCALES:
+            ax.semilogy(np.arange(T), curves[(name, s)], label=f"scale {s}")
+        ax.set_title(f"{name.upper()}: ||dL/dh_t|| (loss at t = T-1)")
+        ax.set_xlabel("lag T - 1 - t (steps back)")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("gradient norm (geometric mean)")
+    return fig
+
+
 def main():
     args = rc.parse(__doc__)
     T, n_seq = (40, 4) if args.quick else (200, 16)
@@ -64,72 +128,15 @@ def main():
         )
         for scale in SCALES:
             p = dict(base, w_hh=base["w_hh"] * scale)
-            g = np.asarray(norms_fn(p, xs), np.float64)  # (n_seq, T)
-            with np.errstate(divide="ignore"):
-                logg = np.log(g)[:, ::-1]  # lag k = T - 1 - t
-            mean_log = logg.mean(0)
-            ok = np.isfinite(mean_log)
-            lags = np.arange(T)
-            slope = float(-np.polyfit(lags[ok], mean_log[ok], 1)[0])
-            ratios = {
-                f"lag_{k}": float(np.exp(mean_log[k] - mean_log[0]))
-                for k in (10, 50, T - 1)
-                if k < T
-            }
-            below = np.nonzero(mean_log < mean_log[0] + np.log(1e-3))[0]
-            horizon = int(below.min()) if below.size else None
-            block = (
-                p["w_hh"]
-                if name == "rnn"
-                else p["w_hh"][:, :H]
-                if name == "lstm"
-                else p["w_hh"][:, 2 * H :]
+            out["runs"][f"{name}@{scale}"], curves[(name, scale)] = _one(
+                name, scale, p, norms_fn, xs, T
             )
-            b = pascanu_bound(p["w_hh"]) if name == "rnn" else pascanu_bound(block)
-            out["runs"][f"{name}@{scale}"] = {
-                "cell": name,
-                "scale": scale,
-                "sigma_max_w_hh_block": float(b.sigma_max),
-                "pascanu_vanishing_guaranteed": bool(b.vanishing) if name == "rnn" else None,
-                "ratio_to_last": ratios,
-                "log_decay_per_step_back": slope,
-                "lag_to_fall_1e-3": horizon,
-            }
-            curves[(name, scale)] = np.exp(mean_log)
-            print(
-                f"{name:5s} scale {scale:4.1f}: decay/step {slope:+.3f}  lag to 1e-3 {horizon}  "
-                f"ratios {', '.join(f'{k}={v:.2e}' for k, v in ratios.items())}"
-            )
-    r = out["runs"]
-    out["claims"] = {
-        "rnn_vanishes_below_1": all(
-            r[f"rnn@{s}"]["log_decay_per_step_back"] > 0 for s in SCALES if s < 1
-        ),
-        "rnn_grows_well_above_1": all(
-            r[f"rnn@{s}"]["log_decay_per_step_back"] < 0 for s in SCALES if s > 1.2
-        ),
-        "lstm_flatter_than_rnn_at_scale_1": r["lstm@1.0"]["log_decay_per_step_back"]
-        < r["rnn@1.0"]["log_decay_per_step_back"],
-    }
-    fig = None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
-        for ax, name in zip(axes, cells):
-            for s in SCALES:
-                ax.semilogy(np.arange(T), curves[(name, s)], label=f"scale {s}")
-            ax.set_title(f"{name.upper()}: ||dL/dh_t|| (loss at t = T-1)")
-            ax.set_xlabel("lag T - 1 - t (steps back)")
-            ax.legend(fontsize=8)
-        axes[0].set_ylabel("gradient norm (geometric mean)")
-    except ImportError:
-        pass
-    rc.save(args, "repro_vanishing", out, fig)
+    out["claims"] = _claims(out["runs"])
+    plt = rc.pyplot()
+    rc.save(args, "repro_vanishing", out, plt and _plot(plt, curves, cells, T))
 
 
 if __name__ == "__main__":
-    main()
+    from entry import run_main
+
+    run_main(main)

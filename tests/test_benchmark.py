@@ -131,21 +131,21 @@ def test_rss_probe_sees_an_allocation():
 @pytest.fixture(scope="module")
 def tiny_report():
     """A report made by the harness itself from a real measurement at a tiny shape."""
+    from experiments import bench_measure as measure
     from experiments import bench_peers as peers
-    from experiments import bench_run as run
 
     pytest.importorskip("torch")
     preset = core.Preset("test", (TINY,), 2, 2, 0.0, 0.1, 1500, 100, cells=("lstm",))
     impls = [i for i in peers.available("cpu") if i in ("rnnjax", "torch")]
-    results = run.measure_shape(
+    results = measure.measure_shape(
         TINY, "lstm", impls, "float32", preset, peak_gflops=100.0, log=lambda *a: None
     )
     report = {
-        "environment": run.environment(),
+        "environment": measure.environment(),
         "config": {"preset": "test", "dtype": "float32", "shapes": [core.shape_dict(TINY)]},
         "matmul_peak": {"gflops": 100.0},
         "results": results,
-        "ratios": run.ratio_rows(results),
+        "ratios": measure.ratio_rows(results),
     }
     return json.loads(json.dumps(report))  # what a reader of the JSON file gets
 
@@ -180,7 +180,7 @@ def test_report_schema_catches_problems(tiny_report):
 
 
 def test_targets_read_the_right_ratios():
-    from experiments import bench_run as run
+    from experiments import bench_targets
 
     s1, s3 = core.DEFAULT_SHAPES[0], core.DEFAULT_SHAPES[2]
 
@@ -220,7 +220,7 @@ def test_targets_read_the_right_ratios():
             }
         },
     }
-    rows = {r["target"]: r for r in run.targets(report)}
+    rows = {r["target"]: r for r in bench_targets.targets(report)}
     flax = "Flax {} within 5% of the functional layer (2-layer BiLSTM)"
     assert rows[flax.format("linen")]["met"] is True
     assert rows[flax.format("nnx split")]["met"] is False  # 1.06 > 1.05
@@ -350,7 +350,7 @@ def _ratio(shape, cell, peer, median, lo, hi, mode="train"):
 
 
 def test_targets_are_judged_only_where_they_were_set():
-    from experiments import bench_run as run
+    from experiments import bench_targets
 
     s1 = core.DEFAULT_SHAPES[0]
     base = {
@@ -361,15 +361,15 @@ def test_targets_are_judged_only_where_they_were_set():
         "flax_modules": {"ratio_to_functional": {"linen": 1.0, "nnx split": 1.0, "nnx.jit": 1.0}},
     }
     quick = dict(base, config={"preset": "quick", "shapes": [core.shape_dict(s1)]})
-    assert run.targets(quick) == []  # the tiny --quick shapes judge nothing
+    assert bench_targets.targets(quick) == []  # the tiny --quick shapes judge nothing
     default = dict(base, config={"preset": "default", "shapes": [core.shape_dict(s1)]})
-    names = [r["target"] for r in run.targets(default)]
+    names = [r["target"] for r in bench_targets.targets(default)]
     assert f"LSTM <= 1.0x torch at {s1.label()}" in names
     assert not any("remat" in n for n in names)  # set for T=10000, measured at T=1000
     custom = dict(
         base, config={"preset": "default", "shapes": [core.shape_dict(core.Shape(3, 5, 7, 9))]}
     )
-    assert not any("torch at" in r["target"] for r in run.targets(custom))
+    assert not any("torch at" in r["target"] for r in bench_targets.targets(custom))
 
 
 def test_reference_rows_are_labelled_and_drawn_apart(tmp_path):
@@ -379,15 +379,16 @@ def test_reference_rows_are_labelled_and_drawn_apart(tmp_path):
     import matplotlib.pyplot as plt
     from rich.console import Console
 
-    from experiments import bench_run as run
+    from experiments import bench_peers as peers
+    from experiments import bench_tables as tables
 
-    ref = run.peers.alternative_name()
-    assert run.is_reference(ref) and not run.is_reference("torch")
-    assert "reference" in run.impl_label(ref)
+    ref = peers.alternative_name()
+    assert tables.is_reference(ref) and not tables.is_reference("torch")
+    assert "reference" in tables.impl_label(ref)
     s = core.DEFAULT_SHAPES[0]
     rows = [_ratio(s, "lstm", "torch", 0.9, 0.8, 40.0), _ratio(s, "lstm", ref, 0.8, 0.7, 0.9)]
     fig, ax = plt.subplots()
-    run._ratio_axis(ax, rows[:1], "t", lambda m: "g", 1.5)
+    tables._ratio_axis(ax, rows[:1], "t", lambda m: "g", 1.5)
     assert ax.get_xlim() == (0.0, 1.5)  # the whisker to 40 does not rescale the axis
     assert any(t.get_text() == "40" for t in ax.texts)  # its end is written at the edge
     assert all(t.get_fontsize() >= 9 for t in ax.get_yticklabels())
@@ -400,10 +401,10 @@ def test_reference_rows_are_labelled_and_drawn_apart(tmp_path):
         "ratios": rows,
         "targets": [],
     }
-    run.plot(report, tmp_path / "b.png")
+    tables.plot(report, tmp_path / "b.png")
     assert (tmp_path / "b.png").stat().st_size > 10_000
     console = Console(record=True, width=200)
-    run.print_tables(report, console)
+    tables.print_tables(report, console)
     text = console.export_text()
     assert "rnnjax time / peer time" in text and "median [min-max]" in text
     peers_part, ref_part = text.split("default / reference (same run)")
@@ -417,7 +418,16 @@ def test_no_internal_references_in_what_users_read():
     import re
 
     root = pathlib.Path(core.__file__).parent
-    for name in ("benchmark.py", "bench_run.py", "bench_peers.py", "bench_core.py"):
+    for name in (
+        "benchmark.py",
+        "bench_run.py",
+        "bench_measure.py",
+        "bench_quality.py",
+        "bench_targets.py",
+        "bench_tables.py",
+        "bench_peers.py",
+        "bench_core.py",
+    ):
         text = (root / name).read_text()
         assert not re.search(r"\b(issue|ticket)s?\b\s*#?\d", text, re.I), name
         assert "issue's" not in text, name

@@ -92,3 +92,39 @@ def test_assoc_recall_needs_the_token_shift_and_the_matrix_memory_solves_it(tmp_
     assert acc["mLSTM", True] > 0.9, acc
     assert acc["mLSTM", False] < 0.5, acc
     assert acc["GRU", True] < 0.5, acc
+
+
+def test_ctrl_c_ends_a_script_with_exit_status_130(monkeypatch, capsys):
+    """A script run as ``__main__`` turns Ctrl-C into exit status 130 and prints nothing
+    of its own (in-process: the interrupt is raised where the script parses its flags)."""
+    import runpy
+
+    monkeypatch.syspath_prepend(EXPERIMENTS)
+    import entry
+    import repro_common
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(repro_common, "parse", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(f"{EXPERIMENTS}/repro_vanishing.py", run_name="__main__")
+    assert exit_info.value.code == 130
+    assert capsys.readouterr() == ("", "")
+    assert entry.run_main(lambda x: x + 1, 1) == 2  # otherwise it returns main's value
+
+
+def test_every_script_entry_point_goes_through_run_main():
+    import pathlib
+    import re
+    import subprocess
+
+    for path in sorted(pathlib.Path(EXPERIMENTS).glob("*.py")):
+        text = path.read_text()
+        if path.name == "distributed_train.py" or '__name__ == "__main__"' not in text:
+            continue
+        block = text[text.index('__name__ == "__main__"') :]
+        assert re.search(r"\brun_main\(main\b", block), path.name
+    # the entry point imports no JAX: a script may still set JAX's environment in main
+    code = "import sys, entry; assert 'jax' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], cwd=EXPERIMENTS, check=True)

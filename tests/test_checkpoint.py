@@ -413,7 +413,7 @@ def test_unrecognised_newest_step_directory_is_damaged(ranked_run, tmp_path):
 
 def test_only_process_zero_writes_the_shared_files(trainer, tmp_path, monkeypatch):
     """Another process checks the config but writes neither config.json nor ranking.json."""
-    from rnnjax import checkpoint
+    from rnnjax.checkpoint import _files as checkpoint  # where the processes are told apart
 
     monkeypatch.setattr(checkpoint, "_primary", lambda: False)
     d = tmp_path / "other"

@@ -56,8 +56,3 @@ __all__ = [
     "check_finite",
 ]
 
-# The public names are documented as rnnjax.checkpoint.<name>, wherever in the package
-# they are defined.
-for _name in __all__:
-    globals()[_name].__module__ = __name__
-del _name

@@ -520,17 +520,8 @@ def test_restore_or_init_resumes_exactly_or_starts_fresh(trainer, uninterrupted,
         with Checkpointer(d, trainer=trainer, save_every=2, keep_last=2) as ckpt:
             state = ckpt.restore_or_init(trainer, jax.random.key(0))
             start = int(state.position)
-            state, hist = fit(
-                trainer,
-                state,
-                data,
-                N,
-                tbptt=K,
-                stateful=True,
-                checkpointer=ckpt,
-                progress=False,
-                callback=callback,
-            )
+            kw = dict(tbptt=K, stateful=True, progress=False, callback=callback)
+            state, hist = fit(trainer, state, data, N, checkpointer=ckpt, **kw)
         return start, state, hist
 
     def kill(state, m):

@@ -311,6 +311,43 @@ def test_load_run_gives_back_the_vocabulary_of_a_text_corpus(tmp_path):
 
 # --------------------------------------------------------------------------- Ctrl-C
 
+
+def test_ctrl_c_in_fit_waits_for_the_save_closes_the_writers_and_raises_again(tmp_path, capsys):
+    """In process: fit never ends the process; the KeyboardInterrupt comes back to the
+    caller after the save in flight, the writers' close and the one-line resume hint."""
+    closed = []
+
+    class Writer(CsvWriter):
+        def close(self):
+            closed.append(True)
+            super().close()
+
+    def data_until_3(p):
+        if p == 3:
+            raise KeyboardInterrupt
+        return data(p)
+
+    with Checkpointer(tmp_path / "c", save_every=2) as ckpt:  # asynchronous saves
+        with pytest.raises(KeyboardInterrupt):
+            fit(
+                LM,
+                LM.init(jax.random.key(0)),
+                data_until_3,
+                6,
+                checkpointer=ckpt,
+                progress=False,
+                writers=Writer(tmp_path / "m.csv"),
+            )
+        assert ckpt.all_steps() == [2]
+        assert int(ckpt.restore(LM.abstract_state()).position) == 2
+    assert closed == [True]
+    lines = [x for x in capsys.readouterr().err.splitlines() if "interrupted" in x]
+    assert len(lines) == 1 and "after batch 3: last checkpoint at position 2" in lines[0]
+    with Checkpointer(tmp_path / "c", save_every=2) as ckpt:  # the old attribute warns
+        with pytest.warns(DeprecationWarning, match="Checkpointer.options.save_every"):
+            assert ckpt.save_every == 2
+
+
 _INTERRUPTED = textwrap.dedent(
     """
     import os, signal, sys

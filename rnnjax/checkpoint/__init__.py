@@ -55,4 +55,3 @@ __all__ = [
     "state_digest",
     "check_finite",
 ]
-

@@ -13,8 +13,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+import rnnjax.checkpoint._files as _files
 from rnnjax import checks
-from rnnjax.checkpoint import _files
 from rnnjax.checkpoint._files import (
     ANOTHER_RUN,
     CheckpointError,

@@ -252,10 +252,10 @@ def _check_args(
         reset_every = checks.integer("reset_every", reset_every, 1)
     if reset_every is not None and not stateful:
         raise ValueError("reset_every applies to stateful training; got stateful=False")
-    if checkpointer is not None:
-        from rnnjax.checkpoint import Checkpointer
-
-        if not isinstance(checkpointer, Checkpointer):
+    if checkpointer is not None:  # (rnnjax.checkpoint imports this package: no isinstance)
+        if not all(
+            callable(getattr(checkpointer, a, None)) for a in ("check_start", "save", "wait")
+        ):
             raise TypeError(
                 "checkpointer must be an rnnjax.checkpoint.Checkpointer or None; got "
                 f"{type(checkpointer).__name__}"

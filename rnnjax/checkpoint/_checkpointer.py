@@ -84,7 +84,7 @@ class Checkpointer:
         there. Default ``False``: a run never drops another one silently (see
         :meth:`check_start`).
 
-    The settings are kept as :attr:`options` (a frozen :class:`CheckpointOptions`).
+    The settings are kept as ``options`` (a frozen :class:`rnnjax.checkpoint.CheckpointOptions`).
 
     A directory holds one run. A run that would not continue the one saved there (a
     fresh state, or a state older than the newest checkpoint) is refused by

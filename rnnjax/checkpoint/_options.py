@@ -30,7 +30,7 @@ BEST_MODES = ("min", "max")
 class CheckpointOptions:
     """The settings of a :class:`Checkpointer` (frozen, checked when made).
 
-    :class:`Checkpointer` takes them as keyword arguments and keeps them as
+    :class:`rnnjax.Checkpointer` takes them as keyword arguments and keeps them as
     ``checkpointer.options``.
 
     Args:

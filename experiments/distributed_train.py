@@ -20,6 +20,13 @@ numbers to ``<dir>/result.json``: per-batch losses, the process count and a dige
 the final parameters; it alone writes the files the processes share (the checkpoints'
 ``config.json``), while orbax writes each checkpoint's arrays from every process.
 
+A directory holds one run: started again with the same settings the job resumes from
+its latest checkpoint (``Checkpointer.restore_or_init``); with other settings (``--seed``,
+``--batch-size``) it stops before the first step with the settings that differ, one
+line each, unless ``--overwrite`` says to delete the run saved there and start afresh.
+Ctrl-C stops every worker cleanly (each says where its run stands) and the job exits
+with status 130.
+
 With ``--processes`` the launcher passes each worker's error output through (prefixed
 ``[worker i]``); when a worker fails it stops every other worker at once and exits with
 the failing worker's exit code, after printing the end of its error output (when several
@@ -53,6 +60,11 @@ def _parse(argv=None):
     p.add_argument("--batches", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=8, help="global batch size")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run already saved in --dir and start afresh",
+    )
     p.add_argument(
         "--timeout",
         type=float,
@@ -98,16 +110,22 @@ def worker(args) -> dict:
 
     trainer = Trainer(SequenceModel(rj.GRU(4, 8), output_size=5, vocab_size=5), learning_rate=1e-2)
     mesh = dist.make_mesh()
-    ckpt = Checkpointer(
-        os.path.join(args.dir, "ckpt"),
-        save_every=1,
-        keep_last=2,
-        config={"batch_size": args.batch_size, "seed": args.seed},
+    try:
+        ckpt = Checkpointer(
+            os.path.join(args.dir, "ckpt"),
+            save_every=1,
+            keep_last=2,
+            config={"batch_size": args.batch_size, "seed": args.seed},
+            overwrite=args.overwrite,
+        )
+    except ValueError as err:  # another run's directory: say so, without a traceback
+        raise SystemExit(
+            f"distributed_train: {err}\n(--overwrite: start afresh in --dir)"
+        ) from None
+    # resume or start: the latest checkpoint when there is one, else a fresh state
+    state = ckpt.restore_or_init(
+        trainer, jax.random.key(args.seed), target=dist.abstract_state(trainer, mesh)
     )
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore(dist.abstract_state(trainer, mesh))
-    else:
-        state = trainer.init(jax.random.key(args.seed))
     data = _data(args.seed, args.batch_size)
     if args.sleep:
         slow, data = data, (lambda p: (time.sleep(args.sleep), slow(p))[1])
@@ -177,6 +195,60 @@ def _stop(procs, grace: float = 5.0) -> None:
             p.wait()
 
 
+def _worker_cmd(args, i: int, port: int, worker_args) -> list:
+    return [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        str(args.processes),
+        "--process-id",
+        str(i),
+        "--dir",
+        args.dir,
+        "--batches",
+        str(args.batches),
+        "--batch-size",
+        str(args.batch_size),
+        "--seed",
+        str(args.seed),
+        *map(str, worker_args),
+    ]
+
+
+def _interrupt(procs, grace: float = 60.0) -> None:
+    """Ctrl-C: pass SIGINT on to every worker once (they run in sessions of their own, so
+    the terminal's goes to the launcher alone), let each stop cleanly (its save
+    finished, its resume line printed) for up to ``grace`` seconds, then stop the rest."""
+    import signal
+
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.time() + grace
+    while time.time() < deadline and any(p.poll() is None for p in procs):
+        time.sleep(0.1)
+    _stop(procs)
+
+
+def _wait(procs, timeout: float):
+    """Wait until every worker has succeeded (``None``), one has failed (its index), or
+    ``timeout`` (> 0) seconds have passed (``"timeout"``, every worker stopped)."""
+    start = time.time()
+    while True:
+        codes = [p.poll() for p in procs]
+        bad = [i for i, c in enumerate(codes) if c not in (None, 0)]
+        if bad:
+            return bad[0]
+        if all(c == 0 for c in codes):
+            return None
+        if timeout and time.time() - start > timeout:
+            _stop(procs)
+            return "timeout"
+        time.sleep(0.1)
+
+
 def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
     """Start ``args.processes`` copies of this script on 127.0.0.1 and wait for them.
 
@@ -184,7 +256,8 @@ def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
     a worker fails, every other worker is stopped at once (SIGTERM, then SIGKILL) and
     the launcher returns that worker's exit code after printing the end of its error;
     with ``timeout`` > 0 the whole job is stopped after that many seconds (exit 124).
-    Returns 0 when every worker succeeded.
+    Ctrl-C (``KeyboardInterrupt``) is passed on to the workers, which stop cleanly, and
+    raised again once they have. Returns 0 when every worker succeeded.
     """
     import collections
     import socket
@@ -200,26 +273,14 @@ def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
     # in the next collective), so the first to begin is the cause
     began = [None] * args.processes
     for i in range(args.processes):
-        cmd = [
-            sys.executable,
-            os.path.abspath(__file__),
-            "--coordinator",
-            f"127.0.0.1:{port}",
-            "--num-processes",
-            str(args.processes),
-            "--process-id",
-            str(i),
-            "--dir",
-            args.dir,
-            "--batches",
-            str(args.batches),
-            "--batch-size",
-            str(args.batch_size),
-            "--seed",
-            str(args.seed),
-            *map(str, worker_args),
-        ]
-        p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
+        p = subprocess.Popen(
+            _worker_cmd(args, i, port, worker_args),
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
         tail = collections.deque(maxlen=40)
 
         def pump(p=p, tail=tail, i=i):
@@ -237,32 +298,32 @@ def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
         procs.append(p)
         tails.append(tail)
         readers.append(t)
-    start = time.time()
-    failed = None
     try:
-        while True:
-            codes = [p.poll() for p in procs]
-            bad = [i for i, c in enumerate(codes) if c not in (None, 0)]
-            if bad:
-                failed = bad[0]
-                break
-            if all(c == 0 for c in codes):
-                break
-            if timeout and time.time() - start > timeout:
-                _stop(procs)
-                sys.stderr.write(
-                    f"distributed_train: the job ran past --timeout {timeout:g} s; every "
-                    "worker was stopped\n"
-                )
-                return 124
-            time.sleep(0.1)
-    except BaseException:  # Ctrl-C or a kill of the launcher: take the workers down too
+        failed = _wait(procs, timeout)
+    except KeyboardInterrupt:
+        _interrupt(procs)
+        for t in readers:
+            t.join(timeout=5)
+        raise
+    except BaseException:  # a kill of the launcher: take the workers down too
         _stop(procs)
         raise
+    if failed == "timeout":
+        sys.stderr.write(
+            f"distributed_train: the job ran past --timeout {timeout:g} s; every "
+            "worker was stopped\n"
+        )
+        return 124
     if failed is None:
         for t in readers:
             t.join(timeout=5)
         return 0
+    return _report_failure(args, procs, readers, tails, began)
+
+
+def _report_failure(args, procs, readers, tails, began) -> int:
+    """Stop every worker and print the end of the error output of the one whose error
+    began first; its exit code (1 for a signal)."""
     running = [p.poll() is None for p in procs]
     _stop(procs)
     for t in readers:
@@ -283,18 +344,22 @@ def launch_local(args, worker_args=(), timeout: float = 0.0) -> int:
     return code if code > 0 else 1
 
 
-if __name__ == "__main__":
-    a = _parse()
+def _main(a) -> int:
     os.makedirs(a.dir, exist_ok=True)
     if a.processes:
         extra = ["--sleep", a.sleep] if a.sleep else []
         extra += ["--fail-at", a.fail_at] if a.fail_at >= 0 else []
-        code = launch_local(a, extra, timeout=a.timeout)
+        extra += ["--overwrite"] if a.overwrite else []
+        try:
+            code = launch_local(a, extra, timeout=a.timeout)
+        except KeyboardInterrupt:  # the workers have stopped cleanly
+            sys.stderr.write("distributed_train: interrupted; every worker was stopped\n")
+            return 130  # the shell's code for an interrupt
         if code == 0:
             with open(os.path.join(a.dir, "result.json"), encoding="utf-8") as f:
                 r = json.load(f)
             print(json.dumps({k: v for k, v in r.items() if k != "params"}))
-        sys.exit(code)
+        return code
     try:
         r = worker(a)
     except BaseException as err:  # noqa: BLE001 - any failure of a worker ends it at once
@@ -303,13 +368,22 @@ if __name__ == "__main__":
         # would hang until the coordination timeout and the launcher could not stop them
         import traceback
 
-        code = 130 if isinstance(err, KeyboardInterrupt) else 1
-        if isinstance(err, SystemExit):
+        if isinstance(err, KeyboardInterrupt):  # fit printed where the run stands
+            code = 130
+        elif isinstance(err, SystemExit):
             code = err.code if isinstance(err.code, int) else 1
+            if isinstance(err.code, str):
+                print(err.code, file=sys.stderr)
         else:
+            code = 1
             traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     if r["processes"] == 1:
         print(json.dumps({k: v for k, v in r.items() if k != "params"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(_parse()))

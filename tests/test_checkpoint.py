@@ -413,7 +413,7 @@ def test_unrecognised_newest_step_directory_is_damaged(ranked_run, tmp_path):
 
 def test_only_process_zero_writes_the_shared_files(trainer, tmp_path, monkeypatch):
     """Another process checks the config but writes neither config.json nor ranking.json."""
-    from rnnjax import checkpoint
+    from rnnjax.checkpoint import _files as checkpoint  # where the processes are told apart
 
     monkeypatch.setattr(checkpoint, "_primary", lambda: False)
     d = tmp_path / "other"
@@ -427,3 +427,120 @@ def test_only_process_zero_writes_the_shared_files(trainer, tmp_path, monkeypatc
     monkeypatch.setattr(checkpoint, "_primary", lambda: False)
     with pytest.raises(ValueError, match="config differs"):  # every process checks
         Checkpointer(d, config={"a": 2})
+
+
+# --------------------------------------------------------------------------- one run per directory
+
+
+def _counting(calls):
+    def data_at(p):
+        calls.append(p)
+        return data(p)
+
+    return data_at
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_a_fresh_run_into_another_runs_directory_is_refused_before_its_first_step(
+    trainer, tmp_path, stateful
+):
+    """Same config or another, stateful or stateless: the second run raises before its
+    first batch, names what to do, and leaves the first run's directory and log as they
+    were; overwrite=True replaces the first run."""
+    d, log = tmp_path / "run", tmp_path / "log.jsonl"
+    kw = dict(tbptt=K, stateful=stateful, progress=False, log_path=log)
+    with Checkpointer(d, trainer=trainer, save_every=1, async_save=False) as ckpt:
+        first, _ = fit(trainer, trainer.init(jax.random.key(0)), data, 2, checkpointer=ckpt, **kw)
+    log_before = log.read_text()
+    # the same settings, another seed, no restore
+    calls = []
+    with Checkpointer(d, trainer=trainer, save_every=1, async_save=False) as ckpt:
+        with pytest.raises(ValueError, match="would not continue") as err:
+            fit(
+                trainer,
+                trainer.init(jax.random.key(1)),
+                _counting(calls),
+                2,
+                checkpointer=ckpt,
+                **kw,
+            )
+    for what in ("new directory", "restore_or_init", "overwrite=True", str(d)):
+        assert what in str(err.value)
+    assert calls == [] and log.read_text() == log_before
+    assert tree_equal(rj.load_run(d).state, first)  # the first run is still there
+    # another architecture: the fields that differ, one line each, not two whole configs
+    other = Trainer(
+        SequenceModel(
+            rj.Recurrent(rj.LSTM(E, H), recurrent_dropout=0.5), output_size=V, vocab_size=V
+        )
+    )
+    with pytest.raises(ValueError, match="config differs") as err:
+        Checkpointer(d, trainer=other, config={"note": "b"})
+    lines = str(err.value).splitlines()
+    assert lines[1:3] == [
+        '  note: not in the saved config, got "b"',
+        "  trainer.model.fields.layer.fields.recurrent_dropout: saved 0.25, got 0.5",
+    ]
+    assert "in 2 field(s)" in lines[0] and len(lines) == 4 and "overwrite=True" in lines[3]
+    # an explicit overwrite replaces the first run
+    with Checkpointer(d, trainer=other, save_every=1, async_save=False, overwrite=True) as ckpt:
+        assert ckpt.all_steps() == []
+        second, _ = fit(other, other.init(jax.random.key(1)), data, 1, checkpointer=ckpt, **kw)
+    run = rj.load_run(d)
+    assert run.trainer == other and run.step == 1 and tree_equal(run.state, second)
+
+
+def test_a_run_from_an_older_checkpoint_and_save_never_replace_a_checkpoint(trainer, tmp_path):
+    d = tmp_path / "run"
+    state = trainer.init(jax.random.key(0))
+    at = lambda s, p: s._replace(position=jnp.asarray(p, jnp.int32))  # noqa: E731
+    with Checkpointer(d, save_every=1, async_save=False) as ckpt:
+        assert ckpt.save(at(state, 1)) and ckpt.save(at(state, 2))
+        ckpt.check_start(at(state, 2))  # the newest checkpoint's state: a resume
+        ckpt.check_start(at(state, 3))  # past the newest: nothing collides
+        with pytest.raises(ValueError, match=r"position 1 .*steps \[1, 2\]"):
+            ckpt.check_start(ckpt.restore(trainer.abstract_state(), 1))  # older: 2 collides
+    other = trainer.init(jax.random.key(1))
+    with Checkpointer(d, save_every=1, async_save=False) as ckpt:
+        with pytest.raises(ValueError, match="step 2 of another state"):
+            ckpt.check_start(at(other, 2))
+        with pytest.raises(ValueError, match="another state is saved at step 2"):
+            ckpt.save(at(other, 2), force=True)
+        assert not ckpt.save(at(state, 2), force=True)  # this very state: nothing to do
+        assert tree_equal(ckpt.restore(trainer.abstract_state(), 2), at(state, 2))
+
+
+def test_restore_or_init_resumes_exactly_or_starts_fresh(trainer, uninterrupted, tmp_path):
+    """The same two lines start the run and resume it after a stop at batch 5: the
+    resumed run's losses and final state equal the uninterrupted run's."""
+    full_state, full_hist = uninterrupted
+    d = tmp_path / "run"
+
+    def run(callback=None):
+        with Checkpointer(d, trainer=trainer, save_every=2, keep_last=2) as ckpt:
+            state = ckpt.restore_or_init(trainer, jax.random.key(0))
+            start = int(state.position)
+            kw = dict(tbptt=K, stateful=True, progress=False, callback=callback)
+            state, hist = fit(trainer, state, data, N, checkpointer=ckpt, **kw)
+        return start, state, hist
+
+    def kill(state, m):
+        if int(state.position) == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(kill)
+    start, state, hist = run()
+    assert start == 4
+    assert [h["loss"] for h in hist] == [h["loss"] for h in full_hist[4:]]
+    assert tree_equal(state, full_state)
+    # a fresh start is trainer.init(key); a damaged newest step is an error, never a start
+    with Checkpointer(tmp_path / "fresh") as ckpt:
+        assert tree_equal(
+            ckpt.restore_or_init(trainer, jax.random.key(3)), trainer.init(jax.random.key(3))
+        )
+    os.makedirs(d / str(N + 1))
+    with pytest.raises(CheckpointError, match=str(d / str(N + 1))):
+        Checkpointer(d, create=False).restore_or_init(trainer, jax.random.key(0))
+    with pytest.raises(TypeError, match="trainer must be"):
+        Checkpointer(tmp_path / "fresh").restore_or_init(trainer.model, jax.random.key(0))

@@ -180,3 +180,48 @@ def test_launcher_names_the_first_failure_when_both_workers_end(tmp_path, monkey
     tail = err[err.index("worker 1 of 2 failed") :]
     assert "RuntimeError: injected failure at position 1" in tail
     assert _processes_naming(str(d)) == []
+
+
+@pytest.mark.slow
+def test_launcher_refuses_another_runs_directory_and_overwrites_on_request(tmp_path):
+    """One process: a job with another seed into a --dir that holds a run stops before
+    its first step, listing the setting that differs (no traceback) and leaving the run
+    as it was; with --overwrite it starts afresh in that directory."""
+    d = tmp_path / "run"
+    _finish(_start(d, "--batches", 2))
+    first = _result(d)
+    again = _start(d, "--batches", 2, "--seed", 1)
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 1, err[-3000:]
+    assert "\n  seed: saved 0, got 1\n" in err and "--overwrite" in err, err[-3000:]
+    assert "Traceback" not in err and "batch_size" not in err
+    assert _result(d) == first
+    _finish(_start(d, "--batches", 2, "--seed", 1, "--overwrite"))
+    second = _result(d)
+    assert second["positions"] == [1, 2] and second["params_sha256"] != first["params_sha256"]
+
+
+@pytest.mark.slow
+def test_launcher_ctrl_c_stops_every_worker_cleanly_with_status_130(tmp_path):
+    """SIGINT to the launcher of 2 workers: each worker's fit says where its run stands,
+    the job exits with 130, no worker is left behind, and the checkpoint named restores."""
+    d = tmp_path / "int"
+    proc = _start(d, "--processes", 2, "--batches", 30, "--sleep", 1.0)
+    ckpt = d / "ckpt"
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and any(x.isdigit() and int(x) >= 2 for x in os.listdir(ckpt)):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "distributed_train: interrupted; every worker was stopped" in err, err[-3000:]
+    for i in (0, 1):
+        assert f"[worker {i}] fit interrupted after batch" in err, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert _processes_naming(str(d)) == []
+    line = next(x for x in err.splitlines() if x.startswith("[worker 0] fit interrupted"))
+    last = int(line.split("last checkpoint at position ")[1].split()[0])
+    assert last >= 2 and (ckpt / str(last)).is_dir()

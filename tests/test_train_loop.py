@@ -98,7 +98,7 @@ def test_checkpointer_default_cadence_is_batches_or_seconds(tmp_path):
     state = LM.init(jax.random.key(0))
     at = lambda p: state._replace(position=jnp.asarray(p, jnp.int32))
     with Checkpointer(tmp_path / "a", async_save=False) as ckpt:
-        assert ckpt.save_interval_s == 300.0
+        assert ckpt.options.save_interval_s == 300.0
         assert [ckpt.save(at(p)) for p in (1, 2, 99)] == [False, False, False]
         assert ckpt.save(at(100))
     # the clock: with a tiny interval every call saves, whatever the position
@@ -311,6 +311,43 @@ def test_load_run_gives_back_the_vocabulary_of_a_text_corpus(tmp_path):
 
 # --------------------------------------------------------------------------- Ctrl-C
 
+
+def test_ctrl_c_in_fit_waits_for_the_save_closes_the_writers_and_raises_again(tmp_path, capsys):
+    """In process: fit never ends the process; the KeyboardInterrupt comes back to the
+    caller after the save in flight, the writers' close and the one-line resume hint."""
+    closed = []
+
+    class Writer(CsvWriter):
+        def close(self):
+            closed.append(True)
+            super().close()
+
+    def data_until_3(p):
+        if p == 3:
+            raise KeyboardInterrupt
+        return data(p)
+
+    with Checkpointer(tmp_path / "c", save_every=2) as ckpt:  # asynchronous saves
+        with pytest.raises(KeyboardInterrupt):
+            fit(
+                LM,
+                LM.init(jax.random.key(0)),
+                data_until_3,
+                6,
+                checkpointer=ckpt,
+                progress=False,
+                writers=Writer(tmp_path / "m.csv"),
+            )
+        assert ckpt.all_steps() == [2]
+        assert int(ckpt.restore(LM.abstract_state()).position) == 2
+    assert closed == [True]
+    lines = [x for x in capsys.readouterr().err.splitlines() if "interrupted" in x]
+    assert len(lines) == 1 and "after batch 3: last checkpoint at position 2" in lines[0]
+    with Checkpointer(tmp_path / "c", save_every=2) as ckpt:  # the old attribute warns
+        with pytest.warns(DeprecationWarning, match="Checkpointer.options.save_every"):
+            assert ckpt.save_every == 2
+
+
 _INTERRUPTED = textwrap.dedent(
     """
     import os, signal, sys
@@ -332,9 +369,13 @@ _INTERRUPTED = textwrap.dedent(
             "targets": jnp.asarray(r.integers(0, V, (B, T)), jnp.int32),
         }}
 
-    with rj.Checkpointer({d!r}, trainer=LM, save_every=2) as ckpt:  # asynchronous saves
-        fit(LM, LM.init(jax.random.key(0)), data, 8, tbptt=K, stateful=True,
-            checkpointer=ckpt, progress=False, log_path={log!r})
+    try:
+        with rj.Checkpointer({d!r}, trainer=LM, save_every=2) as ckpt:  # asynchronous saves
+            fit(LM, LM.init(jax.random.key(0)), data, 8, tbptt=K, stateful=True,
+                checkpointer=ckpt, progress=False, log_path={log!r})
+    except KeyboardInterrupt:  # fit raises it again: the script's entry point ends with 130
+        print("KeyboardInterrupt raised")
+        sys.exit(130)
     print("NOT REACHED")
     """
 )
@@ -349,6 +390,7 @@ def test_ctrl_c_is_a_clean_stop_and_the_run_resumes_exactly(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
     )
     assert p.returncode == 130, p.stderr[-3000:]
+    assert "KeyboardInterrupt raised" in p.stdout, p.stdout  # fit never ends the process
     assert "NOT REACHED" not in p.stdout and "Traceback" not in p.stderr, p.stderr[-3000:]
     lines = [x for x in p.stderr.splitlines() if "interrupted" in x]
     assert len(lines) == 1, p.stderr

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax import checks
 from rnnjax import metrics as _metrics
 from rnnjax.train._trainer import Trainer, _check_batch, _check_params
 
@@ -178,8 +179,7 @@ class EarlyStopping:
             or self.patience < 1
         ):
             raise ValueError(f"patience must be an int >= 1; got {self.patience!r}")
-        if self.mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max'; got {self.mode!r}")
+        checks.choice("mode", self.mode, ("min", "max"))
         if (
             isinstance(self.min_delta, bool)
             or not isinstance(self.min_delta, (int, float, np.floating))

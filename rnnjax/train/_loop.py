@@ -1,7 +1,10 @@
-"""The fit loop: validation, early stopping, checkpoints, progress and the JSONL log."""
+"""The fit loop: an argument check, one step, and the sinks each step's row goes to
+(the progress display and the JSONL log, metric writers, the checkpointer, the callback),
+with validation and early stopping between the step and the sinks."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any, Callable, Optional, Union
@@ -104,7 +107,11 @@ def fit(
         (checkpoint step = data position), after every evaluation (so that the best
         checkpoint can be chosen by a validation metric), and at the end. A metric the
         checkpointer ranks by that is absent or non-finite at a save is recorded as NaN:
-        that checkpoint never ranks.
+        that checkpoint never ranks. Before the first step the run must continue the one
+        saved in its directory (:meth:`~rnnjax.checkpoint.Checkpointer.check_start`): a
+        fresh state into a directory that holds another run's checkpoints is a
+        ``ValueError`` (resume with :meth:`~rnnjax.checkpoint.Checkpointer.restore_or_init`,
+        use a new directory, or ``Checkpointer(..., overwrite=True)``).
       log_path: a JSONL file that gets one row of metrics per batch. On resume the rows
         past ``state.position`` are dropped first, so the file holds each position once.
         Every row holds ``lr``, the learning rate of the batch's last update
@@ -131,9 +138,11 @@ def fit(
         With several processes only process 0 writes them.
 
     Ctrl-C (``KeyboardInterrupt``) stops a run cleanly: ``fit`` waits for a checkpoint
-    being written to finish, prints one line saying the last saved position and how to
-    resume, and exits with status 130 (``SystemExit``, the shell's code for an
-    interrupt) instead of a traceback. The directory then restores exactly.
+    being written to finish, closes the writers, prints one line saying the last saved
+    position and how to resume, and raises the ``KeyboardInterrupt`` again, so that a
+    notebook or a sweep driver decides what comes next (a script ends with exit status
+    130, the shell's code for an interrupt, with ``except KeyboardInterrupt:
+    sys.exit(130)`` around its entry point). The directory then restores exactly.
 
     Returns:
       ``(state, history)``: the final state and the list of per-batch host metrics of
@@ -150,8 +159,84 @@ def fit(
       >>> int(state.position), len(history), history[-1]["loss"] < history[0]["loss"]
       (3, 3, True)
     """
-    from rnnjax.progress import ProgressLog
+    plan = _check_args(
+        trainer,
+        state,
+        data,
+        num_batches,
+        tbptt=tbptt,
+        stateful=stateful,
+        reset_every=reset_every,
+        checkpointer=checkpointer,
+        evaluate=evaluate,
+        eval_every=eval_every,
+        early_stopping=early_stopping,
+        writers=writers,
+    )
+    start = int(state.position)
+    if checkpointer is not None:  # before anything is written: never drop another run
+        checkpointer.check_start(state)
+    monitor = _Monitor(plan, checkpointer, _read_log(log_path, start))
+    sinks = [_Progress(plan.num_batches, start, progress, log_path), _Writers(plan.writers)]
+    if checkpointer is not None:
+        sinks.append(_Checkpoints(checkpointer))
+    if callback is not None:
+        sinks.append(_Callback(callback))
+    history = []
+    try:
+        for sink in sinks:
+            sink.open(start)
+        for pos in range(start, plan.num_batches):
+            if monitor.stop:
+                break
+            state, row = _step(trainer, plan, state, data(pos), pos)
+            important = monitor.after(state, row)
+            history.append(row)
+            for sink in sinks:
+                sink(state, row, important)
+        for sink in sinks:
+            sink.finish(state, history)
+    except KeyboardInterrupt:
+        for sink in sinks:
+            sink.close()
+        _interrupted(checkpointer, history[-1]["position"] if history else start)
+        raise
+    finally:
+        for sink in sinks:
+            sink.close()
+    return state, history
 
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """The checked arguments of one :func:`fit` call."""
+
+    num_batches: int
+    tbptt: Optional[int]
+    stateful: bool
+    reset_every: Optional[int]
+    evaluate: Optional[Callable]
+    eval_every: Optional[int]
+    early_stopping: Optional[EarlyStopping]
+    writers: tuple
+
+
+def _check_args(
+    trainer,
+    state,
+    data,
+    num_batches,
+    *,
+    tbptt,
+    stateful,
+    reset_every,
+    checkpointer,
+    evaluate,
+    eval_every,
+    early_stopping,
+    writers,
+) -> _Plan:
+    """Every argument of :func:`fit` checked, before anything runs."""
     if not isinstance(trainer, Trainer):
         raise TypeError(f"trainer must be an rnnjax.train.Trainer; got {type(trainer).__name__}")
     _check_state("state", state)
@@ -167,6 +252,14 @@ def fit(
         reset_every = checks.integer("reset_every", reset_every, 1)
     if reset_every is not None and not stateful:
         raise ValueError("reset_every applies to stateful training; got stateful=False")
+    if checkpointer is not None:  # (rnnjax.checkpoint imports this package: no isinstance)
+        if not all(
+            callable(getattr(checkpointer, a, None)) for a in ("check_start", "save", "wait")
+        ):
+            raise TypeError(
+                "checkpointer must be an rnnjax.checkpoint.Checkpointer or None; got "
+                f"{type(checkpointer).__name__}"
+            )
     if evaluate is not None and not callable(evaluate):
         raise TypeError(
             f"evaluate must be a callable params -> dict; got {type(evaluate).__name__}"
@@ -191,95 +284,169 @@ def fit(
             f"early_stopping monitors {early_stopping.metric!r}, which only evaluate= can log "
             f"(the training rows hold {', '.join(_TRAIN_METRICS)}); got evaluate=None"
         )
-    if writers is None:
-        writers = []
-    elif not isinstance(writers, (list, tuple)):
-        writers = [writers]
+    writers = () if writers is None else writers
+    writers = tuple(writers) if isinstance(writers, (list, tuple)) else (writers,)
     for i, w in enumerate(writers):
         if not all(callable(getattr(w, a, None)) for a in ("open", "write", "close")):
             raise TypeError(
                 f"writers[{i}] must have open(start), write(position, row) and close() "
                 f"(e.g. rnnjax.progress.CsvWriter); got {type(w).__name__}"
             )
-    history = []
-    start = int(state.position)
-    past = _read_log(log_path, start) if log_path is not None else []
-    tracker = early_stopping.init() if early_stopping is not None else None
-    stop = False
-    if tracker is not None:
-        for row in past:
-            if early_stopping.metric in row:
-                stop = early_stopping.update(tracker, row[early_stopping.metric])
-    best_metric = getattr(checkpointer, "best_metric", None)
-    checked_metrics = False
-    opened = []
-    try:
-        for w in writers if jax.process_index() == 0 else ():  # one process writes the files
+    return _Plan(
+        num_batches, tbptt, stateful, reset_every, evaluate, eval_every, early_stopping, writers
+    )
+
+
+def _step(trainer: Trainer, plan: _Plan, state: TrainState, batch, pos: int):
+    """One batch: the update (full or truncated BPTT), and its row of host metrics."""
+    if plan.tbptt is None:
+        state, m = trainer.train_step(state, batch)
+    else:
+        if plan.stateful and plan.reset_every is not None and pos % plan.reset_every == 0:
+            state = trainer.reset_carry(state)
+        state, m = trainer.tbptt_step(state, batch, plan.tbptt, stateful=plan.stateful)
+    row = _host_metrics(m)
+    row["position"] = pos + 1
+    lr = trainer.learning_rate_at(state)
+    if lr is not None:
+        row["lr"] = lr
+    _warn_about(pos, row)
+    return state, row
+
+
+class _Monitor:
+    """Evaluation and early stopping after each step: what joins the row, and whether
+    the run stops. A resumed run replays the rows of its log first, so that it stops
+    where an uninterrupted one would."""
+
+    def __init__(self, plan: _Plan, checkpointer, past: list):
+        self.plan = plan
+        self.best_metric = None if checkpointer is None else checkpointer.options.best_metric
+        stopping = plan.early_stopping
+        self.tracker = None if stopping is None else stopping.init()
+        self.stop = False
+        self.checked = False
+        for row in past if stopping is not None else ():
+            if stopping.metric in row:
+                self.stop = stopping.update(self.tracker, row[stopping.metric])
+
+    def after(self, state: TrainState, row: dict) -> bool:
+        """Evaluate when due and update early stopping; whether the row matters (an
+        evaluation or the stop: shown, and a checkpoint forced)."""
+        plan, position = self.plan, row["position"]
+        evaluated = plan.evaluate is not None and (
+            position == plan.num_batches
+            or (plan.eval_every is not None and position % plan.eval_every == 0)
+        )
+        if evaluated:
+            ev = plan.evaluate(state.params)
+            if not isinstance(ev, dict):
+                raise TypeError(f"evaluate must return a dict of metrics; got {type(ev).__name__}")
+            row.update({k: _host_number(k, v) for k, v in ev.items()})
+            if not self.checked:
+                self.checked = True
+                _warn_unlogged(plan.early_stopping, self.best_metric, row)
+        stopping = plan.early_stopping
+        if stopping is not None and stopping.metric in row:
+            self.stop = stopping.update(self.tracker, row[stopping.metric])
+            if self.stop:
+                row["stopped_early"] = True  # the last row of a run stopped early
+        return evaluated or self.stop
+
+
+class _Sink:
+    """Where each step's row goes after the step: ``open(start)`` before the first,
+    ``sink(state, row, important)`` after each, ``finish(state, history)`` after the
+    last, ``close()`` always (once or more)."""
+
+    def open(self, start: int) -> None:
+        pass
+
+    def __call__(self, state, row: dict, important: bool) -> None:
+        pass
+
+    def finish(self, state, history: list) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Progress(_Sink):
+    """The progress display and the JSONL log (:class:`rnnjax.progress.ProgressLog`)."""
+
+    def __init__(self, num_batches: int, start: int, progress, log_path):
+        from rnnjax.progress import ProgressLog
+
+        self.log = ProgressLog(num_batches, start=start, enabled=progress, jsonl_path=log_path)
+        self.entered = False
+
+    def open(self, start):
+        self.log.__enter__()
+        self.entered = True
+
+    def __call__(self, state, row, important):
+        self.log.update(row["position"], row, show=important)
+
+    def close(self):
+        if self.entered:
+            self.entered = False
+            self.log.__exit__(None, None, None)
+
+
+class _Writers(_Sink):
+    """The metric writers, given one row of scalars per batch (process 0 only)."""
+
+    def __init__(self, writers: tuple):
+        self.writers, self.opened = writers, []
+
+    def open(self, start):
+        for w in self.writers if jax.process_index() == 0 else ():
             w.open(start)
-            opened.append(w)
-        with ProgressLog(num_batches, start=start, enabled=progress, jsonl_path=log_path) as log:
-            for pos in range(start, num_batches):
-                if stop:
-                    break
-                batch = data(pos)
-                if tbptt is None:
-                    state, m = trainer.train_step(state, batch)
-                else:
-                    if stateful and reset_every is not None and pos % reset_every == 0:
-                        state = trainer.reset_carry(state)
-                    state, m = trainer.tbptt_step(state, batch, tbptt, stateful=stateful)
-                m = _host_metrics(m)
-                m["position"] = pos + 1
-                lr = trainer.learning_rate_at(state)
-                if lr is not None:
-                    m["lr"] = lr
-                _warn_about(pos, m)
-                evaluated = evaluate is not None and (
-                    pos + 1 == num_batches
-                    or (eval_every is not None and (pos + 1) % eval_every == 0)
-                )
-                if evaluated:
-                    ev = evaluate(state.params)
-                    if not isinstance(ev, dict):
-                        raise TypeError(
-                            f"evaluate must return a dict of metrics; got {type(ev).__name__}"
-                        )
-                    m.update({k: _host_number(k, v) for k, v in ev.items()})
-                    if not checked_metrics:
-                        checked_metrics = True
-                        _warn_unlogged(early_stopping, best_metric, m)
-                if tracker is not None and early_stopping.metric in m:
-                    stop = early_stopping.update(tracker, m[early_stopping.metric])
-                    if stop:
-                        m["stopped_early"] = True  # the last row of a run stopped early
-                history.append(m)
-                log.update(pos + 1, m, show=evaluated or stop)
-                sm = None
-                if opened:
-                    sm = _scalar_metrics(m)
-                    for w in opened:
-                        w.write(pos + 1, sm)
-                if checkpointer is not None:
-                    sm = dict(_scalar_metrics(m) if sm is None else sm)
-                    if best_metric is not None and best_metric not in sm:
-                        sm[best_metric] = math.nan  # not measured at this state: never ranks
-                    checkpointer.save(state, metrics=sm, force=evaluated or stop)
-                if callback is not None:
-                    callback(state, m)
-        if checkpointer is not None:
-            if history:  # nothing new to save when the run was already complete
-                sm = _scalar_metrics(history[-1])
-                if best_metric is not None and best_metric not in sm:
-                    sm[best_metric] = math.nan
-                checkpointer.save(state, metrics=sm, force=True)
-            checkpointer.wait()
-    except KeyboardInterrupt:
-        _interrupted(checkpointer, history[-1]["position"] if history else start)
-        raise SystemExit(130) from None
-    finally:
+            self.opened.append(w)
+
+    def __call__(self, state, row, important):
+        if self.opened:
+            scalars = _scalar_metrics(row)
+            for w in self.opened:
+                w.write(row["position"], scalars)
+
+    def close(self):
+        opened, self.opened = self.opened, []
         for w in opened:
             w.close()
-    return state, history
+
+
+class _Checkpoints(_Sink):
+    """Saves at the checkpointer's interval, after an evaluation or a stop, and at the end."""
+
+    def __init__(self, checkpointer):
+        self.checkpointer = checkpointer
+        self.best_metric = checkpointer.options.best_metric
+
+    def _metrics(self, row: dict) -> dict:
+        scalars = _scalar_metrics(row)
+        if self.best_metric is not None and self.best_metric not in scalars:
+            scalars[self.best_metric] = math.nan  # not measured at this state: never ranks
+        return scalars
+
+    def __call__(self, state, row, important):
+        self.checkpointer.save(state, metrics=self._metrics(row), force=important)
+
+    def finish(self, state, history):
+        if history:  # nothing new to save when the run was already complete
+            self.checkpointer.save(state, metrics=self._metrics(history[-1]), force=True)
+        self.checkpointer.wait()
+
+
+class _Callback(_Sink):
+    """The user's ``callback(state, row)``."""
+
+    def __init__(self, callback):
+        self.callback = callback
+
+    def __call__(self, state, row, important):
+        self.callback(state, row)
 
 
 def _interrupted(checkpointer, position: int) -> None:
@@ -291,7 +458,6 @@ def _interrupted(checkpointer, position: int) -> None:
     else:
         try:
             checkpointer.wait()
-            checkpointer._manager.reload()
             last = checkpointer.latest_step()
         except Exception as err:  # pragma: no cover - message only
             last = f"unknown ({type(err).__name__} while finishing the last save)"
@@ -319,7 +485,7 @@ def _warn_unlogged(early_stopping, best_metric, m: dict) -> None:
                 f"{what} {name!r} is not among the logged metrics {shown}: it will never "
                 "be measured (a misspelt name?)",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of fit
             )
 
 
@@ -342,14 +508,14 @@ def _warn_about(pos: int, m: dict) -> None:
             f"batch {pos}: non-finite gradient or loss in {sum(skipped)} update(s), not applied "
             f"({total} so far in this run)",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of fit
         )
     tokens = m.get("tokens")
     if tokens is not None and (sum(tokens) if isinstance(tokens, list) else tokens) == 0:
         warnings.warn(
             f"batch {pos} has no real step (all padding): no update was made",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of fit
         )
 
 

@@ -89,6 +89,13 @@ def _from_cell_class(args, kwargs) -> dict:
         raise TypeError(f"Recurrent got multiple values for {', '.join(twice)}")
     old.update(kwargs)
     cls, hidden = old.pop("cell", None), old.pop("hidden_size")
+    warnings.warn(
+        f"rnnjax.linen.Recurrent(hidden_size, cell=CellClass, options=...) is deprecated; "
+        f"pass a cell instance: rnnjax.linen.Recurrent({getattr(cls, '__name__', 'Cell')}"
+        f"(input_size, {hidden}, ...), ...) (the input size is taken from the inputs)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise TypeError(
             f"cell must be an rnnjax cell class with hidden_size={hidden!r} (deprecated) or "
@@ -104,13 +111,6 @@ def _from_cell_class(args, kwargs) -> dict:
             kw[k] = value
         elif value is not default and value != default:
             raise ValueError(f"{k} is not a field of {cls.__name__}; leave it unset")
-    warnings.warn(
-        f"rnnjax.linen.Recurrent(hidden_size, cell=CellClass, options=...) is deprecated; "
-        f"pass a cell instance: rnnjax.linen.Recurrent({cls.__name__}(input_size, "
-        f"{hidden}, ...), ...) (the input size is taken from the inputs)",
-        DeprecationWarning,
-        stacklevel=3,
-    )
     return dict(old, cell=cls(hidden, hidden, **kw))
 
 

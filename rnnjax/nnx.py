@@ -46,6 +46,9 @@ class Reservoir(nnx.Variable):
     """
 
 
+common.show_constructor(Reservoir)
+
+
 def _is_variable(x) -> bool:
     return isinstance(x, nnx.Variable)
 

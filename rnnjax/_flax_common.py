@@ -273,7 +273,8 @@ def cell_factory(recurrent, cell_class, sizes: tuple, **defaults):
     options = [p for p in inspect.signature(recurrent).parameters.values() if p.name != "cell"]
     options = [p.replace(default=defaults.get(p.name, p.default)) for p in options]
     fields = [
-        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        # the types are the cell's to document (its annotations name its module's imports)
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=inspect.Parameter.empty)
         for p in inspect.signature(cell_class).parameters.values()
         if p.name not in _SIZES
     ]

@@ -252,8 +252,11 @@ def _factory_doc(stub, cell_class, recurrent, sizes, options, fields) -> str:
             "hidden_size: ``H``. The input size comes from the inputs at ``init`` (the "
             "module's cell is built for ``H`` inputs and rebuilt for the inputs' size)."
         ]
-    args.append(f"{', '.join(shown)}: as for :class:`{recurrent.__module__}.Recurrent`.")
-    args.append(f"{', '.join(fields)}: the cell's (:class:`{cell_name}`).")
+    args.append(
+        f"**options: by keyword, the options of :class:`{recurrent.__module__}.Recurrent` "
+        f"({', '.join(shown)}) and the fields of the cell, :class:`{cell_name}` "
+        f"({', '.join(fields)})."
+    )
     wrap = lambda s: textwrap.fill(s, 86, initial_indent="  ", subsequent_indent="    ")  # noqa: E731
     returns = f"``{recurrent.__module__}.Recurrent({cell_class.__name__}(...), **options)``."
     body = "\n".join(["Args:", *map(wrap, args), "", "Returns:", wrap(returns)])

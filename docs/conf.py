@@ -274,7 +274,8 @@ def _api_entries():
 
 
 _FOREIGN_BASES = (
-    "Module, ModuleBase, Pytree, Representable, tuple, object, BaseException, Exception, Warning"
+    "Module, ModuleBase, Pytree, Variable, Representable, tuple, object, BaseException, "
+    "Exception, Warning"
 )
 
 

@@ -123,6 +123,18 @@ def _split(a, gates: int, name: str):
     return jnp.split(a, gates, axis=-1)
 
 
+def _split_fused(params: Mapping, gates: int):
+    """``(w_ih, w_hh, b)`` of rnnjax params, each split into its ``gates`` blocks."""
+    w_ih = _split(params["w_ih"], gates, "params['w_ih']")
+    w_hh = _split(params["w_hh"], gates, "params['w_hh']")
+    b = _split(params["b"], gates, "params['b']")
+    if w_hh[0].shape != (w_hh[0].shape[1],) * 2:
+        raise ValueError(
+            f"params['w_hh'] must have shape (H, {gates}H); got {jnp.shape(params['w_hh'])}"
+        )
+    return w_ih, w_hh, b
+
+
 def lstm_from_flax(flax_params: Mapping) -> dict:
     """rnnjax :class:`rnnjax.LSTM` params from ``nn.LSTMCell`` / ``nn.OptimizedLSTMCell`` params.
 
@@ -180,11 +192,7 @@ def lstm_to_flax(params: Mapping) -> dict:
             "params has a projection 'w_hr' (proj_size > 0): Flax's LSTM cells cannot represent it"
         )
     _check_keys(params, {"w_ih", "w_hh", "b"}, "params", " (rnnjax.LSTM without projection)")
-    w_ih = _split(params["w_ih"], 4, "params['w_ih']")
-    w_hh = _split(params["w_hh"], 4, "params['w_hh']")
-    b = _split(params["b"], 4, "params['b']")
-    if w_hh[0].shape != (w_hh[0].shape[1],) * 2:
-        raise ValueError(f"params['w_hh'] must have shape (H, 4H); got {jnp.shape(params['w_hh'])}")
+    w_ih, w_hh, b = _split_fused(params, 4)
     out = {}
     for j, g in enumerate(_LSTM_GATES):
         out[f"i{g}"] = {"kernel": w_ih[j]}
@@ -240,11 +248,10 @@ def gru_to_flax(params: Mapping) -> dict:
       The Flax cell's params (see :func:`gru_from_flax`).
 
     Example:
-      >>> import jax
-      >>> import rnnjax as rj
+      >>> import jax, rnnjax as rj
       >>> from rnnjax import flax_convert
-      >>> fp = flax_convert.gru_to_flax(rj.GRU(3, 4).init(jax.random.key(0)))
-      >>> sorted(fp)
+      >>> params = rj.GRU(3, 4).init(jax.random.key(0))       # reset_after=True
+      >>> sorted(flax_convert.gru_to_flax(params))
       ['hn', 'hr', 'hz', 'in', 'ir', 'iz']
     """
     if isinstance(params, Mapping) and set(params) == {"w_ih", "w_hh", "b"}:
@@ -254,11 +261,7 @@ def gru_to_flax(params: Mapping) -> dict:
             "cannot represent it"
         )
     _check_keys(params, {"w_ih", "w_hh", "b", "b_hn"}, "params", " (rnnjax.GRU, reset_after=True)")
-    w_ih = _split(params["w_ih"], 3, "params['w_ih']")
-    w_hh = _split(params["w_hh"], 3, "params['w_hh']")
-    b = _split(params["b"], 3, "params['b']")
-    if w_hh[0].shape != (w_hh[0].shape[1],) * 2:
-        raise ValueError(f"params['w_hh'] must have shape (H, 3H); got {jnp.shape(params['w_hh'])}")
+    w_ih, w_hh, b = _split_fused(params, 3)
     b_hn = jnp.asarray(params["b_hn"])
     if b_hn.shape != b[2].shape:
         raise ValueError(f"params['b_hn'] must have shape {b[2].shape}; got {b_hn.shape}")

@@ -1,18 +1,20 @@
 """Flax linen modules around rnnjax's functional layers.
 
-``rnnjax.linen.LSTM`` (and ``GRU``, ``RNN``, ``EchoState``) drops an rnnjax recurrent
-network into a linen model in one line::
+:class:`Recurrent` runs any rnnjax cell, given as an instance, in a linen model (as
+Flax's ``nn.RNN(cell)``); ``LSTM``, ``GRU``, ``RNN`` and ``EchoState`` are thin
+factories over it, so that a network is one line::
 
     state, ys = rnnjax.linen.LSTM(128, num_layers=2, bidirectional=True)(xs, length)
+    state, ys = rnnjax.linen.Recurrent(rnnjax.MinGRU(64, 128), num_layers=2)(xs, length)
 
-Each module builds the functional network of :mod:`rnnjax.layers` (a
-:class:`rnnjax.Stacked` of :class:`rnnjax.Recurrent` or :class:`rnnjax.Bidirectional`
-layers) and runs it with ``apply_batch``: the recurrence is a plain ``jax.lax.scan``
-(no lifted ``nn.scan``), with :func:`rnnjax.unroll`'s exact length semantics
-(padded outputs exactly zero, final state at the true length, padding-aware reverse).
-Parameters are one plain dict per layer, ``params["layer_<l>"]``, made by
-``self.param`` with the functional layer's own ``init``, so ``variables["params"]``
-holds exactly what the functional network takes::
+:class:`rnnjax.nnx.Recurrent` takes the same cell with the same options. The module
+builds the functional network of :mod:`rnnjax.layers` (a :class:`rnnjax.Stacked` of
+:class:`rnnjax.Recurrent` or :class:`rnnjax.Bidirectional` layers) and runs it with
+``apply_batch``: the recurrence is a plain ``jax.lax.scan`` (no lifted ``nn.scan``),
+with :func:`rnnjax.unroll`'s exact length semantics (padded outputs exactly zero, final
+state at the true length, padding-aware reverse). Parameters are one plain dict per
+layer, ``params["layer_<l>"]``, made by ``self.param`` with the functional layer's own
+``init``, so ``variables["params"]`` holds exactly what the functional network takes::
 
     net = module.functional(input_size)
     params = tuple(variables["params"][f"layer_{l}"] for l in range(module.num_layers))
@@ -34,120 +36,124 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import warnings
 from typing import Any, Callable, Optional, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rnnjax import _flax_common as common
 from rnnjax import cells, checks
-from rnnjax import initializers as inits
 from rnnjax import layers as rl
+from rnnjax._flax_common import broadcast_state, build_network, stochastic
+from rnnjax.reservoir import EchoState as _EchoStateCell
 
-__all__ = ["RNN", "LSTM", "GRU", "EchoState", "Recurrent", "build_network"]
+__all__ = ["Recurrent", "RNN", "LSTM", "GRU", "EchoState", "build_network"]
 
-_RATES = ("dropout", "input_dropout", "recurrent_dropout", "zoneout")
+# the fields, in order, of the deprecated Recurrent(hidden_size, ..., cell=CellClass)
+_OLD_FIELDS = (
+    "hidden_size",
+    "num_layers",
+    "bidirectional",
+    "merge",
+    "dropout",
+    "input_dropout",
+    "recurrent_dropout",
+    "zoneout",
+    "time_major",
+    "deterministic",
+    "param_dtype",
+    "dtype",
+    "config",
+    "kernel_init",
+    "recurrent_init",
+    "cell",
+    "options",
+)
+_OLD_CELL_DEFAULTS = {
+    "kernel_init": "glorot_uniform",
+    "recurrent_init": "orthogonal",
+    "param_dtype": jnp.float32,
+    "dtype": None,
+}
 
 
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
-
-
-def _check_bool(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool; got {value!r}")
-
-
-def _merged_size(merge, out_size: int, dtype) -> int:
-    """Feature size of ``merge(ys_forward, ys_backward)`` for per-direction size ``out_size``."""
-    if merge == "concat":
-        return 2 * out_size
-    if merge in ("sum", "mean"):
-        return out_size
-    y = jax.ShapeDtypeStruct((1, out_size), dtype)
-    shape = jax.eval_shape(merge, y, y).shape
-    if len(shape) != 2 or shape[0] != 1:
-        raise ValueError(
-            f"merge must map two (T, {out_size}) arrays to a (T, F) array; got output "
-            f"shape {shape} for T=1"
+def _from_cell_class(args, kwargs) -> dict:
+    """The arguments of ``Recurrent(cell_instance, ...)`` for the deprecated
+    ``Recurrent(hidden_size, cell=CellClass, options=..., kernel_init=..., ...)``."""
+    old = dict(zip(_OLD_FIELDS, args))
+    twice = sorted(set(old) & set(kwargs))
+    if twice:
+        raise TypeError(f"Recurrent got multiple values for {', '.join(twice)}")
+    old.update(kwargs)
+    cls, hidden = old.pop("cell", None), old.pop("hidden_size")
+    warnings.warn(
+        f"rnnjax.linen.Recurrent(hidden_size, cell=CellClass, options=...) is deprecated; "
+        f"pass a cell instance: rnnjax.linen.Recurrent({getattr(cls, '__name__', 'Cell')}"
+        f"(input_size, {hidden}, ...), ...) (the input size is taken from the inputs)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(
+            f"cell must be an rnnjax cell class with hidden_size={hidden!r} (deprecated) or "
+            f"a cell instance without hidden_size; got {cls!r}"
         )
-    return shape[1]
+    declared = {f.name for f in dataclasses.fields(cls)}
+    kw = dict(old.pop("options", ()))
+    # initialisers the cell class does not declare (MinGRU has no recurrent weights, the
+    # LRU draws its own) are left out; set to another value they are an error
+    for k, default in _OLD_CELL_DEFAULTS.items():
+        value = old.pop(k, default)
+        if k in declared:
+            kw[k] = value
+        elif value is not default and value != default:
+            raise ValueError(f"{k} is not a field of {cls.__name__}; leave it unset")
+    return dict(old, cell=cls(hidden, hidden, **kw))
 
 
-def build_network(
-    make_cell: Callable[[int], Any],
-    input_size: int,
-    num_layers: int = 1,
-    bidirectional: bool = False,
-    merge: Union[str, Callable] = "concat",
-    dropout: float = 0.0,
-    input_dropout: float = 0.0,
-    recurrent_dropout: float = 0.0,
-    zoneout: float = 0.0,
-    dtype=jnp.float32,
-    config=None,
-) -> rl.Stacked:
-    """The functional network behind the linen and NNX modules.
+class _AcceptsCellClass(type):
+    """Turns the deprecated ``Recurrent(hidden_size, cell=CellClass, ...)`` into
+    ``Recurrent(CellClass(hidden_size, hidden_size, ...), ...)``, with a warning."""
 
-    Args:
-      make_cell: ``input_size -> cell``, e.g. ``lambda i: rnnjax.LSTM(i, 128)``.
-      input_size: ``I`` of the first layer.
-      num_layers: number of stacked layers.
-      bidirectional: each layer is a :class:`rnnjax.Bidirectional`.
-      merge: how the two directions are merged (see :class:`rnnjax.Bidirectional`).
-      dropout: dropout rate on the outputs of every layer but the last.
-      input_dropout: variational dropout rate on each layer's inputs.
-      recurrent_dropout: variational dropout rate on the fed-back hidden vector.
-      zoneout: zoneout probability of every state unit.
-      dtype: dtype used to trace a callable ``merge`` for its output size.
-      config: the :class:`rnnjax.ScanConfig` of every layer (default ``ScanConfig()``).
+    def __call__(cls, *args, **kwargs):
+        if "hidden_size" in kwargs or (args and isinstance(args[0], numbers.Integral)):
+            args, kwargs = (), _from_cell_class(args, kwargs)
+        return super().__call__(*args, **kwargs)
 
-    Returns:
-      A :class:`rnnjax.Stacked` of ``num_layers`` :class:`rnnjax.Recurrent` or
-      :class:`rnnjax.Bidirectional` layers.
+
+class Recurrent(nn.Module, metaclass=_AcceptsCellClass):
+    __doc__ = (
+        """Layers of any rnnjax cell as a linen module (a new cell needs no new module).
+
+    The linen counterpart of :class:`rnnjax.nnx.Recurrent`, with the same cell instance
+    and the same options. As Flax's linen cells, the module takes its input size from the
+    inputs at ``init``: the first layer runs ``cell`` rebuilt for the feature size of
+    ``xs`` (the cell itself where that is its ``input_size``).
+
+    Attributes:"""
+        + common.OPTIONS_DOC
+        + """
+      deterministic: default of the ``__call__`` argument.
+
+    The deprecated ``Recurrent(hidden_size, cell=CellClass, options=...)`` (a cell class
+    with its hyperparameters) still works and warns.
 
     Example:
-      >>> import rnnjax as rj
-      >>> from rnnjax.linen import build_network
-      >>> net = build_network(lambda i: rj.GRU(i, 4), 3, num_layers=2, bidirectional=True)
-      >>> type(net).__name__, len(net.layers), net.output_size
-      ('Stacked', 2, 8)
+      >>> import jax, jax.numpy as jnp, rnnjax as rj, rnnjax.linen as rl
+      >>> net = rl.Recurrent(rj.MinGRU(3, 8), num_layers=2,
+      ...                    config=rj.ScanConfig(method="parallel"))
+      >>> xs = jnp.ones((2, 5, 3))
+      >>> variables = net.init(jax.random.key(0), xs)
+      >>> _, ys = net.apply(variables, xs, jnp.array([5, 2]))
+      >>> ys.shape
+      (2, 5, 8)
     """
-    _check_int("num_layers", num_layers, 1)
-    _check_bool("bidirectional", bidirectional)
-    layers, size = [], input_size
-    for _ in range(num_layers):
-        layer = rl.Recurrent(
-            make_cell(size),
-            input_dropout=input_dropout,
-            recurrent_dropout=recurrent_dropout,
-            zoneout=zoneout,
-            config=config,
-        )
-        size = layer.output_size
-        if bidirectional:
-            layer = rl.Bidirectional(layer, merge=merge)
-            size = _merged_size(merge, size, dtype)
-        layers.append(layer)
-    return rl.Stacked(layers, dropout=dropout)
+    )
 
-
-def broadcast_state(state, batch_shape) -> Any:
-    """Broadcast every leaf of an unbatched state to leading axes ``batch_shape``."""
-    batch_shape = tuple(batch_shape)
-    return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, batch_shape + a.shape), state)
-
-
-def stochastic(module) -> bool:
-    """Whether any dropout or zoneout rate of ``module`` is non-zero."""
-    return any(getattr(module, r) for r in _RATES)
-
-
-class _Base(nn.Module):
-    """Shared fields and ``__call__`` of the recurrent modules."""
-
-    hidden_size: int
+    cell: Any
     num_layers: int = 1
     bidirectional: bool = False
     merge: Union[str, Callable] = "concat"
@@ -157,63 +163,71 @@ class _Base(nn.Module):
     zoneout: float = 0.0
     time_major: bool = False
     deterministic: Optional[bool] = None
-    param_dtype: Any = jnp.float32
-    dtype: Any = None
     config: Any = None
+    trainable: bool = True
 
-    @nn.nowrap
-    def make_cell(self, input_size: int):  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    @nn.nowrap
-    def _declare(self, net: rl.Stacked) -> tuple:
-        """Declare the per-layer variables; returns the functional network's params."""
-        return tuple(self.param(f"layer_{i}", layer.init) for i, layer in enumerate(net.layers))
-
-    @nn.nowrap
-    def _check_feature_size(self, net: rl.Stacked, xs) -> None:
-        """After ``init``, inputs of another feature size than the params were made for
-        are a ``ValueError`` naming ``xs`` (not a shape error deep inside Flax)."""
-        for col in ("params", "reservoir"):
-            if self.has_variable(col, "layer_0"):
-                got = self.get_variable(col, "layer_0")
-                want = jax.eval_shape(net.layers[0].init, jax.random.key(0))
-                shape = lambda t: jax.tree_util.tree_map(jnp.shape, t)  # noqa: E731
-                if shape(got) != jax.tree_util.tree_map(lambda a: a.shape, want):
-                    raise ValueError(
-                        f"xs must have the feature size this module was initialised with; got "
-                        f"{checks.describe(xs)}: inputs of size {xs.shape[-1]} need layer_0 "
-                        f"params of shapes {shape(want)}, the module holds {shape(got)}"
-                    )
-                return
-
-    @nn.nowrap
-    def functional(self, input_size: int) -> rl.Stacked:
-        """The functional :class:`rnnjax.Stacked` network this module runs for inputs of
-        size ``input_size``; its params are ``tuple(params[f"layer_{l}"] ...)``."""
-        return build_network(
-            self.make_cell,
-            input_size,
-            self.num_layers,
-            self.bidirectional,
-            self.merge,
-            self.dropout,
-            self.input_dropout,
-            self.recurrent_dropout,
-            self.zoneout,
-            self.param_dtype,
-            self.config,
+    def __post_init__(self):
+        common.check_options(
+            self.cell, self.num_layers, self.time_major, self.deterministic, self.trainable
         )
+        super().__post_init__()
+
+    @nn.nowrap
+    def functional(self, input_size: Optional[int] = None) -> rl.Stacked:
+        """The functional :class:`rnnjax.Stacked` network this module runs for inputs of
+        size ``input_size`` (default: the cell's); its params are
+        ``tuple(params[f"layer_{l}"] ...)``."""
+        return common.network(self, self.cell.input_size if input_size is None else input_size)
 
     @nn.nowrap
     def initial_state(self, batch_shape=(), dtype=None):
         """The zero state for a batch of shape ``batch_shape``: a tuple with one entry per
         layer (the cell's state, or a :class:`rnnjax.BidirectionalState`), each leaf of
         shape ``(*B, size)``. Needs neither a key nor an input."""
-        # the state does not depend on the input size: build the network for size 1
-        return broadcast_state(self.functional(1).initial_state(dtype), batch_shape)
+        return broadcast_state(self.functional().initial_state(dtype), batch_shape)
+
+    @nn.nowrap
+    def _collection(self) -> str:
+        return "params" if self.trainable else "reservoir"
+
+    @nn.nowrap
+    def _declare(self, net: rl.Stacked) -> tuple:
+        """Declare the per-layer variables; returns the functional network's params."""
+        if self.trainable:
+            return tuple(self.param(f"layer_{i}", l.init) for i, l in enumerate(net.layers))
+        return tuple(
+            self.variable(
+                "reservoir", f"layer_{i}", lambda l=layer: l.init(self.make_rng("params"))
+            ).value
+            for i, layer in enumerate(net.layers)
+        )
+
+    @nn.nowrap
+    def _check_feature_size(self, net: rl.Stacked, xs) -> None:
+        """After ``init``, inputs of another feature size than the params were made for
+        are a ``ValueError`` naming ``xs`` (not a shape error deep inside Flax)."""
+        if not self.has_variable(self._collection(), "layer_0"):
+            return
+        got = self.get_variable(self._collection(), "layer_0")
+        want = jax.eval_shape(net.layers[0].init, jax.random.key(0))
+        shape = lambda t: jax.tree_util.tree_map(jnp.shape, t)  # noqa: E731
+        if shape(got) != jax.tree_util.tree_map(lambda a: a.shape, want):
+            raise ValueError(
+                f"xs must have the feature size this module was initialised with; got "
+                f"{checks.describe(xs)}: inputs of size {xs.shape[-1]} need layer_0 "
+                f"params of shapes {shape(want)}, the module holds {shape(got)}"
+            )
 
     @nn.compact
+    @common.call_doc(
+        """
+        deterministic: ``True`` turns dropout off (zoneout takes its expectation). Give
+          it here or as the module field, exactly one of the two (Flax's
+          ``nn.merge_param`` rule, as for ``nn.Dropout``); needed only when a dropout or
+          zoneout rate is set. With ``False`` the masks come from the ``'dropout'`` RNG
+          stream (``apply(..., rngs={"dropout": key})``).
+        """
+    )
     def __call__(
         self,
         xs: jax.Array,
@@ -223,26 +237,6 @@ class _Base(nn.Module):
         resets: Optional[jax.Array] = None,
         deterministic: Optional[bool] = None,
     ):
-        """Run the network over a batch of sequences.
-
-        Args:
-          xs: ``(*B, T, I)``, or ``(T, *B, I)`` with ``time_major=True``.
-          length: optional integers of shape ``B``: the true lengths; later steps are
-            padding and never change an output, state or gradient.
-          state: optional initial state shaped like :meth:`initial_state` ``(B)``.
-          resets: optional bool segment starts laid out like ``xs`` without the feature
-            axis (see :func:`rnnjax.unroll`).
-          deterministic: ``True`` turns dropout off (zoneout takes its expectation).
-            Give it here or as the module field, exactly one of the two (Flax's
-            ``nn.merge_param`` rule, as for ``nn.Dropout``); needed only when a dropout or
-            zoneout rate is set. With ``False`` the masks come from the ``'dropout'`` RNG
-            stream (``apply(..., rngs={"dropout": key})``).
-
-        Returns:
-          ``(state, ys)``: the per-layer final states (a tuple of ``num_layers``) and the
-          last layer's outputs ``(*B, T, F)`` (or ``(T, *B, F)``), exactly zero at
-          padded steps.
-        """
         if not hasattr(xs, "shape") or not hasattr(xs, "ndim") or xs.ndim < 3:
             raise ValueError(
                 "xs must be an array of shape (*B, T, I) (or (T, *B, I) with "
@@ -261,42 +255,32 @@ class _Base(nn.Module):
         )
 
 
-class _Recurrent(_Base):
-    """The trainable cells: initialiser fields and the cell's keyword arguments."""
+common.show_constructor(Recurrent)
 
-    kernel_init: inits.InitSpec = "glorot_uniform"
-    recurrent_init: inits.InitSpec = "orthogonal"
 
-    @nn.nowrap
-    def _cell_kwargs(self) -> dict:
-        return dict(
-            kernel_init=self.kernel_init,
-            recurrent_init=self.recurrent_init,
-            param_dtype=self.param_dtype,
-            dtype=self.dtype,
+def _factory(cell_class, **defaults):
+    """A thin factory over :class:`Recurrent` for ``cell_class`` (see
+    :func:`rnnjax._flax_common.cell_factory`). Its modules are of a subclass of
+    :class:`Recurrent` named after it, so that Flax names an unnamed one as it always
+    has (``LSTM_0``) and saved variables keep their paths."""
+
+    def wrap(stub):
+        named = type(
+            stub.__name__,
+            (Recurrent,),
+            {"__module__": __name__, "__doc__": f"The :class:`Recurrent` of {stub.__name__}."},
         )
+        factory = common.cell_factory(named, cell_class, ("hidden_size",), **defaults)(stub)
+        named.__qualname__ = f"{stub.__name__}.module"  # found by pickle
+        factory.module = named
+        return factory
+
+    return wrap
 
 
-class RNN(_Recurrent):
+@_factory(cells.SimpleRNN)
+def RNN():
     """Elman RNN layers (:class:`rnnjax.SimpleRNN`) as a linen module.
-
-    Attributes:
-      hidden_size: ``H``.
-      num_layers: number of stacked layers (default 1).
-      bidirectional: run every layer in both directions (padding-aware).
-      merge: ``"concat"`` (default), ``"sum"``, ``"mean"`` or a callable
-        ``(ys_forward, ys_backward) -> ys`` merging the two directions.
-      dropout: dropout rate between layers.
-      input_dropout: variational dropout rate on each layer's inputs.
-      recurrent_dropout: variational (one mask per sequence) dropout rate on the
-        fed-back hidden vector.
-      zoneout: zoneout probability (expectation when deterministic).
-      time_major: inputs and outputs are ``(T, *B, F)``.
-      deterministic: default of the ``__call__`` argument.
-      kernel_init, recurrent_init, param_dtype, dtype: passed to the cells (``dtype``:
-        compute dtype of the matrix products; the state stays float32).
-      config: a :class:`rnnjax.ScanConfig` for every layer.
-      nonlinearity: ``"tanh"`` or ``"relu"``.
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax.linen as rl
@@ -308,24 +292,10 @@ class RNN(_Recurrent):
       (3, 5, 4)
     """
 
-    nonlinearity: str = "tanh"
 
-    @nn.nowrap
-    def make_cell(self, input_size: int):
-        """The cell of a layer with ``input_size`` inputs."""
-        return cells.SimpleRNN(
-            input_size, self.hidden_size, nonlinearity=self.nonlinearity, **self._cell_kwargs()
-        )
-
-
-class LSTM(_Recurrent):
+@_factory(cells.LSTM)
+def LSTM():
     """LSTM layers (:class:`rnnjax.LSTM`, gate order (i, f, g, o)) as a linen module.
-
-    Attributes: those of :class:`RNN` (but ``nonlinearity``), and
-
-      proj_size: LSTM projection size ``P`` (0: none).
-      forget_bias: initial forget-gate bias (default 1.0).
-      chrono_t_max: chrono initialisation of the gate biases, if set.
 
     Example:
       A 2-layer bidirectional LSTM over padded sequences:
@@ -340,30 +310,10 @@ class LSTM(_Recurrent):
       ((2, 6, 16), (2, 8))
     """
 
-    proj_size: int = 0
-    forget_bias: float = 1.0
-    chrono_t_max: Optional[float] = None
 
-    @nn.nowrap
-    def make_cell(self, input_size: int):
-        """The cell of a layer with ``input_size`` inputs."""
-        return cells.LSTM(
-            input_size,
-            self.hidden_size,
-            proj_size=self.proj_size,
-            forget_bias=self.forget_bias,
-            chrono_t_max=self.chrono_t_max,
-            **self._cell_kwargs(),
-        )
-
-
-class GRU(_Recurrent):
+@_factory(cells.GRU)
+def GRU():
     """GRU layers (:class:`rnnjax.GRU`, gate order (r, z, n)) as a linen module.
-
-    Attributes: those of :class:`RNN` (but ``nonlinearity``), and
-
-      reset_after: ``True`` (default, cuDNN/PyTorch/Flax form) or ``False`` (Cho et al.).
-      chrono_t_max: chrono initialisation of the update-gate bias, if set.
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax.linen as rl
@@ -375,38 +325,19 @@ class GRU(_Recurrent):
       ((7, 2, 4), (2, 4))
     """
 
-    reset_after: bool = True
-    chrono_t_max: Optional[float] = None
 
-    @nn.nowrap
-    def make_cell(self, input_size: int):
-        """The cell of a layer with ``input_size`` inputs."""
-        return cells.GRU(
-            input_size,
-            self.hidden_size,
-            reset_after=self.reset_after,
-            chrono_t_max=self.chrono_t_max,
-            **self._cell_kwargs(),
-        )
+@_factory(_EchoStateCell, trainable=False)
+def EchoState():
+    """Echo state reservoir layers (:class:`rnnjax.EchoState`) as a linen module.
 
-
-class EchoState(_Base):
-    """Echo state reservoir layers (:class:`rnnjax.esn.EchoState`) as a linen module.
-
-    The reservoir weights are fixed: they live in the ``'reservoir'`` variable
-    collection (``variables["reservoir"]["layer_<l>"]``, one plain dict per layer, made
-    by the cell's own ``init`` from the ``'params'`` RNG stream), not in ``'params'``, so
-    a train step that differentiates ``variables["params"]`` trains only what follows
-    the reservoir (a readout such as ``nn.Dense``), and a checkpoint of ``variables``
-    keeps the reservoir. The module outputs the reservoir states ``(*B, T, N)``; fit a
-    ridge readout on them with :mod:`rnnjax.esn` or train a dense one with optax.
-
-    Attributes:
-      hidden_size: ``N``, the reservoir size.
-      num_layers, bidirectional, merge, dropout, input_dropout, recurrent_dropout,
-        zoneout, time_major, deterministic, param_dtype: as in :class:`RNN`.
-      spectral_radius, leak_rate, input_scaling, bias_scaling, density, input_density,
-        activation: the reservoir's hyperparameters (see :class:`rnnjax.esn.EchoState`).
+    The reservoir weights are fixed (``trainable=False``): they live in the
+    ``'reservoir'`` variable collection (``variables["reservoir"]["layer_<l>"]``, one
+    plain dict per layer, made by the cell's own ``init`` from the ``'params'`` RNG
+    stream), not in ``'params'``, so a train step that differentiates
+    ``variables["params"]`` trains only what follows the reservoir (a readout such as
+    ``nn.Dense``), and a checkpoint of ``variables`` keeps the reservoir. The module
+    outputs the reservoir states ``(*B, T, N)``; fit a ridge readout on them with
+    :mod:`rnnjax.reservoir` or train a dense one with optax.
 
     References:
       Jaeger (2001). The "echo state" approach to analysing and training recurrent
@@ -423,81 +354,3 @@ class EchoState(_Base):
       >>> hs.shape
       (2, 8, 20)
     """
-
-    spectral_radius: Optional[float] = 0.95
-    leak_rate: float = 1.0
-    input_scaling: float = 1.0
-    bias_scaling: float = 0.0
-    density: float = 0.1
-    input_density: float = 1.0
-    activation: str = "tanh"
-
-    @nn.nowrap
-    def make_cell(self, input_size: int):
-        """The reservoir of a layer with ``input_size`` inputs."""
-        from rnnjax.esn import EchoState as _EchoStateCell
-
-        return _EchoStateCell(
-            input_size,
-            self.hidden_size,
-            spectral_radius=self.spectral_radius,
-            leak_rate=self.leak_rate,
-            input_scaling=self.input_scaling,
-            bias_scaling=self.bias_scaling,
-            density=self.density,
-            input_density=self.input_density,
-            activation=self.activation,
-            param_dtype=self.param_dtype,
-        )
-
-    @nn.nowrap
-    def _declare(self, net: rl.Stacked) -> tuple:
-        return tuple(
-            self.variable(
-                "reservoir", f"layer_{i}", lambda l=layer: l.init(self.make_rng("params"))
-            ).value
-            for i, layer in enumerate(net.layers)
-        )
-
-
-class Recurrent(_Recurrent):
-    """Layers of any rnnjax cell class as a linen module (a new cell needs no new module).
-
-    The attributes are those of :class:`RNN` (but ``nonlinearity``), and:
-
-    Attributes:
-      cell: the cell class, called as
-        ``cell(input_size, hidden_size, **options, kernel_init=..., recurrent_init=...,
-        param_dtype=..., dtype=...)``, e.g. :class:`rnnjax.MinGRU`,
-        :class:`rnnjax.MinLSTM`, :class:`rnnjax.LRU`.
-      options: the cell's other hyperparameters as ``(name, value)`` pairs (hashable).
-
-    Example:
-      >>> import jax, jax.numpy as jnp, rnnjax as rj, rnnjax.linen as rl
-      >>> net = rl.Recurrent(8, cell=rj.MinGRU, num_layers=2,
-      ...                    config=rj.ScanConfig(method="parallel"))
-      >>> xs = jnp.ones((2, 5, 3))
-      >>> variables = net.init(jax.random.key(0), xs)
-      >>> _, ys = net.apply(variables, xs, jnp.array([5, 2]))
-      >>> ys.shape
-      (2, 5, 8)
-    """
-
-    cell: Any = None
-    options: tuple = ()
-
-    @nn.nowrap
-    def make_cell(self, input_size: int):
-        """The cell of a layer with ``input_size`` inputs."""
-        if not callable(self.cell):
-            raise TypeError(
-                f"cell must be an rnnjax cell class (e.g. rnnjax.MinGRU); got {self.cell!r}"
-            )
-        # initialisers the cell class does not declare (MinGRU has no recurrent weights,
-        # the LRU draws its own) are left out; set to another value they are an error
-        names = {f.name for f in dataclasses.fields(self.cell)}
-        kw = self._cell_kwargs()
-        for k in [k for k in kw if k not in names]:
-            if kw.pop(k) != getattr(_Recurrent, k):
-                raise ValueError(f"{k} is not a field of {self.cell.__name__}; leave it unset")
-        return self.cell(input_size, self.hidden_size, **dict(self.options), **kw)

@@ -218,6 +218,73 @@ def test_echo_state_reservoir_is_fixed_and_matches_float64_loop():
     assert bool(jnp.all(hs[1, int(LENGTH[1]) :] == 0.0))
 
 
+# ---------------------------------------------------------------- Recurrent(cell), factories
+
+
+def test_factories_are_recurrent_of_the_cell_and_keep_their_names():
+    """rl.LSTM(H, ...) is rl.Recurrent(rj.LSTM(H, H, ...), ...); an unnamed one inside a
+    parent is still named LSTM_0 (the paths of saved variables stay)."""
+    m = rl.LSTM(H, num_layers=2, proj_size=2, dropout=0.1)
+    assert isinstance(m, rl.Recurrent) and type(m).__name__ == "LSTM"
+    assert m.cell == rj.LSTM(H, H, proj_size=2) and m.num_layers == 2 and m.dropout == 0.1
+    assert rl.EchoState(H, leak_rate=0.5).trainable is False
+    assert rl.EchoState(H).cell == rj.EchoState(H, H)
+
+    class Parent(nn.Module):
+        @nn.compact
+        def __call__(self, xs):
+            return rl.LSTM(H)(xs)[1] + rl.GRU(H)(xs)[1] + rl.LSTM(H)(xs)[1]
+
+    shapes = jax.eval_shape(Parent().init, jax.random.key(0), _xs())
+    assert sorted(shapes["params"]) == ["GRU_0", "LSTM_0", "LSTM_1"]
+
+
+def test_recurrent_takes_its_input_size_from_the_inputs():
+    """As Flax's linen cells: the first layer runs the cell rebuilt for xs's feature size;
+    a cell that cannot be rebuilt (not a dataclass) must match it."""
+    m = rl.Recurrent(rj.GRU(7, H))
+    v = m.init(jax.random.key(0), _xs())
+    assert v["params"]["layer_0"]["w_ih"].shape == (I, 3 * H)
+    assert m.functional(I).layers[0].cell == rj.GRU(I, H)
+    _, ys = m.apply(v, _xs(), LENGTH)
+    _, want = rj.Recurrent(rj.GRU(I, H)).apply_batch(v["params"]["layer_0"], _xs(), LENGTH)
+    np.testing.assert_array_equal(ys, want)
+
+    class Frozen:
+        """A cell that is not a dataclass: the protocol as properties."""
+
+        input_size, output_size = 7, H
+
+        def __getattr__(self, name):
+            return getattr(rj.GRU(7, H), name)
+
+    with pytest.raises(ValueError, match="xs must have the input size of the cell"):
+        rl.Recurrent(Frozen()).init(jax.random.key(0), _xs())
+
+
+def test_recurrent_with_a_cell_class_is_deprecated_and_gives_the_same_numbers():
+    xs = _xs(8)
+    with pytest.warns(DeprecationWarning, match=r"Recurrent\(LSTM\(input_size, 4") as rec:
+        old = rl.Recurrent(H, cell=rj.LSTM, num_layers=2, options=(("proj_size", 2),))
+    assert rec[0].filename == __file__  # the warning points at the caller
+    new = rl.Recurrent(rj.LSTM(I, H, proj_size=2), num_layers=2)
+    v_old, v_new = old.init(jax.random.key(2), xs), new.init(jax.random.key(2), xs)
+    for a, b in zip(jax.tree_util.tree_leaves(v_old), jax.tree_util.tree_leaves(v_new)):
+        np.testing.assert_array_equal(a, b)
+    (s_old, _), y_old = old.apply(v_old, xs, LENGTH)
+    (s_new, _), y_new = new.apply(v_new, xs, LENGTH)
+    np.testing.assert_array_equal(y_old, y_new)
+    np.testing.assert_array_equal(s_old.c, s_new.c)
+    assert float(jnp.max(jnp.abs(y_new))) > 0.0
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        by_name = rl.Recurrent(cell=rj.MinGRU, hidden_size=H, time_major=True)
+    assert by_name.cell == rj.MinGRU(H, H) and by_name.time_major is True
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="recurrent_init"):
+        rl.Recurrent(H, cell=rj.MinGRU, recurrent_init="zeros")
+    with pytest.raises(TypeError, match="cell must be a cell instance.*instantiate"):
+        rl.Recurrent(rj.GRU)
+
+
 # ---------------------------------------------------------------- dropout
 
 DROP = rl.LSTM(H, num_layers=2, dropout=0.5, recurrent_dropout=0.3, input_dropout=0.2)

@@ -1,6 +1,9 @@
 """The modern cells through the generic Flax modules (linen, NNX) and the xLSTM and
 Griffin blocks."""
 
+import dataclasses
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,16 +24,16 @@ PAR = rj.ScanConfig(method="parallel")
 
 @pytest.mark.parametrize("cls,options", CELLS, ids=[c.__name__ for c, _ in CELLS])
 def test_linen_recurrent_runs_each_cell(cls, options):
-    """``rnnjax.linen.Recurrent(H, cell=...)`` equals ``rj.unroll_batch`` of the cell on
-    the module's own parameters; the parallel config (where the cell has one) agrees."""
+    """``rnnjax.linen.Recurrent(cell)`` equals ``rj.unroll_batch`` of the cell on the
+    module's own parameters; the parallel config (where the cell has one) agrees."""
     import rnnjax.linen as rl
 
     xs = jax.random.normal(jax.random.key(1), (2, 5, H))
     lengths = jnp.array([5, 2])
-    net = rl.Recurrent(H, cell=cls, options=options)
+    cell = cls(H, H, **dict(options))
+    net = rl.Recurrent(cell)
     v = net.init(jax.random.key(0), xs)
     _, ys = net.apply(v, xs, lengths)
-    cell = cls(H, H, **dict(options))
     leaves = jax.tree_util.tree_leaves(v["params"]["layer_0"])
     keys = sorted(cell.init(jax.random.key(0)))
     assert len(leaves) == len(keys)
@@ -40,7 +43,7 @@ def test_linen_recurrent_runs_each_cell(cls, options):
     np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-6)
     assert bool((ys[1, 2:] == 0).all())
     if hasattr(cell, "parallel_run"):
-        _, ys_par = rl.Recurrent(H, cell=cls, options=options, config=PAR).apply(v, xs, lengths)
+        _, ys_par = rl.Recurrent(cell, config=PAR).apply(v, xs, lengths)
         np.testing.assert_allclose(ys_par, ys, rtol=1e-5, atol=1e-5)
 
 
@@ -58,6 +61,84 @@ def test_nnx_recurrent_runs_each_cell(cls, options):
     _, ys = net(xs, jnp.array([5, 2]))
     assert ys.shape == (2, 5, H) and bool(jnp.isfinite(ys).all())
     assert bool((ys[1, 2:] == 0).all())
+
+
+class _LeakyState(NamedTuple):
+    h: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class _Leaky:
+    """A user's cell: the protocol only, no rnnjax base class."""
+
+    input_size: int
+    hidden_size: int
+
+    @property
+    def output_size(self):
+        return self.hidden_size
+
+    def init(self, key):
+        return {"w": 0.5 * jax.random.normal(key, (self.input_size, self.hidden_size))}
+
+    def initial_state(self, dtype=None):
+        return _LeakyState(jnp.zeros(self.hidden_size, dtype or jnp.float32))
+
+    def step(self, params, state, x):
+        h = 0.5 * state.h + jnp.tanh(x @ params["w"])
+        return _LeakyState(h), h
+
+
+STACK = dict(num_layers=2, bidirectional=True)
+SAME = {
+    "LSTM-proj": (lambda: rj.LSTM(3, H, proj_size=2), {}),
+    "GRU-cho": (lambda: rj.GRU(3, H, reset_after=False), dict(time_major=True)),
+    "EchoState-fixed": (lambda: rj.EchoState(3, H), dict(trainable=False)),
+    "MinGRU-sum": (lambda: rj.MinGRU(3, H), dict(STACK, merge="sum", config=PAR)),
+    "user": (lambda: _Leaky(3, H), dict(STACK, merge="mean")),
+    # the modern cells one layer deep (their compiles are long)
+    **{cls.__name__: (lambda c=cls, o=options: c(H, H, **dict(o)), {}) for cls, options in CELLS},
+}
+
+
+def _shapes(tree):
+    return jax.tree_util.tree_map(jnp.shape, tree)
+
+
+@pytest.mark.parametrize("name", sorted(SAME))
+def test_linen_and_nnx_take_the_same_cell_and_options(name):
+    """One cell instance, the same options: linen and NNX run the same functional network,
+    declare the same variables, and give identical outputs and states for the same
+    parameters (NNX's, handed to linen)."""
+    from flax import nnx
+
+    import rnnjax.linen as rl
+    import rnnjax.nnx as rn
+
+    make, options = SAME[name]
+    cell = make()
+    mod_nnx = rn.Recurrent(cell, rngs=nnx.Rngs(0), **options)
+    mod_linen = rl.Recurrent(cell, **options)
+    assert mod_nnx.cell is cell and mod_linen.cell is cell
+    assert mod_linen.functional() == mod_nnx.functional()
+    collection = "params" if options.get("trainable", True) else "reservoir"
+    variables = {collection: {f"layer_{i}": p for i, p in enumerate(mod_nnx.layer_params())}}
+    I = cell.input_size
+    xs = jax.random.normal(jax.random.key(1), (5, 2, I) if options.get("time_major") else (2, 5, I))
+    lengths = jnp.array([5, 2])
+    assert _shapes(jax.eval_shape(mod_linen.init, jax.random.key(0), xs)) == _shapes(variables)
+    s_nnx, y_nnx = mod_nnx(xs, lengths)
+    s_linen, y_linen = mod_linen.apply(variables, xs, lengths)
+    np.testing.assert_array_equal(y_linen, y_nnx)
+    assert float(jnp.max(jnp.abs(y_nnx))) > 0.0
+    assert jax.tree_util.tree_structure(s_linen) == jax.tree_util.tree_structure(s_nnx)
+    for a, b in zip(jax.tree_util.tree_leaves(s_linen), jax.tree_util.tree_leaves(s_nnx)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(mod_linen.initial_state((2,))),
+        jax.tree_util.tree_leaves(mod_nnx.initial_state((2,))),
+    ):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize(

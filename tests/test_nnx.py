@@ -285,3 +285,49 @@ def test_generic_recurrent_refuses_what_is_not_a_cell():
         rn.Recurrent(object(), rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="rngs"):
         rn.Recurrent(rj.GRU(I, H), rngs=0)
+
+
+def test_factories_are_recurrent_of_the_cell_and_take_resets():
+    import rnnjax as rj
+
+    m = rn.GRU(I, H, reset_after=False, num_layers=2, time_major=True, rngs=nnx.Rngs(0))
+    assert isinstance(m, rn.Recurrent) and m.cell == rj.GRU(I, H, reset_after=False)
+    assert m.num_layers == 2 and m.time_major is True and m.trainable is True
+    xs = _xs(6, (T, B, I))
+    resets = jnp.zeros((T, B), bool).at[2, 0].set(True)
+    _, ys = m(xs, LENGTH, resets=resets)
+    _, want = m.functional().apply_batch(
+        m.layer_params(), xs, LENGTH, resets=resets, time_major=True
+    )
+    np.testing.assert_array_equal(ys, want)
+    _, no_reset = m(xs, LENGTH)
+    assert not np.allclose(ys[2:, 0], no_reset[2:, 0])
+
+
+def test_echo_state_reservoir_is_fixed():
+    """rn.EchoState's weights are Reservoir variables: not nnx.Param, so nnx.grad and
+    nnx.Optimizer(wrt=nnx.Param) train only the readout, and nnx.state keeps them."""
+    import rnnjax as rj
+
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            self.esn = rn.EchoState(I, H, leak_rate=0.3, density=0.5, rngs=rngs)
+            self.out = nnx.Linear(H, 1, rngs=rngs)
+
+        def __call__(self, xs):
+            return self.out(self.esn(xs, LENGTH)[1])
+
+    model = Model(nnx.Rngs(0))
+    esn = model.esn
+    assert esn.trainable is False and esn.cell == rj.EchoState(I, H, leak_rate=0.3, density=0.5)
+    assert isinstance(esn.layer_0["w"], rn.Reservoir)
+    assert jax.tree_util.tree_leaves(nnx.state(esn, nnx.Param)) == []
+    assert len(jax.tree_util.tree_leaves(nnx.state(esn, rn.Reservoir))) == 4
+    xs = _xs(7)
+    (state,), hs = esn(xs, LENGTH)
+    p = esn.layer_params()[0]
+    (want_state,), want = rj.Stacked([rj.Recurrent(esn.cell)]).apply_batch((p,), xs, LENGTH)
+    np.testing.assert_array_equal(hs, want)
+    np.testing.assert_array_equal(state.h, want_state.h)
+    grads = nnx.grad(lambda m: jnp.mean(m(xs) ** 2))(model)
+    assert sorted(nnx.to_pure_dict(grads)) == ["out"]

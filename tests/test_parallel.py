@@ -316,10 +316,10 @@ def test_linear_cells_mixed_precision_and_linen():
         p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), p16)
         _, ref = rj.unroll_batch(c32, p32, xs)
         np.testing.assert_allclose(ys.astype(jnp.float32), ref, atol=5e-2)
-        net = rl.Recurrent(H, cell=cls, bidirectional=True, config=_par())
+        net = rl.Recurrent(cls(I, H), bidirectional=True, config=_par())
         variables = net.init(jax.random.key(0), xs)
         (state,), out = net.apply(variables, xs, jnp.array([T, 2]))
-        seq = rl.Recurrent(H, cell=cls, bidirectional=True)
+        seq = rl.Recurrent(cls(I, H), bidirectional=True)
         np.testing.assert_allclose(
             out, seq.apply(variables, xs, jnp.array([T, 2]))[1], rtol=1e-5, atol=1e-6
         )

@@ -1,0 +1,75 @@
+"""Mamba-2's state-space duality (SSD, Dao and Gu 2024): per head a scalar decay
+:math:`e^{\\Delta_t A}`,
+
+.. math::
+
+    H_t = e^{\\Delta_t A}\\, H_{t-1} + B_t (\\Delta_t x_t)^\\top, \\qquad y_t = H_t^\\top C_t ,
+
+which is :mod:`rnnjax.ops.simple_gla` with ``q = C``, ``k = B``, ``v = dt * x``,
+``g = dt * A`` and ``scale = 1``. Mamba-2's skip term ``D * x``, the ``softplus`` and bias
+of ``dt`` and ``A = -exp(A_log)`` are the caller's.
+
+Layout (time-major; Mamba-2's ``(b, l, h, p)`` is batch-first): ``x`` ``(T, *B, h, p)``,
+``dt`` ``(T, *B, h)`` (step sizes, normally ``> 0``), ``A`` ``(h,)`` (normally ``< 0``),
+``B, C`` ``(T, *B, g, n)`` with ``g`` groups dividing ``h`` (head ``i`` uses group
+``i // (h // g)``, as Mamba-2), state ``H`` ``(*B, h, n, p)``, masks bool ``(T, *B)``.
+Public entry point: :func:`rnnjax.ops.ssd`.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from rnnjax.ops import OPERATORS
+  >>> ssd = OPERATORS["ssd"]                         # the module
+  >>> x = jnp.ones((3, 1, 1)); dt = jnp.ones((3, 1)); A = jnp.log(jnp.array([0.5]))
+  >>> Bm = Cm = jnp.ones((3, 1, 1))                            # (T, g, n)
+  >>> y, H = ssd.chunk(x, dt, A, Bm, Cm, state=jnp.zeros((1, 1, 1)), chunk=2)
+  >>> y[:, 0, 0].tolist()
+  [1.0, 1.5, 1.75]
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from rnnjax.ops import _diagonal as dg
+
+__all__ = ["step", "recurrent", "chunk"]
+
+
+def _as_gla(x, dt, A, B, C):
+    """``(q, k, v, g)`` of simple GLA; groups of ``B, C`` repeated to the heads."""
+    rep = x.shape[-2] // B.shape[-2]
+    if rep != 1:
+        B, C = jnp.repeat(B, rep, axis=-2), jnp.repeat(C, rep, axis=-2)
+    return C, B, x * dt[..., None].astype(x.dtype), dt * A
+
+
+def step(state, x, dt, A, B, C, *, scale=1.0):
+    """One step: ``x`` ``(*B, h, p)``, ``dt`` ``(*B, h)``, ``A`` ``(h,)``, ``B, C``
+    ``(*B, g, n)``, ``state`` ``(*B, h, n, p)``. Returns ``(state, y)``."""
+    return dg.step(state, *_as_gla(x, dt, A, B, C), scale=scale)
+
+
+def recurrent(x, dt, A, B, C, *, state, reset_state=None, valid=None, resets=None, scale=1.0):
+    """``lax.scan`` of :func:`step` with the masks. Returns ``(y, final_state)``."""
+    return dg.recurrent(
+        *_as_gla(x, dt, A, B, C),
+        state=state,
+        reset_state=reset_state,
+        valid=valid,
+        resets=resets,
+        scale=scale,
+    )
+
+
+def chunk(x, dt, A, B, C, *, state, reset_state=None, valid=None, resets=None, chunk=64, scale=1.0):
+    """The chunkwise form (Mamba-2's SSD algorithm), equal to :func:`recurrent`. Returns
+    ``(y, final_state)``."""
+    return dg.chunk(
+        *_as_gla(x, dt, A, B, C),
+        state=state,
+        reset_state=reset_state,
+        valid=valid,
+        resets=resets,
+        chunk=chunk,
+        scale=scale,
+    )

@@ -80,6 +80,7 @@ from rnnjax import checks
 
 __all__ = [
     "bcast",
+    "bcast_lead",
     "scan",
     "to_chunks",
     "from_chunks",
@@ -102,6 +103,11 @@ def bcast(mask, x):
     """``mask`` reshaped with trailing unit axes to broadcast against ``x`` (its leading
     axes are ``mask``'s)."""
     return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+
+
+def bcast_lead(x, ndim: int):
+    """``x`` with leading unit axes up to ``ndim`` axes (explicit rank promotion)."""
+    return x.reshape((1,) * (ndim - x.ndim) + x.shape)
 
 
 def _where(mask, a, b):
@@ -172,8 +178,8 @@ def chunk_masks(valid, resets, T: int, batch, chunk: int) -> ChunkMasks:
         return ChunkMasks(valid=vc, same=jnp.broadcast_to(causal, vc.shape + (chunk,)))
     rc = jnp.expand_dims(to_chunks(resets & valid, chunk, nb), nb + 1)
     seg = jnp.cumsum(rc.astype(jnp.int32), axis=-1)
-    same = causal & (seg[..., :, None] == seg[..., None, :])
-    start = jax.lax.cummax(jnp.where(rc, idx, 0), axis=rc.ndim - 1)
+    same = bcast_lead(causal, rc.ndim + 1) & (seg[..., :, None] == seg[..., None, :])
+    start = jax.lax.cummax(jnp.where(rc, bcast_lead(idx, rc.ndim), 0), axis=rc.ndim - 1)
     return ChunkMasks(
         valid=vc,
         same=same,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from rnnjax.ops import _common as cm
 from rnnjax.ops import _diagonal as dg
 
 __all__ = ["step", "recurrent", "chunk"]
@@ -40,7 +41,7 @@ def _as_gla(x, dt, A, B, C):
     rep = x.shape[-2] // B.shape[-2]
     if rep != 1:
         B, C = jnp.repeat(B, rep, axis=-2), jnp.repeat(C, rep, axis=-2)
-    return C, B, x * dt[..., None].astype(x.dtype), dt * A
+    return C, B, x * dt[..., None].astype(x.dtype), dt * cm.bcast_lead(A, dt.ndim)
 
 
 def step(state, x, dt, A, B, C, *, scale=1.0):

@@ -26,7 +26,11 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from rnnjax import checks
+from rnnjax.ops import delta_rule as _delta_rule
+from rnnjax.ops import dplr as _dplr
+from rnnjax.ops import gated_delta_rule as _gated_delta_rule
 from rnnjax.ops import gla as _gla
+from rnnjax.ops import kda as _kda
 from rnnjax.ops import linear_attn as _linear_attn
 from rnnjax.ops import simple_gla as _simple_gla
 from rnnjax.ops import ssd as _ssd
@@ -284,3 +288,205 @@ def ssd(
     return run_public(
         _ssd, arrays, roles, **opts, default_scale=lambda s: None, check=_check_groups
     )
+
+
+# The delta-rule family: a transition (I - beta k k^T), gated by a decay, or a general
+# diagonal-plus-low-rank one; chunkwise through the WY / UT representation.
+OPERATORS.update(
+    delta_rule=_delta_rule,
+    gated_delta_rule=_gated_delta_rule,
+    kda=_kda,
+    dplr_delta_rule=_dplr,
+)
+__all__ += ["delta_rule", "gated_delta_rule", "kda", "dplr_delta_rule"]
+_BETA = """      beta: ``(T, *B, h)`` in ``[0, 2]``: ``(0, 1)`` is the paper's rule, ``(0, 2)``
+        allows negative eigenvalues (the transition's eigenvalue along a unit-norm key is
+        ``1 - beta``); a concrete ``beta`` outside ``[0, 2]`` raises a ``ValueError``.
+"""
+
+
+def _with_beta(f):
+    f.__doc__ = f.__doc__.replace("      {beta}\n", _BETA)
+    return _with_args(f)
+
+
+@_with_beta
+def delta_rule(
+    q,
+    k,
+    v,
+    beta,
+    *,
+    initial_state=None,
+    length=None,
+    resets=None,
+    reverse=False,
+    method="chunkwise",
+    chunk=64,
+    scale=None,
+):
+    """The delta rule (DeltaNet):
+    :math:`S_t = (I - \\beta_t k_t k_t^\\top) S_{t-1} + \\beta_t k_t v_t^\\top`,
+    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (:mod:`rnnjax.ops.delta_rule`). Keys are
+    normally L2-normalised.
+
+    Args:
+      q, k: ``(T, *B, h, dk)``.
+      v: ``(T, *B, h, dv)``.
+      {beta}
+      {public}
+      scale: the query scale (default ``dk ** -0.5``).
+
+    Returns:
+      ``(o, final_state)``: ``(T, *B, h, dv)`` and ``(*B, h, dk, dv)``.
+
+    Example:
+      >>> import jax, rnnjax.ops as ops
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 7, 2, 4, 8))  # (T, B, h, d)
+      >>> k = k / jax.numpy.linalg.norm(k, axis=-1, keepdims=True)
+      >>> beta = jax.nn.sigmoid(jax.random.normal(jax.random.key(1), (7, 2, 4)))
+      >>> o, S = ops.delta_rule(q, k, v, beta, length=jax.numpy.array([7, 3]), chunk=4)
+      >>> o2, S2 = ops.delta_rule(q, k, v, beta, length=jax.numpy.array([7, 3]),
+      ...                         method="recurrent")
+      >>> o.shape, S.shape, bool(jax.numpy.allclose(o, o2, atol=1e-4))
+      ((7, 2, 4, 8), (2, 4, 8, 8), True)
+    """
+    arrays = dict(q=q, k=k, v=v, beta=beta)
+    return run_public(_delta_rule, arrays, {**_QKV, "beta": ("h",)}, **_options(locals()))
+
+
+@_with_beta
+def gated_delta_rule(
+    q,
+    k,
+    v,
+    g,
+    beta,
+    *,
+    initial_state=None,
+    length=None,
+    resets=None,
+    reverse=False,
+    method="chunkwise",
+    chunk=64,
+    scale=None,
+):
+    """The gated delta rule (Gated DeltaNet):
+    :math:`S_t = e^{g_t} (I - \\beta_t k_t k_t^\\top) S_{t-1} + \\beta_t k_t v_t^\\top`,
+    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (:mod:`rnnjax.ops.gated_delta_rule`).
+
+    Args:
+      q, k: ``(T, *B, h, dk)``.
+      v: ``(T, *B, h, dv)``.
+      g: ``(T, *B, h)`` log-decays (normally ``<= 0``).
+      {beta}
+      {public}
+      scale: the query scale (default ``dk ** -0.5``).
+
+    Returns:
+      ``(o, final_state)``: ``(T, *B, h, dv)`` and ``(*B, h, dk, dv)``.
+
+    Example:
+      >>> import jax, rnnjax.ops as ops
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 6, 2, 8))   # (T, h, d)
+      >>> k = k / jax.numpy.linalg.norm(k, axis=-1, keepdims=True)
+      >>> g, b = jax.random.normal(jax.random.key(1), (2, 6, 2))
+      >>> o, S = ops.gated_delta_rule(q, k, v, jax.nn.log_sigmoid(g), jax.nn.sigmoid(b), chunk=4)
+      >>> o.shape, S.shape
+      ((6, 2, 8), (2, 8, 8))
+    """
+    arrays = dict(q=q, k=k, v=v, g=g, beta=beta)
+    roles = {**_QKV, "g": ("h",), "beta": ("h",)}
+    return run_public(_gated_delta_rule, arrays, roles, **_options(locals()))
+
+
+@_with_beta
+def kda(
+    q,
+    k,
+    v,
+    gk,
+    beta,
+    *,
+    initial_state=None,
+    length=None,
+    resets=None,
+    reverse=False,
+    method="chunkwise",
+    chunk=64,
+    scale=None,
+):
+    """Kimi Delta Attention: a per-key-channel decay, then the delta rule,
+    :math:`S_t = (I - \\beta_t k_t k_t^\\top) \\operatorname{diag}(e^{g^k_t}) S_{t-1}
+    + \\beta_t k_t v_t^\\top`, :math:`o_t = \\text{scale}\\, S_t^\\top q_t`
+    (:mod:`rnnjax.ops.kda`).
+
+    Args:
+      q, k: ``(T, *B, h, dk)``.
+      v: ``(T, *B, h, dv)``.
+      gk: ``(T, *B, h, dk)`` log-decays (normally ``<= 0``).
+      {beta}
+      {public}
+      scale: the query scale (default ``dk ** -0.5``).
+
+    Returns:
+      ``(o, final_state)``: ``(T, *B, h, dv)`` and ``(*B, h, dk, dv)``.
+
+    Example:
+      >>> import jax, rnnjax.ops as ops
+      >>> q, k, v, gk = jax.random.normal(jax.random.key(0), (4, 6, 2, 4))   # (T, h, d)
+      >>> k = k / jax.numpy.linalg.norm(k, axis=-1, keepdims=True)
+      >>> beta = jax.nn.sigmoid(jax.random.normal(jax.random.key(1), (6, 2)))
+      >>> o, S = ops.kda(q, k, v, jax.nn.log_sigmoid(gk), beta, reverse=True, chunk=4)
+      >>> o.shape, S.shape
+      ((6, 2, 4), (2, 4, 4))
+    """
+    arrays = dict(q=q, k=k, v=v, gk=gk, beta=beta)
+    roles = {**_QKV, "gk": ("h", "dk"), "beta": ("h",)}
+    return run_public(_kda, arrays, roles, **_options(locals()))
+
+
+@_with_args
+def dplr_delta_rule(
+    q,
+    k,
+    v,
+    a,
+    b,
+    gk,
+    *,
+    initial_state=None,
+    length=None,
+    resets=None,
+    reverse=False,
+    method="chunkwise",
+    chunk=64,
+    scale=None,
+):
+    """The generalised delta rule with a diagonal-plus-low-rank transition (RWKV-7),
+    :math:`S_t = (\\operatorname{diag}(e^{g^k_t}) + b_t a_t^\\top) S_{t-1} + k_t v_t^\\top`,
+    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (:mod:`rnnjax.ops.dplr`; fla's
+    ``chunk_dplr_delta_rule``, RWKV-7: ``a = -kappa``, ``b = kappa * a_rwkv``).
+
+    Args:
+      q, k, a, b: ``(T, *B, h, dk)`` (``a``, ``b`` unconstrained).
+      v: ``(T, *B, h, dv)``.
+      gk: ``(T, *B, h, dk)`` log-decays (normally ``<= 0``).
+      {public}
+      scale: the query scale (default ``dk ** -0.5``).
+
+    Returns:
+      ``(o, final_state)``: ``(T, *B, h, dv)`` and ``(*B, h, dk, dv)``.
+
+    Example:
+      >>> import jax, rnnjax.ops as ops
+      >>> q, k, v, kap, w = jax.random.normal(jax.random.key(0), (5, 6, 2, 4))   # (T, h, d)
+      >>> kap = kap / jax.numpy.linalg.norm(kap, axis=-1, keepdims=True)
+      >>> gk = -0.6 * jax.nn.sigmoid(w)                      # RWKV-7's decay, in log space
+      >>> o, S = ops.dplr_delta_rule(q, k, v, -kap, 0.5 * kap, gk, chunk=4)
+      >>> o.shape, S.shape
+      ((6, 2, 4), (2, 4, 4))
+    """
+    arrays = dict(q=q, k=k, v=v, a=a, b=b, gk=gk)
+    roles = {**_QKV, "a": ("h", "dk"), "b": ("h", "dk"), "gk": ("h", "dk")}
+    return run_public(_dplr, arrays, roles, **_options(locals()))

@@ -234,9 +234,12 @@ def _intra(m, q, k, v, a, b, seg, gx, R):
     ``u = U0 + Wt S_in``, the output products ``A_qk``, ``A_qb`` and the chunk's state map
     ``S_out = A_c S_in + H_c``. Arrays ``(..., h, C, d)``, masks from ``m``."""
     C, dk = q.shape[-2:]
-    eye = jnp.eye(C, dtype=bool)
+
+    def eye(n, dtype, like):  # an identity with ``like``'s rank
+        return jnp.eye(n, dtype=dtype).reshape((1,) * (like.ndim - 2) + (n, n))
+
     same = m.same  # (..., 1, C, C): j <= i, same segment
-    strict = same & ~eye
+    strict = same & ~eye(C, bool, same)
     Rb = R if R.ndim == q.ndim else R[None]
     bb = k if b is None else b
     w = a if gx is None else a * jnp.exp(gx)
@@ -249,7 +252,7 @@ def _intra(m, q, k, v, a, b, seg, gx, R):
     if first is not None:
         rhs = rhs + jnp.where(first, 0.0, w) @ Rb
         w = jnp.where(first, w, 0.0)
-    lower = jnp.eye(C, dtype=q.dtype) - A_ab
+    lower = eye(C, q.dtype, A_ab) - A_ab
     sol = jax.lax.linalg.triangular_solve(
         lower, jnp.concatenate([w, rhs], axis=-1), left_side=True, lower=True, unit_diagonal=True
     )
@@ -269,9 +272,9 @@ def _intra(m, q, k, v, a, b, seg, gx, R):
     else:
         H_c = jnp.swapaxes(kt, -1, -2) @ v + jnp.swapaxes(bt, -1, -2) @ U0
     if m.carries is None:
-        A_c = A_c + end * jnp.eye(dk, dtype=q.dtype)
+        A_c = A_c + end * eye(dk, q.dtype, A_c)
     else:
         carries = cm.bcast(m.carries, A_c)
-        A_c = A_c + jnp.where(carries, end, 0.0) * jnp.eye(dk, dtype=q.dtype)
+        A_c = A_c + jnp.where(carries, end, 0.0) * eye(dk, q.dtype, A_c)
         H_c = H_c + jnp.where(carries, 0.0, end) * Rb
     return Wt, U0, A_qk, A_qb, A_c, H_c

@@ -51,13 +51,13 @@ def step(state, q, k, v, gk, beta, *, scale=None):
       [0.5, 0.0]
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    dt = state.dtype
+    dt, out = state.dtype, jnp.result_type(q, k, v)
     k, beta = k.astype(dt), beta.astype(dt)[..., None]
     state = jnp.exp(gk.astype(dt))[..., None] * state
     err = v.astype(dt) - jnp.einsum("...i,...iv->...v", k, state)
     state = state + k[..., None] * (beta * err)[..., None, :]
     o = scale * jnp.einsum("...i,...iv->...v", q.astype(dt), state)
-    return state, o.astype(jnp.result_type(q, k, v))
+    return state, o.astype(out)
 
 
 def recurrent(q, k, v, gk, beta, *, state, reset_state=None, valid=None, resets=None, scale=None):

@@ -17,19 +17,23 @@ import numpy as np
 import pytest
 
 import rnnjax.ops as ops
-from rnnjax.ops import OPERATORS
 from tests.ops_reference import from_torch, load_naive, to_torch
+from tests.test_ops import (  # the shared harness of the operator tests
+    DK,
+    DV,
+    LENGTHS,
+    NB,
+    RESETS,
+    C,
+    H,
+    T,
+    _derivatives,
+    _loss_fn,
+    _modules_masked,
+    _run_all,
+    reference,
+)
 
-C = 3  # chunk size of the tests
-T = 7
-LENGTHS = np.array([0, 1, C - 1, C, C + 1, T], np.int32)
-NB = len(LENGTHS)
-RESETS = np.zeros((T, NB), bool)
-RESETS[1, 3] = True  # inside a chunk
-RESETS[3, 4] = RESETS[2, 4] = True  # on a chunk boundary, and just before it
-RESETS[3, 5] = RESETS[5, 5] = RESETS[6, 5] = True
-RESETS[2, 1] = True  # in the padding of a length-1 row
-H, DK, DV = 2, 3, 2
 FAMILIES = ["delta_rule", "gated_delta_rule", "kda", "dplr_delta_rule"]
 
 
@@ -61,46 +65,6 @@ def _inputs(family, rng, T=T, batch=(NB,), dtype=np.float64):
     return tuple(a.astype(dtype) for a in arrays), s0.astype(dtype)
 
 
-def reference(family, arrays, s0, lengths, resets, reverse):
-    """Each row with Python control flow over ``step``: every segment alone from the
-    initial state, outputs at input positions, zero past the length."""
-    step = OPERATORS[family].step
-    os_, ss = [], []
-    for b in range(len(lengths)):
-        n = int(lengths[b])
-        starts = [0] + [t for t in range(1, n) if resets is not None and resets[t, b]]
-        segs = list(zip(starts, starts[1:] + [n]))
-        o = np.zeros((T, H, DV))
-        s = s0[b]
-        for a, e in reversed(segs) if reverse else segs:
-            s = s0[b]
-            for t in range(e - 1, a - 1, -1) if reverse else range(a, e):
-                s, o[t] = step(s, *(x[t, b] for x in arrays))
-        os_.append(o)
-        ss.append(np.asarray(s))
-    return np.stack(os_, 1), np.stack(ss)
-
-
-@jax.jit
-def _run_all(arrays_by_family, s0s):
-    """Every family's public function, both methods, forward and reversed, with lengths
-    and resets: one compile for the value tests."""
-    out = {}
-    for family, arrays in arrays_by_family.items():
-        for method in ("chunkwise", "recurrent"):
-            for reverse in (False, True):
-                out[family, method, reverse] = getattr(ops, family)(
-                    *arrays,
-                    initial_state=s0s[family],
-                    length=jnp.asarray(LENGTHS),
-                    resets=jnp.asarray(RESETS),
-                    reverse=reverse,
-                    method=method,
-                    chunk=C,
-                )
-    return out
-
-
 def test_step_loop_recurrent_chunk_values():
     with jax.enable_x64(True):
         rng = np.random.default_rng(0)
@@ -116,25 +80,10 @@ def test_step_loop_recurrent_chunk_values():
                     np.testing.assert_allclose(s, want_s, rtol=1e-10, atol=1e-12)
 
 
-@jax.jit
-def _modules_masked(arrays_by_family, s0, r0, valid, resets):
-    """Each family module's ``chunk`` (two chunk sizes) and ``recurrent`` with any valid
-    pattern and a reset state other than the initial state."""
-    out = {}
-    for family, arrays in arrays_by_family.items():
-        module = OPERATORS[family]
-        kw = dict(state=s0, reset_state=r0, valid=valid, resets=resets)
-        out[family] = (
-            module.chunk(*arrays, **kw, chunk=C),
-            module.chunk(*arrays, **kw, chunk=T + 1),
-            module.recurrent(*arrays, **kw),
-        )
-    return out
-
-
 def test_module_masks_any_pattern():
-    """``valid`` false anywhere: the step changes nothing, the output is 0; a reset puts
-    ``reset_state`` back (ignored on an invalid step)."""
+    """Each module's ``chunk`` equals its ``recurrent`` (checked against a loop over ``step``
+    by the shared tests) with any pattern of valid steps, resets on invalid steps and a
+    reset state of its own; outputs of invalid steps are exactly 0."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(1)
         data = {f: _inputs(f, rng)[0] for f in FAMILIES}
@@ -143,18 +92,12 @@ def test_module_masks_any_pattern():
         resets = RESETS | (rng.random((T, NB)) < 0.2)
         resets[0, 0] = True
         out = _modules_masked(data, s0, r0, valid, resets)
-        for family, arrays in data.items():
-            want_o = np.zeros((T, NB, H, DV))
-            s = s0.copy()
-            for t in range(T):
-                s_in = np.where((resets[t] & valid[t])[:, None, None, None], r0, s)
-                new, o = OPERATORS[family].step(s_in, *(x[t] for x in arrays))
-                s = np.where(valid[t, :, None, None, None], new, s)
-                want_o[t] = np.where(valid[t, :, None, None], o, 0.0)
-            for o, fs in out[family]:
-                np.testing.assert_allclose(o, want_o, rtol=1e-10, atol=1e-12)
-                np.testing.assert_allclose(fs, s, rtol=1e-10, atol=1e-12)
-                assert (np.asarray(o)[~valid] == 0).all()
+        for family in FAMILIES:
+            (o, s), (want_o, want_s) = out[family]
+            np.testing.assert_allclose(o, want_o, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(s, want_s, rtol=1e-10, atol=1e-12)
+            assert (np.asarray(o)[~valid] == 0).all()
+            assert not np.allclose(s, s0)
 
 
 def _head_major(a):
@@ -211,39 +154,6 @@ def test_against_fla_naive(family):
             want_o, want_s = _fla(family, arrays, s0, naive_chunk)
             np.testing.assert_allclose(o, want_o, rtol=1e-10, atol=1e-12)
             np.testing.assert_allclose(s, want_s.numpy(), rtol=1e-10, atol=1e-12)
-
-
-def _loss_fn(family, method, reverse, chunk=C):
-    def loss(arrays, s0):
-        o, s = getattr(ops, family)(
-            *arrays,
-            initial_state=s0,
-            length=jnp.asarray(LENGTHS),
-            resets=jnp.asarray(RESETS),
-            reverse=reverse,
-            method=method,
-            chunk=chunk,
-        )
-        w = jnp.arange(1, o.shape[-1] + 1, dtype=o.dtype)
-        w = w.reshape((1,) * (o.ndim - 1) + w.shape)
-        return jnp.sum(jnp.sin(o) * w) + jnp.sum(jnp.cos(s))
-
-    return loss
-
-
-def _derivatives(f, args, tangents):
-    """Value, jvp, grad, forward-over-reverse and reverse-over-reverse Hessian-vector
-    products of ``f`` in all its arguments."""
-    g = jax.grad(f, argnums=(0, 1))
-    val, tan = jax.jvp(f, args, tangents)
-    fwd_rev = jax.jvp(g, args, tangents)[1]
-
-    def along(*a):
-        leaves = zip(jax.tree_util.tree_leaves(g(*a)), jax.tree_util.tree_leaves(tangents))
-        return sum(jnp.vdot(x, y) for x, y in leaves)
-
-    rev_rev = jax.grad(along, argnums=(0, 1))(*args)
-    return val, tan, g(*args), fwd_rev, rev_rev
 
 
 def check_derivatives(family, reverse, chunk=C):

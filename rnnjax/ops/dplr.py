@@ -1,23 +1,39 @@
-r"""The generalised delta rule with a diagonal-plus-low-rank transition (RWKV-7).
+r"""The generalised delta rule with a diagonal-plus-low-rank transition (RWKV-7; fla's
+``generalized_delta_rule/dplr``),
 
 .. math::
 
     S_t = \left(\operatorname{diag}(e^{g^k_t}) + b_t a_t^\top\right) S_{t-1} + k_t v_t^\top,
-    \qquad o_t = \text{scale}\; S_t^\top q_t
+    \qquad o_t = \text{scale}\; S_t^\top q_t ,
 
-with ``S`` of shape ``(dk, dv)``: the orientation of fla's ``dplr_recurrence`` (its
-``alpha`` is ``a``, its ``beta`` is ``b``). RWKV-7 ("Goose") takes ``a = -\hat\kappa`` and
-``b = \hat\kappa \odot a^{\text{rwkv}}`` with ``\hat\kappa`` the normalised removal key, so the
-transition is ``diag(w) - \hat\kappa (\hat\kappa \odot a)^\top``. ``a`` and ``b`` are free:
-no range is checked.
+in the orientation of fla's ``dplr_recurrence`` (its ``alpha`` is ``a``, its ``beta`` is
+``b``). RWKV-7 ("Goose", Peng et al. 2025) takes ``a = -kappa`` and ``b = kappa * a_rwkv``
+with ``kappa`` the normalised removal key and ``gk = -exp(w)``. ``a`` and ``b`` are free (no
+range is checked).
 
-The chunkwise form (:func:`chunk`) is the generic engine of every delta-rule family of
-:mod:`rnnjax.ops`: within a chunk the pseudo-values ``u_t = a_t^\top S_{t-1}`` solve one unit
-lower-triangular system (the WY / UT representation of Yang et al. 2024), the outputs are
-matrix products, and across chunks a scan carries the chunk states.
+Layout (time-major): ``q, k, a, b, gk`` ``(T, *B, h, dk)`` (``gk``: log-decays, normally
+``<= 0``), ``v`` ``(T, *B, h, dv)``, state ``S`` ``(*B, h, dk, dv)``, masks bool
+``(T, *B)``; ``scale`` defaults to ``dk ** -0.5``. :func:`transition_chunk` is the chunk
+form of every delta-rule family (the WY / UT representation). Public entry point:
+:func:`rnnjax.ops.dplr_delta_rule`.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from rnnjax.ops import OPERATORS
+  >>> dplr = OPERATORS["dplr_delta_rule"]                # the module
+  >>> q, k, v, kap = jax.random.normal(jax.random.key(0), (4, 5, 2, 3))   # (T, h, d)
+  >>> kap = kap / jnp.linalg.norm(kap, axis=-1, keepdims=True)
+  >>> args = (q, k, v, -kap, 0.5 * kap, jnp.full((5, 2, 3), -0.3))
+  >>> kw = dict(state=jnp.zeros((2, 3, 3)), resets=jnp.arange(5) == 3)
+  >>> o, S = dplr.chunk(*args, **kw, chunk=2)
+  >>> o2, S2 = dplr.recurrent(*args, **kw)
+  >>> bool(jnp.allclose(o, o2, atol=1e-5)), bool(jnp.allclose(S, S2, atol=1e-5))
+  (True, True)
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -26,116 +42,37 @@ import numpy as np
 from rnnjax import checks
 from rnnjax.ops import _common as cm
 
-__all__ = ["step", "recurrent", "chunk"]
-
-_NAMES = ("q", "k", "v", "a", "b", "gk")
+__all__ = ["step", "recurrent", "chunk", "transition_chunk", "check_beta"]
 
 
 def step(state, q, k, v, a, b, gk, *, scale=None):
-    r"""One step of the generalised delta rule, without masks.
-
-    .. math::
-
-        S_t = \operatorname{diag}(e^{g^k_t}) S_{t-1} + b_t (a_t^\top S_{t-1}) + k_t v_t^\top,
-        \qquad o_t = \text{scale}\; S_t^\top q_t
-
-    Args:
-      state: ``(*B, h, dk, dv)``.
-      q, k, a, b, gk: ``(*B, h, dk)`` (``gk``: log-decay per key channel).
-      v: ``(*B, h, dv)``.
-      scale: the query scale; ``None`` is ``dk ** -0.5``.
-
-    Returns:
-      ``(state, o)``: the new state (the state's dtype) and ``o`` ``(*B, h, dv)`` (the inputs'
-      dtype).
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from rnnjax.ops import dplr
-      >>> S = jnp.zeros((2, 4, 3))
-      >>> x = jnp.ones((2, 4))
-      >>> S, o = dplr.step(S, x, x, jnp.ones((2, 3)), -0.1 * x, 0.1 * x, -0.5 * x)
-      >>> o.shape, S.shape
-      ((2, 3), (2, 4, 3))
-    """
+    """One step: ``S = diag(exp gk) S + b (a^T S) + k v^T``, ``o = scale S^T q``
+    (``q, k, a, b, gk`` ``(*B, h, dk)``, ``v`` ``(*B, h, dv)``). Returns ``(state, o)``: the
+    state's dtype, and ``o`` ``(*B, h, dv)`` in the inputs'."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    dt = state.dtype
-    decay = jnp.exp(gk.astype(dt))[..., None]
+    dt, out = state.dtype, jnp.result_type(q, k, v)
     read = jnp.einsum("...i,...iv->...v", a.astype(dt), state)
-    state = decay * state + b.astype(dt)[..., None] * read[..., None, :]
+    state = jnp.exp(gk.astype(dt))[..., None] * state + b.astype(dt)[..., None] * read[..., None, :]
     state = state + k.astype(dt)[..., None] * v.astype(dt)[..., None, :]
     o = scale * jnp.einsum("...i,...iv->...v", q.astype(dt), state)
-    return state, o.astype(jnp.result_type(q, k, v))
+    return state, o.astype(out)
 
 
 def recurrent(q, k, v, a, b, gk, *, state, reset_state=None, valid=None, resets=None, scale=None):
-    """The generalised delta rule as a ``lax.scan`` of :func:`step` with the masks.
-
-    Args:
-      q, k, a, b, gk: ``(T, *B, h, dk)``; v: ``(T, *B, h, dv)``.
-      state: ``(*B, h, dk, dv)``, the state before step 0.
-      reset_state: the state a reset puts back (default: ``state``).
-      valid: bool ``(T, *B)``: a false step changes nothing and its output is 0.
-      resets: bool ``(T, *B)``: the state is put back to ``reset_state`` before the step.
-      scale: the query scale; ``None`` is ``dk ** -0.5``.
-
-    Returns:
-      ``(o, final_state)``: ``o`` ``(T, *B, h, dv)`` and the state after the last valid step.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from rnnjax.ops import dplr
-      >>> x = jnp.ones((5, 2, 4))
-      >>> o, S = dplr.recurrent(x, x, jnp.ones((5, 2, 3)), -0.1 * x, 0.1 * x, -0.5 * x,
-      ...                       state=jnp.zeros((2, 4, 3)))
-      >>> o.shape, S.shape
-      ((5, 2, 3), (2, 4, 3))
-    """
-
-    def f(S, *x):
-        return step(S, *x, scale=scale)
-
-    xs = (q, k, v, a, b, gk)
-    return cm.scan(f, xs, state=state, reset_state=reset_state, valid=valid, resets=resets)
+    """``lax.scan`` of :func:`step` with the masks. Returns ``(o, final_state)``."""
+    f = functools.partial(step, scale=scale)
+    masks = dict(reset_state=reset_state, valid=valid, resets=resets)
+    return cm.scan(f, (q, k, v, a, b, gk), state=state, **masks)
 
 
 def chunk(
     q, k, v, a, b, gk, *, state, reset_state=None, valid=None, resets=None, chunk=64, scale=None
 ):
-    """The generalised delta rule, chunkwise (same arguments and results as :func:`recurrent`).
-
-    Args:
-      chunk: the chunk length ``C`` (a positive int); ``T`` is padded to a multiple of it.
-      Others: as :func:`recurrent`.
-
-    Returns:
-      ``(o, final_state)`` as :func:`recurrent`, equal to it up to rounding.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from rnnjax.ops import dplr
-      >>> x = jnp.ones((5, 2, 4))
-      >>> args = (x, x, jnp.ones((5, 2, 3)), -0.1 * x, 0.1 * x, -0.5 * x)
-      >>> o, S = dplr.chunk(*args, state=jnp.zeros((2, 4, 3)), chunk=2)
-      >>> o2, S2 = dplr.recurrent(*args, state=jnp.zeros((2, 4, 3)))
-      >>> bool(jnp.allclose(o, o2, atol=1e-5)), bool(jnp.allclose(S, S2, atol=1e-5))
-      (True, True)
-    """
+    """The chunkwise form (:func:`transition_chunk`), equal to :func:`recurrent`. Returns
+    ``(o, final_state)``."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return transition_chunk(
-        q,
-        k,
-        v,
-        a,
-        b,
-        gk,
-        state=state,
-        reset_state=reset_state,
-        valid=valid,
-        resets=resets,
-        chunk=chunk,
-        scale=scale,
-    )
+    masks = dict(reset_state=reset_state, valid=valid, resets=resets)
+    return transition_chunk(q, k, v, a, b, gk, state=state, **masks, chunk=chunk, scale=scale)
 
 
 def check_beta(name, beta, top):

@@ -33,7 +33,8 @@ H, DK, DV = 2, 3, 2
 def _inputs(family, rng, T=T, batch=(NB,), dtype=np.float64):
     """The arrays of ``family``'s public function (time-major) and an initial state."""
     n = lambda *s: rng.normal(size=(T,) + batch + s).astype(dtype)  # noqa: E731
-    logd = lambda *s: np.log(rng.uniform(0.5, 0.99, size=(T,) + batch + s)).astype(dtype)  # noqa: E731
+    u = lambda *s: rng.uniform(0.5, 0.99, size=(T,) + batch + s)  # noqa: E731
+    logd = lambda *s: np.log(u(*s)).astype(dtype)  # noqa: E731
     q, k, v = n(H, DK), n(H, DK), n(H, DV)
     arrays = {
         "linear_attn": (q, k, v),

@@ -38,6 +38,7 @@ from rnnjax.ops._common import run_public, state_dtype
 
 __all__ = ["OPERATORS", "linear_attn", "simple_gla", "retention", "gla", "ssd"]
 
+#: Each operator family's name -> its module (``step``, ``recurrent``, ``chunk``).
 OPERATORS = {
     "linear_attn": _linear_attn,
     "simple_gla": _simple_gla,
@@ -85,7 +86,7 @@ def linear_attn(
     scale=None,
 ):
     """Linear attention: :math:`S_t = S_{t-1} + k_t v_t^\\top`,
-    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (:mod:`rnnjax.ops.linear_attn`).
+    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["linear_attn"]``).
 
     Args:
       q, k: ``(T, *B, h, dk)``.
@@ -122,7 +123,7 @@ def simple_gla(
     scale=None,
 ):
     """Simple GLA: a scalar log-decay per head, :math:`S_t = e^{g_t} S_{t-1} + k_t v_t^\\top`,
-    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (:mod:`rnnjax.ops.simple_gla`).
+    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["simple_gla"]``).
 
     Args:
       q, k: ``(T, *B, h, dk)``.
@@ -207,7 +208,7 @@ def gla(
 ):
     """Gated linear attention: a log-decay per key channel,
     :math:`S_t = \\operatorname{diag}(e^{g^k_t}) S_{t-1} + k_t v_t^\\top`,
-    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (:mod:`rnnjax.ops.gla`).
+    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["gla"]``).
 
     Args:
       q, k: ``(T, *B, h, dk)``.
@@ -255,7 +256,7 @@ def ssd(
     chunk=64,
 ):
     """Mamba-2's SSD: :math:`H_t = e^{\\Delta_t A} H_{t-1} + B_t (\\Delta_t x_t)^\\top`,
-    :math:`y_t = H_t^\\top C_t` (:mod:`rnnjax.ops.ssd`; no ``D`` skip term).
+    :math:`y_t = H_t^\\top C_t` (``OPERATORS["ssd"]``; no ``D`` skip term).
 
     Args:
       x: ``(T, *B, h, p)``.
@@ -327,7 +328,7 @@ def delta_rule(
 ):
     """The delta rule (DeltaNet):
     :math:`S_t = (I - \\beta_t k_t k_t^\\top) S_{t-1} + \\beta_t k_t v_t^\\top`,
-    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (:mod:`rnnjax.ops.delta_rule`). Keys are
+    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["delta_rule"]``). Keys are
     normally L2-normalised.
 
     Args:
@@ -373,7 +374,7 @@ def gated_delta_rule(
 ):
     """The gated delta rule (Gated DeltaNet):
     :math:`S_t = e^{g_t} (I - \\beta_t k_t k_t^\\top) S_{t-1} + \\beta_t k_t v_t^\\top`,
-    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (:mod:`rnnjax.ops.gated_delta_rule`).
+    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["gated_delta_rule"]``).
 
     Args:
       q, k: ``(T, *B, h, dk)``.
@@ -419,7 +420,7 @@ def kda(
     """Kimi Delta Attention: a per-key-channel decay, then the delta rule,
     :math:`S_t = (I - \\beta_t k_t k_t^\\top) \\operatorname{diag}(e^{g^k_t}) S_{t-1}
     + \\beta_t k_t v_t^\\top`, :math:`o_t = \\text{scale}\\, S_t^\\top q_t`
-    (:mod:`rnnjax.ops.kda`).
+    (``OPERATORS["kda"]``).
 
     Args:
       q, k: ``(T, *B, h, dk)``.
@@ -465,7 +466,7 @@ def dplr_delta_rule(
 ):
     """The generalised delta rule with a diagonal-plus-low-rank transition (RWKV-7),
     :math:`S_t = (\\operatorname{diag}(e^{g^k_t}) + b_t a_t^\\top) S_{t-1} + k_t v_t^\\top`,
-    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (:mod:`rnnjax.ops.dplr`; fla's
+    :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["dplr_delta_rule"]``; fla's
     ``chunk_dplr_delta_rule``, RWKV-7: ``a = -kappa``, ``b = kappa * a_rwkv``).
 
     Args:

@@ -50,10 +50,11 @@ def _decay_shape(g, k):
     return g[..., None] if g.ndim == k.ndim - 1 else g
 
 
-def step(state, q, k, v, g, *, scale):
+def step(state, q, k, v, g, *, scale=None):
     """One step from ``state`` ``(*B, h, dk, dv)`` with ``q, k`` ``(*B, h, dk)``, ``v``
-    ``(*B, h, dv)``, ``g`` ``None``, ``(*B, h)`` or ``(*B, h, dk)``. Returns
-    ``(state, o)``, ``o`` ``(*B, h, dv)`` in the inputs' dtype."""
+    ``(*B, h, dv)``, ``g`` ``None``, ``(*B, h)`` or ``(*B, h, dk)``; ``scale`` defaults to
+    ``dk ** -0.5``. Returns ``(state, o)``, ``o`` ``(*B, h, dv)`` in the inputs' dtype."""
+    scale = default_scale(scale, q)
     sd = state.dtype
     if g is not None:
         state = state * jnp.exp(_decay_shape(g, k).astype(sd))[..., None]
@@ -62,8 +63,11 @@ def step(state, q, k, v, g, *, scale):
     return state, o.astype(_out_dtype(q, k, v))
 
 
-def recurrent(q, k, v, g, *, state, reset_state, valid, resets, scale):
-    """:func:`step` under :func:`rnnjax.ops._common.scan`. Returns ``(o, final_state)``."""
+def recurrent(q, k, v, g, *, state, reset_state=None, valid=None, resets=None, scale=None):
+    """:func:`step` under :func:`rnnjax.ops._common.scan` (``valid``, ``resets``: bool
+    ``(T, *B)`` or ``None``; ``reset_state`` defaults to ``state``). Returns
+    ``(o, final_state)``."""
+    scale = default_scale(scale, q)
     xs = (q, k, v) if g is None else (q, k, v, g)
 
     def f(s, q_t, k_t, v_t, g_t=None):
@@ -93,9 +97,10 @@ def _intra_all(m, q, k, v, cs):
     return jax.lax.map(one, (m, q, k, v, cs))
 
 
-def chunk(q, k, v, g, *, state, reset_state, valid, resets, chunk, scale):
-    """The chunkwise form (module docstring) with the masks of
-    :mod:`rnnjax.ops._common`. Returns ``(o, final_state)``."""
+def chunk(q, k, v, g, *, state, reset_state=None, valid=None, resets=None, chunk=64, scale=None):
+    """The chunkwise form (module docstring) with the masks of :mod:`rnnjax.ops._common`,
+    equal to :func:`recurrent`. Returns ``(o, final_state)``."""
+    scale = default_scale(scale, q)
     C = checks.integer("chunk", chunk, minimum=1)
     T, nb = q.shape[0], q.ndim - 3
     sd = state.dtype

@@ -28,38 +28,19 @@ from rnnjax.ops import _diagonal as dg
 __all__ = ["step", "recurrent", "chunk"]
 
 
-def step(state, q, k, v, *, scale=None):
-    """One step: ``q, k`` ``(*B, h, dk)``, ``v`` ``(*B, h, dv)``, ``state``
-    ``(*B, h, dk, dv)``. Returns ``(state, o)``, ``o`` ``(*B, h, dv)``."""
-    return dg.step(state, q, k, v, None, scale=dg.default_scale(scale, q))
+def step(state, q, k, v, **options):
+    """One step: ``q, k`` ``(*B, h, dk)``, ``v`` ``(*B, h, dv)``,
+    ``state`` ``(*B, h, dk, dv)`` (keyword ``scale``). Returns ``(state, o)``."""
+    return dg.step(state, q, k, v, None, **options)
 
 
-def recurrent(q, k, v, *, state, reset_state=None, valid=None, resets=None, scale=None):
-    """``lax.scan`` of :func:`step` with the masks. Returns ``(o, final_state)``."""
-    return dg.recurrent(
-        q,
-        k,
-        v,
-        None,
-        state=state,
-        reset_state=reset_state,
-        valid=valid,
-        resets=resets,
-        scale=dg.default_scale(scale, q),
-    )
+def recurrent(q, k, v, **options):
+    """``lax.scan`` of :func:`step` with the masks (keywords ``state`` (required),
+    ``reset_state``, ``valid``, ``resets``, ``scale``). Returns ``(o, final_state)``."""
+    return dg.recurrent(q, k, v, None, **options)
 
 
-def chunk(q, k, v, *, state, reset_state=None, valid=None, resets=None, chunk=64, scale=None):
-    """The chunkwise form, equal to :func:`recurrent`. Returns ``(o, final_state)``."""
-    return dg.chunk(
-        q,
-        k,
-        v,
-        None,
-        state=state,
-        reset_state=reset_state,
-        valid=valid,
-        resets=resets,
-        chunk=chunk,
-        scale=dg.default_scale(scale, q),
-    )
+def chunk(q, k, v, **options):
+    """The chunkwise form, equal to :func:`recurrent` (keywords as :func:`recurrent` and
+    ``chunk=64``). Returns ``(o, final_state)``."""
+    return dg.chunk(q, k, v, None, **options)

@@ -44,38 +44,19 @@ def retention_log_decay(heads: int, dtype=jnp.float32):
     return jnp.log1p(-(2.0 ** (-5.0 - jnp.arange(heads, dtype=dtype))))
 
 
-def step(state, q, k, v, g, *, scale=None):
+def step(state, q, k, v, g, **options):
     """One step: ``q, k`` ``(*B, h, dk)``, ``v`` ``(*B, h, dv)``, ``g`` ``(*B, h)``,
-    ``state`` ``(*B, h, dk, dv)``. Returns ``(state, o)``, ``o`` ``(*B, h, dv)``."""
-    return dg.step(state, q, k, v, g, scale=dg.default_scale(scale, q))
+    ``state`` ``(*B, h, dk, dv)`` (keyword ``scale``). Returns ``(state, o)``."""
+    return dg.step(state, q, k, v, g, **options)
 
 
-def recurrent(q, k, v, g, *, state, reset_state=None, valid=None, resets=None, scale=None):
-    """``lax.scan`` of :func:`step` with the masks. Returns ``(o, final_state)``."""
-    return dg.recurrent(
-        q,
-        k,
-        v,
-        g,
-        state=state,
-        reset_state=reset_state,
-        valid=valid,
-        resets=resets,
-        scale=dg.default_scale(scale, q),
-    )
+def recurrent(q, k, v, g, **options):
+    """``lax.scan`` of :func:`step` with the masks (keywords ``state`` (required),
+    ``reset_state``, ``valid``, ``resets``, ``scale``). Returns ``(o, final_state)``."""
+    return dg.recurrent(q, k, v, g, **options)
 
 
-def chunk(q, k, v, g, *, state, reset_state=None, valid=None, resets=None, chunk=64, scale=None):
-    """The chunkwise form, equal to :func:`recurrent`. Returns ``(o, final_state)``."""
-    return dg.chunk(
-        q,
-        k,
-        v,
-        g,
-        state=state,
-        reset_state=reset_state,
-        valid=valid,
-        resets=resets,
-        chunk=chunk,
-        scale=dg.default_scale(scale, q),
-    )
+def chunk(q, k, v, g, **options):
+    """The chunkwise form, equal to :func:`recurrent` (keywords as :func:`recurrent` and
+    ``chunk=64``). Returns ``(o, final_state)``."""
+    return dg.chunk(q, k, v, g, **options)

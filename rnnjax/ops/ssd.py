@@ -50,27 +50,13 @@ def step(state, x, dt, A, B, C, *, scale=1.0):
     return dg.step(state, *_as_gla(x, dt, A, B, C), scale=scale)
 
 
-def recurrent(x, dt, A, B, C, *, state, reset_state=None, valid=None, resets=None, scale=1.0):
-    """``lax.scan`` of :func:`step` with the masks. Returns ``(y, final_state)``."""
-    return dg.recurrent(
-        *_as_gla(x, dt, A, B, C),
-        state=state,
-        reset_state=reset_state,
-        valid=valid,
-        resets=resets,
-        scale=scale,
-    )
+def recurrent(x, dt, A, B, C, *, scale=1.0, **options):
+    """``lax.scan`` of :func:`step` with the masks (keywords ``state`` (required),
+    ``reset_state``, ``valid``, ``resets``). Returns ``(y, final_state)``."""
+    return dg.recurrent(*_as_gla(x, dt, A, B, C), scale=scale, **options)
 
 
-def chunk(x, dt, A, B, C, *, state, reset_state=None, valid=None, resets=None, chunk=64, scale=1.0):
-    """The chunkwise form (Mamba-2's SSD algorithm), equal to :func:`recurrent`. Returns
-    ``(y, final_state)``."""
-    return dg.chunk(
-        *_as_gla(x, dt, A, B, C),
-        state=state,
-        reset_state=reset_state,
-        valid=valid,
-        resets=resets,
-        chunk=chunk,
-        scale=scale,
-    )
+def chunk(x, dt, A, B, C, *, scale=1.0, **options):
+    """The chunkwise form (Mamba-2's SSD algorithm), equal to :func:`recurrent` (keywords
+    as :func:`recurrent` and ``chunk=64``). Returns ``(y, final_state)``."""
+    return dg.chunk(*_as_gla(x, dt, A, B, C), scale=scale, **options)

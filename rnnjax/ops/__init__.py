@@ -23,6 +23,8 @@ The name ``rnnjax.ops.<name>`` is the public function; its module is ``OPERATORS
 
 from __future__ import annotations
 
+import inspect
+
 import jax.numpy as jnp
 
 from rnnjax import checks
@@ -36,7 +38,18 @@ from rnnjax.ops import simple_gla as _simple_gla
 from rnnjax.ops import ssd as _ssd
 from rnnjax.ops._common import run_public, state_dtype
 
-__all__ = ["OPERATORS", "linear_attn", "simple_gla", "retention", "gla", "ssd"]
+__all__ = [
+    "OPERATORS",
+    "linear_attn",
+    "simple_gla",
+    "retention",
+    "gla",
+    "ssd",
+    "delta_rule",
+    "gated_delta_rule",
+    "kda",
+    "dplr_delta_rule",
+]
 
 #: Each operator family's name -> its module (``step``, ``recurrent``, ``chunk``).
 OPERATORS = {
@@ -44,6 +57,10 @@ OPERATORS = {
     "simple_gla": _simple_gla,
     "gla": _gla,
     "ssd": _ssd,
+    "delta_rule": _delta_rule,
+    "gated_delta_rule": _gated_delta_rule,
+    "kda": _kda,
+    "dplr_delta_rule": _dplr,
 }
 
 _QKV = {"q": ("h", "dk"), "k": ("h", "dk"), "v": ("h", "dv")}
@@ -56,35 +73,75 @@ _PUBLIC_ARGS = """
       method: ``"chunkwise"`` or ``"recurrent"``.
       chunk: the chunk size (a positive int) of ``"chunkwise"``.
 """
+_BETA = """      beta: ``(T, *B, h)`` in ``[0, 2]``: ``(0, 1)`` is the paper's rule, ``(0, 2)``
+        allows negative eigenvalues (the transition's eigenvalue along a unit-norm key is
+        ``1 - beta``); a concrete ``beta`` outside ``[0, 2]`` raises a ``ValueError``.
+"""
+_OPTIONS = (
+    ("initial_state", None),
+    ("length", None),
+    ("resets", None),
+    ("reverse", False),
+    ("method", "chunkwise"),
+    ("chunk", 64),
+    ("scale", None),
+)
 
 
-def _with_args(f):
-    f.__doc__ = f.__doc__.replace("      {public}\n", _PUBLIC_ARGS.lstrip("\n"))
-    return f
+def _operator(name, module, roles, doc, *, inputs=None, prepare=None, scale=True, **extra):
+    """The public function ``name``: its arrays ``inputs`` (default: the names of
+    ``roles``, positional or keyword) then the keyword options of ``_OPTIONS``
+    (without ``scale`` when ``scale`` is false); ``prepare`` maps the arrays before the
+    checks; ``extra`` goes to :func:`rnnjax.ops._common.run_public`."""
+    inputs = tuple(roles) if inputs is None else inputs
+    P = inspect.Parameter
+    sig = inspect.Signature(
+        [P(n, P.POSITIONAL_OR_KEYWORD) for n in inputs]
+        + [P(o, P.KEYWORD_ONLY, default=d) for o, d in _OPTIONS if scale or o != "scale"]
+    )
+
+    def op(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        arrays = {n: a[n] for n in inputs}
+        arrays = arrays if prepare is None else prepare(arrays)
+        options = {o: a.get(o) for o, _ in _OPTIONS}
+        return run_public(module, arrays, roles, **options, **extra)
+
+    op.__name__ = op.__qualname__ = name
+    op.__module__ = __name__
+    op.__signature__ = sig
+    op.__doc__ = doc.replace("      {public}\n", _PUBLIC_ARGS.lstrip("\n")).replace(
+        "      {beta}\n", _BETA
+    )
+    return op
 
 
-_OPTIONS = ("initial_state", "length", "resets", "reverse", "method", "chunk", "scale")
+def _retention_decay(arrays):
+    """RetNet's fixed decays as ``g`` ``(T, *B, h)`` next to ``q, k, v``."""
+    q = checks.floating_array("q", arrays["q"], shape_hint=" (T, *B, h, dk)")
+    if q.ndim < 3:  # the shape check names q
+        return {**arrays, "g": jnp.zeros(q.shape[:-1])}
+    g = _simple_gla.retention_log_decay(q.shape[-2], state_dtype(q))
+    return {**arrays, "g": jnp.broadcast_to(g, q.shape[:-1])}
 
 
-def _options(local: dict) -> dict:
-    """The public options among a wrapper's ``locals()``."""
-    return {name: local.get(name) for name in _OPTIONS}
+def _check_groups(arrays):
+    h, g = arrays["x"].shape[-2], arrays["B"].shape[-2]
+    if h % g:
+        raise ValueError(
+            f"B and C must have a number of groups dividing the heads of x ({h}); got {g}"
+        )
 
 
-@_with_args
-def linear_attn(
-    q,
-    k,
-    v,
-    *,
-    initial_state=None,
-    length=None,
-    resets=None,
-    reverse=False,
-    method="chunkwise",
-    chunk=64,
-    scale=None,
-):
+_SSD = {"x": ("h", "dv"), "dt": ("h",), "A": ("const", "h"), "B": ("g", "dk"), "C": ("g", "dk")}
+_SSD_EXTRA = dict(scale=False, default_scale=lambda sizes: None, check=_check_groups)
+
+linear_attn = _operator(
+    "linear_attn",
+    _linear_attn,
+    _QKV,
     """Linear attention: :math:`S_t = S_{t-1} + k_t v_t^\\top`,
     :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["linear_attn"]``).
 
@@ -103,25 +160,13 @@ def linear_attn(
       >>> o, S = ops.linear_attn(q, k, v, length=jax.numpy.array([7, 3]), chunk=4)
       >>> o.shape, S.shape, bool((o[3:, 1] == 0).all())
       ((7, 2, 4, 8), (2, 4, 8, 8), True)
-    """
-    return run_public(_linear_attn, dict(q=q, k=k, v=v), _QKV, **_options(locals()))
+    """,
+)
 
-
-@_with_args
-def simple_gla(
-    q,
-    k,
-    v,
-    g,
-    *,
-    initial_state=None,
-    length=None,
-    resets=None,
-    reverse=False,
-    method="chunkwise",
-    chunk=64,
-    scale=None,
-):
+simple_gla = _operator(
+    "simple_gla",
+    _simple_gla,
+    {**_QKV, "g": ("h",)},
     """Simple GLA: a scalar log-decay per head, :math:`S_t = e^{g_t} S_{t-1} + k_t v_t^\\top`,
     :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["simple_gla"]``).
 
@@ -143,25 +188,13 @@ def simple_gla(
       >>> o2, S2 = ops.simple_gla(q, k, v, g, method="recurrent")
       >>> bool(jax.numpy.allclose(o, o2, atol=1e-5)), S.shape
       (True, (2, 8, 8))
-    """
-    arrays = dict(q=q, k=k, v=v, g=g)
-    return run_public(_simple_gla, arrays, {**_QKV, "g": ("h",)}, **_options(locals()))
+    """,
+)
 
-
-@_with_args
-def retention(
-    q,
-    k,
-    v,
-    *,
-    initial_state=None,
-    length=None,
-    resets=None,
-    reverse=False,
-    method="chunkwise",
-    chunk=64,
-    scale=None,
-):
+retention = _operator(
+    "retention",
+    _simple_gla,
+    {**_QKV, "g": ("h",)},
     """Retention (RetNet): simple GLA with the fixed per-head decay
     :math:`\\gamma_h = 1 - 2^{-5-h}`, :math:`S_t = \\gamma_h S_{t-1} + k_t v_t^\\top`,
     :math:`o_t = \\text{scale}\\, S_t^\\top q_t`.
@@ -181,31 +214,15 @@ def retention(
       >>> o, S = ops.retention(q, k, v, chunk=2)
       >>> o.shape, S.shape
       ((5, 2, 3, 4), (2, 3, 4, 4))
-    """
-    q = checks.floating_array("q", q, shape_hint=" (T, *B, h, dk)")
-    g = None
-    if q.ndim >= 3:
-        g = _simple_gla.retention_log_decay(q.shape[-2], state_dtype(q))
-        g = jnp.broadcast_to(g, q.shape[:-1])
-    arrays = dict(q=q, k=k, v=v, g=g)
-    return run_public(_simple_gla, arrays, {**_QKV, "g": ("h",)}, **_options(locals()))
+    """,
+    inputs=("q", "k", "v"),
+    prepare=_retention_decay,
+)
 
-
-@_with_args
-def gla(
-    q,
-    k,
-    v,
-    gk,
-    *,
-    initial_state=None,
-    length=None,
-    resets=None,
-    reverse=False,
-    method="chunkwise",
-    chunk=64,
-    scale=None,
-):
+gla = _operator(
+    "gla",
+    _gla,
+    {**_QKV, "gk": ("h", "dk")},
     """Gated linear attention: a log-decay per key channel,
     :math:`S_t = \\operatorname{diag}(e^{g^k_t}) S_{t-1} + k_t v_t^\\top`,
     :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["gla"]``).
@@ -227,34 +244,13 @@ def gla(
       >>> o, S = ops.gla(q, k, v, gk, reverse=True, chunk=4)
       >>> o.shape, S.shape
       ((6, 2, 4), (2, 4, 4))
-    """
-    arrays = dict(q=q, k=k, v=v, gk=gk)
-    return run_public(_gla, arrays, {**_QKV, "gk": ("h", "dk")}, **_options(locals()))
+    """,
+)
 
-
-def _check_groups(arrays):
-    h, g = arrays["x"].shape[-2], arrays["B"].shape[-2]
-    if h % g:
-        raise ValueError(
-            f"B and C must have a number of groups dividing the heads of x ({h}); got {g}"
-        )
-
-
-@_with_args
-def ssd(
-    x,
-    dt,
-    A,
-    B,
-    C,
-    *,
-    initial_state=None,
-    length=None,
-    resets=None,
-    reverse=False,
-    method="chunkwise",
-    chunk=64,
-):
+ssd = _operator(
+    "ssd",
+    _ssd,
+    _SSD,
     """Mamba-2's SSD: :math:`H_t = e^{\\Delta_t A} H_{t-1} + B_t (\\Delta_t x_t)^\\top`,
     :math:`y_t = H_t^\\top C_t` (``OPERATORS["ssd"]``; no ``D`` skip term).
 
@@ -276,56 +272,14 @@ def ssd(
       >>> y, H = ops.ssd(x, dt, -jnp.ones(2), Bm, Cm, chunk=4)
       >>> y.shape, H.shape
       ((6, 2, 4), (2, 3, 4))
-    """
-    roles = {
-        "x": ("h", "dv"),
-        "dt": ("h",),
-        "A": ("const", "h"),
-        "B": ("g", "dk"),
-        "C": ("g", "dk"),
-    }
-    arrays = dict(x=x, dt=dt, A=A, B=B, C=C)
-    opts = _options(locals())
-    return run_public(
-        _ssd, arrays, roles, **opts, default_scale=lambda s: None, check=_check_groups
-    )
-
-
-# The delta-rule family: a transition (I - beta k k^T), gated by a decay, or a general
-# diagonal-plus-low-rank one; chunkwise through the WY / UT representation.
-OPERATORS.update(
-    delta_rule=_delta_rule,
-    gated_delta_rule=_gated_delta_rule,
-    kda=_kda,
-    dplr_delta_rule=_dplr,
+    """,
+    **_SSD_EXTRA,
 )
-__all__ += ["delta_rule", "gated_delta_rule", "kda", "dplr_delta_rule"]
-_BETA = """      beta: ``(T, *B, h)`` in ``[0, 2]``: ``(0, 1)`` is the paper's rule, ``(0, 2)``
-        allows negative eigenvalues (the transition's eigenvalue along a unit-norm key is
-        ``1 - beta``); a concrete ``beta`` outside ``[0, 2]`` raises a ``ValueError``.
-"""
 
-
-def _with_beta(f):
-    f.__doc__ = f.__doc__.replace("      {beta}\n", _BETA)
-    return _with_args(f)
-
-
-@_with_beta
-def delta_rule(
-    q,
-    k,
-    v,
-    beta,
-    *,
-    initial_state=None,
-    length=None,
-    resets=None,
-    reverse=False,
-    method="chunkwise",
-    chunk=64,
-    scale=None,
-):
+delta_rule = _operator(
+    "delta_rule",
+    _delta_rule,
+    {**_QKV, "beta": ("h",)},
     """The delta rule (DeltaNet):
     :math:`S_t = (I - \\beta_t k_t k_t^\\top) S_{t-1} + \\beta_t k_t v_t^\\top`,
     :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["delta_rule"]``). Keys are
@@ -351,27 +305,13 @@ def delta_rule(
       ...                         method="recurrent")
       >>> o.shape, S.shape, bool(jax.numpy.allclose(o, o2, atol=1e-4))
       ((7, 2, 4, 8), (2, 4, 8, 8), True)
-    """
-    arrays = dict(q=q, k=k, v=v, beta=beta)
-    return run_public(_delta_rule, arrays, {**_QKV, "beta": ("h",)}, **_options(locals()))
+    """,
+)
 
-
-@_with_beta
-def gated_delta_rule(
-    q,
-    k,
-    v,
-    g,
-    beta,
-    *,
-    initial_state=None,
-    length=None,
-    resets=None,
-    reverse=False,
-    method="chunkwise",
-    chunk=64,
-    scale=None,
-):
+gated_delta_rule = _operator(
+    "gated_delta_rule",
+    _gated_delta_rule,
+    {**_QKV, "g": ("h",), "beta": ("h",)},
     """The gated delta rule (Gated DeltaNet):
     :math:`S_t = e^{g_t} (I - \\beta_t k_t k_t^\\top) S_{t-1} + \\beta_t k_t v_t^\\top`,
     :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["gated_delta_rule"]``).
@@ -395,28 +335,13 @@ def gated_delta_rule(
       >>> o, S = ops.gated_delta_rule(q, k, v, jax.nn.log_sigmoid(g), jax.nn.sigmoid(b), chunk=4)
       >>> o.shape, S.shape
       ((6, 2, 8), (2, 8, 8))
-    """
-    arrays = dict(q=q, k=k, v=v, g=g, beta=beta)
-    roles = {**_QKV, "g": ("h",), "beta": ("h",)}
-    return run_public(_gated_delta_rule, arrays, roles, **_options(locals()))
+    """,
+)
 
-
-@_with_beta
-def kda(
-    q,
-    k,
-    v,
-    gk,
-    beta,
-    *,
-    initial_state=None,
-    length=None,
-    resets=None,
-    reverse=False,
-    method="chunkwise",
-    chunk=64,
-    scale=None,
-):
+kda = _operator(
+    "kda",
+    _kda,
+    {**_QKV, "gk": ("h", "dk"), "beta": ("h",)},
     """Kimi Delta Attention: a per-key-channel decay, then the delta rule,
     :math:`S_t = (I - \\beta_t k_t k_t^\\top) \\operatorname{diag}(e^{g^k_t}) S_{t-1}
     + \\beta_t k_t v_t^\\top`, :math:`o_t = \\text{scale}\\, S_t^\\top q_t`
@@ -441,29 +366,13 @@ def kda(
       >>> o, S = ops.kda(q, k, v, jax.nn.log_sigmoid(gk), beta, reverse=True, chunk=4)
       >>> o.shape, S.shape
       ((6, 2, 4), (2, 4, 4))
-    """
-    arrays = dict(q=q, k=k, v=v, gk=gk, beta=beta)
-    roles = {**_QKV, "gk": ("h", "dk"), "beta": ("h",)}
-    return run_public(_kda, arrays, roles, **_options(locals()))
+    """,
+)
 
-
-@_with_args
-def dplr_delta_rule(
-    q,
-    k,
-    v,
-    a,
-    b,
-    gk,
-    *,
-    initial_state=None,
-    length=None,
-    resets=None,
-    reverse=False,
-    method="chunkwise",
-    chunk=64,
-    scale=None,
-):
+dplr_delta_rule = _operator(
+    "dplr_delta_rule",
+    _dplr,
+    {**_QKV, "a": ("h", "dk"), "b": ("h", "dk"), "gk": ("h", "dk")},
     """The generalised delta rule with a diagonal-plus-low-rank transition (RWKV-7),
     :math:`S_t = (\\operatorname{diag}(e^{g^k_t}) + b_t a_t^\\top) S_{t-1} + k_t v_t^\\top`,
     :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["dplr_delta_rule"]``; fla's
@@ -487,7 +396,5 @@ def dplr_delta_rule(
       >>> o, S = ops.dplr_delta_rule(q, k, v, -kap, 0.5 * kap, gk, chunk=4)
       >>> o.shape, S.shape
       ((6, 2, 4), (2, 4, 4))
-    """
-    arrays = dict(q=q, k=k, v=v, a=a, b=b, gk=gk)
-    roles = {**_QKV, "a": ("h", "dk"), "b": ("h", "dk"), "gk": ("h", "dk")}
-    return run_public(_dplr, arrays, roles, **_options(locals()))
+    """,
+)

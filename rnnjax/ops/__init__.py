@@ -77,6 +77,14 @@ _BETA = """      beta: ``(T, *B, h)`` in ``[0, 2]``: ``(0, 1)`` is the paper's r
         allows negative eigenvalues (the transition's eigenvalue along a unit-norm key is
         ``1 - beta``); a concrete ``beta`` outside ``[0, 2]`` raises a ``ValueError``.
 """
+_QKV_ARGS = """      q, k: ``(T, *B, h, dk)``.
+      v: ``(T, *B, h, dv)``.
+"""
+_SCALE = """      scale: the query scale (default ``dk ** -0.5``).
+"""
+_RETURNS = """    Returns:
+      ``(o, final_state)``: ``(T, *B, h, dv)`` and ``(*B, h, dk, dv)``.
+"""
 _OPTIONS = (
     ("initial_state", None),
     ("length", None),
@@ -112,9 +120,10 @@ def _operator(name, module, roles, doc, *, inputs=None, prepare=None, scale=True
     op.__name__ = op.__qualname__ = name
     op.__module__ = __name__
     op.__signature__ = sig
-    op.__doc__ = doc.replace("      {public}\n", _PUBLIC_ARGS.lstrip("\n")).replace(
-        "      {beta}\n", _BETA
-    )
+    public = _PUBLIC_ARGS.lstrip("\n") + (_SCALE if scale else "")
+    for key, text in (("qkv", _QKV_ARGS), ("beta", _BETA), ("public", public)):
+        doc = doc.replace("      {%s}\n" % key, text)
+    op.__doc__ = doc.replace("    {returns}\n", _RETURNS)
     return op
 
 
@@ -146,13 +155,10 @@ linear_attn = _operator(
     :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["linear_attn"]``).
 
     Args:
-      q, k: ``(T, *B, h, dk)``.
-      v: ``(T, *B, h, dv)``.
+      {qkv}
       {public}
-      scale: the query scale (default ``dk ** -0.5``).
 
-    Returns:
-      ``(o, final_state)``: ``(T, *B, h, dv)`` and ``(*B, h, dk, dv)``.
+    {returns}
 
     Example:
       >>> import jax, rnnjax.ops as ops
@@ -171,14 +177,11 @@ simple_gla = _operator(
     :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["simple_gla"]``).
 
     Args:
-      q, k: ``(T, *B, h, dk)``.
-      v: ``(T, *B, h, dv)``.
+      {qkv}
       g: ``(T, *B, h)`` log-decays (normally ``<= 0``, e.g. ``log_sigmoid``).
       {public}
-      scale: the query scale (default ``dk ** -0.5``).
 
-    Returns:
-      ``(o, final_state)``: ``(T, *B, h, dv)`` and ``(*B, h, dk, dv)``.
+    {returns}
 
     Example:
       >>> import jax, rnnjax.ops as ops
@@ -200,13 +203,10 @@ retention = _operator(
     :math:`o_t = \\text{scale}\\, S_t^\\top q_t`.
 
     Args:
-      q, k: ``(T, *B, h, dk)``.
-      v: ``(T, *B, h, dv)``.
+      {qkv}
       {public}
-      scale: the query scale (default ``dk ** -0.5``).
 
-    Returns:
-      ``(o, final_state)``: ``(T, *B, h, dv)`` and ``(*B, h, dk, dv)``.
+    {returns}
 
     Example:
       >>> import jax, rnnjax.ops as ops
@@ -228,14 +228,11 @@ gla = _operator(
     :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["gla"]``).
 
     Args:
-      q, k: ``(T, *B, h, dk)``.
-      v: ``(T, *B, h, dv)``.
+      {qkv}
       gk: ``(T, *B, h, dk)`` log-decays (normally ``<= 0``).
       {public}
-      scale: the query scale (default ``dk ** -0.5``).
 
-    Returns:
-      ``(o, final_state)``: ``(T, *B, h, dv)`` and ``(*B, h, dk, dv)``.
+    {returns}
 
     Example:
       >>> import jax, rnnjax.ops as ops
@@ -286,14 +283,11 @@ delta_rule = _operator(
     normally L2-normalised.
 
     Args:
-      q, k: ``(T, *B, h, dk)``.
-      v: ``(T, *B, h, dv)``.
+      {qkv}
       {beta}
       {public}
-      scale: the query scale (default ``dk ** -0.5``).
 
-    Returns:
-      ``(o, final_state)``: ``(T, *B, h, dv)`` and ``(*B, h, dk, dv)``.
+    {returns}
 
     Example:
       >>> import jax, rnnjax.ops as ops
@@ -317,15 +311,12 @@ gated_delta_rule = _operator(
     :math:`o_t = \\text{scale}\\, S_t^\\top q_t` (``OPERATORS["gated_delta_rule"]``).
 
     Args:
-      q, k: ``(T, *B, h, dk)``.
-      v: ``(T, *B, h, dv)``.
+      {qkv}
       g: ``(T, *B, h)`` log-decays (normally ``<= 0``).
       {beta}
       {public}
-      scale: the query scale (default ``dk ** -0.5``).
 
-    Returns:
-      ``(o, final_state)``: ``(T, *B, h, dv)`` and ``(*B, h, dk, dv)``.
+    {returns}
 
     Example:
       >>> import jax, rnnjax.ops as ops
@@ -348,15 +339,12 @@ kda = _operator(
     (``OPERATORS["kda"]``).
 
     Args:
-      q, k: ``(T, *B, h, dk)``.
-      v: ``(T, *B, h, dv)``.
+      {qkv}
       gk: ``(T, *B, h, dk)`` log-decays (normally ``<= 0``).
       {beta}
       {public}
-      scale: the query scale (default ``dk ** -0.5``).
 
-    Returns:
-      ``(o, final_state)``: ``(T, *B, h, dv)`` and ``(*B, h, dk, dv)``.
+    {returns}
 
     Example:
       >>> import jax, rnnjax.ops as ops
@@ -383,10 +371,8 @@ dplr_delta_rule = _operator(
       v: ``(T, *B, h, dv)``.
       gk: ``(T, *B, h, dk)`` log-decays (normally ``<= 0``).
       {public}
-      scale: the query scale (default ``dk ** -0.5``).
 
-    Returns:
-      ``(o, final_state)``: ``(T, *B, h, dv)`` and ``(*B, h, dk, dv)``.
+    {returns}
 
     Example:
       >>> import jax, rnnjax.ops as ops

@@ -32,8 +32,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+import rnnjax.ops._common as cm
 from rnnjax import checks
-from rnnjax.ops import _common as cm
 
 
 def default_scale(scale, q):

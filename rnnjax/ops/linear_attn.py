@@ -23,24 +23,53 @@ Example:
 
 from __future__ import annotations
 
-from rnnjax.ops import _diagonal as dg
+import rnnjax.ops._diagonal as dg
 
 __all__ = ["step", "recurrent", "chunk"]
 
 
 def step(state, q, k, v, **options):
     """One step: ``q, k`` ``(*B, h, dk)``, ``v`` ``(*B, h, dv)``,
-    ``state`` ``(*B, h, dk, dv)`` (keyword ``scale``). Returns ``(state, o)``."""
+    ``state`` ``(*B, h, dk, dv)`` (keyword ``scale``). Returns ``(state, o)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> S, o = OPERATORS["linear_attn"].step(jnp.zeros((1, 4, 2)), jnp.ones((1, 4)),
+      ...                                      jnp.ones((1, 4)), jnp.ones((1, 2)))
+      >>> o.tolist()                                  # (q . k) v * 4 ** -0.5
+      [[2.0, 2.0]]
+    """
     return dg.step(state, q, k, v, None, **options)
 
 
 def recurrent(q, k, v, **options):
     """``lax.scan`` of :func:`step` with the masks (keywords ``state`` (required),
-    ``reset_state``, ``valid``, ``resets``, ``scale``). Returns ``(o, final_state)``."""
+    ``reset_state``, ``valid``, ``resets``, ``scale``). Returns ``(o, final_state)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> x = jnp.ones((3, 1, 1))                     # (T, h, d)
+      >>> o, S = OPERATORS["linear_attn"].recurrent(
+      ...     x, x, x, state=jnp.zeros((1, 1, 1)), valid=jnp.array([True, False, True]))
+      >>> o[:, 0, 0].tolist()                         # step 1 is skipped
+      [1.0, 0.0, 2.0]
+    """
     return dg.recurrent(q, k, v, None, **options)
 
 
 def chunk(q, k, v, **options):
     """The chunkwise form, equal to :func:`recurrent` (keywords as :func:`recurrent` and
-    ``chunk=64``). Returns ``(o, final_state)``."""
+    ``chunk=64``). Returns ``(o, final_state)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> x = jnp.ones((5, 1, 1))                     # (T, h, d)
+      >>> o, S = OPERATORS["linear_attn"].chunk(x, x, x, state=jnp.zeros((1, 1, 1)), chunk=2,
+      ...                                       resets=jnp.array([0, 0, 1, 0, 0], bool))
+      >>> o[:, 0, 0].tolist(), S.ravel().tolist()     # a new segment at step 2
+      ([1.0, 2.0, 1.0, 2.0, 3.0], [3.0])
+    """
     return dg.chunk(q, k, v, None, **options)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from rnnjax.ops import _diagonal as dg
+import rnnjax.ops._diagonal as dg
 
 __all__ = ["step", "recurrent", "chunk", "retention_log_decay"]
 
@@ -46,17 +46,50 @@ def retention_log_decay(heads: int, dtype=jnp.float32):
 
 def step(state, q, k, v, g, **options):
     """One step: ``q, k`` ``(*B, h, dk)``, ``v`` ``(*B, h, dv)``, ``g`` ``(*B, h)``,
-    ``state`` ``(*B, h, dk, dv)`` (keyword ``scale``). Returns ``(state, o)``."""
+    ``state`` ``(*B, h, dk, dv)`` (keyword ``scale``). Returns ``(state, o)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> S, o = OPERATORS["simple_gla"].step(jnp.full((1, 1, 1), 4.0), jnp.ones((1, 1)),
+      ...                                     jnp.ones((1, 1)), jnp.ones((1, 1)),
+      ...                                     jnp.log(jnp.full((1,), 0.25)))
+      >>> S.ravel().tolist()                          # 4 / 4 + 1
+      [2.0]
+    """
     return dg.step(state, q, k, v, g, **options)
 
 
 def recurrent(q, k, v, g, **options):
     """``lax.scan`` of :func:`step` with the masks (keywords ``state`` (required),
-    ``reset_state``, ``valid``, ``resets``, ``scale``). Returns ``(o, final_state)``."""
+    ``reset_state``, ``valid``, ``resets``, ``scale``). Returns ``(o, final_state)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> x, g = jnp.ones((3, 2, 1, 1)), jnp.zeros((3, 2, 1))       # (T, B, h, d), (T, B, h)
+      >>> o, S = OPERATORS["simple_gla"].recurrent(
+      ...     x, x, x, g, state=jnp.zeros((2, 1, 1, 1)), reset_state=jnp.ones((2, 1, 1, 1)),
+      ...     resets=jnp.array([[False, False], [False, True], [False, False]]))
+      >>> S.ravel().tolist()                          # row 1 restarts from 1 at step 1
+      [3.0, 3.0]
+    """
     return dg.recurrent(q, k, v, g, **options)
 
 
 def chunk(q, k, v, g, **options):
     """The chunkwise form, equal to :func:`recurrent` (keywords as :func:`recurrent` and
-    ``chunk=64``). Returns ``(o, final_state)``."""
+    ``chunk=64``). Returns ``(o, final_state)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 9, 2, 4))  # (T, h, d)
+      >>> g = jax.nn.log_sigmoid(jax.random.normal(jax.random.key(1), (9, 2)))
+      >>> sg, S0 = OPERATORS["simple_gla"], jnp.zeros((2, 4, 4))
+      >>> a = sg.chunk(q, k, v, g, state=S0, chunk=4)
+      >>> b = sg.recurrent(q, k, v, g, state=S0)
+      >>> all(bool(jnp.allclose(x, y, atol=1e-5)) for x, y in zip(a, b))
+      True
+    """
     return dg.chunk(q, k, v, g, **options)

@@ -108,6 +108,14 @@ API_GROUPS = [
         ["rnnjax.cells", "rnnjax.cells.base", "rnnjax.initializers"],
     ),
     (
+        "ops",
+        "Matrix-state operators",
+        "Matrix-state recurrences on arrays (time-major ``(T, *B, h, d)``), each chunkwise "
+        "or recurrent, with lengths, resets and reverse. Topic page: :doc:`/ops`.",
+        ["rnnjax.ops"],
+        ["rnnjax.ops"],
+    ),
+    (
         "sequences",
         "Sequences and layers",
         "Running a cell over sequences (lengths, resets, reverse, packing) and the layers "

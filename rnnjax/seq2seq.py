@@ -658,6 +658,17 @@ def decode_train_batch(
 
     Returns:
       ``(logits (B, T, V), weights (B, T, S) or None)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax import seq2seq
+      >>> model = seq2seq.build(src_vocab=6, tgt_vocab=6, embed_size=3, hidden_size=4,
+      ...                       attention="dot")
+      >>> p = model.init(jax.random.key(0))
+      >>> src, tgt = jnp.array([[3, 4, 5], [4, 5, 0]]), jnp.array([[1, 3, 4], [1, 4, 2]])
+      >>> logits, w = seq2seq.decode_train_batch(model, p, src, jnp.array([3, 2]), tgt)
+      >>> logits.shape, w.shape                              # (B, T, V), (B, T, S)
+      ((2, 3, 6), (2, 3, 3))
     """
     checks.model_params("params", model, params)
     key = checks.key("key", key, optional=True)

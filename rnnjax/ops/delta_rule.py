@@ -34,16 +34,28 @@ import functools
 
 import jax.numpy as jnp
 
-from rnnjax.ops import _common as cm
-from rnnjax.ops import dplr
+import rnnjax.ops._common as cm
+import rnnjax.ops.dplr as dplr
 
-__all__ = ["step", "recurrent", "chunk", "decayed_chunk"]
+__all__ = ["step", "recurrent", "chunk"]
 
 
 def step(state, q, k, v, beta, *, scale=None):
     """One step: ``S += beta k (v - S^T k)^T``, ``o = scale S^T q`` (``q, k`` ``(*B, h, dk)``,
     ``v`` ``(*B, h, dv)``, ``beta`` ``(*B, h)``). Returns ``(state, o)``: the state's dtype,
-    and ``o`` ``(*B, h, dv)`` in the inputs'."""
+    and ``o`` ``(*B, h, dv)`` in the inputs'.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> op = OPERATORS["delta_rule"]
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
+      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+      >>> beta = jnp.full((5, 2), 0.5)
+      >>> S, o = op.step(jnp.zeros((2, 3, 3)), q[0], k[0], v[0], beta[0])
+      >>> S.shape, o.shape
+      ((2, 3, 3), (2, 3))
+    """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     dt, out = state.dtype, jnp.result_type(q, k, v)
     k, beta = k.astype(dt), beta.astype(dt)[..., None]
@@ -54,7 +66,19 @@ def step(state, q, k, v, beta, *, scale=None):
 
 
 def recurrent(q, k, v, beta, *, state, reset_state=None, valid=None, resets=None, scale=None):
-    """``lax.scan`` of :func:`step` with the masks. Returns ``(o, final_state)``."""
+    """``lax.scan`` of :func:`step` with the masks. Returns ``(o, final_state)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> op = OPERATORS["delta_rule"]
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
+      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+      >>> beta = jnp.full((5, 2), 0.5)
+      >>> o, S = op.recurrent(q, k, v, beta, state=jnp.zeros((2, 3, 3)))
+      >>> o.shape, S.shape
+      ((5, 2, 3), (2, 3, 3))
+    """
     dplr.check_beta("beta", beta, 2.0)
     f = functools.partial(step, scale=scale)
     masks = dict(reset_state=reset_state, valid=valid, resets=resets)
@@ -62,7 +86,21 @@ def recurrent(q, k, v, beta, *, state, reset_state=None, valid=None, resets=None
 
 
 def chunk(q, k, v, beta, *, state, reset_state=None, valid=None, resets=None, chunk=64, scale=None):
-    """The chunkwise form, equal to :func:`recurrent`. Returns ``(o, final_state)``."""
+    """The chunkwise form, equal to :func:`recurrent`. Returns ``(o, final_state)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> op = OPERATORS["delta_rule"]
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
+      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+      >>> beta = jnp.full((5, 2), 0.5)
+      >>> args = (q, k, v, beta)
+      >>> o, S = op.chunk(*args, state=jnp.zeros((2, 3, 3)), chunk=2)
+      >>> o2, S2 = op.recurrent(*args, state=jnp.zeros((2, 3, 3)))
+      >>> bool(jnp.allclose(o, o2, atol=1e-5)), bool(jnp.allclose(S, S2, atol=1e-5))
+      (True, True)
+    """
     masks = dict(reset_state=reset_state, valid=valid, resets=resets)
     return decayed_chunk(q, k, v, None, beta, state=state, **masks, chunk=chunk, scale=scale)
 

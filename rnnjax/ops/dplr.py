@@ -39,16 +39,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import rnnjax.ops._common as cm
 from rnnjax import checks
-from rnnjax.ops import _common as cm
 
-__all__ = ["step", "recurrent", "chunk", "transition_chunk", "check_beta"]
+__all__ = ["step", "recurrent", "chunk"]
 
 
 def step(state, q, k, v, a, b, gk, *, scale=None):
     """One step: ``S = diag(exp gk) S + b (a^T S) + k v^T``, ``o = scale S^T q``
     (``q, k, a, b, gk`` ``(*B, h, dk)``, ``v`` ``(*B, h, dv)``). Returns ``(state, o)``: the
-    state's dtype, and ``o`` ``(*B, h, dv)`` in the inputs'."""
+    state's dtype, and ``o`` ``(*B, h, dv)`` in the inputs'.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> op = OPERATORS["dplr_delta_rule"]
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
+      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+      >>> a, b, gk = -k, 0.5 * k, jnp.full((5, 2, 3), -0.1)
+      >>> S, o = op.step(jnp.zeros((2, 3, 3)), q[0], k[0], v[0], a[0], b[0], gk[0])
+      >>> S.shape, o.shape
+      ((2, 3, 3), (2, 3))
+    """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     dt, out = state.dtype, jnp.result_type(q, k, v)
     read = jnp.einsum("...i,...iv->...v", a.astype(dt), state)
@@ -59,7 +71,19 @@ def step(state, q, k, v, a, b, gk, *, scale=None):
 
 
 def recurrent(q, k, v, a, b, gk, *, state, reset_state=None, valid=None, resets=None, scale=None):
-    """``lax.scan`` of :func:`step` with the masks. Returns ``(o, final_state)``."""
+    """``lax.scan`` of :func:`step` with the masks. Returns ``(o, final_state)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> op = OPERATORS["dplr_delta_rule"]
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
+      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+      >>> a, b, gk = -k, 0.5 * k, jnp.full((5, 2, 3), -0.1)
+      >>> o, S = op.recurrent(q, k, v, a, b, gk, state=jnp.zeros((2, 3, 3)))
+      >>> o.shape, S.shape
+      ((5, 2, 3), (2, 3, 3))
+    """
     f = functools.partial(step, scale=scale)
     masks = dict(reset_state=reset_state, valid=valid, resets=resets)
     return cm.scan(f, (q, k, v, a, b, gk), state=state, **masks)
@@ -69,7 +93,21 @@ def chunk(
     q, k, v, a, b, gk, *, state, reset_state=None, valid=None, resets=None, chunk=64, scale=None
 ):
     """The chunkwise form (:func:`transition_chunk`), equal to :func:`recurrent`. Returns
-    ``(o, final_state)``."""
+    ``(o, final_state)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> op = OPERATORS["dplr_delta_rule"]
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
+      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+      >>> a, b, gk = -k, 0.5 * k, jnp.full((5, 2, 3), -0.1)
+      >>> args = (q, k, v, a, b, gk)
+      >>> o, S = op.chunk(*args, state=jnp.zeros((2, 3, 3)), chunk=2)
+      >>> o2, S2 = op.recurrent(*args, state=jnp.zeros((2, 3, 3)))
+      >>> bool(jnp.allclose(o, o2, atol=1e-5)), bool(jnp.allclose(S, S2, atol=1e-5))
+      (True, True)
+    """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     masks = dict(reset_state=reset_state, valid=valid, resets=resets)
     return transition_chunk(q, k, v, a, b, gk, state=state, **masks, chunk=chunk, scale=scale)

@@ -32,8 +32,9 @@ import functools
 
 import jax.numpy as jnp
 
-from rnnjax.ops import _common as cm
-from rnnjax.ops import delta_rule, dplr
+import rnnjax.ops._common as cm
+import rnnjax.ops.delta_rule as delta_rule
+import rnnjax.ops.dplr as dplr
 
 __all__ = ["step", "recurrent", "chunk"]
 
@@ -41,13 +42,37 @@ __all__ = ["step", "recurrent", "chunk"]
 def step(state, q, k, v, gk, beta, *, scale=None):
     """One step: the decay ``exp(gk)`` (``(*B, h, dk)``) of the key channels, then
     the delta rule's step
-    (``OPERATORS["delta_rule"].step``). Returns ``(state, o)``."""
+    (``OPERATORS["delta_rule"].step``). Returns ``(state, o)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> op = OPERATORS["kda"]
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
+      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+      >>> gk, beta = jnp.full((5, 2, 3), -0.1), jnp.full((5, 2), 0.5)
+      >>> S, o = op.step(jnp.zeros((2, 3, 3)), q[0], k[0], v[0], gk[0], beta[0])
+      >>> S.shape, o.shape
+      ((2, 3, 3), (2, 3))
+    """
     state = jnp.exp(gk.astype(state.dtype))[..., None] * state
     return delta_rule.step(state, q, k, v, beta, scale=scale)
 
 
 def recurrent(q, k, v, gk, beta, *, state, reset_state=None, valid=None, resets=None, scale=None):
-    """``lax.scan`` of :func:`step` with the masks. Returns ``(o, final_state)``."""
+    """``lax.scan`` of :func:`step` with the masks. Returns ``(o, final_state)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> op = OPERATORS["kda"]
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
+      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+      >>> gk, beta = jnp.full((5, 2, 3), -0.1), jnp.full((5, 2), 0.5)
+      >>> o, S = op.recurrent(q, k, v, gk, beta, state=jnp.zeros((2, 3, 3)))
+      >>> o.shape, S.shape
+      ((5, 2, 3), (2, 3, 3))
+    """
     dplr.check_beta("beta", beta, 2.0)
     f = functools.partial(step, scale=scale)
     masks = dict(reset_state=reset_state, valid=valid, resets=resets)
@@ -57,7 +82,21 @@ def recurrent(q, k, v, gk, beta, *, state, reset_state=None, valid=None, resets=
 def chunk(
     q, k, v, gk, beta, *, state, reset_state=None, valid=None, resets=None, chunk=64, scale=None
 ):
-    """The chunkwise form, equal to :func:`recurrent`. Returns ``(o, final_state)``."""
+    """The chunkwise form, equal to :func:`recurrent`. Returns ``(o, final_state)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rnnjax.ops import OPERATORS
+      >>> op = OPERATORS["kda"]
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
+      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+      >>> gk, beta = jnp.full((5, 2, 3), -0.1), jnp.full((5, 2), 0.5)
+      >>> args = (q, k, v, gk, beta)
+      >>> o, S = op.chunk(*args, state=jnp.zeros((2, 3, 3)), chunk=2)
+      >>> o2, S2 = op.recurrent(*args, state=jnp.zeros((2, 3, 3)))
+      >>> bool(jnp.allclose(o, o2, atol=1e-5)), bool(jnp.allclose(S, S2, atol=1e-5))
+      (True, True)
+    """
     masks = dict(reset_state=reset_state, valid=valid, resets=resets)
     return delta_rule.decayed_chunk(
         q, k, v, gk, beta, state=state, **masks, chunk=chunk, scale=scale

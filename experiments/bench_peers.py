@@ -102,7 +102,7 @@ def alternative_name() -> str:
 
 
 def _esn(cell_name, shape: Shape, dtype_name: str) -> Runner:
-    from rnnjax import esn
+    from rnnjax import reservoir as esn
 
     dt = jax_dtype(dtype_name)
     B, T, I, N = shape

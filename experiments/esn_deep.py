@@ -29,7 +29,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rnnjax import esn  # noqa: E402
+from rnnjax import reservoir as esn  # noqa: E402
 from rnnjax.tasks.mackey_glass import mackey_glass  # noqa: E402
 from rnnjax.tasks.narma import narma  # noqa: E402
 

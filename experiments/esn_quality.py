@@ -90,7 +90,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import esn, metrics
+from rnnjax import metrics
+from rnnjax import reservoir as esn
 from rnnjax.tasks.mackey_glass import mackey_glass
 from rnnjax.tasks.memory import memory_task
 from rnnjax.tasks.narma import narma

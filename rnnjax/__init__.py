@@ -2,7 +2,10 @@
 
 Public names are re-exported flat: ``import rnnjax as rj``. The modules that pull in
 heavier libraries (``checkpoint``: orbax; ``linen``, ``nnx``, ``flax_convert``: flax) are
-imported on first use, so ``import rnnjax`` stays quick.
+imported on first use, so ``import rnnjax`` stays quick. The cells are listed once, in
+:mod:`rnnjax.cells`, and re-exported from there. Deprecated modules (``rnnjax.esn``: use
+:mod:`rnnjax.reservoir`; ``rnnjax.fused``: use :class:`rnnjax.ScanConfig`) stay importable
+for one release and warn when imported.
 """
 
 import importlib as _importlib
@@ -16,39 +19,26 @@ from rnnjax import (
     diagnostics,
     distributed,
     engine,
-    esn,
-    fused,
     initializers,
     interop,
     metrics,
     models,
     parallel,
+    reservoir,
     schedules,
     seq2seq,
     train,
 )
 from rnnjax.attention import AdditiveAttention, DotAttention, GeneralAttention
 from rnnjax.blocks import DeepRecurrent, ResidualBlock, count_params
-from rnnjax.cells import (
-    GRU,
-    LRU,
-    LSTM,
-    GRUState,
-    LRUState,
-    LSTMState,
-    MinGRU,
-    MinGRUState,
-    MinLSTM,
-    MinLSTMState,
-    SimpleRNN,
-    SimpleRNNState,
-)
+from rnnjax.cells import *  # noqa: F403  (the cells and their states: rnnjax.cells.CELLS)
 from rnnjax.decoding import beam_search, generate, greedy_decode, sample
 from rnnjax.diagnostics import gradient_norms_through_time, pascanu_bound
 from rnnjax.engine import ScanConfig
-from rnnjax.esn import EchoState, EchoStateState
 from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked, dropout
 from rnnjax.models import SequenceModel
+from rnnjax.modern_blocks import griffin_block, xlstm_block
+from rnnjax.reservoir import EchoState, EchoStateState
 from rnnjax.seq2seq import Seq2Seq
 from rnnjax.sequence import pack, parallel_solve, unpack, unroll, unroll_batch
 from rnnjax.train import EarlyStopping, Trainer, TrainState, fit, make_optimizer
@@ -56,15 +46,17 @@ from rnnjax.train import EarlyStopping, Trainer, TrainState, fit, make_optimizer
 __version__ = "0.1.0"
 
 _LAZY_MODULES = ("checkpoint", "linen", "nnx", "flax_convert")
+# deprecated modules: importing them warns and names the replacement
+_DEPRECATED_MODULES = ("esn", "fused")
 _LAZY_NAMES = {
+    "load_run": "checkpoint",
     "Checkpointer": "checkpoint",
     "CheckpointError": "checkpoint",
-    "load_run": "checkpoint",
 }
 
 
 def __getattr__(name):
-    if name in _LAZY_MODULES:
+    if name in _LAZY_MODULES or name in _DEPRECATED_MODULES:
         return _importlib.import_module(f"rnnjax.{name}")
     if name in _LAZY_NAMES:
         return getattr(_importlib.import_module(f"rnnjax.{_LAZY_NAMES[name]}"), name)
@@ -80,33 +72,18 @@ __all__ = [
     "metrics",
     "interop",
     "diagnostics",
-    "fused",
-    "esn",
+    "reservoir",
     "models",
     "parallel",
     "train",
     "distributed",
-    "checkpoint",
     "attention",
     "decoding",
     "schedules",
     "seq2seq",
-    "linen",
-    "nnx",
-    "flax_convert",
+    *_LAZY_MODULES,
     # cells and states
-    "SimpleRNN",
-    "SimpleRNNState",
-    "LSTM",
-    "LSTMState",
-    "GRU",
-    "GRUState",
-    "MinGRU",
-    "MinGRUState",
-    "MinLSTM",
-    "MinLSTMState",
-    "LRU",
-    "LRUState",
+    *cells.CELLS,
     "EchoState",
     "EchoStateState",
     # sequences and layers
@@ -128,9 +105,7 @@ __all__ = [
     "fit",
     "make_optimizer",
     "EarlyStopping",
-    "load_run",
-    "Checkpointer",
-    "CheckpointError",
+    *_LAZY_NAMES,
     # diagnostics
     "gradient_norms_through_time",
     "pascanu_bound",
@@ -149,24 +124,6 @@ __all__ = [
     "ResidualBlock",
     "DeepRecurrent",
     "count_params",
+    "xlstm_block",
+    "griffin_block",
 ]
-
-# the modern recurrent cells (xLSTM, Griffin, Mamba)
-from rnnjax.cells import (  # noqa: E402
-    MLSTM,
-    RGLRU,
-    S6,
-    SLSTM,
-    CausalConv,
-    CausalConvState,
-    MLSTMState,
-    RGLRUState,
-    S6State,
-    SLSTMState,
-)
-
-__all__ += ["SLSTM", "SLSTMState", "MLSTM", "MLSTMState", "RGLRU", "RGLRUState", "S6", "S6State"]
-__all__ += ["CausalConv", "CausalConvState"]
-from rnnjax.modern_blocks import griffin_block, xlstm_block  # noqa: E402
-
-__all__ += ["xlstm_block", "griffin_block"]

@@ -123,11 +123,11 @@ def fit_rls(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=20, leak_rate=0.5)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=20, leak_rate=0.5)
       >>> params = cell.init(jax.random.key(0))
       >>> u = jnp.sin(jnp.arange(300.0) / 5)[:, None]
-      >>> readout, state = esn.fit_rls(cell, params, u[:-1], u[1:], washout=50)
+      >>> readout, state = reservoir.fit_rls(cell, params, u[:-1], u[1:], washout=50)
       >>> readout["w_out"].shape                            # (N, O)
       (20, 1)
     """
@@ -168,11 +168,11 @@ def fit_lms(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=20, leak_rate=0.5)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=20, leak_rate=0.5)
       >>> params = cell.init(jax.random.key(0))
       >>> u = jnp.sin(jnp.arange(300.0) / 5)[:, None]
-      >>> readout, state = esn.fit_lms(cell, params, u[:-1], u[1:], learning_rate=0.05)
+      >>> readout, state = reservoir.fit_lms(cell, params, u[:-1], u[1:], learning_rate=0.05)
       >>> readout["w_out"].shape                            # (N, O)
       (20, 1)
     """

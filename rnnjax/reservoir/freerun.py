@@ -144,9 +144,9 @@ def generate(cell, params, readout, state, n: int, *, inputs=None):
       >>> from rnnjax import reservoir
       >>> cell = reservoir.EchoState(input_size=1, hidden_size=20)
       >>> p = cell.init(jax.random.key(0))
-      >>> u = jnp.sin(jnp.arange(300.0) / 5)[:, None]
-      >>> r, st = reservoir.fit_ridge(cell, p, u[:-1], u[1:], ridge=1e-6, washout=50)
-      >>> starts = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), st)
+      >>> r = {"w_out": jnp.full((20, 1), 0.1), "b_out": jnp.zeros(1)}   # any readout
+      >>> st = cell.initial_state()
+      >>> starts = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), st)  # two runs
       >>> reservoir.generate(cell, p, r, starts, 10)[1].shape
       (2, 10, 1)
     """

@@ -60,13 +60,11 @@ def trainable_mask(params, frozen: Sequence[str] = ("reservoir",)):
     :func:`frozen_labels`.
 
     Example:
-      >>> import jax
-      >>> from rnnjax import reservoir
-      >>> cell = reservoir.EchoState(input_size=1, hidden_size=8)
-      >>> params = {"reservoir": cell.init(jax.random.key(0)), "head": {"w": jax.numpy.ones(8)}}
-      >>> mask = reservoir.freezing.trainable_mask(params)
-      >>> mask["head"]["w"], any(jax.tree_util.tree_leaves(mask["reservoir"]))
-      (True, False)
+      Any pytree: the leaves under a ``"reservoir"`` key are frozen, the others trainable.
+
+      >>> from rnnjax.reservoir.freezing import trainable_mask
+      >>> trainable_mask({"reservoir": {"w": 1.0, "b": 0.0}, "head": {"w": 2.0}})
+      {'head': {'w': True}, 'reservoir': {'b': False, 'w': False}}
     """
     return jax.tree_util.tree_map(lambda s: s == "trainable", frozen_labels(params, frozen))
 

@@ -76,11 +76,10 @@ def predict(cell, params, readout, us, state=None, *, teacher=None, key=None):
       >>> from rnnjax import reservoir
       >>> cell = reservoir.EchoState(input_size=1, hidden_size=20)
       >>> p = cell.init(jax.random.key(0))
-      >>> u = jnp.sin(jnp.arange(300.0) / 5)[:, None]
-      >>> r, st = reservoir.fit_ridge(cell, p, u[:199], u[1:200], ridge=1e-6, washout=50)
-      >>> segments = jnp.stack([u[200:250], u[230:280]])          # (B, T, I)
-      >>> reservoir.predict(cell, p, r, segments, st)[1].shape
-      (2, 50, 1)
+      >>> r = {"w_out": jnp.ones((20, 3)) / 20, "b_out": jnp.zeros(3)}   # O = 3 outputs
+      >>> segments = jnp.ones((2, 50, 1))                          # (B, T, I), from zeros
+      >>> reservoir.predict(cell, p, r, segments)[1].shape
+      (2, 50, 3)
     """
     s = setup(cell, params, us, state, key=key, teacher=teacher, batch=True)
     O, _ = check_readout(readout, cell.hidden_size, cell.input_size)

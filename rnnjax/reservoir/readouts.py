@@ -74,14 +74,16 @@ class RidgeStats(NamedTuple):
       xty: ``Z^T Y``, ``(F + 1, O)``.
 
     Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import reservoir
-      >>> cell = reservoir.EchoState(input_size=1, hidden_size=10)
-      >>> params = cell.init(jax.random.key(0))
-      >>> u = jnp.sin(jnp.arange(60.0) / 5)[:, None]
-      >>> stats, state = reservoir.ridge_stats(cell, params, u[:-1], u[1:], washout=10)
-      >>> stats.xtx.shape, stats.xty.shape, int(stats.xtx[-1, -1])  # (N + 1, N + 1), (N + 1, O)
-      ((11, 11), (11, 1), 49)
+      :func:`rnnjax.reservoir.ridge_stats` accumulates them while the reservoir runs; two
+      steps of one feature written out:
+
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.reservoir.readouts import RidgeStats
+      >>> Z = jnp.array([[0.5, 1.0], [-0.5, 1.0]])          # rows [h_t, 1]
+      >>> Y = jnp.array([[2.0], [0.0]])
+      >>> stats = RidgeStats(Z.T @ Z, Z.T @ Y)
+      >>> stats.xtx.tolist(), stats.xty.tolist(), int(stats.xtx[-1, -1])   # 2 samples
+      ([[0.5, 0.0], [0.0, 2.0]], [[1.0], [2.0]], 2)
     """
 
     xtx: jax.Array

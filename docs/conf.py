@@ -95,7 +95,8 @@ doctest_path: list = []
 # group's modules (their ``__all__``) are documented under that module
 # (``rnnjax.reservoir.fit_ridge``, ``rnnjax.train.evaluate_stream``). New names appear
 # without editing the docs. Internal modules (``engine`` internals, ``checks``, ``spec``,
-# ``progress``) and the deprecated ones (``esn``, ``fused``) are not listed.
+# ``progress``) and the deprecated ones (``esn``, ``fused``, ``models``, ``modern_blocks``)
+# are not listed.
 
 _RESERVOIR_MOVED = rnnjax.reservoir._MOVED  # the submodules that hold the second tier
 
@@ -117,19 +118,14 @@ API_GROUPS = [
         "and models built on it, and the deep residual blocks of the linear-recurrence and "
         "xLSTM/Griffin papers. Topic pages: :doc:`/getting_started`, :doc:`/layers`, "
         ":doc:`/parallel`.",
+        ["rnnjax.sequence", "rnnjax.layers", "rnnjax.blocks"],
         [
             "rnnjax.sequence",
             "rnnjax.layers",
-            "rnnjax.models",
             "rnnjax.blocks",
-            "rnnjax.modern_blocks",
-        ],
-        [
-            "rnnjax.sequence",
-            "rnnjax.layers",
-            "rnnjax.models",
-            "rnnjax.blocks",
-            "rnnjax.modern_blocks",
+            "rnnjax.blocks.residual",
+            "rnnjax.blocks.modern",
+            "rnnjax.blocks.models",
         ],
     ),
     (

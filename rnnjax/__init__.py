@@ -4,11 +4,15 @@ Public names are re-exported flat: ``import rnnjax as rj``. The modules that pul
 heavier libraries (``checkpoint``: orbax; ``linen``, ``nnx``, ``flax_convert``: flax) are
 imported on first use, so ``import rnnjax`` stays quick. The cells are listed once, in
 :mod:`rnnjax.cells`, and re-exported from there. Deprecated modules (``rnnjax.esn``: use
-:mod:`rnnjax.reservoir`; ``rnnjax.fused``: use :class:`rnnjax.ScanConfig`) stay importable
-for one release and warn when imported.
+:mod:`rnnjax.reservoir`; ``rnnjax.fused``: use :class:`rnnjax.ScanConfig`;
+``rnnjax.models`` and ``rnnjax.modern_blocks``: use :mod:`rnnjax.blocks`) stay importable for
+one release and warn when imported.
 """
 
 import importlib as _importlib
+import importlib.abc as _abc
+import sys as _sys
+import warnings as _warnings
 
 from rnnjax import (
     attention,
@@ -22,7 +26,6 @@ from rnnjax import (
     initializers,
     interop,
     metrics,
-    models,
     parallel,
     reservoir,
     schedules,
@@ -30,14 +33,19 @@ from rnnjax import (
     train,
 )
 from rnnjax.attention import AdditiveAttention, DotAttention, GeneralAttention
-from rnnjax.blocks import DeepRecurrent, ResidualBlock, count_params
+from rnnjax.blocks import (
+    DeepRecurrent,
+    ResidualBlock,
+    SequenceModel,
+    count_params,
+    griffin_block,
+    xlstm_block,
+)
 from rnnjax.cells import *  # noqa: F403  (the cells and their states: rnnjax.cells.CELLS)
 from rnnjax.decoding import beam_search, generate, greedy_decode, sample
 from rnnjax.diagnostics import gradient_norms_through_time, pascanu_bound
 from rnnjax.engine import ScanConfig
 from rnnjax.layers import Bidirectional, BidirectionalState, Recurrent, Stacked, dropout
-from rnnjax.models import SequenceModel
-from rnnjax.modern_blocks import griffin_block, xlstm_block
 from rnnjax.reservoir import EchoState, EchoStateState
 from rnnjax.seq2seq import Seq2Seq
 from rnnjax.sequence import pack, parallel_solve, unpack, unroll, unroll_batch
@@ -47,7 +55,43 @@ __version__ = "0.1.0"
 
 _LAZY_MODULES = ("checkpoint", "linen", "nnx", "flax_convert")
 # deprecated modules: importing them warns and names the replacement
-_DEPRECATED_MODULES = ("esn", "fused")
+_DEPRECATED_MODULES = ("esn", "fused", "models", "modern_blocks")
+# modules that moved: their old paths stay importable for one release, as aliases that warn
+_MOVED_MODULES = {
+    "rnnjax.models": "rnnjax.blocks.models",
+    "rnnjax.modern_blocks": "rnnjax.blocks.modern",
+}
+
+
+class _MovedModules(_abc.MetaPathFinder, _abc.Loader):
+    """Imports ``rnnjax.models`` (moved to ``rnnjax.blocks.models``) and the like: a module
+    that re-exports the new one's names, with a ``DeprecationWarning`` naming the new path."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in _MOVED_MODULES:
+            return None
+        return _importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        return None  # a plain new module
+
+    def exec_module(self, module):
+        new = _MOVED_MODULES[module.__name__]
+        _warnings.warn(
+            f"{module.__name__} is deprecated and goes in the next release: use {new} "
+            "(the same names, also flat in rnnjax)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        target = _importlib.import_module(new)
+        module.__dict__.update({name: getattr(target, name) for name in target.__all__})
+        module.__all__ = list(target.__all__)
+        module.__doc__ = f"Deprecated alias of :mod:`{new}`."
+
+
+if not any(isinstance(f, _MovedModules) for f in _sys.meta_path):
+    _sys.meta_path.insert(0, _MovedModules())
+
 _LAZY_NAMES = {
     "load_run": "checkpoint",
     "Checkpointer": "checkpoint",
@@ -73,7 +117,6 @@ __all__ = [
     "interop",
     "diagnostics",
     "reservoir",
-    "models",
     "parallel",
     "train",
     "distributed",

@@ -27,7 +27,7 @@ import pytest
 
 import rnnjax as rj
 from rnnjax import decoding, metrics, reservoir, train
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
 from rnnjax.seq2seq import Seq2Seq
 
 NAN, INF = float("nan"), float("inf")

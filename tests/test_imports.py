@@ -96,6 +96,8 @@ def _fresh_import(name):
 
 
 def test_deprecated_modules_warn_and_re_export():
+    import importlib
+
     import pytest
 
     with pytest.warns(DeprecationWarning, match="rnnjax.reservoir"):
@@ -105,6 +107,15 @@ def test_deprecated_modules_warn_and_re_export():
     with pytest.warns(DeprecationWarning, match="ScanConfig"):
         fused = _fresh_import("rnnjax.fused")
     assert fused.Options is rnnjax.ScanConfig
+    # moved modules: the old paths are aliases of the new ones for one release
+    for old, new in [("models", "blocks.models"), ("modern_blocks", "blocks.modern")]:
+        with pytest.warns(DeprecationWarning, match=f"rnnjax.{new}"):
+            alias = _fresh_import(f"rnnjax.{old}")
+        module = importlib.import_module(f"rnnjax.{new}")
+        assert alias.__all__ == module.__all__
+        for name in module.__all__:
+            assert getattr(alias, name) is getattr(module, name) is getattr(rnnjax, name)
+        assert not (ROOT / f"{old}.py").exists()
 
 
 def test_reservoir_two_tiers():

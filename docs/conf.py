@@ -92,9 +92,13 @@ doctest_path: list = []
 #
 # A name that ``rnnjax`` re-exports (``rnnjax.__all__``) is documented as ``rnnjax.<name>``
 # on the page of the group that owns its defining module; the other public names of a
-# group's modules (their ``__all__``) are documented under that module (``rnnjax.esn.fit_ridge``,
-# ``rnnjax.train.evaluate_stream``). New names appear without editing the docs. Internal
-# modules (``engine`` internals, ``fused``, ``checks``, ``spec``, ``progress``) are not listed.
+# group's modules (their ``__all__``) are documented under that module
+# (``rnnjax.reservoir.fit_ridge``, ``rnnjax.train.evaluate_stream``). New names appear
+# without editing the docs. Internal modules (``engine`` internals, ``checks``, ``spec``,
+# ``progress``) and the deprecated ones (``esn``, ``fused``, ``models``, ``modern_blocks``)
+# are not listed.
+
+_RESERVOIR_MOVED = rnnjax.reservoir._MOVED  # the submodules that hold the second tier
 
 API_GROUPS = [
     # slug, title, intro, modules that own flat names, modules documented on the page
@@ -122,19 +126,14 @@ API_GROUPS = [
         "and models built on it, and the deep residual blocks of the linear-recurrence and "
         "xLSTM/Griffin papers. Topic pages: :doc:`/getting_started`, :doc:`/layers`, "
         ":doc:`/parallel`.",
+        ["rnnjax.sequence", "rnnjax.layers", "rnnjax.blocks"],
         [
             "rnnjax.sequence",
             "rnnjax.layers",
-            "rnnjax.models",
             "rnnjax.blocks",
-            "rnnjax.modern_blocks",
-        ],
-        [
-            "rnnjax.sequence",
-            "rnnjax.layers",
-            "rnnjax.models",
-            "rnnjax.blocks",
-            "rnnjax.modern_blocks",
+            "rnnjax.blocks.residual",
+            "rnnjax.blocks.modern",
+            "rnnjax.blocks.models",
         ],
     ),
     (
@@ -181,8 +180,9 @@ API_GROUPS = [
         "Reservoir computing",
         "Echo state networks: the reservoir cell, readouts, drivers (fit, predict, "
         "forecast), sweeps and next-generation reservoir computing. Topic page: :doc:`/esn`.",
-        ["rnnjax.reservoir", "rnnjax.esn"],
-        ["rnnjax.esn"],
+        ["rnnjax.reservoir"],
+        # the common names at the package's top level, the rest in their submodules
+        ["rnnjax.reservoir", *(f"rnnjax.reservoir.{m}" for m in sorted(_RESERVOIR_MOVED))],
     ),
     (
         "flax",
@@ -296,7 +296,7 @@ def _constant_doc(mod: str, name: str) -> list[str]:
 
     value = getattr(sys.modules[mod], name)
     for modname, module in sorted(sys.modules.items()):
-        if not modname.startswith("rnnjax") or getattr(module, name, None) is not value:
+        if not modname.startswith("rnnjax") or vars(module).get(name) is not value:
             continue
         try:
             docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
@@ -540,7 +540,55 @@ def _missing_reference(app, env, node, contnode):
     return None
 
 
+# ---------------------------------------------------------------------------------------
+# ``.. rnnjax-cells::``: the cells page's table of cells, from ``rnnjax.cells.CELLS`` (the one
+# list a new cell is added to), so the page never lists the cells by hand
+
+
+def _cells_table() -> list[str]:
+    """reStructuredText of a table: each cell of ``rnnjax.cells.CELLS``, the first paragraph
+    of its docstring, its state."""
+    import inspect
+
+    lines = [
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 15 65 20",
+        "",
+        "   * - cell",
+        "     - what it computes",
+        "     - state",
+    ]
+    for name in rnnjax.cells.CELLS:
+        cell = getattr(rnnjax.cells, name)
+        state = getattr(cell, "State", None)
+        if state is None:  # a state class
+            continue
+        summary = " ".join(inspect.getdoc(cell).split("\n\n")[0].split())
+        lines += [
+            f"   * - :class:`rnnjax.{name}`",
+            f"     - {summary}",
+            f"     - :class:`rnnjax.{state.__name__}`",
+        ]
+    return lines
+
+
+def _cells_directive():
+    from docutils import nodes
+    from docutils.statemachine import StringList
+    from sphinx.util.docutils import SphinxDirective
+
+    class CellsTable(SphinxDirective):
+        def run(self):
+            node = nodes.container()
+            self.state.nested_parse(StringList(_cells_table()), self.content_offset, node)
+            return node.children
+
+    return CellsTable
+
+
 def setup(app):
+    app.add_directive("rnnjax-cells", _cells_directive())
     app.connect("autodoc-skip-member", _skip_namedtuple_fields)
     app.connect("missing-reference", _missing_reference)
 

@@ -102,7 +102,7 @@ def alternative_name() -> str:
 
 
 def _esn(cell_name, shape: Shape, dtype_name: str) -> Runner:
-    from rnnjax import esn
+    from rnnjax import reservoir as esn
 
     dt = jax_dtype(dtype_name)
     B, T, I, N = shape
@@ -311,5 +311,5 @@ def build(impl: str, cell_name: str, shape: Shape, dtype_name: str) -> Runner:
 
 
 def has_esn() -> bool:
-    """Whether ``rnnjax.esn`` (the echo state reservoir) is installed."""
-    return _has("rnnjax.esn")
+    """Whether ``rnnjax.reservoir`` (the echo state reservoir) is installed."""
+    return _has("rnnjax.reservoir")

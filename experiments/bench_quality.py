@@ -107,7 +107,7 @@ def _gradient_model(cell_name, us, ys, n_train, budget_s, seed, H=32, window=100
 
 
 def _esn_model(us, ys, n_train, N, seed):
-    from rnnjax import esn
+    from rnnjax import reservoir as esn
 
     def once(s):
         t0 = time.perf_counter()

@@ -104,8 +104,8 @@ def worker(args) -> dict:
     import numpy as np
 
     import rnnjax as rj
+    from rnnjax.blocks import SequenceModel
     from rnnjax.checkpoint import Checkpointer
-    from rnnjax.models import SequenceModel
     from rnnjax.train import Trainer
 
     trainer = Trainer(SequenceModel(rj.GRU(4, 8), output_size=5, vocab_size=5), learning_rate=1e-2)

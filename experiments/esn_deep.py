@@ -29,7 +29,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rnnjax import esn  # noqa: E402
+from rnnjax import reservoir as esn  # noqa: E402
 from rnnjax.tasks.mackey_glass import mackey_glass  # noqa: E402
 from rnnjax.tasks.narma import narma  # noqa: E402
 
@@ -72,9 +72,9 @@ def run(n, T, Tt, seed, log):
         for label, cells in (("single", single), ("deep", deep)):
             keys = jax.random.split(jax.random.key(seed), len(cells))
             ps = [c.init(k) for c, k in zip(cells, keys)]
-            hs = esn.harvest_stack(cells, ps, u)
+            hs = esn.compose.harvest_stack(cells, ps, u)
             Z = jnp.concatenate(hs, axis=1)
-            r = esn.fit_states(Z[:T], yt, ridge=RIDGE, washout=WASH)
+            r = esn.compose.fit_states(Z[:T], yt, ridge=RIDGE, washout=WASH)
             pred = np.asarray(esn.readout_apply(r, Z[T:]))
             res = {"nrmse": _nrmse(pred, ys)}
             try:

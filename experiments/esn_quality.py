@@ -90,7 +90,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import esn, metrics
+from rnnjax import metrics
+from rnnjax import reservoir as esn
 from rnnjax.tasks.mackey_glass import mackey_glass
 from rnnjax.tasks.memory import memory_task
 from rnnjax.tasks.narma import narma
@@ -317,7 +318,7 @@ def jaeger_haas_run(quick):
             val, readouts = {}, {}
             for ridge in ridges:
                 # badly conditioned at these ridges: solved from the R factor (readouts)
-                readouts[ridge] = esn.fit_states(hs, y[:3000], ridge=ridge, washout=1000)
+                readouts[ridge] = esn.compose.fit_states(hs, y[:3000], ridge=ridge, washout=1000)
                 e = errors84(readouts[ridge], end, 3000, 10)  # validation: [3000, 3284)
                 val[ridge] = float(np.sqrt(np.mean(e**2)) / std)
             ridge = min(val, key=val.get)

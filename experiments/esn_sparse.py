@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
 
-from rnnjax import esn
+from rnnjax import reservoir as esn
 
 
 def _loop(w, d):

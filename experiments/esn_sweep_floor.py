@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import esn
+from rnnjax import reservoir as esn
 from rnnjax.tasks.narma import narma
 
 

@@ -54,7 +54,7 @@ except ImportError:  # optional peer
 import jax
 import jax.numpy as jnp
 
-from rnnjax import esn
+from rnnjax import reservoir as esn
 from rnnjax.tasks.mackey_glass import mackey_glass
 
 SR, LR, IN_SCALE, DENSITY, IN_DENSITY, RIDGE, WARMUP = 0.95, 0.3, 1.0, 0.1, 0.2, 1e-7, 100

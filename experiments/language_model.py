@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 import rnnjax as rj
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
 from rnnjax.tasks.language import MarkovSource
 from rnnjax.train import Trainer, fit
 

@@ -21,7 +21,7 @@ import jax
 import repro_common as rc
 
 import rnnjax as rj
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
 from rnnjax.tasks.tagging import future_blind_bound, future_tagging
 from rnnjax.train import Trainer
 

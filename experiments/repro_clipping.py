@@ -27,7 +27,7 @@ import optax
 import repro_common as rc
 
 import rnnjax as rj
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
 from rnnjax.tasks.long_range import ADDING_BASELINE_MSE, adding_problem
 
 SEED = 0

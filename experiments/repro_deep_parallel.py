@@ -57,7 +57,7 @@ import optax
 import repro_common as rc
 
 import rnnjax as rj
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
 from rnnjax.tasks.language import MarkovSource
 from rnnjax.tasks.long_range import ADDING_BASELINE_MSE, adding_problem
 from rnnjax.train import Trainer

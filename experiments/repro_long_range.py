@@ -39,8 +39,8 @@ import numpy as np
 import repro_common as rc
 
 import rnnjax as rj
-from rnnjax.esn import EchoState
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
+from rnnjax.reservoir import EchoState
 from rnnjax.tasks.long_range import ADDING_BASELINE_MSE, adding_problem, copy_baseline, copy_task
 from rnnjax.train import Trainer
 

@@ -36,8 +36,8 @@ import numpy as np
 import repro_common as rc
 
 import rnnjax as rj
-from rnnjax.esn import EchoState
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
+from rnnjax.reservoir import EchoState
 from rnnjax.tasks.digits import load_digit_sequences
 from rnnjax.tasks.language import MarkovSource
 from rnnjax.train import Trainer

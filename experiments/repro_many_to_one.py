@@ -24,7 +24,7 @@ import numpy as np
 import repro_common as rc
 
 import rnnjax as rj
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
 from rnnjax.train import Trainer
 
 SEED = 0

@@ -29,7 +29,7 @@ import optax
 import repro_common as rc
 
 import rnnjax as rj
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
 from rnnjax.tasks.language import MarkovSource
 
 SEED, V, T, B = 0, 30, 128, 16

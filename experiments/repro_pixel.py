@@ -20,7 +20,7 @@ import numpy as np
 import repro_common as rc
 
 import rnnjax as rj
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
 from rnnjax.tasks.digits import load_digit_sequences
 from rnnjax.train import Trainer
 

@@ -33,7 +33,7 @@ import numpy as np
 import repro_common as rc
 
 import rnnjax as rj
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
 from rnnjax.tasks.language import MarkovSource
 from rnnjax.train import Trainer
 

@@ -1,15 +1,24 @@
-"""Former home of the fast-path switches, kept so old imports give a clear answer.
+"""Deprecated: the former home of the fast-path switches; importing it warns.
 
-The fused path now lives in :mod:`rnnjax.engine` and is chosen by an explicit
+The fused path lives in :mod:`rnnjax.engine` and is chosen by an explicit
 :class:`rnnjax.ScanConfig` (``config=`` of :func:`rnnjax.unroll` / :func:`rnnjax.unroll_batch`,
 a field of every layer and Flax module). The context manager :func:`options` read global
-state at trace time, so a function jitted once silently kept its first setting; it now
-raises and names the replacement.
+state at trace time, so a function jitted once silently kept its first setting; it raises
+and names the replacement. This module goes in the next release.
 """
 
 from __future__ import annotations
 
+import warnings
+
 from rnnjax.engine import ScanConfig, default_projection
+
+warnings.warn(
+    "rnnjax.fused is deprecated and goes in the next release: use rnnjax.ScanConfig "
+    "(config= of unroll/unroll_batch or a layer's config field)",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
 __all__ = ["ScanConfig", "Options", "options", "default_projection"]
 

@@ -284,7 +284,8 @@ class Recurrent(_Layer):
         (Krueger et al. 2017); applied to every state field (``h`` and, for the LSTM,
         ``c``). Without a key the expectation ``z * s_{t-1} + (1 - z) * s_t`` is used.
         With zoneout the step's output is the zoned-out ``h``.
-      unroll: steps per ``lax.scan`` iteration.
+      unroll: deprecated: use ``config=ScanConfig(unroll=...)`` (steps per ``lax.scan``
+        iteration); given, it warns and overrides ``config.unroll``.
       config: a :class:`rnnjax.ScanConfig` (default ``ScanConfig()``).
 
     Random streams: an example's key ``k`` is split into ``(k_in, k_rec, k_zone)``; the
@@ -309,7 +310,7 @@ class Recurrent(_Layer):
     recurrent_dropout: float = 0.0
     recurrent_dropout_mode: str = "variational"
     zoneout: float = 0.0
-    unroll: int = 1
+    unroll: Optional[int] = None
     config: Optional[engine.ScanConfig] = None
 
     def __post_init__(self):
@@ -322,7 +323,7 @@ class Recurrent(_Layer):
             "recurrent_dropout_mode", self.recurrent_dropout_mode, ("variational", "per_step")
         )
         checks.boolean("reverse", self.reverse)
-        checks.integer("unroll", self.unroll, 1)
+        seq.deprecated_unroll(self.unroll, "Recurrent(unroll=...)")
         if self.config is not None and not isinstance(self.config, engine.ScanConfig):
             raise TypeError(f"config must be an rnnjax.ScanConfig; got {self.config!r}")
 
@@ -345,7 +346,7 @@ class Recurrent(_Layer):
     def scan_config(self) -> engine.ScanConfig:
         """The :class:`rnnjax.ScanConfig` this layer runs with."""
         cfg = self.config or engine.ScanConfig()
-        return cfg if self.unroll == 1 else dataclasses.replace(cfg, unroll=self.unroll)
+        return cfg if self.unroll is None else dataclasses.replace(cfg, unroll=self.unroll)
 
     def _masks(self, key, xs_shape, h_shape, state_shapes):
         """One example's dropout and zoneout masks from its key (see the class docstring)."""

@@ -18,16 +18,23 @@ from rnnjax import checks
 __all__ = ["masked_mean", "cross_entropy", "perplexity", "accuracy", "mse", "nrmse"]
 
 
-def _logits_labels(logits, labels):
-    """``logits`` ``(..., V)`` floating (``V >= 1``) and integer ``labels``; lists are
-    converted."""
+def _classification(logits, labels, mask):
+    """``logits`` ``(..., V)`` floating (``V >= 1``), integer ``labels`` of shape
+    ``logits.shape[:-1]`` (lists are converted) and the mask of the positions that count
+    (the given ``mask`` less the traced out-of-range labels)."""
     logits = checks.array("logits", logits, "floating", min_ndim=1)
     if logits.shape[-1] < 1:
         raise ValueError(f"logits must have V >= 1 classes on the last axis; got {logits.shape}")
     labels = checks.array("labels", labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"labels must be integer class indices; got dtype {labels.dtype}")
-    return logits, labels
+    if jnp.shape(logits)[:-1] != jnp.shape(labels):
+        raise ValueError(
+            f"labels must have shape logits.shape[:-1] = {jnp.shape(logits)[:-1]}; "
+            f"got {jnp.shape(labels)}"
+        )
+    mask = checks.mask("mask", mask, jnp.shape(labels))
+    return logits, labels, _label_mask(logits, labels, mask)
 
 
 def _pair(predictions, targets):
@@ -98,14 +105,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array
       >>> float(rj.metrics.cross_entropy(jnp.zeros((3, 4)), jnp.array([0, 1, 2])))  # log 4
       1.386...
     """
-    logits, labels = _logits_labels(logits, labels)
-    if jnp.shape(logits)[:-1] != jnp.shape(labels):
-        raise ValueError(
-            f"labels must have shape logits.shape[:-1] = {jnp.shape(logits)[:-1]}; "
-            f"got {jnp.shape(labels)}"
-        )
-    mask = checks.mask("mask", mask, jnp.shape(labels))
-    mask = _label_mask(logits, labels, mask)
+    logits, labels, mask = _classification(logits, labels, mask)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     if mask is not None:  # an out-of-range label's loss may be NaN: select, not multiply
         losses = jnp.where(mask, losses, jnp.zeros((), losses.dtype))
@@ -138,14 +138,7 @@ def accuracy(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array] = N
       >>> float(accuracy(logits, jnp.array([1, 1, 0]), mask=jnp.array([True, True, False])))
       0.5
     """
-    logits, labels = _logits_labels(logits, labels)
-    if jnp.shape(logits)[:-1] != jnp.shape(labels):
-        raise ValueError(
-            f"labels must have shape logits.shape[:-1] = {jnp.shape(logits)[:-1]}; "
-            f"got {jnp.shape(labels)}"
-        )
-    mask = checks.mask("mask", mask, jnp.shape(labels))
-    mask = _label_mask(logits, labels, mask)
+    logits, labels, mask = _classification(logits, labels, mask)
     hits = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     return masked_mean(hits, mask)
 

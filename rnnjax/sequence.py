@@ -27,6 +27,8 @@ Shapes: ``T`` time, ``B`` batch axes (any number), ``I`` input size, ``H`` hidde
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from typing import Optional
 
 import jax
@@ -135,12 +137,23 @@ def _config(config, unroll) -> engine.ScanConfig:
         config = engine.ScanConfig()
     elif not isinstance(config, engine.ScanConfig):
         raise TypeError(f"config must be an rnnjax.ScanConfig; got {checks.describe(config)}")
-    unroll = checks.integer("unroll", unroll, 1)
-    if unroll != 1:
-        import dataclasses
+    unroll = deprecated_unroll(unroll, "the unroll argument of unroll/unroll_batch")
+    return config if unroll is None else dataclasses.replace(config, unroll=unroll)
 
-        config = dataclasses.replace(config, unroll=checks.integer("unroll", unroll, 1))
-    return config
+
+def deprecated_unroll(unroll, what: str) -> Optional[int]:
+    """A deprecated ``unroll`` argument, checked; warns when it is given (``None``: not
+    given), naming :class:`rnnjax.ScanConfig`'s ``unroll`` field, the one place it is set."""
+    if unroll is None:
+        return None
+    unroll = checks.integer("unroll", unroll, 1)
+    warnings.warn(
+        f"{what} is deprecated and goes in the next release: use "
+        f"config=rnnjax.ScanConfig(unroll={unroll})",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+    return unroll
 
 
 def unroll(
@@ -150,7 +163,7 @@ def unroll(
     length=None,
     state=None,
     reverse: bool = False,
-    unroll: int = 1,
+    unroll: Optional[int] = None,
     *,
     resets=None,
     config: Optional[engine.ScanConfig] = None,
@@ -166,7 +179,8 @@ def unroll(
       state: optional initial state (default ``cell.initial_state()``); a floating dtype
         other than the state dtype is cast.
       reverse: process the sequence backwards (padding-aware; ``ys`` stays aligned).
-      unroll: steps per ``lax.scan`` iteration (same as ``config.unroll``).
+      unroll: deprecated: use ``config=ScanConfig(unroll=...)`` (steps per ``lax.scan``
+        iteration); given, it warns and overrides ``config.unroll``.
       resets: optional bool ``(T,)``: ``resets[t]`` puts the state back to the initial
         state before step ``t`` (see the module docstring).
       config: a :class:`rnnjax.ScanConfig` (default ``ScanConfig()``).
@@ -205,7 +219,7 @@ def unroll_batch(
     length=None,
     state=None,
     reverse: bool = False,
-    unroll: int = 1,
+    unroll: Optional[int] = None,
     time_major: bool = False,
     *,
     resets=None,

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
-from rnnjax import decoding, esn, metrics, train
-from rnnjax.models import SequenceModel
+from rnnjax import decoding, metrics, reservoir, train
+from rnnjax.blocks import SequenceModel
 from rnnjax.seq2seq import Seq2Seq
 
 NAN, INF = float("nan"), float("inf")
@@ -138,7 +138,7 @@ def _fit_ridge(**kw):
     us = jnp.ones((20, 1)) * 0.1
     args = dict(us=us, ys=us, ridge=1e-3, washout=2)
     args.update(kw)
-    return esn.fit_ridge(F("esn"), F("esn_p"), **args)
+    return reservoir.fit_ridge(F("esn"), F("esn_p"), **args)
 
 
 def _save_at(position):
@@ -645,7 +645,7 @@ BAD = [
     (
         "esn-generate-n-0",
         "n",
-        lambda: esn.generate(
+        lambda: reservoir.generate(
             F("esn"),
             F("esn_p"),
             {"w": jnp.zeros((8, 1)), "b": jnp.zeros(1)},
@@ -656,12 +656,12 @@ BAD = [
     (
         "esn-predict-readout",
         "readout",
-        lambda: esn.predict(F("esn"), F("esn_p"), {"w": jnp.zeros((3, 1))}, jnp.ones((5, 1))),
+        lambda: reservoir.predict(F("esn"), F("esn_p"), {"w": jnp.zeros((3, 1))}, jnp.ones((5, 1))),
     ),
     (
         "esn-harvest-us-int",
         "us",
-        lambda: esn.harvest(F("esn"), F("esn_p"), jnp.ones((5, 1), jnp.int32)),
+        lambda: reservoir.harvest(F("esn"), F("esn_p"), jnp.ones((5, 1), jnp.int32)),
     ),
     # ---- interop
     ("to_torch-params-missing", "params", _to_torch_bad),

@@ -23,6 +23,6 @@ def test_char_lm_quick_preset_trains_validates_restores_and_samples(tmp_path):
     assert len(r["sample_greedy"]) == len(r["sample_temperature_0.8"]) == 80
     run_dir = tmp_path / "char_lm_quick_run"
     cfg = json.loads((run_dir / "config.json").read_text())
-    assert cfg["trainer"]["model"]["class"] == "rnnjax.models.SequenceModel"
+    assert cfg["trainer"]["model"]["class"] == "rnnjax.blocks.models.SequenceModel"
     rows = [json.loads(x) for x in (tmp_path / "char_lm_quick.jsonl").read_text().splitlines()]
     assert [x["position"] for x in rows] == list(range(1, 91))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
+from rnnjax.blocks import SequenceModel
 from rnnjax.checkpoint import Checkpointer, CheckpointError, check_finite, load_config
-from rnnjax.models import SequenceModel
 from rnnjax.train import Trainer, TrainState, fit
 
 V, E, H, B, T, K = 5, 3, 4, 2, 4, 2
@@ -235,7 +235,7 @@ import os, signal, sys
 import jax, jax.numpy as jnp, numpy as np
 import rnnjax as rj
 from rnnjax.checkpoint import Checkpointer
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
 from rnnjax.train import Trainer, fit
 sys.path.insert(0, {tests!r})
 from test_checkpoint import data, N, K, B, make_trainer

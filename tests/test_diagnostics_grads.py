@@ -13,7 +13,7 @@ from rnnjax.diagnostics import (
     pascanu_bound,
     spectral_radius,
 )
-from rnnjax.esn import EchoState
+from rnnjax.reservoir import EchoState
 
 T, I, H = 6, 3, 5
 

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     import rnnjax as rj
     from rnnjax import distributed as dist
-    from rnnjax.models import SequenceModel
+    from rnnjax.blocks import SequenceModel
     from rnnjax.train import Trainer
 
     assert jax.device_count() == 4, jax.devices()

@@ -122,7 +122,7 @@ def test_api_reference_is_grouped_and_documents_each_name_once_as_users_type_it(
             assert home not in names, f"{name} documented twice ({home})"
     for name in ["rnnjax.unroll", "rnnjax.LSTM", "rnnjax.Trainer", "rnnjax.ScanConfig"]:
         assert name in names
-    for name in ["rnnjax.esn.fit_ridge", "rnnjax.train.evaluate_stream", "rnnjax.load_run"]:
+    for name in ["rnnjax.reservoir.fit_ridge", "rnnjax.train.evaluate_stream", "rnnjax.load_run"]:
         assert name in names
     # internals are left out
     for internal in ["rnnjax.fused", "rnnjax.checks", "rnnjax.spec", "rnnjax.progress"]:
@@ -148,7 +148,7 @@ def test_reference_aliases_resolve_to_the_documented_names():
     assert names("rnnjax.sequence.unroll", []) == ["rnnjax.unroll"]
     assert names("rnnjax.engine.ScanConfig", []) == ["rnnjax.ScanConfig"]
     assert names("rnnjax.train.Trainer.init", []) == ["rnnjax.Trainer.init"]
-    assert names("fit_ridge", ["rnnjax.reservoir.drivers"]) == ["rnnjax.esn.fit_ridge"]
+    assert names("fit_ridge", ["rnnjax.reservoir.drivers"]) == ["rnnjax.reservoir.fit_ridge"]
     assert names("no_such_name", ["rnnjax.sequence"]) == []
     assert conf._internal_name("rnnjax.checks.valid_tokens", [])
     assert not conf._internal_name("rnnjax.checks.no_such_check", [])

@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
+from rnnjax.blocks import SequenceModel
 from rnnjax.checkpoint import Checkpointer, CheckpointError
-from rnnjax.models import SequenceModel
 from rnnjax.train import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +43,7 @@ WORKER = textwrap.dedent(
     import jax, numpy as np
     import rnnjax as rj
     from rnnjax.checkpoint import Checkpointer
-    from rnnjax.models import SequenceModel
+    from rnnjax.blocks import SequenceModel
     from rnnjax.train import Trainer, fit
 
     directory, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])

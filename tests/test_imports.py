@@ -72,3 +72,70 @@ def test_engine_never_names_a_cell_class():
         assert not named, f"{m} imports {named}"
         code = (ROOT / (m.split(".")[1] + ".py")).read_text()
         assert "isinstance(cell" not in code and "type(cell) is" not in code
+
+
+def test_one_list_of_cells_re_exported_once():
+    """The cells stand in one list (``rnnjax.cells``); ``rnnjax`` re-exports exactly it."""
+    cells = rnnjax.cells
+    assert len(cells.CELLS) == len(set(cells.CELLS)) and "Cell" not in cells.CELLS
+    assert len(rnnjax.__all__) == len(set(rnnjax.__all__))
+    for name in cells.CELLS:
+        assert name in rnnjax.__all__ and getattr(rnnjax, name) is getattr(cells, name)
+    for name in ("LSTM", "CausalConv", "S6State"):
+        assert name in cells.CELLS
+    init = (ROOT / "__init__.py").read_text() + (ROOT / "cells" / "__init__.py").read_text()
+    assert "E402" not in init and "__all__ +=" not in init
+
+
+def _fresh_import(name):
+    import importlib
+    import sys
+
+    sys.modules.pop(name, None)
+    return importlib.import_module(name)
+
+
+def test_deprecated_modules_warn_and_re_export():
+    import importlib
+
+    import pytest
+
+    with pytest.warns(DeprecationWarning, match="rnnjax.reservoir"):
+        esn = _fresh_import("rnnjax.esn")
+    assert esn.fit_ridge is rnnjax.reservoir.fit_ridge and esn.EchoState is rnnjax.EchoState
+    assert not hasattr(esn, "_fit_jit") and "_fit_jit" not in esn.__all__
+    with pytest.warns(DeprecationWarning, match="ScanConfig"):
+        fused = _fresh_import("rnnjax.fused")
+    assert fused.Options is rnnjax.ScanConfig
+    # moved modules: the old paths are aliases of the new ones for one release
+    for old, new in [("models", "blocks.models"), ("modern_blocks", "blocks.modern")]:
+        with pytest.warns(DeprecationWarning, match=f"rnnjax.{new}"):
+            alias = _fresh_import(f"rnnjax.{old}")
+        module = importlib.import_module(f"rnnjax.{new}")
+        assert alias.__all__ == module.__all__
+        for name in module.__all__:
+            assert getattr(alias, name) is getattr(module, name) is getattr(rnnjax, name)
+        assert not (ROOT / f"{old}.py").exists()
+
+
+def test_reservoir_two_tiers():
+    """The common names at the top of ``rnnjax.reservoir``; the rest in submodules, still
+    reachable from the top for one release with a DeprecationWarning naming the new path."""
+    import warnings
+
+    import pytest
+
+    res = rnnjax.reservoir
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in res.__all__:
+            getattr(res, name)
+    assert len(res.__all__) < 40
+    for module, names in res._MOVED.items():
+        for name in names:
+            assert name not in res.__all__
+            with pytest.warns(DeprecationWarning, match=f"rnnjax.reservoir.{module}.{name}"):
+                obj = getattr(res, name)
+            assert obj is getattr(getattr(res, module), name)
+    with pytest.raises(AttributeError):
+        _ = res.no_such_name

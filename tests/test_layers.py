@@ -420,3 +420,17 @@ def test_user_layer_lacking_a_method_is_refused_naming_it():
 
     with pytest.raises(TypeError, match="lacks init"):
         rj.Stacked([NoInit()])
+
+
+def test_layer_unroll_field_is_deprecated_and_still_works():
+    """``unroll`` is set in one place, ``ScanConfig.unroll``; the layer's own field warns
+    and gives the same scan setting and the same numbers."""
+    cell = rj.GRU(2, 3)
+    with pytest.warns(DeprecationWarning, match=r"ScanConfig\(unroll=2\)"):
+        old = rj.Recurrent(cell, unroll=2)
+    new = rj.Recurrent(cell, config=rj.ScanConfig(unroll=2))
+    assert old.scan_config() == new.scan_config() and new.scan_config().unroll == 2
+    assert rj.Recurrent(cell).unroll is None
+    p = new.init(jax.random.key(0))
+    xs = jnp.ones((5, 2))
+    np.testing.assert_array_equal(old.apply(p, xs, length=4)[1], new.apply(p, xs, length=4)[1])

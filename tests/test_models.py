@@ -1,4 +1,4 @@
-"""Tests for rnnjax.models.SequenceModel against a plain Python loop over cell.step."""
+"""Tests for rnnjax.SequenceModel against a plain Python loop over cell.step."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
 
 V, E, H, O, T = 6, 3, 4, 2, 5
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax import esn, metrics
+from rnnjax import metrics, reservoir
 from rnnjax.reservoir import NVAR, matrices, nvar_features, readouts
 from rnnjax.tasks.lorenz import lorenz63, valid_prediction_time
 from rnnjax.tasks.narma import narma
@@ -33,7 +33,9 @@ def data():
 
 @pytest.fixture(scope="module")
 def cell():
-    return esn.EchoState(I, N, spectral_radius=0.9, leak_rate=0.5, bias_scaling=0.2, density=0.5)
+    return reservoir.EchoState(
+        I, N, spectral_radius=0.9, leak_rate=0.5, bias_scaling=0.2, density=0.5
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,26 +75,26 @@ def test_solve_ridge_equals_lstsq_float64_down_to_zero(ridge):
     Z = np.concatenate([F, np.ones((200, 1))], 1)
     with jax.enable_x64(True):
         stats = readouts.RidgeStats(jnp.asarray(Z.T @ Z), jnp.asarray(Z.T @ Y))
-    r = esn.solve_ridge(stats, ridge)
+    r = reservoir.solve_ridge(stats, ridge)
     w, b = lstsq_ridge(F, Y, ridge)
     np.testing.assert_allclose(r["w_out"], w, rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(r["b_out"], b, rtol=1e-9, atol=1e-10)
-    many = esn.solve_ridges(stats, [ridge, 1.0])
+    many = reservoir.readouts.solve_ridges(stats, [ridge, 1.0])
     np.testing.assert_allclose(many["w_out"][0], w, rtol=1e-8, atol=1e-9)
 
 
 def test_fit_ridge_tiny_ridge_is_finite_and_matches_lstsq(cell, params, data):
     """The uncentred Cholesky returned NaN here; the centred solve matches lstsq's fit."""
     us, ys = data
-    _, hs = esn.harvest(cell, params, us)
+    _, hs = reservoir.harvest(cell, params, us)
     H = np.asarray(hs, np.float64)[20:]
     for ridge in (1e-12, 0.0):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            r, _ = esn.fit_ridge(cell, params, us, ys, ridge=ridge, washout=20)
+            r, _ = reservoir.fit_ridge(cell, params, us, ys, ridge=ridge, washout=20)
         assert np.all(np.isfinite(np.asarray(r["w_out"])))
         w, b = lstsq_ridge(H, ys[20:], ridge)
-        got = np.asarray(esn.readout_apply(r, hs[20:]), np.float64)
+        got = np.asarray(reservoir.readout_apply(r, hs[20:]), np.float64)
         ref = H @ w + b
         assert np.sqrt(np.mean((got - ref) ** 2)) < 1e-4 * np.std(ys[20:])
 
@@ -101,11 +103,11 @@ def test_float32_readout_close_to_float64(cell, params, data):
     us, ys = data
     errs = {}
     for prec in ("float32", "float64"):
-        r, st = esn.fit_ridge(
+        r, st = reservoir.fit_ridge(
             cell, params, us[:200], ys[:200], ridge=1e-8, washout=20, precision=prec, chunk_size=64
         )
         assert r["w_out"].dtype == (jnp.float32 if prec == "float32" else jnp.float64)
-        _, pred = esn.predict(cell, params, r, us[200:], st)
+        _, pred = reservoir.predict(cell, params, r, us[200:], st)
         errs[prec] = float(metrics.nrmse(pred, jnp.asarray(ys[200:])))
     assert errs["float32"] <= 1.05 * errs["float64"], errs
 
@@ -113,8 +115,10 @@ def test_float32_readout_close_to_float64(cell, params, data):
 def test_float32_stats_equal_float64_stats(cell, params, data):
     """The float32 R-factor accumulation gives the same sums (to float32 precision)."""
     us, ys = data
-    s32, _ = esn.ridge_stats(cell, params, us, ys, washout=10, chunk_size=50, precision="float32")
-    s64, _ = esn.ridge_stats(cell, params, us, ys, washout=10, chunk_size=50)
+    s32, _ = reservoir.ridge_stats(
+        cell, params, us, ys, washout=10, chunk_size=50, precision="float32"
+    )
+    s64, _ = reservoir.ridge_stats(cell, params, us, ys, washout=10, chunk_size=50)
     np.testing.assert_allclose(s32.xtx, s64.xtx, rtol=2e-4, atol=2e-3)
     np.testing.assert_allclose(s32.xty, s64.xty, rtol=2e-4, atol=2e-3)
 
@@ -123,42 +127,42 @@ def test_non_finite_raises_and_ill_posed_warns():
     with jax.enable_x64(True):
         bad = readouts.RidgeStats(jnp.full((3, 3), jnp.nan), jnp.zeros((3, 1)))
         with pytest.raises(FloatingPointError, match="NaN"):
-            esn.solve_ridge(bad, 1e-3)
+            reservoir.solve_ridge(bad, 1e-3)
         F = np.random.default_rng(0).normal(size=(50, 1))
         F = np.concatenate([F, F], 1)  # rank deficient: ridge 0 is ill-posed
         Z = np.concatenate([F, np.ones((50, 1))], 1)
         stats = readouts.RidgeStats(jnp.asarray(Z.T @ Z), jnp.asarray(Z.T @ F[:, :1]))
     with pytest.warns(RuntimeWarning, match="condition number"):
-        r = esn.solve_ridge(stats, 0.0)
+        r = reservoir.solve_ridge(stats, 0.0)
     # the minimum-norm solution: the weight split evenly between the two copies
     np.testing.assert_allclose(np.asarray(r["w_out"])[:, 0], [0.5, 0.5], atol=1e-8)
 
 
 def test_include_input_features_match_lstsq(cell, params, data):
     us, ys = data
-    r, st = esn.fit_ridge(
+    r, st = reservoir.fit_ridge(
         cell, params, us[:200], ys[:200], ridge=1e-4, washout=10, include_input=True
     )
     assert r["w_out"].shape == (N + I, 2)
-    _, hs = esn.harvest(cell, params, us[:200])
+    _, hs = reservoir.harvest(cell, params, us[:200])
     Fe = np.concatenate([np.asarray(hs, np.float64), us[:200]], 1)[10:]
     w, b = lstsq_ridge(Fe, ys[10:200], 1e-4)
     np.testing.assert_allclose(r["w_out"], w, rtol=1e-4, atol=1e-5 * np.abs(w).max())
-    _, pred = esn.predict(cell, params, r, us[200:], st)
-    _, h2 = esn.harvest(cell, params, us[200:], st)
+    _, pred = reservoir.predict(cell, params, r, us[200:], st)
+    _, h2 = reservoir.harvest(cell, params, us[200:], st)
     ref = np.concatenate([np.asarray(h2, np.float64), us[200:]], 1) @ w + b
     np.testing.assert_allclose(pred, ref, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="pass us"):
-        esn.readout_apply(r, hs)
+        reservoir.readout_apply(r, hs)
 
 
 def test_several_readouts_on_one_run_equal_separate_fits(cell, params, data):
     us, ys = data
-    outs, st = esn.fit_readouts(
+    outs, st = reservoir.fit_readouts(
         cell, params, us, {"a": ys[:, :1], "b": ys[:, 1:]}, ridge={"a": 1e-3, "b": 1e-6}, washout=15
     )
     for k, col, ridge in (("a", slice(0, 1), 1e-3), ("b", slice(1, 2), 1e-6)):
-        ref, st2 = esn.fit_ridge(cell, params, us, ys[:, col], ridge=ridge, washout=15)
+        ref, st2 = reservoir.fit_ridge(cell, params, us, ys[:, col], ridge=ridge, washout=15)
         np.testing.assert_allclose(
             outs[k]["w_out"], ref["w_out"], rtol=1e-5, atol=1e-6 * np.abs(ref["w_out"]).max()
         )
@@ -171,15 +175,15 @@ def test_several_readouts_on_one_run_equal_separate_fits(cell, params, data):
 
 def test_float64_params_need_x64_and_are_drawn_in_float64():
     with pytest.raises(ValueError, match="param_dtype=float64 needs 64-bit"):
-        esn.EchoState(1, 8, param_dtype=jnp.float64)
+        reservoir.EchoState(1, 8, param_dtype=jnp.float64)
     with jax.enable_x64(True):
-        cell = esn.EchoState(1, 8, param_dtype=jnp.float64, density=1.0)
+        cell = reservoir.EchoState(1, 8, param_dtype=jnp.float64, density=1.0)
         p = cell.init(jax.random.key(0))
         assert all(v.dtype == jnp.float64 for v in p.values())
         w_in = np.asarray(p["w_in"])
         # drawn in float64: not float32 numbers cast up
         assert np.any(w_in != w_in.astype(np.float32).astype(np.float64))
-    p16 = esn.EchoState(1, 8, param_dtype=jnp.bfloat16).init(jax.random.key(0))
+    p16 = reservoir.EchoState(1, 8, param_dtype=jnp.bfloat16).init(jax.random.key(0))
     assert all(v.dtype == jnp.bfloat16 for v in p16.values())
 
 
@@ -189,24 +193,27 @@ def test_float64_params_need_x64_and_are_drawn_in_float64():
 def test_orthogonal_cycle_jumps_delay_spectra():
     n, sr = 24, 0.8
     for topo in ("orthogonal", "cycle"):
-        c = esn.EchoState(1, n, spectral_radius=sr, topology=topo)
+        c = reservoir.EchoState(1, n, spectral_radius=sr, topology=topo)
         W = matrices.dense_matrix(topo, c.init(jax.random.key(0)))
         ev = np.linalg.eigvals(W)
         np.testing.assert_allclose(np.abs(ev), sr, rtol=1e-5)  # every eigenvalue on the circle
     # the cycle's eigenvalues are sr times the n-th roots of unity
     W = matrices.dense_matrix(
-        "cycle", esn.EchoState(1, n, spectral_radius=sr, topology="cycle").init(jax.random.key(0))
+        "cycle",
+        reservoir.EchoState(1, n, spectral_radius=sr, topology="cycle").init(jax.random.key(0)),
     )
     np.testing.assert_allclose(np.sort(np.angle(np.linalg.eigvals(W / sr) ** n)), 0, atol=1e-4)
     assert np.count_nonzero(W) == n and np.allclose(W[np.arange(1, n), np.arange(n - 1)], sr)
-    c = esn.EchoState(1, n, spectral_radius=sr, topology="jumps", jump_size=3, jump_weight=0.4)
+    c = reservoir.EchoState(
+        1, n, spectral_radius=sr, topology="jumps", jump_size=3, jump_weight=0.4
+    )
     W = matrices.dense_matrix("jumps", c.init(jax.random.key(0)), 3)
     assert abs(np.max(np.abs(np.linalg.eigvals(W))) - sr) < 1e-5
     assert np.allclose(
         W - np.diag(np.diag(W, -1), -1) - np.diag([W[0, -1]], n - 1),
         (W - np.diag(np.diag(W, -1), -1) - np.diag([W[0, -1]], n - 1)).T,
     )
-    c = esn.EchoState(1, n, spectral_radius=0.7, topology="delay")
+    c = reservoir.EchoState(1, n, spectral_radius=0.7, topology="delay")
     W = matrices.dense_matrix("delay", c.init(jax.random.key(0)))
     np.testing.assert_allclose(W, np.diag(np.full(n - 1, 0.7), -1), atol=1e-7)
     assert np.allclose(np.linalg.matrix_power(W, n), 0)  # nilpotent: spectrum {0}
@@ -215,13 +222,13 @@ def test_orthogonal_cycle_jumps_delay_spectra():
 def test_user_w_and_uniform_sparse():
     rng = np.random.default_rng(0)
     W0 = rng.normal(size=(16, 16)).astype(np.float32)
-    p = esn.EchoState(1, 16, spectral_radius=0.5).init(jax.random.key(0), w=W0)
+    p = reservoir.EchoState(1, 16, spectral_radius=0.5).init(jax.random.key(0), w=W0)
     assert abs(np.max(np.abs(np.linalg.eigvals(np.asarray(p["w"], np.float64)))) - 0.5) < 1e-5
-    p = esn.EchoState(1, 16, spectral_radius=None).init(jax.random.key(0), w=W0)
+    p = reservoir.EchoState(1, 16, spectral_radius=None).init(jax.random.key(0), w=W0)
     np.testing.assert_array_equal(p["w"], W0)
     with pytest.raises(ValueError, match=r"w must have shape \(N, N\)"):
-        esn.EchoState(1, 16).init(jax.random.key(0), w=W0[:4])
-    c = esn.EchoState(1, 200, spectral_radius=None, topology="uniform", density=0.05)
+        reservoir.EchoState(1, 16).init(jax.random.key(0), w=W0[:4])
+    c = reservoir.EchoState(1, 200, spectral_radius=None, topology="uniform", density=0.05)
     w = np.asarray(c.init(jax.random.key(0))["w"])
     assert abs(np.mean(w != 0) - 0.05) < 0.01 and np.abs(w).max() <= 1.0
 
@@ -229,20 +236,20 @@ def test_user_w_and_uniform_sparse():
 @pytest.mark.parametrize("topo", ["cycle", "jumps", "delay", "orthogonal"])
 def test_structured_run_matches_dense_loop(topo, data):
     us, _ = data
-    c = esn.EchoState(
+    c = reservoir.EchoState(
         I, 12, spectral_radius=0.9, leak_rate=0.6, topology=topo, jump_size=4, bias_scaling=0.1
     )
     p = c.init(jax.random.key(2))
-    _, hs = esn.harvest(c, p, us[:60])
+    _, hs = reservoir.harvest(c, p, us[:60])
     ref = np_run(matrices.dense_matrix(topo, p, 4), p, us[:60], 0.6)
     np.testing.assert_allclose(hs, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_cycle_of_100k_units_runs():
-    c = esn.EchoState(1, 100_000, spectral_radius=0.9, topology="cycle", input_density=0.5)
+    c = reservoir.EchoState(1, 100_000, spectral_radius=0.9, topology="cycle", input_density=0.5)
     p = c.init(jax.random.key(0))
     assert p["w"].shape == (100_000,)
-    _, hs = esn.harvest(c, p, jnp.ones((5, 1)))
+    _, hs = reservoir.harvest(c, p, jnp.ones((5, 1)))
     assert hs.shape == (5, 100_000) and bool(jnp.isfinite(hs).all())
 
 
@@ -250,12 +257,12 @@ def test_memory_capacity_of_linear_orthogonal_reservoir():
     from rnnjax.tasks.memory import memory_task
 
     n, K = 20, 60
-    c = esn.EchoState(1, n, spectral_radius=0.9, topology="orthogonal", activation="identity")
+    c = reservoir.EchoState(1, n, spectral_radius=0.9, topology="orthogonal", activation="identity")
     p = c.init(jax.random.key(0))
     u, tg = memory_task(3000, K, seed=0)
     u, tg = u[:, None].astype(np.float32), tg.astype(np.float32)
-    r, st = esn.fit_ridge(c, p, u[:2000], tg[:2000], ridge=1e-10, washout=K)
-    _, pred = esn.predict(c, p, r, u[2000:], st)
+    r, st = reservoir.fit_ridge(c, p, u[:2000], tg[:2000], ridge=1e-10, washout=K)
+    _, pred = reservoir.predict(c, p, r, u[2000:], st)
     mc = float(metrics.memory_capacity(pred, tg[2000:]))
     assert 0.9 * n < mc <= n + 0.5
 
@@ -265,21 +272,21 @@ def test_memory_capacity_of_linear_orthogonal_reservoir():
 
 def test_batched_predict_and_generate_equal_one_by_one(cell, params, data):
     us, ys = data
-    r, st = esn.fit_ridge(cell, params, us[:200], ys[:200, :1], ridge=1e-4, washout=10)
+    r, st = reservoir.fit_ridge(cell, params, us[:200], ys[:200, :1], ridge=1e-4, washout=10)
     segs = np.stack([us[200:250], us[240:290]])
-    _, pb = esn.predict(cell, params, r, segs, st)
+    _, pb = reservoir.predict(cell, params, r, segs, st)
     for k in range(2):
-        _, p1 = esn.predict(cell, params, r, segs[k], st)
+        _, p1 = reservoir.predict(cell, params, r, segs[k], st)
         np.testing.assert_allclose(pb[k], p1, rtol=1e-6, atol=1e-6)
-    c1 = esn.EchoState(1, N, spectral_radius=0.8, leak_rate=0.5)
+    c1 = reservoir.EchoState(1, N, spectral_radius=0.8, leak_rate=0.5)
     p = c1.init(jax.random.key(0))
     s = np.sin(np.arange(400) / 5.0)[:, None].astype(np.float32)
-    r, st = esn.fit_ridge(c1, p, s[:299], s[1:300], ridge=1e-6, washout=20)
-    st2, _ = esn.harvest(c1, p, s[299:320], st)
+    r, st = reservoir.fit_ridge(c1, p, s[:299], s[1:300], ridge=1e-6, washout=20)
+    st2, _ = reservoir.harvest(c1, p, s[299:320], st)
     starts = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), st, st2)
-    _, gb = esn.generate(c1, p, r, starts, 15)
+    _, gb = reservoir.generate(c1, p, r, starts, 15)
     for k, s0 in enumerate((st, st2)):
-        _, g1 = esn.generate(c1, p, r, s0, 15)
+        _, g1 = reservoir.generate(c1, p, r, s0, 15)
         # closed loop: each output is the next input, so the batched and the single
         # products' float32 rounding (a few 1e-7) compounds over the 15 steps (1.4e-6
         # measured); an off-by-one or a wrong state would differ by 1e-2 or more
@@ -291,8 +298,8 @@ def test_batched_predict_and_generate_equal_one_by_one(cell, params, data):
 
 def test_sweep_every_ridge_and_shared_scalings_equal_fits_one_by_one(data):
     us, ys = data
-    base = esn.EchoState(I, 12, leak_rate=1.0, density=0.5, bias_scaling=0.1)
-    table = esn.sweep(
+    base = reservoir.EchoState(I, 12, leak_rate=1.0, density=0.5, bias_scaling=0.1)
+    table = reservoir.sweep(
         base,
         us[:200],
         ys[:200],
@@ -317,8 +324,10 @@ def test_sweep_every_ridge_and_shared_scalings_equal_fits_one_by_one(data):
             bias_scaling=float(table["bias_scaling"][m]),
         )
         p = c.init(jax.random.key(int(table["seed"][m])))
-        r, st = esn.fit_ridge(c, p, us[:200], ys[:200], ridge=float(table["ridge"][m]), washout=20)
-        _, pred = esn.predict(c, p, r, us[200:], st)
+        r, st = reservoir.fit_ridge(
+            c, p, us[:200], ys[:200], ridge=float(table["ridge"][m]), washout=20
+        )
+        _, pred = reservoir.predict(c, p, r, us[200:], st)
         ref = float(metrics.nrmse(pred, jnp.asarray(ys[200:])))
         assert abs(table["nrmse"][m] - ref) <= 2e-3 * ref + 1e-6, (m, table["nrmse"][m], ref)
     assert np.ptp(table["nrmse"]) > 1e-3
@@ -326,8 +335,8 @@ def test_sweep_every_ridge_and_shared_scalings_equal_fits_one_by_one(data):
 
 def test_sweep_free_run_equals_generate():
     s = (np.sin(np.arange(500) / 6.0) * 0.8)[:, None].astype(np.float32)
-    base = esn.EchoState(1, 16, leak_rate=0.5, density=0.5)
-    table = esn.sweep(
+    base = reservoir.EchoState(1, 16, leak_rate=0.5, density=0.5)
+    table = reservoir.sweep(
         base,
         s[:299],
         s[1:300],
@@ -343,8 +352,10 @@ def test_sweep_free_run_equals_generate():
     for m in range(10):  # 5 ridges: the one-eigendecomposition path
         c = dataclasses.replace(base, spectral_radius=float(table["spectral_radius"][m]))
         p = c.init(jax.random.key(0))
-        r, st = esn.fit_ridge(c, p, s[:299], s[1:300], ridge=float(table["ridge"][m]), washout=30)
-        _, g = esn.generate(c, p, r, st, 25)
+        r, st = reservoir.fit_ridge(
+            c, p, s[:299], s[1:300], ridge=float(table["ridge"][m]), washout=30
+        )
+        _, g = reservoir.generate(c, p, r, st, 25)
         ref = np.sqrt(np.mean((np.asarray(g, np.float64) - s[299:324]) ** 2)) / np.std(s[299:-1])
         assert abs(table["nrmse_free"][m] - ref) <= 1e-3 * ref + 1e-5, (
             m,
@@ -355,8 +366,8 @@ def test_sweep_free_run_equals_generate():
 
 def test_random_search_draws_log_uniform_in_range(data):
     us, ys = data
-    base = esn.EchoState(I, 8, density=0.5)
-    t = esn.random_search(
+    base = reservoir.EchoState(I, 8, density=0.5)
+    t = reservoir.random_search(
         base,
         us[:150],
         ys[:150],
@@ -375,7 +386,7 @@ def test_random_search_draws_log_uniform_in_range(data):
     ref = np.exp(rng.uniform(np.log(0.1), np.log(1.0), 6))
     np.testing.assert_allclose(t["spectral_radius"][::2], ref)
     with pytest.raises(ValueError, match="ranges key"):
-        esn.random_search(
+        reservoir.random_search(
             base,
             us[:150],
             ys[:150],
@@ -483,20 +494,20 @@ def test_new_reservoir_pieces_refuse_bad_input_naming_the_argument():
     from rnnjax.tasks import chaos
 
     cases = [
-        (lambda: esn.ES2N(1, 4, proximity=0.0), "proximity"),
-        (lambda: esn.IPReservoir(1, 4, activation="relu"), "activation"),
-        (lambda: esn.IPReservoir(1, 4, activation="sigmoid", mu=0.0), "mu"),
-        (lambda: esn.LocalPlasticityReservoir(1, 4, local_rule="stdp"), "local_rule"),
-        (lambda: esn.LIF(1, 4, leak_rate=2.0), "leak_rate"),
-        (lambda: esn.fit_states([jnp.ones((5, 2)), jnp.ones((4, 2))], jnp.ones((5, 1)), ridge=1.0),
+        (lambda: reservoir.variants.ES2N(1, 4, proximity=0.0), "proximity"),
+        (lambda: reservoir.variants.IPReservoir(1, 4, activation="relu"), "activation"),
+        (lambda: reservoir.variants.IPReservoir(1, 4, activation="sigmoid", mu=0.0), "mu"),
+        (lambda: reservoir.variants.LocalPlasticityReservoir(1, 4, local_rule="stdp"), "local_rule"),
+        (lambda: reservoir.spiking.LIF(1, 4, leak_rate=2.0), "leak_rate"),
+        (lambda: reservoir.compose.fit_states([jnp.ones((5, 2)), jnp.ones((4, 2))], jnp.ones((5, 1)), ridge=1.0),
          "features\\[1\\]"),
-        (lambda: esn.fit_states(jnp.ones((5, 2)), jnp.ones((5, 1)), ridge=1.0, washout=5),
+        (lambda: reservoir.compose.fit_states(jnp.ones((5, 2)), jnp.ones((5, 1)), ridge=1.0, washout=5),
          "washout"),
-        (lambda: esn.harvest_stack([esn.EchoState(1, 4), esn.EchoState(3, 2)],
+        (lambda: reservoir.compose.harvest_stack([reservoir.EchoState(1, 4), reservoir.EchoState(3, 2)],
                                    [None, None], jnp.ones((5, 1))), "cells\\[1\\].input_size"),
-        (lambda: esn.harvest_stack([esn.EchoState(1, 4)], [], jnp.ones((5, 1))), "params"),
-        (lambda: esn.effective_spectral_radius(np.ones((2, 3))), "w must be square"),
-        (lambda: esn.rsquare(np.ones(3), np.ones(4)), "y_pred"),
+        (lambda: reservoir.compose.harvest_stack([reservoir.EchoState(1, 4)], [], jnp.ones((5, 1))), "params"),
+        (lambda: reservoir.effective_spectral_radius(np.ones((2, 3))), "w must be square"),
+        (lambda: reservoir.rsquare(np.ones(3), np.ones(4)), "y_pred"),
         (lambda: chaos.henon_map(5, x0=(0.0,)), "x0"),
         (lambda: chaos.logistic_map(5, x0=1.5), "x0"),
         (lambda: chaos.lorenz96(5, N=3), "N"),
@@ -505,9 +516,9 @@ def test_new_reservoir_pieces_refuse_bad_input_naming_the_argument():
     for fn, match in cases:
         with pytest.raises(ValueError, match=match):
             fn()
-    cell = esn.EchoState(1, 4)
+    cell = reservoir.EchoState(1, 4)
     p = cell.init(jax.random.key(0))
     with pytest.raises(ValueError, match="learning_rate"):
-        esn.fit_lms(cell, p, jnp.ones((5, 1)), jnp.ones((5, 1)), learning_rate=0.0)
+        reservoir.fit_lms(cell, p, jnp.ones((5, 1)), jnp.ones((5, 1)), learning_rate=0.0)
     with pytest.raises(ValueError, match="feedback"):
-        esn.fit_lms(cell, p, jnp.ones((5, 1)), jnp.ones((5, 1)), feedback="both")
+        reservoir.fit_lms(cell, p, jnp.ones((5, 1)), jnp.ones((5, 1)), feedback="both")

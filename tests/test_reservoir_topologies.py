@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
-from rnnjax import diagnostics, esn
+from rnnjax import diagnostics, reservoir
 
 mat_gen = pytest.importorskip("reservoirpy.mat_gen")
 
@@ -31,7 +31,7 @@ def _radius(w):
 
 def test_small_world_lattice_equals_reservoirpy():
     n, k = 12, 4
-    ours = _np(esn.small_world(jax.random.key(0), n, neighbours=k, rewire=0.0))
+    ours = _np(reservoir.topologies.small_world(jax.random.key(0), n, neighbours=k, rewire=0.0))
     ref = _rpy("small_world", n, 0, nb_close_neighbours=k, proba_rewire=0.0)
     np.testing.assert_array_equal(ours != 0, ref != 0)
     assert (ours != 0).sum(axis=0).tolist() == [k] * n
@@ -44,7 +44,10 @@ def test_small_world_rewired_statistics_match_reservoirpy():
     kept = {"ours": [], "rpy": []}
     for s in range(4):
         for name, w in (
-            ("ours", _np(esn.small_world(jax.random.key(s), n, neighbours=k, rewire=p))),
+            (
+                "ours",
+                _np(reservoir.topologies.small_world(jax.random.key(s), n, neighbours=k, rewire=p)),
+            ),
             ("rpy", _rpy("small_world", n, s, nb_close_neighbours=k, proba_rewire=p)),
         ):
             nz = w != 0
@@ -59,10 +62,12 @@ def test_small_world_rewired_statistics_match_reservoirpy():
 
 
 def test_small_world_scaled_to_the_radius():
-    w = esn.small_world(jax.random.key(1), 40, neighbours=4, rewire=0.2, spectral_radius=0.7)
+    w = reservoir.topologies.small_world(
+        jax.random.key(1), 40, neighbours=4, rewire=0.2, spectral_radius=0.7
+    )
     assert _radius(_np(w)) == pytest.approx(0.7, rel=1e-5)
     with pytest.raises(ValueError, match="even"):
-        esn.small_world(jax.random.key(0), 10, neighbours=3)
+        reservoir.topologies.small_world(jax.random.key(0), 10, neighbours=3)
 
 
 def test_cluster_blocks_and_densities_match_reservoirpy():
@@ -74,7 +79,9 @@ def test_cluster_blocks_and_densities_match_reservoirpy():
             (
                 "ours",
                 _np(
-                    esn.cluster(jax.random.key(s), n, clusters=c, density=p_in, inter_density=p_out)
+                    reservoir.topologies.cluster(
+                        jax.random.key(s), n, clusters=c, density=p_in, inter_density=p_out
+                    )
                 ),
             ),
             ("rpy", _rpy("cluster", n, s, cluster=c, p_in=p_in, p_out=p_out)),
@@ -86,23 +93,29 @@ def test_cluster_blocks_and_densities_match_reservoirpy():
         assert d_in == pytest.approx(p_in, abs=0.03), name
         assert d_out == pytest.approx(p_out, abs=0.01), name
     # with inter_density 0 the blocks are the only non-zeros
-    w = _np(esn.cluster(jax.random.key(0), 30, clusters=3, density=0.5, inter_density=0.0))
+    w = _np(
+        reservoir.topologies.cluster(
+            jax.random.key(0), 30, clusters=3, density=0.5, inter_density=0.0
+        )
+    )
     assert not (w[~block[:30, :30]]).any()
-    w = esn.cluster(jax.random.key(0), 30, clusters=3, spectral_radius=0.9, density=0.5)
+    w = reservoir.topologies.cluster(
+        jax.random.key(0), 30, clusters=3, spectral_radius=0.9, density=0.5
+    )
     assert _radius(_np(w)) == pytest.approx(0.9, rel=1e-5)
     with pytest.raises(ValueError, match="multiple"):
-        esn.cluster(jax.random.key(0), 10, clusters=3)
+        reservoir.topologies.cluster(jax.random.key(0), 10, clusters=3)
 
 
 def test_bernoulli_value_set_and_probability_match_reservoirpy():
     n, p, d = 80, 0.7, 0.3
-    ours = _np(esn.bernoulli(jax.random.key(0), n, p=p, density=d))
+    ours = _np(reservoir.topologies.bernoulli(jax.random.key(0), n, p=p, density=d))
     ref = _rpy("bernoulli", n, 0, p=p, connectivity=d)
     for w in (ours, ref):
         assert set(np.unique(w)) == {-1.0, 0.0, 1.0}
         assert (w != 0).mean() == pytest.approx(d, abs=0.03)
         assert (w[w != 0] > 0).mean() == pytest.approx(p, abs=0.05)
-    w = _np(esn.bernoulli(jax.random.key(1), n, density=d, spectral_radius=0.8))
+    w = _np(reservoir.topologies.bernoulli(jax.random.key(1), n, density=d, spectral_radius=0.8))
     ref = _rpy("bernoulli", n, 1, connectivity=d, sr=0.8)
     for m in (w, ref):
         c = np.abs(m[m != 0])
@@ -115,7 +128,9 @@ def test_fast_spectral_expected_radius_matches_reservoirpy():
     a = 6 * r / (np.sqrt(12) * np.sqrt(d * n))  # ReservoirPy's bound
     ours, ref = [], []
     for s in range(3):
-        w = _np(esn.fast_spectral(jax.random.key(s), n, spectral_radius=r, density=d))
+        w = _np(
+            reservoir.topologies.fast_spectral(jax.random.key(s), n, spectral_radius=r, density=d)
+        )
         assert np.abs(w).max() <= a * (1 + 1e-6)
         assert (w != 0).mean() == pytest.approx(d, abs=0.01)
         ours.append(_radius(w))
@@ -140,7 +155,7 @@ def test_fast_spectral_expected_radius_matches_reservoirpy():
 
 @pytest.mark.parametrize("topology", ["small_world", "cluster", "bernoulli", "fast_spectral"])
 def test_echo_state_topologies_run(topology):
-    cell = esn.EchoState(1, 30, spectral_radius=0.8, density=0.3, topology=topology)
+    cell = reservoir.EchoState(1, 30, spectral_radius=0.8, density=0.3, topology=topology)
     params = cell.init(jax.random.key(0))
     assert params["w"].shape == (30, 30)
     rho = float(diagnostics.spectral_radius(params["w"]))
@@ -154,10 +169,10 @@ def test_echo_state_topologies_run(topology):
 
 def test_echo_state_topology_options_checked():
     with pytest.raises(ValueError, match="multiple"):
-        esn.EchoState(1, 10, topology="cluster", clusters=3)
+        reservoir.EchoState(1, 10, topology="cluster", clusters=3)
     with pytest.raises(ValueError, match="even"):
-        esn.EchoState(1, 10, topology="small_world", neighbours=3)
-    w = esn.EchoState(1, 12, topology="small_world", neighbours=4, rewire=0.0).init(
+        reservoir.EchoState(1, 10, topology="small_world", neighbours=3)
+    w = reservoir.EchoState(1, 12, topology="small_world", neighbours=4, rewire=0.0).init(
         jax.random.key(0)
     )["w"]
     assert (np.asarray(w) != 0).sum(axis=1).tolist() == [4] * 12

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
-from rnnjax import esn
+from rnnjax import reservoir
 from rnnjax.tasks import chaos
 from rnnjax.tasks.lorenz import lorenz63 as chaos_lorenz63
 
@@ -49,7 +49,9 @@ def _init64(cell, key):
 
 def test_es2n_states_equal_reservoirpy():
     with jax.enable_x64(True):
-        cell = esn.ES2N(I, N, proximity=0.3, density=0.5, bias_scaling=0.2, param_dtype=jnp.float64)
+        cell = reservoir.variants.ES2N(
+            I, N, proximity=0.3, density=0.5, bias_scaling=0.2, param_dtype=jnp.float64
+        )
         p = _init64(cell, jax.random.key(0))
         u = _series()
         _, hs = rj.unroll(cell, p, jnp.asarray(u))
@@ -64,7 +66,7 @@ def test_es2n_states_equal_reservoirpy():
 @pytest.mark.parametrize("activation,mu", [("tanh", 0.0), ("sigmoid", 0.2)])
 def test_intrinsic_plasticity_equals_reservoirpy(activation, mu):
     with jax.enable_x64(True):
-        cell = esn.IPReservoir(I, N, leak_rate=0.6, mu=mu, sigma=0.5, learning_rate=5e-3,
+        cell = reservoir.variants.IPReservoir(I, N, leak_rate=0.6, mu=mu, sigma=0.5, learning_rate=5e-3,
                                density=0.5, bias_scaling=0.3, activation=activation,
                                param_dtype=jnp.float64)  # fmt: skip
         p = _init64(cell, jax.random.key(1))
@@ -94,7 +96,7 @@ def test_local_plasticity_equals_reservoirpy_rules_threaded(rule, norm, act):
     import scipy.sparse as sp
 
     with jax.enable_x64(True):
-        cell = esn.LocalPlasticityReservoir(
+        cell = reservoir.variants.LocalPlasticityReservoir(
             I, N, local_rule=rule, eta=5e-3, bcm_theta=0.1, synapse_normalization=norm,
             leak_rate=0.7, density=0.4, bias_scaling=0.3, activation=act, param_dtype=jnp.float64,
         )  # fmt: skip
@@ -123,7 +125,7 @@ def test_local_plasticity_equals_reservoirpy_rules_threaded(rule, norm, act):
 
 def test_lif_spikes_equal_reservoirpy():
     with jax.enable_x64(True):
-        cell = esn.LIF(I, N, threshold=0.8, leak_rate=0.2, inhibitory=0.25, density=0.4,
+        cell = reservoir.spiking.LIF(I, N, threshold=0.8, leak_rate=0.2, inhibitory=0.25, density=0.4,
                        input_density=0.8, param_dtype=jnp.float64)  # fmt: skip
         p = _init64(cell, jax.random.key(7))
         u = np.abs(_series(seed=7))
@@ -138,12 +140,12 @@ def test_lif_spikes_equal_reservoirpy():
 
 def test_lms_readout_equals_reservoirpy():
     with jax.enable_x64(True):
-        cell = esn.EchoState(I, N, density=0.5, leak_rate=0.5, param_dtype=jnp.float64)
+        cell = reservoir.EchoState(I, N, density=0.5, leak_rate=0.5, param_dtype=jnp.float64)
         p = _init64(cell, jax.random.key(2))
         u = _series(seed=2)
         y = np.roll(u[:, :1], -1, axis=0)
-        readout, _ = esn.fit_lms(cell, p, u, y, learning_rate=0.05)
-        _, hs = esn.harvest(cell, p, u)
+        readout, _ = reservoir.fit_lms(cell, p, u, y, learning_rate=0.05)
+        _, hs = reservoir.harvest(cell, p, u)
         node = rnodes.LMS(learning_rate=0.05)
         node.fit(np.asarray(hs), y)
         np.testing.assert_allclose(np.asarray(readout["w_out"]), node.Wout, rtol=0, atol=1e-12)
@@ -156,14 +158,14 @@ def test_lms_readout_equals_reservoirpy():
 def test_deep_esn_equals_reservoirpy_model_graph():
     """``[r1, r1 >> r2] >> Ridge`` in ReservoirPy against harvest_stack + fit_states."""
     with jax.enable_x64(True):
-        r1 = esn.EchoState(1, N, leak_rate=0.5, density=0.5, param_dtype=jnp.float64)
-        r2 = esn.EchoState(N, 8, leak_rate=0.8, density=0.5, param_dtype=jnp.float64)
+        r1 = reservoir.EchoState(1, N, leak_rate=0.5, density=0.5, param_dtype=jnp.float64)
+        r2 = reservoir.EchoState(N, 8, leak_rate=0.8, density=0.5, param_dtype=jnp.float64)
         p1, p2 = _init64(r1, jax.random.key(3)), _init64(r2, jax.random.key(4))
         s = np.sin(np.arange(300) / 7.0)[:, None] * 0.8
         u, y = s[:-1], s[1:]
-        hs = esn.harvest_stack([r1, r2], [p1, p2], u)
-        readout = esn.fit_states([*hs], y, ridge=1e-6, washout=30)
-        pred = esn.readout_apply(readout, jnp.concatenate(hs, axis=1))
+        hs = reservoir.compose.harvest_stack([r1, r2], [p1, p2], u)
+        readout = reservoir.compose.fit_states([*hs], y, ridge=1e-6, washout=30)
+        pred = reservoir.readout_apply(readout, jnp.concatenate(hs, axis=1))
         q1, q2 = _np(p1), _np(p2)
         n1 = rnodes.Reservoir(W=q1["w"], Win=q1["w_in"].T, bias=q1["b"], lr=0.5)
         n2 = rnodes.Reservoir(W=q2["w"], Win=q2["w_in"].T, bias=q2["b"], lr=0.8)
@@ -233,15 +235,15 @@ def test_observables_equal_reservoirpy():
     rng = np.random.default_rng(0)
     y = rng.normal(size=(50, 2))
     p = y + 0.1 * rng.normal(size=(50, 2))
-    assert esn.rsquare(y, p) == pytest.approx(robs.rsquare(y, p), rel=1e-12)
-    assert esn.mae(y, p) == pytest.approx(robs.mae(y, p), rel=1e-12)
+    assert reservoir.rsquare(y, p) == pytest.approx(robs.rsquare(y, p), rel=1e-12)
+    assert reservoir.mae(y, p) == pytest.approx(robs.mae(y, p), rel=1e-12)
     W = rng.normal(size=(20, 20)) / 5
     for lr in (1.0, 0.3):
-        assert esn.effective_spectral_radius(W, lr) == pytest.approx(
+        assert reservoir.effective_spectral_radius(W, lr) == pytest.approx(
             robs.effective_spectral_radius(W, lr), rel=1e-9
         )
     with pytest.raises(ValueError, match="y_pred must have the shape"):
-        esn.mae(y, p[:10])
+        reservoir.mae(y, p[:10])
 
 
 @pytest.mark.parametrize("topology,rpy_name", [("cycle", "ring"), ("delay", "line")])
@@ -249,13 +251,13 @@ def test_cycle_and_delay_equal_reservoirpy_ring_and_line(topology, rpy_name):
     from reservoirpy import mat_gen
 
     n = 9
-    cell = esn.EchoState(1, n, spectral_radius=0.8, topology=topology)
-    W = esn.dense_matrix(topology, cell.init(jax.random.key(0)))
+    cell = reservoir.EchoState(1, n, spectral_radius=0.8, topology=topology)
+    W = reservoir.matrices.dense_matrix(topology, cell.init(jax.random.key(0)))
     ref = getattr(mat_gen, rpy_name)(n, n, sparsity_type="dense")
     ref = np.asarray(ref) * 0.8  # unit edge weights in ReservoirPy, times the radius
     np.testing.assert_allclose(np.asarray(W, np.float64), ref, rtol=0, atol=1e-7)
     if topology == "cycle":
-        assert esn.effective_spectral_radius(np.asarray(W)) == pytest.approx(0.8, rel=1e-6)
+        assert reservoir.effective_spectral_radius(np.asarray(W)) == pytest.approx(0.8, rel=1e-6)
 
 
 def test_kuramoto_sivashinsky_equals_reservoirpy():
@@ -289,10 +291,10 @@ def test_ridge_on_badly_conditioned_features_beats_reservoirpy(ridge):
     3e-4 to 6e-3)."""
     with jax.enable_x64(True):
         x = np.asarray(chaos_lorenz63(1500), np.float64)
-        m = esn.NVAR(3, delay=2, stride=1, order=2)
+        m = reservoir.NVAR(3, delay=2, stride=1, order=2)
         F = np.asarray(m.features(jnp.asarray(x[:-1])))[m.warmup :]
         Y = (x[1:] - x[:-1])[m.warmup :]
-        ours = np.asarray(esn.fit_states(F, Y, ridge=ridge)["w_out"])
+        ours = np.asarray(reservoir.compose.fit_states(F, Y, ridge=ridge)["w_out"])
     W = _lstsq_ridge(F, Y, ridge)
     dist = lambda V: np.linalg.norm(V - W) / np.linalg.norm(W)  # noqa: E731
     assert dist(ours) <= 1.1 * dist(_rpy_ridge(F, Y, ridge))
@@ -304,15 +306,15 @@ def test_fit_ridge_on_badly_conditioned_states_beats_reservoirpy(ridge):
     """A linear reservoir driven by two sines: states of condition ~1e17. fit_ridge (the
     chunked run) redoes the solve from the R factor; within 1.1x of ReservoirPy's distance
     to lstsq on the same states (measured: 3e-8 and 1e-6 against 7e-4 and 23)."""
-    cell = esn.EchoState(1, 40, spectral_radius=0.9, activation="identity")
+    cell = reservoir.EchoState(1, 40, spectral_radius=0.9, activation="identity")
     p = _init64(cell, jax.random.key(0))
     with jax.enable_x64(True):
         cell = dataclasses.replace(cell, param_dtype=jnp.float64)
         t = np.arange(1200.0)
         u = (np.sin(t / 7) + 0.5 * np.sin(t / 3.1))[:, None]
         y = np.roll(u, -1, 0) ** 2
-        _, hs = esn.harvest(cell, p, u)
-        readout, _ = esn.fit_ridge(cell, p, u, y, ridge=ridge, washout=100, chunk_size=256)
+        _, hs = reservoir.harvest(cell, p, u)
+        readout, _ = reservoir.fit_ridge(cell, p, u, y, ridge=ridge, washout=100, chunk_size=256)
     H = np.asarray(hs)[100:]
     W = _lstsq_ridge(H, y[100:], ridge)
     dist = lambda V: np.linalg.norm(np.asarray(V) - W) / np.linalg.norm(W)  # noqa: E731

@@ -349,3 +349,20 @@ def test_pytree_output_cell_batched_layouts_and_gradient():
         jax.grad(lambda p: loss(p, lambda q: (None, engine(q))))(PAIR_P),
         jax.grad(lambda p: loss(p, lambda q: (None, loop(q))))(PAIR_P),
     )
+
+
+def test_unroll_argument_is_deprecated_and_still_works():
+    """``rj.unroll(..., unroll=k)`` warns (``ScanConfig(unroll=k)`` replaces it), still checks
+    its value and gives the numbers of the config."""
+    cell = rj.SimpleRNN(2, 3)
+    p = cell.init(jax.random.key(0))
+    xs = jnp.ones((5, 2))
+    want = rj.unroll(cell, p, xs, config=rj.ScanConfig(unroll=2))[1]
+    with pytest.warns(DeprecationWarning, match=r"ScanConfig\(unroll=2\)"):
+        got = rj.unroll(cell, p, xs, unroll=2)[1]
+    np.testing.assert_array_equal(got, want)
+    with pytest.warns(DeprecationWarning, match="unroll"):
+        got = rj.unroll_batch(cell, p, xs[None], None, None, False, 2)[1]
+    np.testing.assert_array_equal(got[0], want)
+    with pytest.raises(ValueError, match="unroll"):
+        rj.unroll(cell, p, xs, unroll=0)

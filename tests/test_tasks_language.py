@@ -129,7 +129,7 @@ def test_gru_learns_an_order1_source_close_to_its_bound():
     import jax.numpy as jnp
 
     import rnnjax as rj
-    from rnnjax.models import SequenceModel
+    from rnnjax.blocks import SequenceModel
     from rnnjax.train import Trainer, fit
 
     src = MarkovSource(vocab_size=6, order=1, concentration=0.3, seed=4)

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 import rnnjax as rj
-from rnnjax.models import SequenceModel
+from rnnjax.blocks import SequenceModel
 from rnnjax.train import Trainer, fit, frozen_labels, make_optimizer
 
 V, E, H, B, T = 5, 3, 4, 3, 6

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
+from rnnjax.blocks import SequenceModel
 from rnnjax.checkpoint import Checkpointer, load_run
-from rnnjax.models import SequenceModel
 from rnnjax.progress import CsvWriter, ProgressLog, TensorBoardWriter
 from rnnjax.tasks.language import TextCorpus, Vocabulary
 from rnnjax.train import EarlyStopping, Trainer, evaluate_batches, fit, schedule
@@ -354,7 +354,7 @@ _INTERRUPTED = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     sys.path.insert(0, {root!r})
     import rnnjax as rj
-    from rnnjax.models import SequenceModel
+    from rnnjax.blocks import SequenceModel
     from rnnjax.train import Trainer, fit, schedule
     V, E, H, B, T, K = 5, 3, 4, 2, 4, 2
     LR = schedule("linear_schedule", init_value=0.1, end_value=0.0, transition_steps=8)

@@ -12,8 +12,8 @@ import optax
 import pytest
 
 import rnnjax as rj
+from rnnjax.blocks import SequenceModel
 from rnnjax.checkpoint import Checkpointer
-from rnnjax.models import SequenceModel
 from rnnjax.train import Trainer, fit
 
 V, E, H, B, T, K = 5, 3, 4, 2, 4, 2

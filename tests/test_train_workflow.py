@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
+from rnnjax.blocks import SequenceModel
 from rnnjax.checkpoint import Checkpointer, load_run
-from rnnjax.models import SequenceModel
 from rnnjax.spec import from_spec, to_spec
 from rnnjax.tasks.language import StreamBatcher, TextCorpus
 from rnnjax.train import (

@@ -24,8 +24,14 @@ One job per module:
 - :mod:`~rnnjax.reservoir.nvar`: next-generation reservoir computing (NVAR).
 - :mod:`~rnnjax.reservoir.freezing`: keep optax from moving reservoir weights.
 
-:mod:`rnnjax.esn` re-exports the public names.
+The names most work needs stand at the top level (``from rnnjax import reservoir``:
+``reservoir.EchoState``, ``reservoir.fit_ridge``, ``reservoir.predict``); the rest stay in
+their submodules (``reservoir.variants.ES2N``, ``reservoir.topologies.small_world``), as
+Optax keeps ``optax.contrib`` apart.
 """
+
+import importlib as _importlib
+import warnings as _warnings
 
 from rnnjax.reservoir import (
     cell,
@@ -45,79 +51,43 @@ from rnnjax.reservoir import (
     variants,
 )
 from rnnjax.reservoir.cell import EchoState, EchoStateState
-from rnnjax.reservoir.compose import fit_states, harvest_stack
 from rnnjax.reservoir.drivers import fit_readouts, fit_ridge, harvest, ridge_stats
 from rnnjax.reservoir.freerun import forecast, generate, predict, readout_apply
-from rnnjax.reservoir.freezing import (
-    RESERVOIR_KEYS,
-    freeze_reservoir,
-    frozen_labels,
-    trainable_mask,
-)
-from rnnjax.reservoir.matrices import TOPOLOGIES, dense_matrix
+from rnnjax.reservoir.freezing import freeze_reservoir
 from rnnjax.reservoir.nvar import NVAR, nvar_features
 from rnnjax.reservoir.observables import (
-    ESPResult,
     echo_state_property,
     effective_spectral_radius,
     mae,
     rsquare,
 )
 from rnnjax.reservoir.online import fit_lms, fit_rls
-from rnnjax.reservoir.readouts import (
-    READOUT_KEYS,
-    RidgeStats,
-    solve_ridge,
-    solve_ridges,
-)
-from rnnjax.reservoir.spiking import LIF, LIFState
+from rnnjax.reservoir.readouts import solve_ridge
 from rnnjax.reservoir.sweeps import random_search, sweep
-from rnnjax.reservoir.topologies import bernoulli, cluster, fast_spectral, small_world
-from rnnjax.reservoir.variants import (
-    ES2N,
-    LOCAL_RULES,
-    ES2NState,
-    IPReservoir,
-    IPState,
-    LocalPlasticityReservoir,
-    LocalPlasticityState,
-)
 
 __all__ = [
+    # submodules
     "cell",
+    "compose",
     "drivers",
     "freerun",
-    "online",
-    "observables",
-    "preamble",
     "freezing",
     "matrices",
     "nvar",
+    "observables",
+    "online",
+    "preamble",
     "readouts",
+    "spiking",
     "sweeps",
     "topologies",
+    "variants",
+    # the echo state network: cell, teacher-forced fits, prediction
     "EchoState",
     "EchoStateState",
-    "ES2N",
-    "ES2NState",
-    "IPReservoir",
-    "IPState",
-    "LocalPlasticityReservoir",
-    "LocalPlasticityState",
-    "LOCAL_RULES",
-    "LIF",
-    "LIFState",
-    "spiking",
-    "compose",
-    "variants",
-    "fit_states",
-    "harvest_stack",
-    "ESPResult",
-    "RidgeStats",
     "harvest",
     "ridge_stats",
     "solve_ridge",
-    "solve_ridges",
     "fit_ridge",
     "fit_readouts",
     "fit_rls",
@@ -126,23 +96,49 @@ __all__ = [
     "predict",
     "generate",
     "forecast",
+    # model selection and diagnostics
     "sweep",
     "random_search",
     "echo_state_property",
     "effective_spectral_radius",
     "rsquare",
     "mae",
-    "frozen_labels",
-    "trainable_mask",
-    "freeze_reservoir",
-    "dense_matrix",
-    "TOPOLOGIES",
-    "small_world",
-    "cluster",
-    "bernoulli",
-    "fast_spectral",
+    # next-generation reservoir computing, training beside optax
     "NVAR",
     "nvar_features",
-    "RESERVOIR_KEYS",
-    "READOUT_KEYS",
+    "freeze_reservoir",
 ]
+
+# names that left the top level: they stay one release as deprecated attributes
+_MOVED = {
+    "compose": ("fit_states", "harvest_stack"),
+    "freezing": ("RESERVOIR_KEYS", "frozen_labels", "trainable_mask"),
+    "matrices": ("TOPOLOGIES", "dense_matrix"),
+    "observables": ("ESPResult",),
+    "readouts": ("READOUT_KEYS", "RidgeStats", "solve_ridges"),
+    "spiking": ("LIF", "LIFState"),
+    "topologies": ("bernoulli", "cluster", "fast_spectral", "small_world"),
+    "variants": (
+        "ES2N",
+        "ES2NState",
+        "IPReservoir",
+        "IPState",
+        "LOCAL_RULES",
+        "LocalPlasticityReservoir",
+        "LocalPlasticityState",
+    ),
+}
+_MOVED_TO = {name: module for module, names in _MOVED.items() for name in names}
+
+
+def __getattr__(name):
+    if name in _MOVED_TO:
+        where = f"rnnjax.reservoir.{_MOVED_TO[name]}"
+        _warnings.warn(
+            f"rnnjax.reservoir.{name} is deprecated and leaves the top level in the next "
+            f"release: use {where}.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_importlib.import_module(where), name)
+    raise AttributeError(f"module 'rnnjax.reservoir' has no attribute {name!r}")

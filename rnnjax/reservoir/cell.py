@@ -39,14 +39,27 @@ class EchoStateState(NamedTuple):
         it to the teacher signal (fitting) or to the readout output (prediction, free run).
 
     Example:
-      >>> from rnnjax import esn
-      >>> state = esn.EchoState(input_size=1, hidden_size=20).initial_state()
+      >>> from rnnjax import reservoir
+      >>> state = reservoir.EchoState(input_size=1, hidden_size=20).initial_state()
       >>> state.h.shape, state.y.shape                      # (N,), (F,)
       ((20,), (0,))
     """
 
     h: jax.Array
     y: jax.Array
+
+
+def check_reservoir(cell) -> None:
+    """The checks of the fields every reservoir cell has (sizes, spectral radius, input and
+    bias scaling, density, parameter dtype): :class:`EchoState` and its variants."""
+    checks.integer("input_size", cell.input_size, 1)
+    checks.integer("hidden_size", cell.hidden_size, 1)
+    if cell.spectral_radius is not None:
+        checks.number("spectral_radius", cell.spectral_radius, 0.0)
+    checks.number("input_scaling", cell.input_scaling, 0.0)
+    checks.number("bias_scaling", cell.bias_scaling, 0.0)
+    checks.number("density", cell.density, 0.0, 1.0, min_open=True)
+    checks.floating_dtype("param_dtype", cell.param_dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +127,7 @@ class EchoState:
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
-      >>> from rnnjax.esn import EchoState
+      >>> from rnnjax.reservoir import EchoState
       >>> cell = EchoState(input_size=1, hidden_size=50, spectral_radius=0.9, leak_rate=0.3)
       >>> params = cell.init(jax.random.key(0))
       >>> state, xs = rj.unroll(cell, params, jnp.ones((10, 1)))
@@ -145,16 +158,10 @@ class EchoState:
     bernoulli_p: float = 0.5
 
     def __post_init__(self):
-        checks.integer("input_size", self.input_size, 1)
-        checks.integer("hidden_size", self.hidden_size, 1)
+        check_reservoir(self)
         checks.integer("feedback_size", self.feedback_size, 0)
-        if self.spectral_radius is not None:
-            checks.number("spectral_radius", self.spectral_radius, 0.0)
         checks.number("leak_rate", self.leak_rate, 0.0, 1.0, min_open=True)
-        checks.number("input_scaling", self.input_scaling, 0.0)
-        checks.number("bias_scaling", self.bias_scaling, 0.0)
         checks.number("feedback_scaling", self.feedback_scaling, 0.0)
-        checks.number("density", self.density, 0.0, 1.0, min_open=True)
         checks.number("input_density", self.input_density, 0.0, 1.0, min_open=True)
         checks.number("noise", self.noise, 0.0)
         checks.choice("activation", self.activation, ("tanh", "identity"))
@@ -175,7 +182,6 @@ class EchoState:
             )
         checks.number("inter_density", self.inter_density, 0.0, 1.0)
         checks.number("bernoulli_p", self.bernoulli_p, 0.0, 1.0)
-        checks.floating_dtype("param_dtype", self.param_dtype)
 
     @property
     def output_size(self) -> int:

@@ -50,9 +50,9 @@ def harvest_stack(cells: Sequence, params: Sequence, us, *, input_to_all: bool =
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> r1, r2 = esn.EchoState(1, 20), esn.EchoState(20, 10)
-      >>> hs = esn.harvest_stack([r1, r2], [r1.init(jax.random.key(0)),
+      >>> from rnnjax import reservoir
+      >>> r1, r2 = reservoir.EchoState(1, 20), reservoir.EchoState(20, 10)
+      >>> hs = reservoir.compose.harvest_stack([r1, r2], [r1.init(jax.random.key(0)),
       ...                         r2.init(jax.random.key(1))], jnp.ones((30, 1)))
       >>> [h.shape for h in hs]
       [(30, 20), (30, 10)]
@@ -123,12 +123,12 @@ def fit_states(features, ys, *, ridge: float, washout: int = 0, precision: str =
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
+      >>> from rnnjax import reservoir
       >>> u = jnp.sin(jnp.arange(200.0) / 5)[:, None]
-      >>> r1, r2 = esn.EchoState(1, 20), esn.EchoState(20, 10)
-      >>> hs = esn.harvest_stack([r1, r2], [r1.init(jax.random.key(0)),
+      >>> r1, r2 = reservoir.EchoState(1, 20), reservoir.EchoState(20, 10)
+      >>> hs = reservoir.compose.harvest_stack([r1, r2], [r1.init(jax.random.key(0)),
       ...                         r2.init(jax.random.key(1))], u[:-1])
-      >>> readout = esn.fit_states([*hs, u[:-1]], u[1:], ridge=1e-6, washout=20)
+      >>> readout = reservoir.compose.fit_states([*hs, u[:-1]], u[1:], ridge=1e-6, washout=20)
       >>> readout["w_out"].shape                        # N_1 + N_2 + I rows
       (31, 1)
     """

@@ -206,9 +206,9 @@ def harvest(cell, params, us, state=None, *, teacher=None, key=None):
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=8)
-      >>> _, hs = esn.harvest(cell, cell.init(jax.random.key(0)), jnp.ones((5, 1)))
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=8)
+      >>> _, hs = reservoir.harvest(cell, cell.init(jax.random.key(0)), jnp.ones((5, 1)))
       >>> hs.shape
       (5, 8)
     """
@@ -250,12 +250,12 @@ def ridge_stats(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=10)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=10)
       >>> params = cell.init(jax.random.key(0))
       >>> u = jnp.sin(jnp.arange(100.0) / 5)[:, None]
-      >>> stats, state = esn.ridge_stats(cell, params, u[:-1], u[1:], washout=10, chunk_size=32)
-      >>> readout = esn.solve_ridge(stats, 1e-6)
+      >>> stats, state = reservoir.ridge_stats(cell, params, u[:-1], u[1:], washout=10, chunk_size=32)
+      >>> readout = reservoir.solve_ridge(stats, 1e-6)
       >>> readout["w_out"].shape, readout["b_out"].shape    # (N, O), (O,)
       ((10, 1), (1,))
     """
@@ -302,11 +302,11 @@ def fit_ridge(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=20, leak_rate=0.5)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=20, leak_rate=0.5)
       >>> params = cell.init(jax.random.key(0))
       >>> u = jnp.sin(jnp.arange(300.0) / 5)[:, None]
-      >>> readout, state = esn.fit_ridge(cell, params, u[:-1], u[1:], ridge=1e-6, washout=50)
+      >>> readout, state = reservoir.fit_ridge(cell, params, u[:-1], u[1:], ridge=1e-6, washout=50)
       >>> readout["w_out"].shape
       (20, 1)
     """
@@ -352,10 +352,10 @@ def fit_readouts(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=20)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=20)
       >>> u = jnp.sin(jnp.arange(200.0) / 5)[:, None]
-      >>> outs, _ = esn.fit_readouts(cell, cell.init(jax.random.key(0)), u[:-2],
+      >>> outs, _ = reservoir.fit_readouts(cell, cell.init(jax.random.key(0)), u[:-2],
       ...                            {"next": u[1:-1], "after": u[2:]}, ridge=1e-6)
       >>> sorted(outs), outs["after"]["w_out"].shape
       (['after', 'next'], (20, 1))

@@ -73,14 +73,13 @@ def predict(cell, params, readout, us, state=None, *, teacher=None, key=None):
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=20)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=20)
       >>> p = cell.init(jax.random.key(0))
-      >>> u = jnp.sin(jnp.arange(300.0) / 5)[:, None]
-      >>> r, st = esn.fit_ridge(cell, p, u[:199], u[1:200], ridge=1e-6, washout=50)
-      >>> segments = jnp.stack([u[200:250], u[230:280]])          # (B, T, I)
-      >>> esn.predict(cell, p, r, segments, st)[1].shape
-      (2, 50, 1)
+      >>> r = {"w_out": jnp.ones((20, 3)) / 20, "b_out": jnp.zeros(3)}   # O = 3 outputs
+      >>> segments = jnp.ones((2, 50, 1))                          # (B, T, I), from zeros
+      >>> reservoir.predict(cell, p, r, segments)[1].shape
+      (2, 50, 3)
     """
     s = setup(cell, params, us, state, key=key, teacher=teacher, batch=True)
     O, _ = check_readout(readout, cell.hidden_size, cell.input_size)
@@ -141,13 +140,13 @@ def generate(cell, params, readout, state, n: int, *, inputs=None):
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=20)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=20)
       >>> p = cell.init(jax.random.key(0))
-      >>> u = jnp.sin(jnp.arange(300.0) / 5)[:, None]
-      >>> r, st = esn.fit_ridge(cell, p, u[:-1], u[1:], ridge=1e-6, washout=50)
-      >>> starts = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), st)
-      >>> esn.generate(cell, p, r, starts, 10)[1].shape
+      >>> r = {"w_out": jnp.full((20, 1), 0.1), "b_out": jnp.zeros(1)}   # any readout
+      >>> st = cell.initial_state()
+      >>> starts = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), st)  # two runs
+      >>> reservoir.generate(cell, p, r, starts, 10)[1].shape
       (2, 10, 1)
     """
     checks.integer("n", n, 1)
@@ -219,12 +218,12 @@ def forecast(cell, params, readout, warmup, n_steps: int, *, state=None):
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=50, leak_rate=0.5)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=50, leak_rate=0.5)
       >>> params = cell.init(jax.random.key(0))
       >>> u = jnp.sin(jnp.arange(600.0) / 5)[:, None]
-      >>> readout, _ = esn.fit_ridge(cell, params, u[:499], u[1:500], ridge=1e-7, washout=50)
-      >>> ys = esn.forecast(cell, params, readout, u[:500], 20)
+      >>> readout, _ = reservoir.fit_ridge(cell, params, u[:499], u[1:500], ridge=1e-7, washout=50)
+      >>> ys = reservoir.forecast(cell, params, readout, u[:500], 20)
       >>> ys.shape, bool(jnp.max(jnp.abs(ys - u[500:520])) < 0.05)
       ((20, 1), True)
     """

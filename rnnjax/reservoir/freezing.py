@@ -38,10 +38,10 @@ def frozen_labels(params, frozen: Sequence[str] = ("reservoir",)):
 
     Example:
       >>> import jax
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=8)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=8)
       >>> params = {"reservoir": cell.init(jax.random.key(0)), "head": {"w": jax.numpy.ones(8)}}
-      >>> labels = esn.frozen_labels(params)
+      >>> labels = reservoir.freezing.frozen_labels(params)
       >>> labels["head"]["w"], set(jax.tree_util.tree_leaves(labels["reservoir"]))
       ('trainable', {'frozen'})
     """
@@ -60,13 +60,11 @@ def trainable_mask(params, frozen: Sequence[str] = ("reservoir",)):
     :func:`frozen_labels`.
 
     Example:
-      >>> import jax
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=8)
-      >>> params = {"reservoir": cell.init(jax.random.key(0)), "head": {"w": jax.numpy.ones(8)}}
-      >>> mask = esn.trainable_mask(params)
-      >>> mask["head"]["w"], any(jax.tree_util.tree_leaves(mask["reservoir"]))
-      (True, False)
+      Any pytree: the leaves under a ``"reservoir"`` key are frozen, the others trainable.
+
+      >>> from rnnjax.reservoir.freezing import trainable_mask
+      >>> trainable_mask({"reservoir": {"w": 1.0, "b": 0.0}, "head": {"w": 2.0}})
+      {'head': {'w': True}, 'reservoir': {'b': False, 'w': False}}
     """
     return jax.tree_util.tree_map(lambda s: s == "trainable", frozen_labels(params, frozen))
 
@@ -81,11 +79,11 @@ def freeze_reservoir(
 
     Example:
       >>> import jax, optax
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=8)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=8)
       >>> params = {"reservoir": cell.init(jax.random.key(0)),
       ...           "readout": {"w_out": jax.numpy.zeros((8, 1)), "b_out": jax.numpy.zeros(1)}}
-      >>> opt = esn.freeze_reservoir(optax.adam(1e-3), params)
+      >>> opt = reservoir.freeze_reservoir(optax.adam(1e-3), params)
       >>> opt_state = opt.init(params)
     """
     return optax.multi_transform(

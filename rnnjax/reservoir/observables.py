@@ -32,8 +32,8 @@ class ESPResult(NamedTuple):
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> result = esn.ESPResult(distance=jnp.array([1.0, 0.1, 1e-7]), converged=jnp.array(True))
+      >>> from rnnjax import reservoir
+      >>> result = reservoir.observables.ESPResult(distance=jnp.array([1.0, 0.1, 1e-7]), converged=jnp.array(True))
       >>> result._fields, bool(result.converged)
       (('distance', 'converged'), True)
     """
@@ -59,10 +59,10 @@ def echo_state_property(cell, params, us, key, *, tol: float = 1e-6) -> ESPResul
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=20, spectral_radius=0.8)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=20, spectral_radius=0.8)
       >>> params = cell.init(jax.random.key(0))
-      >>> result = esn.echo_state_property(cell, params, jnp.ones((200, 1)), jax.random.key(1))
+      >>> result = reservoir.echo_state_property(cell, params, jnp.ones((200, 1)), jax.random.key(1))
       >>> result.distance.shape, bool(result.converged)     # (T,)
       ((200,), True)
 
@@ -97,8 +97,8 @@ def effective_spectral_radius(w, leak_rate: float = 1.0) -> float:
 
     Example:
       >>> import numpy as np
-      >>> from rnnjax import esn
-      >>> round(esn.effective_spectral_radius(0.9 * np.eye(3), leak_rate=0.5), 6)
+      >>> from rnnjax import reservoir
+      >>> round(reservoir.effective_spectral_radius(0.9 * np.eye(3), leak_rate=0.5), 6)
       0.95
     """
     w = checks.floating_array("w", w, 2, " (N, N)")
@@ -131,8 +131,8 @@ def rsquare(y_true, y_pred) -> float:
       A Python float (1 for a perfect prediction).
 
     Example:
-      >>> from rnnjax import esn
-      >>> esn.rsquare([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+      >>> from rnnjax import reservoir
+      >>> reservoir.rsquare([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
       1.0
     """
     t, p = _pair(y_true, y_pred)
@@ -150,8 +150,8 @@ def mae(y_true, y_pred) -> float:
       A Python float.
 
     Example:
-      >>> from rnnjax import esn
-      >>> esn.mae([0.0, 0.0], [1.0, -3.0])
+      >>> from rnnjax import reservoir
+      >>> reservoir.mae([0.0, 0.0], [1.0, -3.0])
       2.0
     """
     t, p = _pair(y_true, y_pred)

@@ -123,11 +123,11 @@ def fit_rls(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=20, leak_rate=0.5)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=20, leak_rate=0.5)
       >>> params = cell.init(jax.random.key(0))
       >>> u = jnp.sin(jnp.arange(300.0) / 5)[:, None]
-      >>> readout, state = esn.fit_rls(cell, params, u[:-1], u[1:], washout=50)
+      >>> readout, state = reservoir.fit_rls(cell, params, u[:-1], u[1:], washout=50)
       >>> readout["w_out"].shape                            # (N, O)
       (20, 1)
     """
@@ -167,14 +167,16 @@ def fit_lms(
       ``(readout, state)``: ``{"w_out": (N, O), "b_out": (O,)}`` and the last state.
 
     Example:
+      Two inputs, three targets: the readout maps ``N`` reservoir units to ``O = 3``.
+
       >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=20, leak_rate=0.5)
-      >>> params = cell.init(jax.random.key(0))
-      >>> u = jnp.sin(jnp.arange(300.0) / 5)[:, None]
-      >>> readout, state = esn.fit_lms(cell, params, u[:-1], u[1:], learning_rate=0.05)
-      >>> readout["w_out"].shape                            # (N, O)
-      (20, 1)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.EchoState(input_size=2, hidden_size=8)
+      >>> us = jnp.cos(jnp.arange(100.0) / 7)[:, None] * jnp.array([1.0, -1.0])  # (T, I)
+      >>> ys = jnp.stack([us[:, 0], us[:, 1], us[:, 0] ** 2], axis=1)            # (T, O)
+      >>> r, _ = reservoir.fit_lms(cell, cell.init(jax.random.key(1)), us, ys, learning_rate=0.01)
+      >>> r["w_out"].shape, r["b_out"].shape                # (N, O), (O,)
+      ((8, 3), (3,))
     """
     checks.number("learning_rate", learning_rate, 0.0, min_open=True)
     return _online(cell, params, us, ys, state, washout, learning_rate, 1.0, feedback, teacher,

@@ -37,7 +37,7 @@ def check_series(name: str, x, size: int, what: str, T=None):
 
 def check_cell(cell) -> None:
     if not isinstance(cell, EchoState):
-        raise TypeError(f"cell must be an rnnjax.esn.EchoState; got {type(cell).__name__}")
+        raise TypeError(f"cell must be an rnnjax.reservoir.EchoState; got {type(cell).__name__}")
 
 
 def check_reservoir_params(cell, params) -> None:

@@ -74,14 +74,16 @@ class RidgeStats(NamedTuple):
       xty: ``Z^T Y``, ``(F + 1, O)``.
 
     Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from rnnjax import esn
-      >>> cell = esn.EchoState(input_size=1, hidden_size=10)
-      >>> params = cell.init(jax.random.key(0))
-      >>> u = jnp.sin(jnp.arange(60.0) / 5)[:, None]
-      >>> stats, state = esn.ridge_stats(cell, params, u[:-1], u[1:], washout=10)
-      >>> stats.xtx.shape, stats.xty.shape, int(stats.xtx[-1, -1])  # (N + 1, N + 1), (N + 1, O)
-      ((11, 11), (11, 1), 49)
+      :func:`rnnjax.reservoir.ridge_stats` accumulates them while the reservoir runs; two
+      steps of one feature written out:
+
+      >>> import jax.numpy as jnp
+      >>> from rnnjax.reservoir.readouts import RidgeStats
+      >>> Z = jnp.array([[0.5, 1.0], [-0.5, 1.0]])          # rows [h_t, 1]
+      >>> Y = jnp.array([[2.0], [0.0]])
+      >>> stats = RidgeStats(Z.T @ Z, Z.T @ Y)
+      >>> stats.xtx.tolist(), stats.xty.tolist(), int(stats.xtx[-1, -1])   # 2 samples
+      ([[0.5, 0.0], [0.0, 2.0]], [[1.0], [2.0]], 2)
     """
 
     xtx: jax.Array
@@ -126,6 +128,18 @@ class Moments(NamedTuple):
     cfy: jax.Array
 
 
+def _centred_chunk(n, X, mask):
+    """A chunk's rows ``X (C, .)`` where ``mask``, centred on their own mean (the others
+    zero), the chunk's mean, the merged count ``n + n_c`` and the merge weight
+    ``n_c / (n + n_c)`` (Chan, Golub & LeVeque) for moments of ``n`` rows so far."""
+    m = mask.astype(X.dtype)[:, None]
+    n_c = jnp.sum(m)
+    mean = jnp.sum(X * m, axis=0) / jnp.maximum(n_c, 1.0)
+    tot = n + n_c
+    w = jnp.where(tot > 0, n_c / jnp.maximum(tot, 1.0), 0.0)
+    return (X - mean[None]) * m, mean, tot, w
+
+
 def zero_moments(F: int, O: int, dtype) -> Moments:
     z = lambda *s: jnp.zeros(s, dtype)  # noqa: E731
     return Moments(z(), z(F), z(O), z(F, F), z(F, O))
@@ -134,15 +148,9 @@ def zero_moments(F: int, O: int, dtype) -> Moments:
 def add_moments(mom: Moments, H, Y, mask) -> Moments:
     """Merge the rows of ``H (C, F)``, ``Y (C, O)`` where ``mask`` into ``mom``."""
     dt = mom.cff.dtype
-    m = mask.astype(dt)[:, None]
-    X, Yc = H.astype(dt), Y.astype(dt)
-    n_c = jnp.sum(m)
-    safe = jnp.maximum(n_c, 1.0)
-    mf, my = jnp.sum(X * m, axis=0) / safe, jnp.sum(Yc * m, axis=0) / safe
-    Xc, Ycc = (X - mf[None]) * m, (Yc - my[None]) * m
     n = mom.count
-    tot = n + n_c
-    w = jnp.where(tot > 0, n_c / jnp.maximum(tot, 1.0), 0.0)
+    Xc, mf, tot, w = _centred_chunk(n, H.astype(dt), mask)
+    Ycc, my, _, _ = _centred_chunk(n, Y.astype(dt), mask)
     df, dy = mf - mom.mean_f, my - mom.mean_y
     cross = n * w  # n n_c / (n + n_c)
     return Moments(
@@ -177,15 +185,10 @@ def zero_qr_moments(F: int, O: int, dtype) -> QRMoments:
 def add_qr_moments(mom: QRMoments, H, Y, mask) -> QRMoments:
     """Merge the rows of ``H (C, F)``, ``Y (C, O)`` where ``mask`` into ``mom``."""
     dt = mom.r.dtype
-    m = mask.astype(dt)[:, None]
-    X = jnp.concatenate([H.astype(dt), Y.astype(dt)], axis=1)
-    n_c = jnp.sum(m)
-    mc = jnp.sum(X * m, axis=0) / jnp.maximum(n_c, 1.0)
-    Xc = (X - mc[None]) * m
-    mean = jnp.concatenate([mom.mean_f, mom.mean_y])
     n = mom.count
-    tot = n + n_c
-    w = jnp.where(tot > 0, n_c / jnp.maximum(tot, 1.0), 0.0)
+    X = jnp.concatenate([H.astype(dt), Y.astype(dt)], axis=1)
+    Xc, mc, tot, w = _centred_chunk(n, X, mask)
+    mean = jnp.concatenate([mom.mean_f, mom.mean_y])
     shift = jnp.sqrt(n * w) * (mc - mean)
     # valid rows first, then R: XLA:CPU's QR returned NaN on [R; rows zero but the last few]
     Xc = Xc[jnp.argsort(~mask, stable=True)]
@@ -440,7 +443,8 @@ def solve_ridge(stats: RidgeStats, ridge: float):
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from rnnjax.reservoir import RidgeStats, solve_ridge
+      >>> from rnnjax.reservoir import solve_ridge
+      >>> from rnnjax.reservoir.readouts import RidgeStats
       >>> Z = jnp.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])  # one feature and the bias
       >>> y = jnp.array([[1.0], [3.0], [5.0]])                 # y = 2 h + 1
       >>> r = solve_ridge(RidgeStats(Z.T @ Z, Z.T @ y), 0.0)
@@ -468,7 +472,7 @@ def solve_ridges(stats: RidgeStats, ridges):
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from rnnjax.reservoir import RidgeStats, solve_ridges
+      >>> from rnnjax.reservoir.readouts import RidgeStats, solve_ridges
       >>> Z = jnp.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
       >>> r = solve_ridges(RidgeStats(Z.T @ Z, Z.T @ Z[:, :1]), [0.0, 2.0])
       >>> [round(float(w), 3) for w in r["w_out"][:, 0, 0]]

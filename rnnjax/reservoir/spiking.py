@@ -32,8 +32,8 @@ class LIFState(NamedTuple):
       spikes: the spikes of the last step ``(N,)`` (0 or 1).
 
     Example:
-      >>> from rnnjax import esn
-      >>> esn.LIF(input_size=1, hidden_size=3).initial_state().v.shape
+      >>> from rnnjax import reservoir
+      >>> reservoir.spiking.LIF(input_size=1, hidden_size=3).initial_state().v.shape
       (3,)
     """
 
@@ -65,8 +65,8 @@ class LIF:
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
-      >>> from rnnjax import esn
-      >>> cell = esn.LIF(input_size=1, hidden_size=40, inhibitory=0.2, leak_rate=0.1)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.spiking.LIF(input_size=1, hidden_size=40, inhibitory=0.2, leak_rate=0.1)
       >>> params = cell.init(jax.random.key(0))
       >>> _, spikes = rj.unroll(cell, params, jnp.ones((30, 1)))
       >>> spikes.shape, bool(jnp.all((spikes == 0) | (spikes == 1)))

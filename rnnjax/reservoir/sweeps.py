@@ -65,24 +65,10 @@ def _run_models(cell, p, h0, u, fb_prev, cfg, valid):
 @functools.partial(
     jax.jit, static_argnames=("cell", "chunk", "precision", "free_run", "with_input")
 )
-def _sweep_jit(
-    cell,
-    params,
-    cfg,
-    ridges,
-    u_tr,
-    y_tr,
-    fbp_tr,
-    u_te,
-    y_te,
-    fbp_te,
-    washout,
-    *,
-    chunk,
-    precision,
-    free_run,
-    with_input,
-):
+def _sweep_jit(cell, params, cfg, ridges, data, washout, *, chunk, precision, free_run, with_input):
+    """Every model's one-step (and free-run) NRMSE ``(S, G, R)``; ``data`` is what
+    :func:`_prepare_data` returns."""
+    u_tr, y_tr, fbp_tr, u_te, y_te, fbp_te = data
     accum = ro.accum_dtype(precision)
     dt = u_tr.dtype
     S = jax.tree_util.tree_leaves(params)[0].shape[0]
@@ -118,17 +104,7 @@ def _sweep_jit(
     fb = None if fbp_tr is None else drivers.padded_chunks(fbp_tr, C, n)
     xs = (jnp.arange(n), drivers.padded_chunks(u_tr, C, n), drivers.padded_chunks(y_tr, C, n), fb)
     (h, mom), _ = jax.lax.scan(body, (h0, mom0), xs)
-    if R <= _CHOLESKY_MAX_RIDGES:
-        # few ridge values: a checked Cholesky per value is cheaper than one
-        # eigendecomposition (XLA:CPU's eigh measured 0.7 s against 0.08 s for Cholesky at
-        # N = 500 on the shared 2-core machine)
-        def per_ridge(a):
-            outs = [ro.acc_solve(a, ridges[k])[0] for k in range(R)]
-            return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *outs)
-
-        outs = jax.lax.map(per_ridge, mom)
-    else:
-        outs = jax.lax.map(lambda a: ro.acc_solve_many(a, ridges), mom)
+    outs = _solve(mom, ridges)
     W = outs["w_out"].reshape(S, G, R, F, O)
     b = outs["b_out"].reshape(S, G, R, O)
 
@@ -150,10 +126,34 @@ def _sweep_jit(
     if not free_run:
         return one_step, None
 
-    # free run from the same states: the output is the next input (own scan)
-    def free_seed(p, hs, Wg, bg):
-        u_last = jnp.broadcast_to(u_tr[-1].astype(accum), (G, R, I))
+    free = _free_run(cell, params, cfg, h, W, b, u_tr[-1], u_te, free_run, with_input, accum)
+    return one_step, free
 
+
+def _solve(mom, ridges):
+    """Every model's readouts for every ridge value from its statistics ``mom`` (one
+    leading model axis): ``{"w_out": (S G, R, F, O), "b_out": (S G, R, O)}``."""
+    R = ridges.shape[0]
+    if R > _CHOLESKY_MAX_RIDGES:
+        return jax.lax.map(lambda a: ro.acc_solve_many(a, ridges), mom)
+    # few ridge values: a checked Cholesky per value is cheaper than one
+    # eigendecomposition (XLA:CPU's eigh measured 0.7 s against 0.08 s for Cholesky at
+    # N = 500 on the shared 2-core machine)
+
+    def per_ridge(a):
+        outs = [ro.acc_solve(a, ridges[k])[0] for k in range(R)]
+        return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *outs)
+
+    return jax.lax.map(per_ridge, mom)
+
+
+def _free_run(cell, params, cfg, h, W, b, u_last, u_te, n, with_input, accum):
+    """The free-run NRMSE ``(S, G, R)`` over ``n`` steps from the training's final states
+    ``h (S, G, N)``: the output is the next input, so the run keeps its own scan."""
+    G, R, N, I = cfg.shape[0], W.shape[2], cell.hidden_size, cell.input_size
+    dt = u_te.dtype
+
+    def free_seed(p, hs, Wg, bg):
         def step(carry, _):
             hh, u_prev = carry
             feats = hh.astype(accum)
@@ -170,14 +170,14 @@ def _sweep_jit(
             return ((1 - a) * hh + a * act, y), y
 
         hh = jnp.broadcast_to(hs[:, None, :], (G, R, N))
-        _, ys = jax.lax.scan(step, (hh, u_last), None, length=free_run)
+        u0 = jnp.broadcast_to(u_last.astype(accum), (G, R, I))
+        _, ys = jax.lax.scan(step, (hh, u0), None, length=n)
         return ys  # (n, G, R, O)
 
     ys = jax.vmap(free_seed)(params, h, W, b)  # (S, n, G, R, O)
-    truth = u_te[:free_run].astype(accum)
+    truth = u_te[:n].astype(accum)
     ferr = jnp.mean(jnp.square(ys - truth[None, :, None, None, :]), axis=(1, -1))
-    free = jnp.sqrt(ferr / jnp.var(u_te.astype(accum)))
-    return one_step, free
+    return jnp.sqrt(ferr / jnp.var(u_te.astype(accum)))
 
 
 def _values(name, vals, lo, hi=None, lo_open=False):
@@ -223,19 +223,13 @@ def _run(cell, data, cfg, ridges, seeds, washout, chunk_size, precision, free_ru
     unit = dataclasses.replace(cell, spectral_radius=1.0, input_scaling=1.0, bias_scaling=1.0)
     bases = [unit.init(jax.random.key(int(s))) for s in seeds]
     params = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *bases)  # (S, ...)
-    u_tr, y_tr, fbp_tr, u_te, y_te, fbp_te = data
     with ro.x64(precision):
         one, free = _sweep_jit(
             runtime(unit),
             params,
-            jnp.asarray(cfg, u_tr.dtype),
+            jnp.asarray(cfg, data[0].dtype),
             jnp.asarray(ridges, ro.accum_dtype(precision)),
-            u_tr,
-            y_tr,
-            fbp_tr,
-            u_te,
-            y_te,
-            fbp_te,
+            data,
             washout,
             chunk=chunk_size,
             precision=precision,
@@ -304,10 +298,10 @@ def sweep(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from rnnjax import esn
+      >>> from rnnjax import reservoir
       >>> u = jnp.sin(jnp.arange(400.0) / 5)[:, None]
-      >>> cell = esn.EchoState(input_size=1, hidden_size=20)
-      >>> table = esn.sweep(cell, u[:299], u[1:300], u[299:-1], u[300:], washout=50,
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=20)
+      >>> table = reservoir.sweep(cell, u[:299], u[1:300], u[299:-1], u[300:], washout=50,
       ...                   spectral_radius=[0.5, 0.9], leak_rate=[0.3, 1.0],
       ...                   ridge=[1e-6, 1e-3], seeds=[0], free_run=20)
       >>> table["nrmse"].shape, table["nrmse_free"].shape
@@ -367,10 +361,10 @@ def random_search(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from rnnjax import esn
+      >>> from rnnjax import reservoir
       >>> u = jnp.sin(jnp.arange(400.0) / 5)[:, None]
-      >>> cell = esn.EchoState(input_size=1, hidden_size=20)
-      >>> t = esn.random_search(cell, u[:299], u[1:300], u[299:-1], u[300:], n_samples=5,
+      >>> cell = reservoir.EchoState(input_size=1, hidden_size=20)
+      >>> t = reservoir.random_search(cell, u[:299], u[1:300], u[299:-1], u[300:], n_samples=5,
       ...                       ranges={"spectral_radius": (0.1, 1.2), "leak_rate": (0.05, 1.0)},
       ...                       ridge=[1e-6], washout=50)
       >>> t["nrmse"].shape, bool((t["leak_rate"] <= 1.0).all())

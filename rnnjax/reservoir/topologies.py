@@ -99,7 +99,7 @@ def small_world(
 
     Example:
       >>> import jax, numpy as np
-      >>> from rnnjax.esn import small_world
+      >>> from rnnjax.reservoir.topologies import small_world
       >>> w = small_world(jax.random.key(0), 8, neighbours=2, rewire=0.0)
       >>> (np.asarray(w) != 0).sum(axis=0).tolist()    # the ring: two links per unit
       [2, 2, 2, 2, 2, 2, 2, 2]
@@ -164,7 +164,7 @@ def cluster(
 
     Example:
       >>> import jax, numpy as np
-      >>> from rnnjax.esn import cluster
+      >>> from rnnjax.reservoir.topologies import cluster
       >>> w = np.asarray(cluster(jax.random.key(0), 6, clusters=2, density=1.0,
       ...                        inter_density=0.0))
       >>> (w != 0).astype(int).tolist()
@@ -213,7 +213,7 @@ def bernoulli(
 
     Example:
       >>> import jax, numpy as np
-      >>> from rnnjax.esn import bernoulli
+      >>> from rnnjax.reservoir.topologies import bernoulli
       >>> np.unique(bernoulli(jax.random.key(0), 10, density=0.5)).tolist()
       [-1.0, 0.0, 1.0]
     """
@@ -257,7 +257,7 @@ def fast_spectral(
     Example:
       >>> import jax
       >>> from rnnjax.diagnostics import spectral_radius
-      >>> from rnnjax.esn import fast_spectral
+      >>> from rnnjax.reservoir.topologies import fast_spectral
       >>> w = fast_spectral(jax.random.key(0), 400, spectral_radius=0.9, density=0.2)
       >>> abs(float(spectral_radius(w)) - 0.9) < 0.05
       True

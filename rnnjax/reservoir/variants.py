@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 import rnnjax.reservoir.matrices as matrices
 from rnnjax import checks
-from rnnjax.reservoir.cell import EchoState
+from rnnjax.reservoir.cell import EchoState, check_reservoir
 
 __all__ = [
     "ES2N",
@@ -61,23 +61,12 @@ def _base_params(cell, key, w=None) -> dict:
     return {"w_in": p["w_in"], "w": p["w"], "b": p["b"]}
 
 
-def _check_common(cell) -> None:
-    checks.integer("input_size", cell.input_size, 1)
-    checks.integer("hidden_size", cell.hidden_size, 1)
-    if cell.spectral_radius is not None:
-        checks.number("spectral_radius", cell.spectral_radius, 0.0)
-    checks.number("input_scaling", cell.input_scaling, 0.0)
-    checks.number("bias_scaling", cell.bias_scaling, 0.0)
-    checks.number("density", cell.density, 0.0, 1.0, min_open=True)
-    checks.floating_dtype("param_dtype", cell.param_dtype)
-
-
 class ES2NState(NamedTuple):
     """State of :class:`ES2N`: the reservoir state ``h`` ``(N,)``.
 
     Example:
-      >>> from rnnjax import esn
-      >>> esn.ES2N(input_size=1, hidden_size=5).initial_state().h.shape
+      >>> from rnnjax import reservoir
+      >>> reservoir.variants.ES2N(input_size=1, hidden_size=5).initial_state().h.shape
       (5,)
     """
 
@@ -110,8 +99,8 @@ class ES2N:
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
-      >>> from rnnjax import esn
-      >>> cell = esn.ES2N(input_size=1, hidden_size=30, proximity=0.1)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.variants.ES2N(input_size=1, hidden_size=30, proximity=0.1)
       >>> params = cell.init(jax.random.key(0))
       >>> _, hs = rj.unroll(cell, params, jnp.ones((10, 1)))
       >>> hs.shape
@@ -129,7 +118,7 @@ class ES2N:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
-        _check_common(self)
+        check_reservoir(self)
         checks.number("proximity", self.proximity, 0.0, 1.0, min_open=True)
         checks.choice("activation", self.activation, ("tanh", "identity"))
 
@@ -179,8 +168,8 @@ class IPState(NamedTuple):
       shift: the adapted shifts ``(N,)`` (zeros at the start).
 
     Example:
-      >>> from rnnjax import esn
-      >>> st = esn.IPReservoir(input_size=1, hidden_size=4).initial_state()
+      >>> from rnnjax import reservoir
+      >>> st = reservoir.variants.IPReservoir(input_size=1, hidden_size=4).initial_state()
       >>> st.gain.tolist(), st.shift.tolist()
       ([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0])
     """
@@ -222,8 +211,8 @@ class IPReservoir:
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
-      >>> from rnnjax import esn
-      >>> cell = esn.IPReservoir(input_size=1, hidden_size=20, learning_rate=1e-3)
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.variants.IPReservoir(input_size=1, hidden_size=20, learning_rate=1e-3)
       >>> params = cell.init(jax.random.key(0))
       >>> u = jnp.sin(jnp.arange(200.0) / 4)[:, None]
       >>> state, hs = rj.unroll(cell, params, u)                 # the plastic fit
@@ -245,7 +234,7 @@ class IPReservoir:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
-        _check_common(self)
+        check_reservoir(self)
         checks.number("leak_rate", self.leak_rate, 0.0, 1.0, min_open=True)
         checks.number("sigma", self.sigma, 0.0, min_open=True)
         checks.number("learning_rate", self.learning_rate, 0.0)
@@ -308,8 +297,8 @@ class LocalPlasticityState(NamedTuple):
         runs with ``W = params["w"] + dw`` (math orientation, ``W @ h``).
 
     Example:
-      >>> from rnnjax import esn
-      >>> esn.LocalPlasticityReservoir(input_size=1, hidden_size=4).initial_state().dw.shape
+      >>> from rnnjax import reservoir
+      >>> reservoir.variants.LocalPlasticityReservoir(input_size=1, hidden_size=4).initial_state().dw.shape
       (4, 4)
     """
 
@@ -357,8 +346,8 @@ class LocalPlasticityReservoir:
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
-      >>> from rnnjax import esn
-      >>> cell = esn.LocalPlasticityReservoir(input_size=1, hidden_size=20, local_rule="oja")
+      >>> from rnnjax import reservoir
+      >>> cell = reservoir.variants.LocalPlasticityReservoir(input_size=1, hidden_size=20, local_rule="oja")
       >>> params = cell.init(jax.random.key(0))
       >>> u = jnp.sin(jnp.arange(100.0) / 4)[:, None]
       >>> state, hs = rj.unroll(cell, params, u)                  # the plastic fit
@@ -381,7 +370,7 @@ class LocalPlasticityReservoir:
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
-        _check_common(self)
+        check_reservoir(self)
         checks.choice("local_rule", self.local_rule, LOCAL_RULES)
         checks.number("eta", self.eta, 0.0)
         checks.number("bcm_theta", self.bcm_theta)

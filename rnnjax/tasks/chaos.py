@@ -127,6 +127,36 @@ def mso(n_timesteps: int, freqs=(0.2, 0.311), normalize: bool = True) -> np.ndar
     return y
 
 
+_FLOW_DOC = """
+
+    Args:
+      n_timesteps: ``T``.
+      {params}
+      x0: {x0}
+      h: time between samples.
+      substeps: RK4 steps per sample.
+
+    Returns:
+      ``(T, 3)`` float64.
+
+    Example:
+      >>> from rnnjax.tasks.chaos import {name}
+      >>> {name}(30).shape
+      (30, 3)
+    """
+
+
+def _flow_doc(params: str, x0: str):
+    """Completes the docstring of a three-variable flow sampled by :func:`_integrate`: the
+    arguments, return value and example they share stand once, here."""
+
+    def complete(f):
+        f.__doc__ = f.__doc__.rstrip() + _FLOW_DOC.format(params=params, x0=x0, name=f.__name__)
+        return f
+
+    return complete
+
+
 def _x0(name, x0, d):
     x = np.asarray(x0, np.float64)
     if x.shape != (d,):
@@ -154,24 +184,10 @@ def _integrate(rhs, x0, n, h, substeps):
     return out
 
 
+@_flow_doc("a, b, c: parameters.", "initial point ``(3,)``.")
 def rossler(n_timesteps, a=0.2, b=0.2, c=5.7, x0=(-0.1, 0.0, 0.02), h=0.1, substeps=10):
     r"""The Rossler attractor: :math:`\dot x = -y - z`, :math:`\dot y = x + a y`,
     :math:`\dot z = b + z (x - c)`.
-
-    Args:
-      n_timesteps: ``T``.
-      a, b, c: parameters.
-      x0: initial point ``(3,)``.
-      h: time between samples.
-      substeps: RK4 steps per sample.
-
-    Returns:
-      ``(T, 3)`` float64.
-
-    Example:
-      >>> from rnnjax.tasks.chaos import rossler
-      >>> rossler(50).shape
-      (50, 3)
     """
     rhs = lambda s: np.array([-s[1] - s[2], s[0] + a * s[1], b + s[2] * (s[0] - c)])  # noqa: E731
     return _integrate(rhs, _x0("x0", x0, 3), n_timesteps, h, substeps)
@@ -213,24 +229,10 @@ def lorenz96(n_timesteps, N=36, F=8.0, dF=0.01, h=0.01, x0=None, warmup=0, subst
     return _integrate(rhs, x0, n + warmup, h, substeps)[warmup:]
 
 
+@_flow_doc("a, b, c: parameters.", "initial point ``(3,)``.")
 def multiscroll(n_timesteps, a=40.0, b=3.0, c=28.0, x0=(-0.1, 0.5, -0.6), h=0.01, substeps=10):
     r"""Chen's double-scroll (multiscroll) attractor: :math:`\dot x = a (y - x)`,
     :math:`\dot y = (c - a) x - x z + c y`, :math:`\dot z = x y - b z`.
-
-    Args:
-      n_timesteps: ``T``.
-      a, b, c: parameters.
-      x0: initial point ``(3,)``.
-      h: time between samples.
-      substeps: RK4 steps per sample.
-
-    Returns:
-      ``(T, 3)`` float64.
-
-    Example:
-      >>> from rnnjax.tasks.chaos import multiscroll
-      >>> multiscroll(30).shape
-      (30, 3)
     """
 
     def rhs(s):
@@ -240,6 +242,7 @@ def multiscroll(n_timesteps, a=40.0, b=3.0, c=28.0, x0=(-0.1, 0.5, -0.6), h=0.01
     return _integrate(rhs, _x0("x0", x0, 3), n_timesteps, h, substeps)
 
 
+@_flow_doc("r1, r2, r4, ir, beta: circuit parameters.", "initial point ``(V_1, V_2, I)``.")
 def doublescroll(
     n_timesteps,
     r1=1.2,
@@ -254,21 +257,6 @@ def doublescroll(
     r"""The double-scroll electronic circuit (Chang et al.): with
     :math:`\Delta V = V_1 - V_2` and :math:`g = \Delta V / R_2 + I_r \sinh(\beta \Delta V)`,
     :math:`\dot V_1 = V_1 / R_1 - g`, :math:`\dot V_2 = g - I`, :math:`\dot I = V_2 - R_4 I`.
-
-    Args:
-      n_timesteps: ``T``.
-      r1, r2, r4, ir, beta: circuit parameters.
-      x0: initial point ``(V_1, V_2, I)``.
-      h: time between samples.
-      substeps: RK4 steps per sample.
-
-    Returns:
-      ``(T, 3)`` float64.
-
-    Example:
-      >>> from rnnjax.tasks.chaos import doublescroll
-      >>> doublescroll(30).shape
-      (30, 3)
     """
 
     def rhs(s):
@@ -279,25 +267,11 @@ def doublescroll(
     return _integrate(rhs, _x0("x0", x0, 3), n_timesteps, h, substeps)
 
 
+@_flow_doc("alpha, gamma: parameters.", "initial point ``(3,)``.")
 def rabinovich_fabrikant(n_timesteps, alpha=1.1, gamma=0.89, x0=(-1.0, 0.0, 0.5), h=0.05,
                          substeps=10):  # fmt: skip
     r"""The Rabinovich-Fabrikant equations: :math:`\dot x = y (z - 1 + x^2) + \gamma x`,
     :math:`\dot y = x (3 z + 1 - x^2) + \gamma y`, :math:`\dot z = -2 z (\alpha + x y)`.
-
-    Args:
-      n_timesteps: ``T``.
-      alpha, gamma: parameters.
-      x0: initial point ``(3,)``.
-      h: time between samples.
-      substeps: RK4 steps per sample.
-
-    Returns:
-      ``(T, 3)`` float64.
-
-    Example:
-      >>> from rnnjax.tasks.chaos import rabinovich_fabrikant
-      >>> rabinovich_fabrikant(30).shape
-      (30, 3)
     """
 
     def rhs(s):

@@ -393,15 +393,8 @@ class TextCorpus:
             raise TypeError(f"text must be a str; got {type(text).__name__}")
         if not text:
             raise ValueError("text must not be empty; got an empty string")
-        if vocab is None:
-            vocab = sorted(set(text))
-        vocab = tuple(vocab)
-        if len(set(vocab)) != len(vocab) or not all(
-            isinstance(c, str) and len(c) == 1 for c in vocab
-        ):
-            raise ValueError(f"vocab must be distinct single characters; got {vocab!r}")
-        self.vocab = vocab
-        self._index = {c: i for i, c in enumerate(vocab)}
+        self._vocabulary = Vocabulary(sorted(set(text)) if vocab is None else vocab)
+        self.vocab = self._vocabulary.vocab
         self.tokens = self.encode(text)
         self.train_fraction = self._fraction(train_fraction, allow_one=True)
 
@@ -446,7 +439,7 @@ class TextCorpus:
     @property
     def vocabulary(self) -> Vocabulary:
         """The :class:`Vocabulary` (``encode``, ``decode``) of the corpus."""
-        return Vocabulary(self.vocab)
+        return self._vocabulary
 
     def config(self) -> dict:
         """A JSON-clean record of what encoding and decoding need (the vocabulary), kept
@@ -455,20 +448,12 @@ class TextCorpus:
         return {"kind": "TextCorpus", "vocab": list(self.vocab)}
 
     def encode(self, text: str) -> np.ndarray:
-        """Characters -> ``(len(text),)`` int32 indices."""
-        missing = sorted(set(text) - set(self._index))
-        if missing:
-            raise ValueError(f"text has characters outside the vocabulary: {missing[:10]!r}")
-        return np.fromiter((self._index[c] for c in text), np.int32, len(text))
+        """Characters -> ``(len(text),)`` int32 indices (:meth:`Vocabulary.encode`)."""
+        return self._vocabulary.encode(text)
 
     def decode(self, ids) -> str:
-        """Indices -> text."""
-        ids = np.asarray(ids)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(
-                f"ids must lie in [0, {self.vocab_size}); got [{ids.min()}, {ids.max()}]"
-            )
-        return "".join(self.vocab[i] for i in ids.ravel())
+        """Indices -> text (:meth:`Vocabulary.decode`)."""
+        return self._vocabulary.decode(ids)
 
     def _n_train(self) -> int:
         return int(len(self.tokens) * self.train_fraction)

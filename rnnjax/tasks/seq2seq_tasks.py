@@ -156,58 +156,18 @@ def sorting(
 
 # --------------------------------------------------------------------------- dates
 
-_UNITS = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-_TEENS = [
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-]
-_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-_ORD_UNITS = [
-    "",
-    "first",
-    "second",
-    "third",
-    "fourth",
-    "fifth",
-    "sixth",
-    "seventh",
-    "eighth",
-    "ninth",
-]
-_ORD_TEENS = [
-    "tenth",
-    "eleventh",
-    "twelfth",
-    "thirteenth",
-    "fourteenth",
-    "fifteenth",
-    "sixteenth",
-    "seventeenth",
-    "eighteenth",
-    "nineteenth",
-]
-_MONTHS = [
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-]
+# number words, indexed by the digit (word lists written as one string each)
+_UNITS = [""] + "one two three four five six seven eight nine".split()
+_TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_TENS = ["", ""] + "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ORD_UNITS = [""] + "first second third fourth fifth sixth seventh eighth ninth".split()
+_ORD_TEENS = (
+    "tenth eleventh twelfth thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth "
+    "nineteenth"
+).split()
+_MONTHS = (
+    "january february march april may june july august september october november december"
+).split()
 
 #: Word orders of :func:`dates`: ``{d}`` day ordinal, ``{m}`` month, ``{y}`` year.
 DATE_FORMATS = (

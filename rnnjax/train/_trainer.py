@@ -175,7 +175,7 @@ class Trainer:
     """A model, a loss head and an optimiser; jitted train, TBPTT and evaluation steps.
 
     Args:
-      model: a :class:`rnnjax.models.SequenceModel` (or anything with ``init``,
+      model: a :class:`rnnjax.SequenceModel` (or anything with ``init``,
         ``initial_state``, ``apply_batch`` and a ``head`` of ``"per_step"``/``"final"``),
         or a model with its own ``trainer_loss(params, batch, key) -> (loss, (outputs,
         mask))`` such as :class:`rnnjax.Seq2Seq` (full BPTT steps and evaluation).
@@ -206,7 +206,7 @@ class Trainer:
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
-      >>> from rnnjax.models import SequenceModel
+      >>> from rnnjax.blocks import SequenceModel
       >>> from rnnjax.train import Trainer
       >>> trainer = Trainer(SequenceModel(rj.GRU(4, 8), output_size=5, vocab_size=5))
       >>> state = trainer.init(jax.random.key(0))

@@ -38,7 +38,7 @@ from __future__ import annotations
 from typing import Optional
 
 from rnnjax import checks
-from rnnjax.blocks import ResidualBlock
+from rnnjax.blocks.residual import ResidualBlock
 from rnnjax.cells.conv import CausalConv
 from rnnjax.cells.mlstm import MLSTM
 from rnnjax.cells.rglru import RGLRU
@@ -75,7 +75,7 @@ def xlstm_block(
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
-      >>> from rnnjax.modern_blocks import xlstm_block
+      >>> from rnnjax.blocks import xlstm_block
       >>> block = xlstm_block(8, "mlstm", num_heads=2)
       >>> p = block.init(jax.random.key(0))
       >>> _, ys = block.apply(p, jnp.ones((5, 8)), length=4)

@@ -56,7 +56,7 @@ class SequenceModel:
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
-      >>> from rnnjax.models import SequenceModel
+      >>> from rnnjax.blocks import SequenceModel
       >>> model = SequenceModel(rj.LSTM(8, 16), output_size=5, vocab_size=5)
       >>> params = model.init(jax.random.key(0))
       >>> state, logits = model.apply(params, jnp.array([1, 2, 3, 0]), length=3)

@@ -72,3 +72,19 @@ def test_engine_never_names_a_cell_class():
         assert not named, f"{m} imports {named}"
         code = (ROOT / (m.split(".")[1] + ".py")).read_text()
         assert "isinstance(cell" not in code and "type(cell) is" not in code
+
+
+def test_cells_sit_below_the_engine():
+    """The cells import neither the engine nor the parallel strategies (which run them):
+    a cell gives its coefficients or operator inputs, the engine applies the masks. The
+    operators sit below the cells."""
+    graph = _graph()
+    cells = [m for m in graph if m == "rnnjax.cells" or m.startswith("rnnjax.cells.")]
+    assert "rnnjax.cells.mlstm" in cells and "rnnjax.cells.matrix" in cells
+    for m in cells:
+        above = graph[m] & {"rnnjax.engine", "rnnjax.parallel", "rnnjax.sequence"}
+        assert not above, f"{m} imports {above}"
+    ops = [m for m in graph if m == "rnnjax.ops" or m.startswith("rnnjax.ops.")]
+    assert "rnnjax.ops.mlstm" in ops
+    for m in ops:
+        assert all(n == "rnnjax.checks" or n.startswith("rnnjax.ops") for n in graph[m]), m

@@ -51,6 +51,7 @@ __all__ = [
     "matmul",
     "matmul_t",
     "lead",
+    "check_heads",
     "param_shapes",
 ]
 
@@ -67,6 +68,26 @@ def state_dtype(*arrays) -> jnp.dtype:
     """
     leaves = [a for a in jax.tree_util.tree_leaves(arrays) if hasattr(a, "dtype")]
     return jnp.promote_types(jnp.float32, jnp.result_type(*leaves)) if leaves else jnp.float32
+
+
+def check_heads(hidden_size: int, num_heads) -> None:
+    """``num_heads`` an int >= 1 that divides ``hidden_size`` (a ``ValueError`` naming
+    both otherwise).
+
+    Example:
+      >>> from rnnjax.cells.base import check_heads
+      >>> check_heads(4, 2)
+      >>> check_heads(5, 2)
+      Traceback (most recent call last):
+      ...
+      ValueError: hidden_size must be divisible by num_heads; got hidden_size=5, num_heads=2
+    """
+    checks.integer("num_heads", num_heads, 1)
+    if hidden_size % num_heads:
+        raise ValueError(
+            f"hidden_size must be divisible by num_heads; got hidden_size={hidden_size}, "
+            f"num_heads={num_heads}"
+        )
 
 
 def lead(b: jax.Array, ndim: int) -> jax.Array:

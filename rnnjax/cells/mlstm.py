@@ -10,8 +10,8 @@ from typing import NamedTuple, Tuple, Union
 import jax
 import jax.numpy as jnp
 
-from rnnjax import checks
 from rnnjax import initializers as inits
+from rnnjax.cells.base import check_heads
 from rnnjax.cells.matrix import MatrixCell
 from rnnjax.cells.slstm import check_forget_bias, forget_bias_range
 from rnnjax.ops import mlstm as mlstm_op
@@ -116,12 +116,7 @@ class MLSTM(MatrixCell):
     def __post_init__(self):
         super().__post_init__()
         inits.resolve(self.kernel_init, inits.KERNEL_INITIALIZERS, "kernel_init")
-        checks.integer("num_heads", self.num_heads, 1)
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size must be divisible by num_heads; got hidden_size="
-                f"{self.hidden_size}, num_heads={self.num_heads}"
-            )
+        check_heads(self.hidden_size, self.num_heads)
         check_forget_bias(self.forget_bias)
 
     @property
@@ -184,7 +179,9 @@ class MLSTM(MatrixCell):
         NH, d = self.num_heads, self.head_size
         lead = state.m.shape[:-1]
         C = state.c.reshape(lead + (NH, d, d))
-        return mlstm_op.State(S=jnp.swapaxes(C, -1, -2), n=state.n.reshape(lead + (NH, d)), m=state.m)
+        return mlstm_op.State(
+            S=jnp.swapaxes(C, -1, -2), n=state.n.reshape(lead + (NH, d)), m=state.m
+        )
 
     def with_matrix_state(self, state: MLSTMState, op_state, h) -> MLSTMState:
         """The cell's state from the operator's and the last output ``h``."""

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from rnnjax import checks
 from rnnjax import initializers as inits
-from rnnjax.cells.base import DiagonalLinearCell, lead
+from rnnjax.cells.base import DiagonalLinearCell, check_heads, lead
 
 __all__ = ["RGLRU", "RGLRUState"]
 
@@ -103,17 +103,12 @@ class RGLRU(DiagonalLinearCell):
 
     def __post_init__(self):
         super().__post_init__()
-        checks.integer("num_heads", self.num_heads, 1)
         if self.input_size != self.hidden_size:
             raise ValueError(
                 "RGLRU gates its own input: input_size must equal hidden_size; got "
                 f"input_size={self.input_size}, hidden_size={self.hidden_size}"
             )
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size must be divisible by num_heads; got hidden_size="
-                f"{self.hidden_size}, num_heads={self.num_heads}"
-            )
+        check_heads(self.hidden_size, self.num_heads)
         checks.number("c", self.c, 0.0, min_open=True)
         checks.number("r_min", self.r_min, 0.0, 1.0, min_open=True, max_open=True)
         checks.number("r_max", self.r_max, 0.0, 1.0, min_open=True, max_open=True)

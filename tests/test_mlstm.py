@@ -336,3 +336,24 @@ def test_chunkwise_route_at_chunk_edges_grid(C):
     """Every chunk length against the loop (values and every derivative), forwards and
     reversed, with and without resets."""
     _check_edges(C, EDGE_VARIANTS, "loop")
+
+
+def test_auto_picks_the_chunkwise_route(monkeypatch):
+    from rnnjax import engine
+
+    routes = []
+    real = engine._run_parallel
+
+    def spy(route, cell, *a):
+        routes.append((route, type(cell).__name__))
+        return real(route, cell, *a)
+
+    monkeypatch.setattr(engine, "_run_parallel", spy)
+    for method in ("auto", "chunkwise", "parallel"):
+        rj.unroll(
+            CELL,
+            CELL.init(jax.random.key(0)),
+            jnp.ones((3, I)),
+            config=rj.ScanConfig(method=method),
+        )
+    assert routes == [("chunkwise", "MLSTM")] * 3

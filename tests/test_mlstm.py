@@ -338,22 +338,13 @@ def test_chunkwise_route_at_chunk_edges_grid(C):
     _check_edges(C, EDGE_VARIANTS, "loop")
 
 
-def test_auto_picks_the_chunkwise_route(monkeypatch):
+def test_auto_picks_the_chunkwise_route():
+    """``"auto"``: chunkwise for a matrix-state cell, the linear scan for diagonal linear
+    cells, sequential for the others; ``"parallel"`` on the MLSTM is chunkwise too."""
     from rnnjax import engine
 
-    routes = []
-    real = engine._run_parallel
-
-    def spy(route, cell, *a):
-        routes.append((route, type(cell).__name__))
-        return real(route, cell, *a)
-
-    monkeypatch.setattr(engine, "_run_parallel", spy)
-    for method in ("auto", "chunkwise", "parallel"):
-        rj.unroll(
-            CELL,
-            CELL.init(jax.random.key(0)),
-            jnp.ones((3, I)),
-            config=rj.ScanConfig(method=method),
-        )
-    assert routes == [("chunkwise", "MLSTM")] * 3
+    route = lambda cell, method: engine._parallel_route(cell, rj.ScanConfig(method=method))  # noqa: E731
+    assert [route(CELL, m) for m in ("auto", "chunkwise", "parallel")] == ["chunkwise"] * 3
+    assert route(CELL, "sequential") is None
+    assert route(rj.RGLRU(4, 4), "auto") == route(rj.S6(4, 4), "auto") == "linear"
+    assert route(rj.GRU(2, 3), "auto") is None

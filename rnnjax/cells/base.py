@@ -248,6 +248,14 @@ class Cell:
         if self.dtype is not None:
             checks.floating_dtype("dtype", self.dtype)
 
+    def _check_square(self, why: str) -> None:
+        """``input_size == hidden_size`` (a ``ValueError`` saying ``why`` otherwise)."""
+        if self.input_size != self.hidden_size:
+            raise ValueError(
+                f"{type(self).__name__} {why}: input_size must equal hidden_size; got "
+                f"input_size={self.input_size}, hidden_size={self.hidden_size}"
+            )
+
     # ------------------------------------------------------------------ sizes
 
     @property

@@ -103,11 +103,7 @@ class RGLRU(DiagonalLinearCell):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.input_size != self.hidden_size:
-            raise ValueError(
-                "RGLRU gates its own input: input_size must equal hidden_size; got "
-                f"input_size={self.input_size}, hidden_size={self.hidden_size}"
-            )
+        self._check_square("gates its own input")
         check_heads(self.hidden_size, self.num_heads)
         checks.number("c", self.c, 0.0, min_open=True)
         checks.number("r_min", self.r_min, 0.0, 1.0, min_open=True, max_open=True)

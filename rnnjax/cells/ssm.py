@@ -100,11 +100,7 @@ class S6(DiagonalLinearCell):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.input_size != self.hidden_size:
-            raise ValueError(
-                "S6 runs its recurrence on its input's channels: input_size must equal "
-                f"hidden_size; got input_size={self.input_size}, hidden_size={self.hidden_size}"
-            )
+        self._check_square("runs its recurrence on its input's channels")
         checks.integer("state_dim", self.state_dim, 1)
         if self.dt_rank is not None:
             checks.integer("dt_rank", self.dt_rank, 1)

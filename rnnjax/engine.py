@@ -22,6 +22,11 @@ same derivatives of every order, in forward and reverse mode:
   batch rows (Appleyard et al. 2016, as cuDNN does). Higher orders are autodiff of the
   two scans, so nothing is stopped and no derivative is approximate.
 
+Beside them, ``ScanConfig(method="parallel")`` evaluates a whole sequence at once
+(:mod:`rnnjax.parallel`) and ``method="chunkwise"`` runs a matrix-state cell's operator
+chunkwise (:mod:`rnnjax.cells.matrix`); the masks below are applied here for every
+strategy, and no cell ever receives them.
+
 Masks (all optional, bool unless said): ``valid[t]`` false freezes the state and zeroes
 the output (padding); ``resets[t]`` puts the state back to the initial state before step
 ``t`` (no derivative crosses it); ``rec_mask`` multiplies the ``h`` fed back into the cell

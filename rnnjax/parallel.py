@@ -7,8 +7,9 @@ when ``ScanConfig(method="parallel")`` (options in :class:`ParallelOptions`, the
 
 - **Linear recurrences** ``h_t = a_t * h_{t-1} + b_t`` (diagonal ``a_t``, real or complex):
   cells with a linear form (:class:`rnnjax.MinGRU`, :class:`rnnjax.MinLSTM`,
-  :class:`rnnjax.LRU`) give the coefficients of all steps at once and the recurrence is
-  solved by :func:`linear_scan`. Padding, segment starts (resets), recurrent dropout and
+  :class:`rnnjax.LRU`, :class:`rnnjax.RGLRU`, :class:`rnnjax.S6`) give the coefficients
+  of all steps at once (and, where they have them, a read-out of the states and their
+  own segment-start coefficients) and the recurrence is solved by :func:`linear_scan`. Padding, segment starts (resets), recurrent dropout and
   zoneout are folded into the coefficients, so every guarantee of the sequential path
   holds: at a segment start ``a_t = 0`` and ``b_t`` reads the initial state; past the
   length ``a_t = 1, b_t = 0`` (the state is frozen, outputs are zero).

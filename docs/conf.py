@@ -109,7 +109,7 @@ API_GROUPS = [
         "``init(key)``, ``initial_state()`` and ``step(params, state, x)``; the protocol a "
         "new cell follows; the initialisers the cells use. Topic page: :doc:`/cells`.",
         ["rnnjax.cells"],
-        ["rnnjax.cells", "rnnjax.cells.base", "rnnjax.initializers"],
+        ["rnnjax.cells", "rnnjax.cells.base", "rnnjax.cells.matrix", "rnnjax.initializers"],
     ),
     (
         "ops",

@@ -26,6 +26,7 @@ from rnnjax import (
     initializers,
     interop,
     metrics,
+    ops,
     parallel,
     reservoir,
     schedules,
@@ -39,6 +40,7 @@ from rnnjax.blocks import (
     SequenceModel,
     count_params,
     griffin_block,
+    linear_attention_block,
     xlstm_block,
 )
 from rnnjax.cells import *  # noqa: F403  (the cells and their states: rnnjax.cells.CELLS)
@@ -118,6 +120,7 @@ __all__ = [
     "diagnostics",
     "reservoir",
     "parallel",
+    "ops",
     "train",
     "distributed",
     "attention",
@@ -169,4 +172,5 @@ __all__ = [
     "count_params",
     "xlstm_block",
     "griffin_block",
+    "linear_attention_block",
 ]

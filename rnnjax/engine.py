@@ -22,6 +22,11 @@ same derivatives of every order, in forward and reverse mode:
   batch rows (Appleyard et al. 2016, as cuDNN does). Higher orders are autodiff of the
   two scans, so nothing is stopped and no derivative is approximate.
 
+Beside them, ``ScanConfig(method="parallel")`` evaluates a whole sequence at once
+(:mod:`rnnjax.parallel`) and ``method="chunkwise"`` runs a matrix-state cell's operator
+chunkwise (:mod:`rnnjax.cells.matrix`); the masks below are applied here for every
+strategy, and no cell ever receives them.
+
 Masks (all optional, bool unless said): ``valid[t]`` false freezes the state and zeroes
 the output (padding); ``resets[t]`` puts the state back to the initial state before step
 ``t`` (no derivative crosses it); ``rec_mask`` multiplies the ``h`` fed back into the cell
@@ -42,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from typing import Any, Optional, Union
 
 import jax
@@ -50,12 +56,13 @@ from jax.custom_derivatives import SymbolicZero
 
 from rnnjax import checks
 from rnnjax import parallel as par
+from rnnjax.ops import OPERATORS
 
 __all__ = ["ScanConfig", "run", "resolve_backward", "default_projection", "compute_dtype"]
 
 BACKWARDS = ("auto", "reference", "fused")
 PROJECTIONS = ("auto", "loop", "hoist")
-METHODS = ("sequential", "parallel", "auto")
+METHODS = ("sequential", "parallel", "chunkwise", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,19 +91,31 @@ class ScanConfig:
         ``O(T / k + k)`` states for one more forward pass. Reference path only.
       method: ``"sequential"`` (default) evaluates step after step. ``"parallel"``
         evaluates the whole sequence at once (:mod:`rnnjax.parallel`): a parallel scan
-        for cells with a linear form (MinGRU, MinLSTM, LRU), Newton iterations (DEER)
-        for the others. ``"auto"``: parallel for cells with a linear form, sequential
-        for the others (on two CPU cores the Newton solve measured slower than the
-        sequential scan; see the README's "Parallel in time").
+        for cells with a diagonal linear form (MinGRU, MinLSTM, LRU, RGLRU, S6), one
+        chunk of the whole sequence for matrix-state cells (MLSTM: one masked ``T x T``
+        product per head), Newton iterations (DEER) for the others. ``"chunkwise"``: for
+        matrix-state cells (:class:`rnnjax.cells.matrix.MatrixCell`, e.g. the MLSTM), the
+        operator's chunkwise form (:mod:`rnnjax.ops`): within chunks of ``chunk`` steps
+        matrix products, across chunks a scan of the chunk states; any other cell raises.
+        ``"auto"``: chunkwise (with ``chunk``) for matrix-state cells, the parallel scan
+        for cells with a diagonal linear form, sequential for the others (on two CPU
+        cores the Newton solve measured slower than the sequential scan; see the
+        README's "Parallel in time"). Whatever the method, lengths, resets, reverse and
+        the final state at the length are applied here, once; a cell never sees them.
       unroll: steps per loop iteration of ``lax.scan`` (an int >= 1).
       parallel: a :class:`rnnjax.parallel.ParallelOptions` (default ``ParallelOptions()``)
         for ``method="parallel"``: the linear scan, the Newton Jacobians, tolerance,
-        iteration cap and damping.
+        iteration cap and damping. Its ``chunk`` on a matrix-state cell is the deprecated
+        spelling of ``method="chunkwise", chunk=...`` (it runs the chunkwise form, with a
+        ``DeprecationWarning``).
+      chunk: the chunk length of the chunkwise form, an int >= 1 (default 64; a chunk
+        longer than the sequence is cut to it).
 
     Fields that contradict each other are refused when the config is made (a
-    ``ValueError`` naming both), never ignored: ``method="parallel"`` with ``remat``,
-    ``backward="fused"`` or ``unroll != 1``; ``backward="fused"`` with ``remat``;
-    ``parallel`` options with ``method="sequential"``.
+    ``ValueError`` naming both), never ignored: ``method="parallel"`` or ``"chunkwise"``
+    with ``remat``, ``backward="fused"`` or ``unroll != 1``; ``backward="fused"`` with
+    ``remat``; ``parallel`` options with ``method="sequential"`` or ``"chunkwise"``; a
+    ``chunk`` other than the default with ``method="sequential"`` or ``"parallel"``.
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -114,6 +133,7 @@ class ScanConfig:
     method: str = "sequential"
     unroll: int = 1
     parallel: Any = None
+    chunk: int = 64
 
     def __post_init__(self):
         checks.choice("backward", self.backward, BACKWARDS)
@@ -123,6 +143,7 @@ class ScanConfig:
         if not (r is None or isinstance(r, bool)):
             checks.integer("remat", r, 1)
         checks.integer("unroll", self.unroll, 1)
+        checks.integer("chunk", self.chunk, 1)
         if self.parallel is not None and not isinstance(self.parallel, par.ParallelOptions):
             raise TypeError(
                 "parallel must be an rnnjax.parallel.ParallelOptions or None; got "
@@ -134,32 +155,38 @@ class ScanConfig:
 def _check_consistent(config) -> None:
     """Fields of a :class:`ScanConfig` that contradict each other: a setting the chosen
     path would silently ignore is refused, naming both fields."""
-    if config.method == "parallel":
+    method = config.method
+    if method in ("parallel", "chunkwise"):
         if config.remat:
             raise ValueError(
-                f"remat={config.remat!r} applies to the sequential scan; method='parallel' "
-                "never rematerialises (use method='sequential' with remat, or drop remat)"
+                f"remat={config.remat!r} applies to the sequential scan; method={method!r} "
+                f"never rematerialises (use method='sequential' with remat, or drop remat)"
             )
         if config.backward == "fused":
             raise ValueError(
-                "backward='fused' is a sequential-scan path; method='parallel' is "
-                "differentiated by autodiff (use backward='auto' or 'reference' with "
-                "method='parallel', or method='sequential' with backward='fused')"
+                f"backward='fused' is a sequential-scan path; method={method!r} is "
+                f"differentiated by autodiff (use backward='auto' or 'reference' with "
+                f"method={method!r}, or method='sequential' with backward='fused')"
             )
         if config.unroll != 1:
             raise ValueError(
-                f"unroll={config.unroll!r} applies to the sequential scan; method='parallel' "
-                "has no loop to unroll (use unroll=1 with method='parallel')"
+                f"unroll={config.unroll!r} applies to the sequential scan; method={method!r} "
+                f"has no loop to unroll (use unroll=1 with method={method!r})"
             )
     if config.backward == "fused" and config.remat:
         raise ValueError(
             f"remat is done by the reference backward pass; got backward='fused' with "
             f"remat={config.remat!r} (use backward='auto' or 'reference')"
         )
-    if config.parallel is not None and config.method == "sequential":
+    if config.parallel is not None and method in ("sequential", "chunkwise"):
         raise ValueError(
             "parallel options are used only with method='parallel' or 'auto'; got "
-            "method='sequential' with parallel set (set method, or drop parallel)"
+            f"method={method!r} with parallel set (set method, or drop parallel)"
+        )
+    if config.chunk != 64 and method in ("sequential", "parallel"):
+        raise ValueError(
+            f"chunk={config.chunk!r} is the chunk length of method='chunkwise' (or 'auto'); "
+            f"got method={method!r} (use method='chunkwise', or drop chunk)"
         )
 
 
@@ -580,14 +607,18 @@ def _to_compute_dtype(cell, params, ys):
 
 
 def _parallel_route(cell, config: ScanConfig) -> Optional[str]:
-    """``None`` (sequential), ``"sequence"`` (the cell's own ``parallel_run``), ``"linear"``
-    (parallel scan of a linear form) or ``"newton"``."""
-    form = getattr(cell, "parallel_form", None)
+    """``None`` (sequential), ``"chunkwise"`` (a matrix-state cell's operator, chunkwise),
+    ``"linear"`` (parallel scan of a diagonal linear form) or ``"newton"``."""
     if config.method == "sequential":
         return None
-    if getattr(cell, "parallel_run", None) is not None:  # a cell's own whole-sequence form
-        return "sequence"
-    if form is not None:
+    if getattr(cell, "matrix_op", None) is not None:
+        return "chunkwise"
+    if config.method == "chunkwise":
+        raise ValueError(
+            f"ScanConfig(method='chunkwise') needs a matrix-state cell (a matrix_op); "
+            f"{type(cell).__name__} has none (use method='parallel', 'auto' or 'sequential')"
+        )
+    if getattr(cell, "parallel_form", None) is not None:
         return "linear"
     if config.method == "auto":
         return None
@@ -595,11 +626,11 @@ def _parallel_route(cell, config: ScanConfig) -> Optional[str]:
 
 
 def _run_parallel(route, cell, config, hoist, zrate, params, s0, xs, m_seq, rec_fixed, batched):
-    """The parallel strategies (:mod:`rnnjax.parallel`); returns ``(state, ys, info)``
-    (``info``: :class:`rnnjax.parallel.NewtonInfo`, or ``None`` for linear forms)."""
+    """The parallel strategies (:mod:`rnnjax.parallel`, :mod:`rnnjax.ops`); returns
+    ``(state, ys, info)`` (``info``: :class:`rnnjax.parallel.NewtonInfo`, or ``None``)."""
     options = config.parallel or par.ParallelOptions()
-    if route == "sequence":
-        st, ys = cell.parallel_run(params, s0, xs, m_seq, options, rec_fixed, zrate)
+    if route == "chunkwise":
+        st, ys = _run_chunkwise(cell, config, zrate, params, s0, xs, m_seq, rec_fixed)
         return st, ys, None
     if route == "linear":
         st, ys = par.run_linear(
@@ -611,3 +642,51 @@ def _run_parallel(route, cell, config, hoist, zrate, params, s0, xs, m_seq, rec_
         return _body(cell, False, zrate, params, s0, rec_fixed, batched)(carry, inp)
 
     return par.run_newton(body, options, params, s0, xs, m_seq, rec_fixed)
+
+
+def _chunk_length(cell, config: ScanConfig, T: int) -> int:
+    """The chunk of the chunkwise route: ``config.chunk``; for ``method="parallel"`` the
+    whole sequence, or the deprecated ``ParallelOptions(chunk=L)``."""
+    if config.method != "parallel":
+        return config.chunk
+    if config.parallel is None or config.parallel.chunk is None:
+        return T
+    warnings.warn(
+        f"ScanConfig(method='parallel', parallel=ParallelOptions(chunk={config.parallel.chunk}))"
+        f" on {type(cell).__name__} is deprecated: use ScanConfig(method='chunkwise', "
+        f"chunk={config.parallel.chunk})",
+        DeprecationWarning,
+        stacklevel=5,
+    )
+    return config.parallel.chunk
+
+
+def _last_valid(ys, valid, h0):
+    """The output of each row's last valid step (``(*B, O)``), ``h0`` where none is."""
+    if valid is None:
+        return ys[-1].astype(h0.dtype)
+    t = jnp.arange(ys.shape[0]).reshape((-1,) + (1,) * (valid.ndim - 1))
+    last = jnp.max(jnp.where(valid, t, -1), axis=0)  # (*B,)
+    y = jnp.take_along_axis(ys, _bcast(jnp.maximum(last, 0)[None], ys), axis=0)[0]
+    return jnp.where(_bcast(last >= 0, y), y, h0).astype(h0.dtype)
+
+
+def _run_chunkwise(cell, config, zrate, params, s0, xs, m_seq, rec_fixed):
+    """The chunkwise route of a matrix-state cell (:mod:`rnnjax.cells.matrix`): every
+    step's projection, the operator's chunkwise form with the engine's masks, the cell's
+    outputs and the state after the last valid step."""
+    par.refuse_regularisers(cell, config.method, m_seq, rec_fixed, zrate)
+    op = OPERATORS[cell.matrix_op]
+    xp = par.project_rows(cell, params, xs)
+    ms0 = cell.matrix_state(s0)
+    valid = m_seq.get("valid")
+    o, ms = op.chunk(
+        **cell.matrix_inputs(params, xp),
+        state=ms0,
+        reset_state=ms0,
+        valid=valid,
+        resets=m_seq.get("reset"),
+        chunk=_chunk_length(cell, config, xs.shape[0]),
+    )
+    ys = _zero_invalid(cell.matrix_output(params, xp, o), valid)
+    return cell.with_matrix_state(s0, ms, _last_valid(ys, valid, s0.h)), ys

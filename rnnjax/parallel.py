@@ -7,8 +7,9 @@ when ``ScanConfig(method="parallel")`` (options in :class:`ParallelOptions`, the
 
 - **Linear recurrences** ``h_t = a_t * h_{t-1} + b_t`` (diagonal ``a_t``, real or complex):
   cells with a linear form (:class:`rnnjax.MinGRU`, :class:`rnnjax.MinLSTM`,
-  :class:`rnnjax.LRU`) give the coefficients of all steps at once and the recurrence is
-  solved by :func:`linear_scan`. Padding, segment starts (resets), recurrent dropout and
+  :class:`rnnjax.LRU`, :class:`rnnjax.RGLRU`, :class:`rnnjax.S6`) give the coefficients
+  of all steps at once (and, where they have them, a read-out of the states and their
+  own segment-start coefficients) and the recurrence is solved by :func:`linear_scan`. Padding, segment starts (resets), recurrent dropout and
   zoneout are folded into the coefficients, so every guarantee of the sequential path
   holds: at a segment start ``a_t = 0`` and ``b_t`` reads the initial state; past the
   length ``a_t = 1, b_t = 0`` (the state is frozen, outputs are zero).
@@ -359,26 +360,44 @@ def project_rows(cell, params, xs):
     return jax.tree_util.tree_map(lambda a: a.reshape(lead + a.shape[1:]), xp)
 
 
-def run_linear(cell, form, options, zrate, params, s0, xs, m_seq, rec_fixed):
-    """The engine's parallel path for a cell with a linear form (see the module docstring).
+def refuse_regularisers(cell, form: str, m_seq, rec_fixed, zrate) -> None:
+    """A whole-sequence form that cannot take recurrent dropout or zoneout raises a
+    ``ValueError`` naming them (they act on a state that form never forms step by step).
 
-    ``xs`` ``(T, *B, I)`` in processing order, masks as in :func:`rnnjax.engine.run`.
-    Returns ``(state, ys)``.
+    Example:
+      >>> import rnnjax as rj
+      >>> from rnnjax.parallel import refuse_regularisers
+      >>> refuse_regularisers(rj.MLSTM(2, 4), "chunkwise", {}, None, 0.0)   # nothing to refuse
     """
-    # the barrier keeps XLA:CPU from fusing the input product into the coefficients' and
-    # scan's consumers: measured 5.5x faster in a minGRU training step (B=1, T=16384)
-    xp = jax.lax.optimization_barrier(project_rows(cell, params, xs))
-    a, b = form.coefficients(params, xp)  # (T, *B, S)
-    h0 = form.to_scan(s0.h)  # (*B, S)
+    if rec_fixed is not None or m_seq.get("rec") is not None or m_seq.get("keep") is not None:
+        raise ValueError(
+            f"{type(cell).__name__}'s {form} form takes no recurrent dropout or sampled "
+            "zoneout; use ScanConfig(method='sequential') for them"
+        )
+    if zrate:
+        raise ValueError(
+            f"{type(cell).__name__}'s {form} form takes no zoneout; got zoneout={zrate} (use "
+            "ScanConfig(method='sequential'))"
+        )
+
+
+def _entered(valid, resets, shape):
+    """``(T, *B)``: where a step reads the initial state as given (no valid step before
+    it, or a reset)."""
+    if valid is None:
+        e = jnp.zeros(shape, bool).at[0].set(True)
+    else:
+        v = valid.astype(jnp.int32)
+        e = (jnp.cumsum(v, axis=0) - v) == 0
+    return e if resets is None else e | resets
+
+
+def _fold_masks(a, b, h0, m_seq, rec_fixed, zrate):
+    """The engine's masks folded into the coefficients: recurrent dropout, zoneout, a
+    reset (``a = 0``, ``b`` reads the initial state), padding (``a = 1, b = 0``)."""
     nd = a.ndim
     rec = m_seq.get("rec") if m_seq.get("rec") is not None else rec_fixed
     keep = m_seq.get("keep")
-    if (rec is not None or keep is not None) and jnp.iscomplexobj(a):
-        raise ValueError(
-            f"{type(cell).__name__} has a complex state: recurrent dropout and sampled "
-            "zoneout act on its real and imaginary parts separately, which is not a "
-            "diagonal complex recurrence; use ScanConfig(method='sequential') for them"
-        )
     if rec is not None:  # the cell reads rec * s
         a = a * _lead_to(rec, nd).astype(a.dtype)
     # h_t = alpha * s + beta with s the state entered (the initial state after a reset)
@@ -398,10 +417,47 @@ def run_linear(cell, form, options, zrate, params, s0, xs, m_seq, rec_fixed):
         v = _expand(valid, nd)
         a = jnp.where(v, a, jnp.ones((), a.dtype))
         b = jnp.where(v, b, jnp.zeros((), b.dtype))
+    return a, b
+
+
+def run_linear(cell, form, options, zrate, params, s0, xs, m_seq, rec_fixed):
+    """The engine's parallel path for a cell with a diagonal linear form
+    (:class:`rnnjax.cells.base.DiagonalLinearCell`): the form gives its coefficients
+    (and, optionally, its segment-start coefficients and a read-out); the masks are
+    applied here, once.
+
+    ``xs`` ``(T, *B, I)`` in processing order, masks as in :func:`rnnjax.engine.run`.
+    Returns ``(state, ys)``.
+    """
+    # the barrier keeps XLA:CPU from fusing the input product into the coefficients' and
+    # scan's consumers: measured 5.5x faster in a minGRU training step (B=1, T=16384)
+    xp = jax.lax.optimization_barrier(project_rows(cell, params, xs))
+    a, b = form.coefficients(params, xp)  # (T, *B, S)
+    h0 = form.to_scan(s0.h)  # (*B, S)
+    regularised = m_seq.get("rec") is not None or m_seq.get("keep") is not None
+    if (rec_fixed is not None or regularised) and jnp.iscomplexobj(a):
+        raise ValueError(
+            f"{type(cell).__name__} has a complex state: recurrent dropout and sampled "
+            "zoneout act on its real and imaginary parts separately, which is not a "
+            "diagonal complex recurrence; use ScanConfig(method='sequential') for them"
+        )
+    if form.entry_coefficients is not None or form.read_out is not None:
+        refuse_regularisers(cell, "parallel", m_seq, rec_fixed, zrate)
+    valid = m_seq.get("valid")
+    if form.entry_coefficients is not None:  # a segment start of its own (the RG-LRU's)
+        entered = _expand(_entered(valid, m_seq.get("reset"), a.shape[:-1]), a.ndim)
+        s_in = jax.tree_util.tree_map(lambda leaf: leaf[None], s0)
+        a_e, b_e = form.entry_coefficients(params, s_in, xp)
+        a, b = jnp.where(entered, a_e, a), jnp.where(entered, b_e, b)
+    a, b = _fold_masks(a, b, h0, m_seq, rec_fixed, zrate)
     hs = linear_scan(a, b, h0, scan=options.scan, chunk=options.chunk)
     hr = form.from_scan(hs).astype(s0.h.dtype)
-    state = s0._replace(h=hr[-1])
-    ys = hr if valid is None else jnp.where(_expand(valid, hr.ndim), hr, jnp.zeros((), hr.dtype))
+    ys = hr if form.read_out is None else form.read_out(params, xp, hr).astype(s0.h.dtype)
+    state = form.with_h(s0, hr[-1])
+    if valid is not None:
+        ys = jnp.where(_expand(valid, ys.ndim), ys, jnp.zeros((), ys.dtype))
+        stepped = _expand(valid.any(axis=0), s0.h.ndim)
+        state = jax.tree_util.tree_map(lambda n, o: jnp.where(stepped, n, o), state, s0)
     return state, ys
 
 

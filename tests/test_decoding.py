@@ -470,6 +470,10 @@ def _causal_layers():
         "xlstm_slstm": rj.xlstm_block(_W, "slstm", num_heads=2),
         "griffin": rj.griffin_block(_W, num_heads=2, config=par),
         "griffin_conv": rj.griffin_block(_W, num_heads=2, conv=3),
+        # a matrix-state cell: the prompt runs chunkwise, each token one operator step
+        "gated_deltanet_block": rj.linear_attention_block(
+            _W, "gated_deltanet", num_heads=2, config=rj.ScanConfig(method="chunkwise", chunk=2)
+        ),
     }
 
 

@@ -139,3 +139,19 @@ def test_reservoir_two_tiers():
             assert obj is getattr(getattr(res, module), name)
     with pytest.raises(AttributeError):
         _ = res.no_such_name
+
+
+def test_cells_sit_below_the_engine():
+    """The cells import neither the engine nor the parallel strategies (which run them):
+    a cell gives its coefficients or operator inputs, the engine applies the masks. The
+    operators sit below the cells."""
+    graph = _graph()
+    cells = [m for m in graph if m == "rnnjax.cells" or m.startswith("rnnjax.cells.")]
+    assert "rnnjax.cells.mlstm" in cells and "rnnjax.cells.matrix" in cells
+    for m in cells:
+        above = graph[m] & {"rnnjax.engine", "rnnjax.parallel", "rnnjax.sequence"}
+        assert not above, f"{m} imports {above}"
+    ops = [m for m in graph if m == "rnnjax.ops" or m.startswith("rnnjax.ops.")]
+    assert "rnnjax.ops.mlstm" in ops
+    for m in ops:
+        assert all(n == "rnnjax.checks" or n.startswith("rnnjax.ops") for n in graph[m]), m

@@ -42,7 +42,7 @@ def test_linen_recurrent_runs_each_cell(cls, options):
     _, want = rj.unroll_batch(cell, dict(params), xs, lengths)
     np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-6)
     assert bool((ys[1, 2:] == 0).all())
-    if hasattr(cell, "parallel_run"):
+    if hasattr(cell, "parallel_form") or hasattr(cell, "matrix_op"):  # a parallel form
         _, ys_par = rl.Recurrent(cell, config=PAR).apply(v, xs, lengths)
         np.testing.assert_allclose(ys_par, ys, rtol=1e-5, atol=1e-5)
 

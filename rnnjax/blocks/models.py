@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from rnnjax import checks
 from rnnjax import initializers as inits
 from rnnjax._repr import short_repr as _short_repr
-from rnnjax.blocks import step_layer
+from rnnjax.blocks.residual import step_layer
 from rnnjax.layers import _as_layer
 
 __all__ = ["SequenceModel"]

@@ -40,12 +40,23 @@ from typing import Optional
 from rnnjax import checks
 from rnnjax.blocks.residual import ResidualBlock
 from rnnjax.cells.conv import CausalConv
+from rnnjax.cells.linear_attention import (
+    GLA,
+    KDA,
+    RWKV7,
+    DeltaNet,
+    GatedDeltaNet,
+    LinearAttention,
+    Mamba2,
+    Retention,
+)
 from rnnjax.cells.mlstm import MLSTM
 from rnnjax.cells.rglru import RGLRU
 from rnnjax.cells.slstm import SLSTM
+from rnnjax.engine import ScanConfig
 from rnnjax.layers import Recurrent, Stacked
 
-__all__ = ["xlstm_block", "griffin_block"]
+__all__ = ["xlstm_block", "griffin_block", "linear_attention_block"]
 
 
 def xlstm_block(
@@ -127,6 +138,63 @@ def griffin_block(
     checks.integer("width", width, 1)
     layer = Recurrent(RGLRU(width, width, num_heads=num_heads), config=config)
     layer = _with_conv(layer, width, conv)
+    return ResidualBlock(layer, mixer="glu", expansion=expansion, norm="rms", residual="each")
+
+
+MATRIX_CELLS = {
+    "linear_attention": LinearAttention,
+    "retention": Retention,
+    "gla": GLA,
+    "mamba2": Mamba2,
+    "deltanet": DeltaNet,
+    "gated_deltanet": GatedDeltaNet,
+    "kda": KDA,
+    "rwkv7": RWKV7,
+}
+
+
+def linear_attention_block(
+    width: int,
+    kind: str = "gated_deltanet",
+    num_heads: int = 4,
+    config=None,
+    expansion: int = 2,
+    conv: int = 4,
+) -> ResidualBlock:
+    """The block of the linear-attention papers (DeltaNet, Gated DeltaNet, GLA, KDA, RWKV-7,
+    Mamba-2, RetNet) around a matrix-state cell of width ``D``: RMS-norm, a depthwise causal
+    convolution of width ``conv`` (4 in the papers; 0: none), the cell's ``num_heads``
+    heads, a residual, then RMS-norm, a gated MLP of ``expansion`` and a residual.
+
+    Left out (each cell's docstring says what the cell keeps): the SiLU after the
+    convolution, the output gate and per-head norm in front of the output projection (the
+    block's residual projection stands in), and the papers' low-rank gate projections.
+
+    Args:
+      width: ``D``, the block's input and output size (a multiple of ``num_heads``).
+      kind: the cell: ``"linear_attention"``, ``"retention"``, ``"gla"``, ``"mamba2"``,
+        ``"deltanet"``, ``"gated_deltanet"`` (default), ``"kda"`` or ``"rwkv7"``.
+      num_heads: heads of the cell.
+      config: a :class:`rnnjax.ScanConfig` (default: ``method="auto"``, the chunkwise form).
+      expansion: the MLP's expansion.
+      conv: width of the depthwise causal convolution in front of the cell; 0: none.
+
+    Returns:
+      A :class:`rnnjax.ResidualBlock` (stack them with :class:`rnnjax.DeepRecurrent`).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, rnnjax as rj
+      >>> block = rj.linear_attention_block(8, "gated_deltanet", num_heads=2)
+      >>> p = block.init(jax.random.key(0))
+      >>> _, ys = block.apply(p, jnp.ones((5, 8)), length=4)
+      >>> ys.shape, bool((ys[4:] == 0).all())
+      ((5, 8), True)
+    """
+    checks.integer("width", width, 1)
+    checks.choice("kind", kind, tuple(MATRIX_CELLS))
+    config = ScanConfig(method="auto") if config is None else config
+    cell = MATRIX_CELLS[kind](width, width, num_heads=num_heads)
+    layer = _with_conv(Recurrent(cell, config=config), width, conv)
     return ResidualBlock(layer, mixer="glu", expansion=expansion, norm="rms", residual="each")
 
 

@@ -12,6 +12,17 @@ the only one, :mod:`rnnjax` re-exports it and the documentation lists the cells 
 from rnnjax.cells.base import Cell, Kernel
 from rnnjax.cells.conv import CausalConv, CausalConvState
 from rnnjax.cells.gru import GRU, GRUState
+from rnnjax.cells.linear_attention import (
+    GLA,
+    KDA,
+    RWKV7,
+    DeltaNet,
+    GatedDeltaNet,
+    LinearAttention,
+    Mamba2,
+    MatrixState,
+    Retention,
+)
 from rnnjax.cells.lru import LRU, LRUState
 from rnnjax.cells.lstm import LSTM, LSTMState
 from rnnjax.cells.mingru import MinGRU, MinGRUState
@@ -48,6 +59,16 @@ __all__ = [
     "S6State",
     "CausalConv",
     "CausalConvState",
+    # the matrix-state cells of the linear-attention family (chunkwise: rnnjax.ops)
+    "LinearAttention",
+    "Retention",
+    "GLA",
+    "Mamba2",
+    "DeltaNet",
+    "GatedDeltaNet",
+    "KDA",
+    "RWKV7",
+    "MatrixState",
 ]
 
 #: the cells and their states, in the order the documentation lists them (``__all__``

@@ -51,6 +51,7 @@ __all__ = [
     "matmul",
     "matmul_t",
     "lead",
+    "check_heads",
     "param_shapes",
 ]
 
@@ -67,6 +68,26 @@ def state_dtype(*arrays) -> jnp.dtype:
     """
     leaves = [a for a in jax.tree_util.tree_leaves(arrays) if hasattr(a, "dtype")]
     return jnp.promote_types(jnp.float32, jnp.result_type(*leaves)) if leaves else jnp.float32
+
+
+def check_heads(hidden_size: int, num_heads) -> None:
+    """``num_heads`` an int >= 1 that divides ``hidden_size`` (a ``ValueError`` naming
+    both otherwise).
+
+    Example:
+      >>> from rnnjax.cells.base import check_heads
+      >>> check_heads(4, 2)
+      >>> check_heads(5, 2)
+      Traceback (most recent call last):
+      ...
+      ValueError: hidden_size must be divisible by num_heads; got hidden_size=5, num_heads=2
+    """
+    checks.integer("num_heads", num_heads, 1)
+    if hidden_size % num_heads:
+        raise ValueError(
+            f"hidden_size must be divisible by num_heads; got hidden_size={hidden_size}, "
+            f"num_heads={num_heads}"
+        )
 
 
 def lead(b: jax.Array, ndim: int) -> jax.Array:
@@ -227,6 +248,14 @@ class Cell:
         if self.dtype is not None:
             checks.floating_dtype("dtype", self.dtype)
 
+    def _check_square(self, why: str) -> None:
+        """``input_size == hidden_size`` (a ``ValueError`` saying ``why`` otherwise)."""
+        if self.input_size != self.hidden_size:
+            raise ValueError(
+                f"{type(self).__name__} {why}: input_size must equal hidden_size; got "
+                f"input_size={self.input_size}, hidden_size={self.hidden_size}"
+            )
+
     # ------------------------------------------------------------------ sizes
 
     @property
@@ -381,14 +410,24 @@ class DiagonalLinearCell(Cell):
     r"""The base of diagonal linear cells: :math:`h_t = a_t \odot h_{t-1} + b_t` with
     ``(a_t, b_t)`` formed from the projected input alone, so every step's coefficients
     are known at once and the engine can solve the recurrence with a parallel scan
-    (:func:`rnnjax.parallel.linear_scan`, ``ScanConfig(method="parallel")``).
+    (:func:`rnnjax.parallel.linear_scan`, ``ScanConfig(method="parallel")``), applying
+    lengths, resets and the final state itself: the cell never sees a mask.
 
-    A subclass states ``State`` (a NamedTuple with one field ``h``), ``init``,
-    ``project`` and ``coefficients(params, xp) -> (a, b)``; a complex recurrence (the
-    LRU) also overrides ``to_scan`` and ``from_scan``, which map the real state ``h`` to
-    the scan's variable and back (identity here). ``recur`` (one step) and
-    ``parallel_form`` (what the engine reads) come from this base, so the step and the
-    parallel scan share one copy of the maths.
+    A subclass states ``State`` (a NamedTuple whose field ``h`` is the recurrent vector),
+    ``init``, ``project`` and ``coefficients(params, xp) -> (a, b)``. Optional:
+
+    - ``to_scan`` and ``from_scan``: map the real state ``h`` to the scan's variable and
+      back (identity here; the LRU's is complex).
+    - ``read_out(params, xp, h) -> y``: the output from the new state (default: ``h``
+      itself; S6 reads its states out).
+    - ``entry_coefficients(params, state, xp) -> (a, b)``: the coefficients of a step that
+      reads ``state`` as given (the first step, and the step after a reset), where they
+      differ from ``coefficients`` (the RG-LRU's unnormalised segment start).
+    - ``with_h(state, h)``: the state after a step that ends in ``h`` (default: ``h``
+      replaced).
+
+    ``recur`` (one step) and ``parallel_form`` (what the engine reads) come from this
+    base, so the step and the parallel scan share one copy of the maths.
 
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
@@ -402,20 +441,31 @@ class DiagonalLinearCell(Cell):
       ((5, 4), (5, 4))
     """
 
+    read_out = None  # optional hook (a method in a subclass), see the class docstring
+    entry_coefficients = None  # optional hook (a method in a subclass)
+
     def coefficients(self, params: dict, xp):  # pragma: no cover - overridden
         """``(a, b)`` of ``h_t = a_t h_{t-1} + b_t`` for projected inputs ``(..., .)``."""
         raise NotImplementedError(f"{type(self).__name__} must implement coefficients")
 
     def recur(self, params: dict, state, xp):
         """The recurrent part of a step, given ``xp = project(params, x)``:
-        ``h = a * h_prev + b`` (in the scan's variable), returned as ``(state, h)``."""
-        a, b = self.coefficients(params, xp)
+        ``h = a * h_prev + b`` (in the scan's variable), returned as ``(state, y)``."""
+        if self.entry_coefficients is None:
+            a, b = self.coefficients(params, xp)
+        else:
+            a, b = self.entry_coefficients(params, state, xp)
         h = self.from_scan(a * self.to_scan(state.h) + b).astype(state.h.dtype)
-        return state._replace(h=h), h
+        y = h if self.read_out is None else self.read_out(params, xp, h).astype(h.dtype)
+        return self.with_h(state, h), y
+
+    def with_h(self, state, h):
+        """The state after a step that ends in ``h``."""
+        return state._replace(h=h)
 
     def parallel_form(self):
         """The linear form the engine reads: this cell (``coefficients``, ``to_scan``,
-        ``from_scan``)."""
+        ``from_scan``, ``read_out``, ``entry_coefficients``, ``with_h``)."""
         return self
 
     def to_scan(self, h):

@@ -10,10 +10,9 @@ import jax.numpy as jnp
 
 from rnnjax import checks
 from rnnjax import initializers as inits
-from rnnjax import parallel as par
-from rnnjax.cells.base import DiagonalLinearCell, lead, state_dtype
+from rnnjax.cells.base import DiagonalLinearCell, check_heads, lead
 
-__all__ = ["RGLRU", "RGLRUState", "masked_linear_scan"]
+__all__ = ["RGLRU", "RGLRUState"]
 
 
 class RGLRUState(NamedTuple):
@@ -29,60 +28,6 @@ class RGLRUState(NamedTuple):
 
     h: jax.Array
     fresh: jax.Array
-
-
-def _expand(mask, ndim):
-    return mask.reshape(mask.shape + (1,) * (ndim - mask.ndim))
-
-
-def masked_linear_scan(a, b, h0, masks, options):
-    """All states of ``h_t = a_t h_{t-1} + b_t`` under the engine's masks: a reset puts
-    the state back to ``h0`` before its step, a step that is not valid leaves the state
-    unchanged.
-
-    Args:
-      a, b: ``(T, *B, S)``.
-      h0: ``(*B, S)``.
-      masks: ``{"valid": (T, *B), "reset": (T, *B)}`` (either may be absent).
-      options: a :class:`rnnjax.parallel.ParallelOptions` (its ``scan`` and ``chunk``).
-
-    Returns:
-      ``(T, *B, S)``: the state after each step (held through invalid steps).
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from rnnjax.parallel import ParallelOptions
-      >>> from rnnjax.cells.rglru import masked_linear_scan
-      >>> a, b = jnp.full((4, 1), 0.5), jnp.ones((4, 1))
-      >>> r = jnp.array([False, False, True, False])
-      >>> hs = masked_linear_scan(a, b, jnp.zeros(1), {"reset": r}, ParallelOptions())
-      >>> hs[:, 0].tolist()
-      [1.0, 1.5, 1.0, 1.5]
-    """
-    nd = a.ndim
-    if masks.get("reset") is not None:
-        r = _expand(masks["reset"], nd)
-        b = jnp.where(r, b + a * h0[None], b)
-        a = jnp.where(r, jnp.zeros((), a.dtype), a)
-    if masks.get("valid") is not None:
-        v = _expand(masks["valid"], nd)
-        a = jnp.where(v, a, jnp.ones((), a.dtype))
-        b = jnp.where(v, b, jnp.zeros((), b.dtype))
-    return par.linear_scan(a, b, h0, scan=options.scan, chunk=options.chunk)
-
-
-def refuse_step_masks(name, masks, rec_mask, zoneout):
-    """The whole-sequence forms take no recurrent dropout or zoneout (``ValueError``)."""
-    if rec_mask is not None or masks.get("rec") is not None or masks.get("keep") is not None:
-        raise ValueError(
-            f"{name}'s parallel form takes no recurrent dropout or sampled zoneout; use "
-            "ScanConfig(method='sequential') for them"
-        )
-    if zoneout:
-        raise ValueError(
-            f"{name}'s parallel form takes no zoneout; got zoneout={zoneout} (use "
-            "ScanConfig(method='sequential'))"
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +55,9 @@ class RGLRU(DiagonalLinearCell):
 
     ``W_a`` and ``W_x`` are block-diagonal (``num_heads`` blocks), as in RecurrentGemma.
     The recurrence gates its own input, so ``input_size`` must equal ``hidden_size``.
-    Run it in parallel with ``rj.ScanConfig(method="parallel")`` (a parallel scan,
-    :func:`masked_linear_scan`); step by step it gives the same numbers.
+    Run it in parallel with ``rj.ScanConfig(method="parallel")`` (or ``"auto"``): the
+    engine's parallel scan of :class:`~rnnjax.cells.base.DiagonalLinearCell`, with the
+    segment start from :meth:`entry_coefficients`; step by step it gives the same numbers.
 
     Initialisation (RecurrentGemma's): :math:`\sigma(\Lambda)^c` uniform in radius on the
     ring ``[r_min, r_max]`` (``|a|^2`` uniform), gate weights Glorot-uniform per block,
@@ -157,17 +103,8 @@ class RGLRU(DiagonalLinearCell):
 
     def __post_init__(self):
         super().__post_init__()
-        checks.integer("num_heads", self.num_heads, 1)
-        if self.input_size != self.hidden_size:
-            raise ValueError(
-                "RGLRU gates its own input: input_size must equal hidden_size; got "
-                f"input_size={self.input_size}, hidden_size={self.hidden_size}"
-            )
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size must be divisible by num_heads; got hidden_size="
-                f"{self.hidden_size}, num_heads={self.num_heads}"
-            )
+        self._check_square("gates its own input")
+        check_heads(self.hidden_size, self.num_heads)
         checks.number("c", self.c, 0.0, min_open=True)
         checks.number("r_min", self.r_min, 0.0, 1.0, min_open=True, max_open=True)
         checks.number("r_max", self.r_max, 0.0, 1.0, min_open=True, max_open=True)
@@ -241,61 +178,17 @@ class RGLRU(DiagonalLinearCell):
         a, mult, ix = self._parts(params, xp)
         return a, mult * ix
 
-    def recur(self, params, state: RGLRUState, xp):
-        """The recurrent part of a step, given ``xp = project(params, x)``."""
+    def entry_coefficients(self, params, state: RGLRUState, xp):
+        """``(a, b)`` of a step that reads ``state`` as given: RecurrentGemma's segment
+        start ``a = 0, b = i x`` where ``state.fresh`` is 1 (and ``unnormalised_start``),
+        the normalised step where it is 0. No derivative flows through the flag."""
         a, mult, ix = self._parts(params, xp)
         if self.unnormalised_start:
-            fr = jax.lax.stop_gradient(state.fresh).astype(a.dtype)  # a flag: no derivative
+            fr = jax.lax.stop_gradient(state.fresh).astype(a.dtype)
             a = (1.0 - fr) * a
             mult = fr + (1.0 - fr) * mult
-        h = (a * state.h + mult * ix).astype(state.h.dtype)
-        return RGLRUState(h=h, fresh=jnp.zeros_like(state.fresh)), h
+        return a, mult * ix
 
-    def parallel_run(self, params, state, xs, masks, options, rec_mask=None, zoneout=0.0):
-        """The parallel form, run by the engine for ``ScanConfig(method="parallel")``: the
-        coefficients of every step at once, the segment starts applied, one
-        :func:`masked_linear_scan`.
-
-        Args:
-          params: ``init``'s dict.
-          state: the initial state, leaves ``(*B, ...)``.
-          xs: ``(T, *B, I)`` in processing order.
-          masks: ``{"valid": (T, *B), "reset": (T, *B)}`` (either may be absent).
-          options: a :class:`rnnjax.parallel.ParallelOptions` (``scan``, ``chunk``).
-          rec_mask, zoneout: refused (use the sequential method).
-
-        Returns:
-          ``(state, ys)`` as :func:`rnnjax.engine.run`.
-
-        Example:
-          >>> import jax, jax.numpy as jnp, rnnjax as rj
-          >>> cell = rj.RGLRU(3, 3)
-          >>> cfg = rj.ScanConfig(method="parallel")
-          >>> st, ys = rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)), config=cfg)
-          >>> ys.shape, st.fresh.tolist()
-          ((5, 3), [0.0])
-        """
-        refuse_step_masks("RGLRU", masks, rec_mask, zoneout)
-        T = xs.shape[0]
-        a, mult, ix = self._parts(params, par.project_rows(self, params, xs))  # (T, *B, H)
-        sd = state_dtype(state.h)
-        nd = a.ndim
-        if self.unnormalised_start:
-            start = jnp.zeros((T,) + xs.shape[1:-1], bool).at[0].set(True)
-            if masks.get("reset") is not None:
-                start = start | masks["reset"]
-            fresh0 = jax.lax.stop_gradient(state.fresh)[None].astype(a.dtype)
-            fr = _expand(start, nd).astype(a.dtype) * fresh0
-            a = (1.0 - fr) * a
-            mult = fr + (1.0 - fr) * mult
-        hs = masked_linear_scan(a, mult * ix, state.h.astype(a.dtype), masks, options)
-        hs = hs.astype(sd)
-        valid = masks.get("valid")
-        if valid is None:
-            fresh = jnp.zeros_like(state.fresh)
-            ys = hs
-        else:
-            any_valid = _expand(valid.any(axis=0), state.fresh.ndim)
-            fresh = jnp.where(any_valid, jnp.zeros((), sd), state.fresh)
-            ys = jnp.where(_expand(valid, nd), hs, jnp.zeros((), sd))
-        return RGLRUState(h=hs[-1], fresh=fresh), ys
+    def with_h(self, state: RGLRUState, h) -> RGLRUState:
+        """The state after a step: ``h``, and ``fresh = 0``."""
+        return RGLRUState(h=h, fresh=jnp.zeros_like(state.fresh))

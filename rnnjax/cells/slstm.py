@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from rnnjax import checks
 from rnnjax import initializers as inits
-from rnnjax.cells.base import GatedCell, state_dtype
+from rnnjax.cells.base import GatedCell, check_heads, state_dtype
 
 __all__ = ["SLSTM", "SLSTMState", "forget_bias_range"]
 
@@ -131,12 +131,7 @@ class SLSTM(GatedCell):
 
     def __post_init__(self):
         super().__post_init__()
-        checks.integer("num_heads", self.num_heads, 1)
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size must be divisible by num_heads; got hidden_size="
-                f"{self.hidden_size}, num_heads={self.num_heads}"
-            )
+        check_heads(self.hidden_size, self.num_heads)
         checks.choice("forget", self.forget, FORGETS)
         check_forget_bias(self.forget_bias)
 

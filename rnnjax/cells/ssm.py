@@ -11,9 +11,7 @@ import jax.numpy as jnp
 
 from rnnjax import checks
 from rnnjax import initializers as inits
-from rnnjax import parallel as par
-from rnnjax.cells.base import Cell, lead, state_dtype
-from rnnjax.cells.rglru import _expand, masked_linear_scan, refuse_step_masks
+from rnnjax.cells.base import DiagonalLinearCell, lead
 
 __all__ = ["S6", "S6State"]
 
@@ -34,7 +32,7 @@ class S6State(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class S6(Cell):
+class S6(DiagonalLinearCell):
     r"""Selective state-space cell (Gu & Dao 2023, Mamba's S6): per channel ``d`` a
     diagonal state of size ``N`` whose step size, input and read-out depend on the input.
 
@@ -53,9 +51,9 @@ class S6(Cell):
 
     with :math:`A = -\exp(A_{\log})` (negative: every channel decays). The recurrence is
     diagonal and linear in ``h`` with coefficients from the input alone, so
-    ``rj.ScanConfig(method="parallel")`` runs it as one parallel scan
-    (:func:`rnnjax.cells.rglru.masked_linear_scan`) followed by the read-out; step by step
-    it gives the same numbers. ``discretisation="euler"`` uses
+    ``rj.ScanConfig(method="parallel")`` (or ``"auto"``) runs it as the engine's parallel
+    scan of :class:`~rnnjax.cells.base.DiagonalLinearCell` over the ``H N`` states, then
+    :meth:`read_out`; step by step it gives the same numbers. ``discretisation="euler"`` uses
     :math:`\bar B = \Delta B` (the simplification of Mamba's reference kernel).
 
     As in Mamba the selective scan acts on the channels of its input, so
@@ -102,11 +100,7 @@ class S6(Cell):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.input_size != self.hidden_size:
-            raise ValueError(
-                "S6 runs its recurrence on its input's channels: input_size must equal "
-                f"hidden_size; got input_size={self.input_size}, hidden_size={self.hidden_size}"
-            )
+        self._check_square("runs its recurrence on its input's channels")
         checks.integer("state_dim", self.state_dim, 1)
         if self.dt_rank is not None:
             checks.integer("dt_rank", self.dt_rank, 1)
@@ -162,68 +156,29 @@ class S6(Cell):
         dt_pre = dt_pre + lead(params["b_dt"], dt_pre.ndim).astype(dt_pre.dtype)
         return jnp.concatenate([x.astype(z.dtype), dt_pre, z[..., R:]], axis=-1)
 
-    def _coefficients(self, params, xp):
-        """``(abar, bbar x, C, x)`` with ``abar``, ``bbar x`` of shape ``(..., H, N)``."""
+    def coefficients(self, params, xp):
+        """``(a, b)`` of ``h_t = a_t h_{t-1} + b_t`` over the ``H N`` states
+        (channel-major, ``(..., H N)``): :math:`\bar A` and :math:`\bar B x`."""
         H, N = self.hidden_size, self.state_dim
         a_log = params["a_log"]
         dt = jnp.promote_types(xp.dtype, jnp.promote_types(jnp.float32, a_log.dtype))
         xp = xp.astype(dt)
-        x, dt_pre = xp[..., :H], xp[..., H : 2 * H]
-        Bm, Cm = xp[..., 2 * H : 2 * H + N], xp[..., 2 * H + N :]
+        x, dt_pre, Bm = xp[..., :H], xp[..., H : 2 * H], xp[..., 2 * H : 2 * H + N]
         A = -jnp.exp(a_log.astype(dt))  # (H, N)
         delta = jax.nn.softplus(dt_pre)[..., None]  # (..., H, 1)
         dA = delta * lead(A, delta.ndim)
-        abar = jnp.exp(dA)
         if self.discretisation == "zoh":
             bbar = jnp.expm1(dA) / lead(A, dA.ndim) * Bm[..., None, :]
         else:
             bbar = delta * Bm[..., None, :]
-        return abar, bbar * x[..., None], Cm, x
+        flat = lambda v: v.reshape(v.shape[:-2] + (H * N,))  # noqa: E731
+        return flat(jnp.exp(dA)), flat(bbar * x[..., None])
 
-    def _read(self, params, h, Cm, x):
+    def read_out(self, params, xp, h):
+        """``y = C^T h + D x`` per channel from the states ``h`` ``(..., H N)``."""
+        H, N = self.hidden_size, self.state_dim
+        xp = xp.astype(h.dtype)
+        x, Cm = xp[..., :H], xp[..., 2 * H + N :]
+        hh = h.reshape(h.shape[:-1] + (H, N))
         d = params["d"].astype(h.dtype)
-        return jnp.sum(h * Cm[..., None, :].astype(h.dtype), axis=-1) + lead(d, x.ndim) * x
-
-    def recur(self, params, state: S6State, xp):
-        """The recurrent part of a step, given ``xp = project(params, x)``."""
-        a, bx, Cm, x = self._coefficients(params, xp)
-        shape = a.shape
-        h = a * state.h.reshape(shape).astype(a.dtype) + bx
-        y = self._read(params, h, Cm, x)
-        sd = state_dtype(state.h)
-        return S6State(h=h.reshape(state.h.shape).astype(sd)), y.astype(sd)
-
-    def parallel_run(self, params, state, xs, masks, options, rec_mask=None, zoneout=0.0):
-        """The parallel form, run by the engine for ``ScanConfig(method="parallel")``: the
-        coefficients of every step at once, one :func:`masked_linear_scan` over the
-        ``H * N`` states, then the read-out.
-
-        Args:
-          params: ``init``'s dict.
-          state: the initial state, leaves ``(*B, H N)``.
-          xs: ``(T, *B, I)`` in processing order.
-          masks: ``{"valid": (T, *B), "reset": (T, *B)}`` (either may be absent).
-          options: a :class:`rnnjax.parallel.ParallelOptions` (``scan``, ``chunk``).
-          rec_mask, zoneout: refused (use the sequential method).
-
-        Returns:
-          ``(state, ys)`` as :func:`rnnjax.engine.run`.
-
-        Example:
-          >>> import jax, jax.numpy as jnp, rnnjax as rj
-          >>> cell = rj.S6(3, 3, state_dim=2)
-          >>> cfg = rj.ScanConfig(method="parallel")
-          >>> st, ys = rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)), config=cfg)
-          >>> ys.shape, st.h.shape
-          ((5, 3), (6,))
-        """
-        refuse_step_masks("S6", masks, rec_mask, zoneout)
-        a, bx, Cm, x = self._coefficients(params, par.project_rows(self, params, xs))
-        flat = lambda v: v.reshape(v.shape[:-2] + (self.state_size,))  # noqa: E731
-        sd = state_dtype(state.h)
-        hs = masked_linear_scan(flat(a), flat(bx), state.h.astype(a.dtype), masks, options)
-        ys = self._read(params, hs.reshape(a.shape), Cm, x).astype(sd)
-        valid = masks.get("valid")
-        if valid is not None:
-            ys = jnp.where(_expand(valid, ys.ndim), ys, jnp.zeros((), sd))
-        return S6State(h=hs[-1].astype(sd)), ys
+        return jnp.sum(hh * Cm[..., None, :], axis=-1) + lead(d, x.ndim) * x

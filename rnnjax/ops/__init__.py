@@ -34,6 +34,7 @@ from rnnjax.ops import gated_delta_rule as _gated_delta_rule
 from rnnjax.ops import gla as _gla
 from rnnjax.ops import kda as _kda
 from rnnjax.ops import linear_attn as _linear_attn
+from rnnjax.ops import mlstm as _mlstm
 from rnnjax.ops import simple_gla as _simple_gla
 from rnnjax.ops import ssd as _ssd
 from rnnjax.ops._common import run_public, state_dtype
@@ -61,6 +62,7 @@ OPERATORS = {
     "gated_delta_rule": _gated_delta_rule,
     "kda": _kda,
     "dplr_delta_rule": _dplr,
+    "mlstm": _mlstm,  # xLSTM's stabilised mLSTM (rnnjax.MLSTM's operator)
 }
 
 _QKV = {"q": ("h", "dk"), "k": ("h", "dk"), "v": ("h", "dv")}

@@ -39,17 +39,8 @@ from typing import Optional
 
 from rnnjax import checks
 from rnnjax.blocks.residual import ResidualBlock
+from rnnjax.cells import linear_attention as la
 from rnnjax.cells.conv import CausalConv
-from rnnjax.cells.linear_attention import (
-    GLA,
-    KDA,
-    RWKV7,
-    DeltaNet,
-    GatedDeltaNet,
-    LinearAttention,
-    Mamba2,
-    Retention,
-)
 from rnnjax.cells.mlstm import MLSTM
 from rnnjax.cells.rglru import RGLRU
 from rnnjax.cells.slstm import SLSTM
@@ -142,14 +133,14 @@ def griffin_block(
 
 
 MATRIX_CELLS = {
-    "linear_attention": LinearAttention,
-    "retention": Retention,
-    "gla": GLA,
-    "mamba2": Mamba2,
-    "deltanet": DeltaNet,
-    "gated_deltanet": GatedDeltaNet,
-    "kda": KDA,
-    "rwkv7": RWKV7,
+    "linear_attention": la.LinearAttention,
+    "retention": la.Retention,
+    "gla": la.GLA,
+    "mamba2": la.Mamba2,
+    "deltanet": la.DeltaNet,
+    "gated_deltanet": la.GatedDeltaNet,
+    "kda": la.KDA,
+    "rwkv7": la.RWKV7,
 }
 
 

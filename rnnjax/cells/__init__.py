@@ -9,20 +9,11 @@ path, its kernel) plus one import line and its two names in ``__all__`` below: t
 the only one, :mod:`rnnjax` re-exports it and the documentation lists the cells from it.
 """
 
+from rnnjax.cells import linear_attention
 from rnnjax.cells.base import Cell, Kernel
 from rnnjax.cells.conv import CausalConv, CausalConvState
 from rnnjax.cells.gru import GRU, GRUState
-from rnnjax.cells.linear_attention import (
-    GLA,
-    KDA,
-    RWKV7,
-    DeltaNet,
-    GatedDeltaNet,
-    LinearAttention,
-    Mamba2,
-    MatrixState,
-    Retention,
-)
+from rnnjax.cells.linear_attention import *  # noqa: F403  (the linear-attention family)
 from rnnjax.cells.lru import LRU, LRUState
 from rnnjax.cells.lstm import LSTM, LSTMState
 from rnnjax.cells.mingru import MinGRU, MinGRUState
@@ -60,15 +51,7 @@ __all__ = [
     "CausalConv",
     "CausalConvState",
     # the matrix-state cells of the linear-attention family (chunkwise: rnnjax.ops)
-    "LinearAttention",
-    "Retention",
-    "GLA",
-    "Mamba2",
-    "DeltaNet",
-    "GatedDeltaNet",
-    "KDA",
-    "RWKV7",
-    "MatrixState",
+    *linear_attention.__all__,
 ]
 
 #: the cells and their states, in the order the documentation lists them (``__all__``

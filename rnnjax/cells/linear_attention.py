@@ -43,15 +43,18 @@ from rnnjax.cells.base import lead
 from rnnjax.cells.matrix import MatrixCell
 
 __all__ = [
-    "MatrixState",
+    # gated linear attention: no decay, a decay per head or per key channel
     "LinearAttention",
     "Retention",
     "GLA",
     "Mamba2",
+    # the delta rules
     "DeltaNet",
     "GatedDeltaNet",
     "KDA",
     "RWKV7",
+    # their state
+    "MatrixState",
 ]
 
 FEATURE_MAPS = ("identity", "elu+1", "relu", "silu")
@@ -232,8 +235,7 @@ class Retention(_HeadsCell):
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
       >>> cell = rj.Retention(3, 4, num_heads=2)
-      >>> _, ys = rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))
-      >>> ys.shape
+      >>> rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))[1].shape
       (5, 4)
     """
 
@@ -263,8 +265,7 @@ class GLA(_HeadsCell):
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
       >>> cell = rj.GLA(3, 4, num_heads=2)
-      >>> _, ys = rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))
-      >>> ys.shape
+      >>> rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))[1].shape
       (5, 4)
     """
 
@@ -303,8 +304,7 @@ class Mamba2(_HeadsCell):
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
       >>> cell = rj.Mamba2(3, 4, num_heads=2, key_size=8)
-      >>> _, ys = rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))
-      >>> ys.shape
+      >>> rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))[1].shape
       (5, 4)
     """
 
@@ -378,8 +378,7 @@ class DeltaNet(_DeltaCell):
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
       >>> cell = rj.DeltaNet(3, 4, num_heads=2)
-      >>> _, ys = rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))
-      >>> ys.shape
+      >>> rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))[1].shape
       (5, 4)
     """
 
@@ -408,8 +407,7 @@ class GatedDeltaNet(_DeltaCell):
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
       >>> cell = rj.GatedDeltaNet(3, 4, num_heads=2)
-      >>> _, ys = rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))
-      >>> ys.shape
+      >>> rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))[1].shape
       (5, 4)
     """
 
@@ -443,8 +441,7 @@ class KDA(_DeltaCell):
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
       >>> cell = rj.KDA(3, 4, num_heads=2)
-      >>> _, ys = rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))
-      >>> ys.shape
+      >>> rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))[1].shape
       (5, 4)
     """
 
@@ -495,8 +492,7 @@ class RWKV7(_HeadsCell):
     Example:
       >>> import jax, jax.numpy as jnp, rnnjax as rj
       >>> cell = rj.RWKV7(3, 4, num_heads=2)
-      >>> _, ys = rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))
-      >>> ys.shape
+      >>> rj.unroll(cell, cell.init(jax.random.key(0)), jnp.ones((5, 3)))[1].shape
       (5, 4)
     """
 

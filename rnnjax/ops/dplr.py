@@ -51,15 +51,12 @@ def step(state, q, k, v, a, b, gk, *, scale=None):
     state's dtype, and ``o`` ``(*B, h, dv)`` in the inputs'.
 
     Example:
-      >>> import jax, jax.numpy as jnp
+      >>> import jax.numpy as jnp
       >>> from rnnjax.ops import OPERATORS
-      >>> op = OPERATORS["dplr_delta_rule"]
-      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
-      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
-      >>> a, b, gk = -k, 0.5 * k, jnp.full((5, 2, 3), -0.1)
-      >>> S, o = op.step(jnp.zeros((2, 3, 3)), q[0], k[0], v[0], a[0], b[0], gk[0])
-      >>> S.shape, o.shape
-      ((2, 3, 3), (2, 3))
+      >>> x = jnp.ones((2, 3))  # (h, d)
+      >>> S, o = OPERATORS["dplr_delta_rule"].step(jnp.zeros((2, 3, 3)), x, x, x, -0.5 * x, 0.5 * x, -0.1 * x)
+      >>> o.shape
+      (2, 3)
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     dt, out = state.dtype, jnp.result_type(q, k, v)
@@ -74,15 +71,10 @@ def recurrent(q, k, v, a, b, gk, *, state, reset_state=None, valid=None, resets=
     """``lax.scan`` of :func:`step` with the masks. Returns ``(o, final_state)``.
 
     Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from rnnjax.ops import OPERATORS
-      >>> op = OPERATORS["dplr_delta_rule"]
-      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
-      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
-      >>> a, b, gk = -k, 0.5 * k, jnp.full((5, 2, 3), -0.1)
-      >>> o, S = op.recurrent(q, k, v, a, b, gk, state=jnp.zeros((2, 3, 3)))
-      >>> o.shape, S.shape
-      ((5, 2, 3), (2, 3, 3))
+      >>> import jax.numpy as jnp, rnnjax as rj
+      >>> x, s0 = jnp.ones((5, 2, 3)), jnp.zeros((2, 3, 3))  # (T, h, d), (h, dk, dv)
+      >>> rj.ops.OPERATORS["dplr_delta_rule"].recurrent(x, x, x, -0.5 * x, 0.5 * x, -0.1 * x, state=s0)[0].shape
+      (5, 2, 3)
     """
     f = functools.partial(step, scale=scale)
     masks = dict(reset_state=reset_state, valid=valid, resets=resets)
@@ -96,17 +88,12 @@ def chunk(
     ``(o, final_state)``.
 
     Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from rnnjax.ops import OPERATORS
-      >>> op = OPERATORS["dplr_delta_rule"]
-      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
-      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
-      >>> a, b, gk = -k, 0.5 * k, jnp.full((5, 2, 3), -0.1)
-      >>> args = (q, k, v, a, b, gk)
+      >>> import jax.numpy as jnp, rnnjax as rj
+      >>> op, x = rj.ops.OPERATORS["dplr_delta_rule"], jnp.ones((5, 2, 3))  # (T, h, d)
+      >>> args = (x, x, x, -0.5 * x, 0.5 * x, -0.1 * x)
       >>> o, S = op.chunk(*args, state=jnp.zeros((2, 3, 3)), chunk=2)
-      >>> o2, S2 = op.recurrent(*args, state=jnp.zeros((2, 3, 3)))
-      >>> bool(jnp.allclose(o, o2, atol=1e-5)), bool(jnp.allclose(S, S2, atol=1e-5))
-      (True, True)
+      >>> bool(jnp.allclose(o, op.recurrent(*args, state=jnp.zeros((2, 3, 3)))[0], atol=1e-5))
+      True
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     masks = dict(reset_state=reset_state, valid=valid, resets=resets)

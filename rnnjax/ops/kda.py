@@ -45,15 +45,12 @@ def step(state, q, k, v, gk, beta, *, scale=None):
     (``OPERATORS["delta_rule"].step``). Returns ``(state, o)``.
 
     Example:
-      >>> import jax, jax.numpy as jnp
+      >>> import jax.numpy as jnp
       >>> from rnnjax.ops import OPERATORS
-      >>> op = OPERATORS["kda"]
-      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
-      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
-      >>> gk, beta = jnp.full((5, 2, 3), -0.1), jnp.full((5, 2), 0.5)
-      >>> S, o = op.step(jnp.zeros((2, 3, 3)), q[0], k[0], v[0], gk[0], beta[0])
-      >>> S.shape, o.shape
-      ((2, 3, 3), (2, 3))
+      >>> x = jnp.ones((2, 3))  # (h, d)
+      >>> S, o = OPERATORS["kda"].step(jnp.zeros((2, 3, 3)), x, x, x, -0.1 * x, jnp.full(2, 0.5))
+      >>> o.shape
+      (2, 3)
     """
     state = jnp.exp(gk.astype(state.dtype))[..., None] * state
     return delta_rule.step(state, q, k, v, beta, scale=scale)
@@ -63,15 +60,10 @@ def recurrent(q, k, v, gk, beta, *, state, reset_state=None, valid=None, resets=
     """``lax.scan`` of :func:`step` with the masks. Returns ``(o, final_state)``.
 
     Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from rnnjax.ops import OPERATORS
-      >>> op = OPERATORS["kda"]
-      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
-      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
-      >>> gk, beta = jnp.full((5, 2, 3), -0.1), jnp.full((5, 2), 0.5)
-      >>> o, S = op.recurrent(q, k, v, gk, beta, state=jnp.zeros((2, 3, 3)))
-      >>> o.shape, S.shape
-      ((5, 2, 3), (2, 3, 3))
+      >>> import jax.numpy as jnp, rnnjax as rj
+      >>> x, s0 = jnp.ones((5, 2, 3)), jnp.zeros((2, 3, 3))  # (T, h, d), (h, dk, dv)
+      >>> rj.ops.OPERATORS["kda"].recurrent(x, x, x, -0.1 * x, jnp.full((5, 2), 0.5), state=s0)[0].shape
+      (5, 2, 3)
     """
     dplr.check_beta("beta", beta, 2.0)
     f = functools.partial(step, scale=scale)
@@ -85,17 +77,12 @@ def chunk(
     """The chunkwise form, equal to :func:`recurrent`. Returns ``(o, final_state)``.
 
     Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from rnnjax.ops import OPERATORS
-      >>> op = OPERATORS["kda"]
-      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 5, 2, 3))  # (T, h, d)
-      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
-      >>> gk, beta = jnp.full((5, 2, 3), -0.1), jnp.full((5, 2), 0.5)
-      >>> args = (q, k, v, gk, beta)
+      >>> import jax.numpy as jnp, rnnjax as rj
+      >>> op, x = rj.ops.OPERATORS["kda"], jnp.ones((5, 2, 3))  # (T, h, d)
+      >>> args = (x, x, x, -0.1 * x, jnp.full((5, 2), 0.5))
       >>> o, S = op.chunk(*args, state=jnp.zeros((2, 3, 3)), chunk=2)
-      >>> o2, S2 = op.recurrent(*args, state=jnp.zeros((2, 3, 3)))
-      >>> bool(jnp.allclose(o, o2, atol=1e-5)), bool(jnp.allclose(S, S2, atol=1e-5))
-      (True, True)
+      >>> bool(jnp.allclose(o, op.recurrent(*args, state=jnp.zeros((2, 3, 3)))[0], atol=1e-5))
+      True
     """
     masks = dict(reset_state=reset_state, valid=valid, resets=resets)
     return delta_rule.decayed_chunk(

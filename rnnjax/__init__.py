@@ -55,7 +55,7 @@ from rnnjax.train import EarlyStopping, Trainer, TrainState, fit, make_optimizer
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = ("checkpoint", "linen", "nnx", "flax_convert")
+_LAZY_MODULES = ("checkpoint", "linen", "nnx", "flax_convert", "tasks")
 # deprecated modules: importing them warns and names the replacement
 _DEPRECATED_MODULES = ("esn", "fused", "models", "modern_blocks")
 # modules that moved: their old paths stay importable for one release, as aliases that warn

@@ -155,6 +155,16 @@ def _to_torch_bad():
 # --------------------------------------------------------------------------- the table
 # (id, name the message must contain, the malformed call)
 
+
+def _topology(name, key=None, **kw):
+    """A reservoir topology of size 10 (``cluster``: 2 clusters) with ``kw`` changed."""
+    from rnnjax.reservoir import topologies
+
+    key = jax.random.key(0) if key is None else key
+    kw = {"clusters": 2, **kw} if name == "cluster" else kw
+    return getattr(topologies, name)(key, 10, **kw)
+
+
 BAD = [
     # ---- cells
     ("gru-input_size-0", "input_size", lambda: rj.GRU(0, 3)),
@@ -671,6 +681,26 @@ BAD = [
         "params",
         lambda: rj.interop.to_torch_state_dict(F("rec"), {**F("gru_p"), "w_hh": jnp.ones((4, 9))}),
     ),
+    # ---- the surface added with the modern cells and the reservoir topologies
+    ("slstm-forget_bias-nan", "forget_bias", lambda: rj.SLSTM(4, 4, forget_bias=NAN)),
+    ("mlstm-forget_bias-inf", "forget_bias", lambda: rj.MLSTM(4, 4, forget_bias=INF)),
+    ("mlstm-forget_bias-pair-nan", "forget_bias", lambda: rj.MLSTM(4, 4, forget_bias=(3, NAN))),
+    ("xlstm-expansion-0", "expansion", lambda: rj.xlstm_block(8, "slstm", expansion=0)),
+    ("count_params-str", "params", lambda: rj.count_params("abc")),
+    ("fit-log_path-int", "log_path", lambda: _fit(log_path=123)),
+    (
+        "effective_spectral_radius-nan",
+        "w",
+        lambda: reservoir.effective_spectral_radius(jnp.full((3, 3), NAN)),
+    ),
+    ("multiscroll-x0-nan", "x0", lambda: rj.tasks.chaos.multiscroll(10, x0=(NAN, 0.5, -0.6))),
+    ("small_world-neighbours-0", "neighbours", lambda: _topology("small_world", neighbours=0)),
+    ("bernoulli-density-0", "density", lambda: _topology("bernoulli", density=0.0)),
+    *[
+        (f"{name}-{arg}", arg, functools.partial(_topology, name, **{arg: value}))
+        for name in ("small_world", "cluster", "bernoulli", "fast_spectral")
+        for arg, value in (("spectral_radius", -1.0), ("dtype", jnp.int32), ("key", 0))
+    ],
     # ---- diagnostics
     ("spectral_radius-nonsquare", "w", lambda: rj.diagnostics.spectral_radius(jnp.ones((2, 3)))),
     (
@@ -1172,6 +1202,25 @@ def test_bad_call_raises_naming_the_argument(name, fn):
 @pytest.mark.parametrize("fn", [c[1] for c in VALID], ids=[c[0] for c in VALID])
 def test_valid_edge_case_is_accepted(fn):
     fn()
+
+
+def test_online_readouts_refuse_to_return_a_diverged_or_nan_readout():
+    """fit_lms with a NaN target, or a learning rate too large for the features, used to
+    return a NaN readout (fit_ridge raised); both raise now, naming the setting."""
+    cell, p = F("esn"), F("esn_p")
+    u = jnp.sin(jnp.arange(120.0) / 5)[:, None]
+    with pytest.raises(FloatingPointError, match="learning_rate"):
+        reservoir.fit_lms(cell, p, u[:-1], u[1:].at[10, 0].set(NAN), learning_rate=0.01)
+    with pytest.raises(FloatingPointError, match="learning_rate=100"):
+        reservoir.fit_lms(cell, p, u[:-1], u[1:], learning_rate=100.0)
+    readout, _ = reservoir.fit_lms(cell, p, u[:-1], u[1:], learning_rate=0.01)
+    assert np.isfinite(readout["w_out"]).all()
+
+
+def test_a_diverging_integration_names_the_step():
+    with pytest.raises(FloatingPointError, match="h=10"):
+        rj.tasks.chaos.rabinovich_fabrikant(50, h=10.0)
+    assert np.isfinite(rj.tasks.chaos.rabinovich_fabrikant(50)).all()
 
 
 def test_battery_is_large_and_ids_unique():

@@ -95,7 +95,11 @@ def xlstm_block(
         Recurrent(SLSTM(width, width, num_heads=num_heads), config=config), width, conv
     )
     return ResidualBlock(
-        layer, mixer="glu", expansion=expansion or 1, norm="layer", residual="each"
+        layer,
+        mixer="glu",
+        expansion=1 if expansion is None else expansion,
+        norm="layer",
+        residual="each",
     )
 
 

@@ -80,7 +80,14 @@ def count_params(params) -> int:
       >>> rj.count_params(rj.GRU(3, 4).init(jax.random.key(0)))   # 3*12 + 4*12 + 12 + 4
       100
     """
-    return int(sum(math.prod(jnp.shape(a)) for a in jax.tree_util.tree_leaves(params)))
+    leaves = jax.tree_util.tree_leaves(params)
+    bad = [a for a in leaves if not (hasattr(a, "shape") or isinstance(a, (int, float)))]
+    if bad:
+        raise TypeError(
+            "params must be a pytree of arrays (e.g. a model's init(key)); got a leaf "
+            f"{checks.describe(bad[0])}"
+        )
+    return int(sum(math.prod(jnp.shape(a)) for a in leaves))
 
 
 def _dense_init(key, n_in, n_out, dtype):

@@ -63,6 +63,8 @@ def check_forget_bias(value):
         ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     if not ok:
         raise TypeError(f"forget_bias must be a number or a pair (lo, hi); got {value!r}")
+    for v in value if isinstance(value, tuple) else (value,):
+        checks.number("forget_bias", v)  # finite: a NaN or infinite bias runs to NaN
     return value
 
 

@@ -105,6 +105,8 @@ def effective_spectral_radius(w, leak_rate: float = 1.0) -> float:
     if w.shape[0] != w.shape[1]:
         raise ValueError(f"w must be square (N, N); got {checks.describe(w)}")
     checks.number("leak_rate", leak_rate, 0.0, 1.0, min_open=True)
+    if not bool(np.all(np.isfinite(np.asarray(w)))):
+        raise ValueError(f"w must be finite; got {checks.describe(w)} holding NaN or Inf")
     a = float(leak_rate)
     m = (1 - a) * np.eye(w.shape[0]) + a * np.asarray(w, np.float64)
     return float(np.max(np.abs(np.linalg.eigvals(m))))

@@ -20,6 +20,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnnjax import checks
 from rnnjax.reservoir.drivers import call, setup, step_noise
@@ -72,10 +73,19 @@ def _online(cell, params, us, ys, state, washout, rate, forgetting, feedback, te
         cell, params, us, state, key=key, ys=ys, teacher=teacher, washout=washout,
         precision=precision,
     )  # fmt: skip
-    return call(
+    readout, st = call(
         _online_jit, s, s.ys, washout, rate, forgetting, x64=precision, rule=rule,
         force=feedback == "output",
     )  # fmt: skip
+    w = readout["w_out"]
+    if checks.is_concrete(w) and not bool(np.all(np.isfinite(np.asarray(w)))):
+        what = "learning_rate" if rule == "lms" else "delta"
+        raise FloatingPointError(
+            f"the {rule.upper()} readout is not finite ({what}={rate:g}): the targets or "
+            f"inputs hold NaN/Inf, or the updates diverged (for LMS, a learning_rate too "
+            "large for the features' scale: try a smaller one, or fit_ridge)"
+        )
+    return readout, st
 
 
 def fit_rls(
@@ -120,6 +130,10 @@ def fit_rls(
 
     Returns:
       ``(readout, state)`` as :func:`fit_ridge`.
+
+    Raises:
+      FloatingPointError: the readout is not finite (non-finite targets or inputs, or
+        updates that diverged).
 
     Example:
       >>> import jax, jax.numpy as jnp

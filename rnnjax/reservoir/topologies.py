@@ -43,6 +43,17 @@ def _check_n(N):
     return checks.integer("N", N, 1)
 
 
+def _checked(key, spectral_radius, dtype):
+    """The arguments every topology shares, checked as :class:`rnnjax.EchoState` checks
+    them: ``(key, radius to scale to, scale?, dtype)``."""
+    key = checks.key("key", key)
+    if spectral_radius is not None:
+        checks.number("spectral_radius", spectral_radius, 0.0, min_open=True)
+    dtype = checks.floating_dtype("dtype", dtype)
+    sr = 1.0 if spectral_radius is None else spectral_radius
+    return key, sr, spectral_radius is not None, dtype
+
+
 @functools.partial(jax.jit, static_argnames=("N", "neighbours", "dtype", "scale"))
 def _small_world(key, rewire, sr, *, N, neighbours, dtype, scale):
     dd = _draw_dtype(dtype)
@@ -105,20 +116,14 @@ def small_world(
       [2, 2, 2, 2, 2, 2, 2, 2]
     """
     N = _check_n(N)
-    checks.integer("neighbours", neighbours, 0, N - 1)
+    key, sr, scale, dtype = _checked(key, spectral_radius, dtype)
+    if N < 3:
+        raise ValueError(f"N must be >= 3 for a ring lattice of even degree; got {N}")
+    checks.integer("neighbours", neighbours, 2, N - 1)
     if neighbours % 2:
         raise ValueError(f"neighbours must be even (half on each side); got {neighbours}")
     checks.number("rewire", rewire, 0.0, 1.0)
-    sr = 1.0 if spectral_radius is None else spectral_radius
-    return _small_world(
-        key,
-        rewire,
-        sr,
-        N=N,
-        neighbours=neighbours,
-        dtype=jnp.dtype(dtype),
-        scale=spectral_radius is not None,
-    )
+    return _small_world(key, rewire, sr, N=N, neighbours=neighbours, dtype=dtype, scale=scale)
 
 
 @functools.partial(jax.jit, static_argnames=("N", "clusters", "kind", "dtype", "scale"))
@@ -176,17 +181,18 @@ def cluster(
         raise ValueError(f"N must be a multiple of clusters; got N={N}, clusters={clusters}")
     checks.number("density", density, 0.0, 1.0)
     checks.number("inter_density", inter_density, 0.0, 1.0)
+    key, sr, scale, dtype = _checked(key, spectral_radius, dtype)
     return _masked(
         key,
         density,
         inter_density,
         0.5,
-        1.0 if spectral_radius is None else spectral_radius,
+        sr,
         N=N,
         clusters=clusters,
         kind="cluster",
-        dtype=jnp.dtype(dtype),
-        scale=spectral_radius is not None,
+        dtype=dtype,
+        scale=scale,
     )
 
 
@@ -219,18 +225,19 @@ def bernoulli(
     """
     N = _check_n(N)
     checks.number("p", p, 0.0, 1.0)
-    checks.number("density", density, 0.0, 1.0)
+    checks.number("density", density, 0.0, 1.0, min_open=True)  # 0: an all-zero matrix
+    key, sr, scale, dtype = _checked(key, spectral_radius, dtype)
     return _masked(
         key,
         density,
         density,
         p,
-        1.0 if spectral_radius is None else spectral_radius,
+        sr,
         N=N,
         clusters=1,
         kind="bernoulli",
-        dtype=jnp.dtype(dtype),
-        scale=spectral_radius is not None,
+        dtype=dtype,
+        scale=scale,
     )
 
 
@@ -264,15 +271,16 @@ def fast_spectral(
     """
     N = _check_n(N)
     checks.number("density", density, 0.0, 1.0, min_open=True)
+    key, sr, scale, dtype = _checked(key, spectral_radius, dtype)
     return _masked(
         key,
         density,
         density,
         0.5,
-        1.0 if spectral_radius is None else spectral_radius,
+        sr,
         N=N,
         clusters=1,
         kind="fast_spectral",
-        dtype=jnp.dtype(dtype),
-        scale=spectral_radius is not None,
+        dtype=dtype,
+        scale=scale,
     )

@@ -12,7 +12,8 @@
 - :mod:`rnnjax.tasks.digits`: scikit-learn's digits as row or pixel sequences (needs the
   ``digits`` extra).
 
-Every generator takes a ``seed`` and returns NumPy arrays (a dict of ``"inputs"`` and
+The submodules are imported with the package (``rnnjax.tasks.mackey_glass.mackey_glass``
+works after ``import rnnjax``; ``digits`` on first use). Every generator takes a ``seed`` and returns NumPy arrays (a dict of ``"inputs"`` and
 ``"targets"``, or a NamedTuple); shapes use ``B`` batch and ``T`` time.
 
 Example:
@@ -21,3 +22,36 @@ Example:
   >>> sorted(batch), batch["inputs"].shape
   (['inputs', 'targets'], (2, 8, 2))
 """
+
+import importlib as _importlib
+
+from rnnjax.tasks import (
+    chaos,
+    language,
+    long_range,
+    lorenz,
+    mackey_glass,
+    memory,
+    narma,
+    seq2seq_tasks,
+    tagging,
+)
+
+__all__ = [
+    "chaos",
+    "digits",
+    "language",
+    "long_range",
+    "lorenz",
+    "mackey_glass",
+    "memory",
+    "narma",
+    "seq2seq_tasks",
+    "tagging",
+]
+
+
+def __getattr__(name):
+    if name == "digits":  # scikit-learn's digits: imported on first use (the digits extra)
+        return _importlib.import_module("rnnjax.tasks.digits")
+    raise AttributeError(f"module 'rnnjax.tasks' has no attribute {name!r}")

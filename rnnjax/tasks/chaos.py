@@ -161,6 +161,8 @@ def _x0(name, x0, d):
     x = np.asarray(x0, np.float64)
     if x.shape != (d,):
         raise ValueError(f"{name} must have shape ({d},); got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} must be finite; got {x.tolist()}")
     return x
 
 
@@ -174,12 +176,18 @@ def _integrate(rhs, x0, n, h, substeps):
     s = x0.copy()
     out[0] = s
     for i in range(1, n):
-        for _ in range(substeps):
-            k1 = rhs(s)
-            k2 = rhs(s + 0.5 * dt * k1)
-            k3 = rhs(s + 0.5 * dt * k2)
-            k4 = rhs(s + dt * k3)
-            s = s + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+        with np.errstate(over="ignore", invalid="ignore"):  # a divergence is raised below
+            for _ in range(substeps):
+                k1 = rhs(s)
+                k2 = rhs(s + 0.5 * dt * k1)
+                k3 = rhs(s + 0.5 * dt * k2)
+                k4 = rhs(s + dt * k3)
+                s = s + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+        if not np.all(np.isfinite(s)):
+            raise FloatingPointError(
+                f"the integration diverged at step {i} of {n} (h={h:g}, substeps={substeps}): "
+                "the step is too large for this system; use a smaller h or more substeps"
+            )
         out[i] = s
     return out
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import warnings
 from typing import Any, Callable, Optional, Union
 
@@ -173,6 +174,8 @@ def fit(
         early_stopping=early_stopping,
         writers=writers,
     )
+    if log_path is not None and not isinstance(log_path, (str, os.PathLike)):
+        raise TypeError(f"log_path must be a file path or None; got {checks.describe(log_path)}")
     start = int(state.position)
     if checkpointer is not None:  # before anything is written: never drop another run
         checkpointer.check_start(state)

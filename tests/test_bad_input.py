@@ -1138,6 +1138,12 @@ BAD += [
         lambda: F("ckpt").save(F("tr_state"), metrics={"loss": jnp.ones(2)}),
     ),
     (
+        # a healthy checkpoint and no target: the target is named, not the checkpoint
+        "ckpt-restore-target-none",
+        "target",
+        lambda: (_save_at(2), F("ckpt").restore(None)),
+    ),
+    (
         "ckpt-restore-step-neg",
         "step",
         lambda: F("ckpt").restore(F("tr").abstract_state(), step=-1),

@@ -400,10 +400,16 @@ class Checkpointer:
           The restored state, with the structure (NamedTuples included) of ``target``.
 
         Raises:
-          TypeError: ``step`` is not an int; ``ValueError``: ``step < 0``.
+          TypeError: ``target`` has no arrays (e.g. ``None``), or ``step`` is not an int;
+            ``ValueError``: ``step < 0``.
           FileNotFoundError: the directory has no checkpoint, or not ``step``.
           CheckpointError: the checkpoint is damaged (unreadable, or its digest differs).
         """
+        if not jax.tree_util.tree_leaves(target):
+            raise TypeError(
+                "target must be the state to restore into, e.g. trainer.abstract_state() "
+                f"(or use ckpt.restore_or_init(trainer, key)); got {checks.describe(target)}"
+            )
         self.wait()
         if not os.path.isdir(self.directory):
             raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")

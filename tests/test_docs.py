@@ -95,6 +95,7 @@ def test_api_reference_is_grouped_and_documents_each_name_once_as_users_type_it(
     slugs = [group[0] for group in conf.API_GROUPS]
     assert slugs == [
         "cells",
+        "ops",
         "sequences",
         "scan",
         "training",

@@ -7,6 +7,7 @@ The checked presets and the quicker others run in the default test run; the four
 import math
 import sys
 
+import jax
 import pytest
 from experiment_runner import EXPERIMENTS, run_quick
 
@@ -107,8 +108,13 @@ def test_ctrl_c_ends_a_script_with_exit_status_130(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(repro_common, "parse", interrupted)
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(f"{EXPERIMENTS}/repro_vanishing.py", run_name="__main__")
+    # the script turns on 64-bit mode when it is loaded: put it back for the tests after
+    x64 = jax.config.jax_enable_x64
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(f"{EXPERIMENTS}/repro_vanishing.py", run_name="__main__")
+    finally:
+        jax.config.update("jax_enable_x64", x64)
     assert exit_info.value.code == 130
     assert capsys.readouterr() == ("", "")
     assert entry.run_main(lambda x: x + 1, 1) == 2  # otherwise it returns main's value

@@ -300,11 +300,10 @@ def test_derivatives_gla():
     check_derivatives("gla", reverse=True)
 
 
-@pytest.mark.slow
-@pytest.mark.parallel
+@pytest.mark.slow  # CI's parallel profile runs chunk 2; the rest before a release
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("chunk", [1, 2, 3, 8])
+@pytest.mark.parametrize("chunk", [1, pytest.param(2, marks=pytest.mark.parallel), 3, 8])
 def test_derivatives_grid(family, reverse, chunk):
     check_derivatives(family, reverse, chunk)
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import bench_core as core
 from rnnjax import ops
 
 # family -> (extra arrays: name -> "head" (per-head scalar) | "key" (per key channel),
@@ -84,13 +85,9 @@ def _jax_step(name, method, chunk):
 
 
 def _time(fn, reps):
-    fn()  # warm-up (and compile)
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    """Median seconds of ``reps`` calls of ``fn`` after one warm-up (and compile) call."""
+    fn()
+    return statistics.median([core.time_call(fn) for _ in range(reps)])
 
 
 def _fla(name):
